@@ -1,0 +1,46 @@
+//! The wire contract of jetinfer, shared by every process and by clients.
+//!
+//! This is a leaf crate: types, names, limits and validation, and no I/O.
+//!
+//! - [`tensor`]: one sample's tensor (`dtype`, `shape`, borrowed `data` bytes) and [`DType`].
+//! - [`job`]: the job a producer publishes, and [`job::decode_job`] which turns raw bytes
+//!   into a validated job or a typed [`JobError`].
+//! - [`result`]: the result stored in Redis and its timings.
+//! - [`worker`]: heartbeats and the dispatcher ↔ worker run request/reply.
+//! - [`names`]: subjects, stream and Redis key builders, [`Priority`].
+//! - [`error`]: the stable error codes.
+//! - [`limits`]: size limits and the identifier rules.
+//!
+//! Every message is a MessagePack map written with `rmp_serde::to_vec_named`; unknown keys
+//! are ignored and fields added later are `#[serde(default)]`, so old readers keep working.
+
+pub mod error;
+pub mod job;
+pub mod limits;
+pub mod names;
+pub mod result;
+pub mod tensor;
+pub mod worker;
+
+pub use error::{ErrorCode, JobError};
+pub use job::{decode_job, Job};
+pub use limits::Limits;
+pub use names::{Keys, Priority};
+pub use result::{ErrorBody, JobResult, Status, Timings};
+pub use tensor::{DType, Tensor};
+
+/// The schema version every message carries in its `v` field.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Encodes any wire type as a MessagePack map (field names, not positions).
+pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(value).expect("encoding a wire type into a Vec cannot fail: this is a bug")
+}
+
+/// Milliseconds since the Unix epoch from the local clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,149 @@
+//! Subject, stream and Redis key names, and the priority classes.
+
+use serde::{Deserialize, Serialize};
+
+/// The JetStream stream that holds jobs.
+pub const JOBS_STREAM: &str = "JETINFER_JOBS";
+/// Every job subject starts with this.
+pub const JOBS_PREFIX: &str = "jetinfer.jobs";
+/// Workers announce themselves here every second (core NATS).
+pub const HEARTBEAT_SUBJECT: &str = "jetinfer.workers.heartbeat";
+/// Default prefix of Redis keys.
+pub const DEFAULT_KEY_PREFIX: &str = "jetinfer";
+
+/// Priority classes, highest first.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    P0,
+    P1,
+    P2,
+}
+
+impl Priority {
+    /// All classes, highest first.
+    pub const ALL: [Priority; 3] = [Priority::P0, Priority::P1, Priority::P2];
+
+    /// The subject token (`"p0"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::P0 => "p0",
+            Priority::P1 => "p1",
+            Priority::P2 => "p2",
+        }
+    }
+
+    /// 0 for P0, 1 for P1, 2 for P2.
+    pub fn rank(self) -> usize {
+        self as usize
+    }
+
+    /// Parses `p0`/`P0`/`0`.
+    pub fn parse(s: &str) -> Option<Priority> {
+        match s.to_ascii_lowercase().trim_start_matches('p') {
+            "0" => Some(Priority::P0),
+            "1" => Some(Priority::P1),
+            "2" => Some(Priority::P2),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Priority::parse(s).ok_or_else(|| format!("unknown priority {s:?} (expected p0, p1 or p2)"))
+    }
+}
+
+/// `jetinfer.jobs.<priority>.<model>`: where a producer publishes a job.
+pub fn job_subject(priority: Priority, model: &str) -> String {
+    format!("{JOBS_PREFIX}.{}.{model}", priority.as_str())
+}
+
+/// `jetinfer.jobs.<priority>.>`: the filter of one priority's consumer.
+pub fn priority_filter(priority: Priority) -> String {
+    format!("{JOBS_PREFIX}.{}.>", priority.as_str())
+}
+
+/// Splits a job subject into its priority and model token.
+pub fn parse_job_subject(subject: &str) -> Option<(Priority, &str)> {
+    let rest = subject.strip_prefix(JOBS_PREFIX)?.strip_prefix('.')?;
+    let (p, model) = rest.split_once('.')?;
+    Some((Priority::parse(p).filter(|_| p.starts_with('p'))?, model))
+}
+
+/// `jetinfer.done.<id>`: completion notice (core NATS), payload is the result status.
+pub fn done_subject(id: &str) -> String {
+    format!("jetinfer.done.{id}")
+}
+
+/// `jetinfer.worker.<worker id>.run`: where the dispatcher sends run requests.
+pub fn worker_run_subject(worker_id: &str) -> String {
+    format!("jetinfer.worker.{worker_id}.run")
+}
+
+/// Redis key builders under a configurable prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::new(DEFAULT_KEY_PREFIX)
+    }
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Keys { prefix: prefix.into() }
+    }
+
+    /// `<prefix>:result:<id>`
+    pub fn result(&self, id: &str) -> String {
+        format!("{}:result:{id}", self.prefix)
+    }
+
+    /// `<prefix>:cache:<model>:<version>:<digest>`
+    pub fn cache(&self, model: &str, version: &str, digest: &str) -> String {
+        format!("{}:cache:{model}:{version}:{digest}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_round_trip() {
+        let s = job_subject(Priority::P1, "mlp");
+        assert_eq!(s, "jetinfer.jobs.p1.mlp");
+        assert_eq!(parse_job_subject(&s), Some((Priority::P1, "mlp")));
+        assert_eq!(parse_job_subject("jetinfer.jobs.p7.mlp"), None);
+        assert_eq!(parse_job_subject("jetinfer.jobs.1.mlp"), None);
+        assert_eq!(parse_job_subject("other.jobs.p1.mlp"), None);
+        assert_eq!(priority_filter(Priority::P2), "jetinfer.jobs.p2.>");
+    }
+
+    #[test]
+    fn keys() {
+        let k = Keys::new("x");
+        assert_eq!(k.result("a"), "x:result:a");
+        assert_eq!(k.cache("m", "1", "ab"), "x:cache:m:1:ab");
+        assert_eq!(Keys::default().result("a"), "jetinfer:result:a");
+    }
+
+    #[test]
+    fn priorities() {
+        assert_eq!("P2".parse::<Priority>().unwrap(), Priority::P2);
+        assert_eq!(Priority::parse("1"), Some(Priority::P1));
+        assert!(Priority::P0 < Priority::P2);
+    }
+}

@@ -1,0 +1,121 @@
+//! Dispatcher ↔ worker messages (core NATS): heartbeats and run requests/replies.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::names::Priority;
+use crate::tensor::DType;
+
+/// One input of a model: dtype and per-sample shape, `-1` for a dynamic dimension.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct InputSpec {
+    pub dtype: DType,
+    pub shape: Vec<i64>,
+}
+
+/// A model a worker has loaded and warmed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: String,
+    pub max_batch_size: u32,
+    #[serde(default)]
+    pub inputs: Vec<InputSpec>,
+}
+
+/// Sent by each worker on `jetinfer.workers.heartbeat` every second.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Heartbeat {
+    pub v: u32,
+    /// Unique per worker process; part of its run subject.
+    pub worker: String,
+    pub models: Vec<ModelInfo>,
+    /// Jobs the worker accepts at once (queued in its batchers plus running).
+    pub slots: u32,
+    /// Slots free when the heartbeat was sent.
+    pub free_slots: u32,
+    /// Devices in use, e.g. `"cuda:0"`.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// CUDA memory allocated by this process, bytes (absent on CPU).
+    #[serde(default)]
+    pub gpu_memory_bytes: Option<u64>,
+    /// False while the worker drains for shutdown: send it nothing new.
+    #[serde(default = "yes")]
+    pub accepting: bool,
+    #[serde(default)]
+    pub sent_at_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One job inside a run request: the producer's job message untouched, plus what the
+/// dispatcher learned about it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RunJob {
+    /// The job message exactly as published (MessagePack), decoded again by the worker.
+    /// (`bytes::Bytes` serialises as MessagePack bin.)
+    pub payload: Bytes,
+    pub priority: Priority,
+    /// Effective absolute deadline (Unix ms): the job's own or the priority's default.
+    pub deadline_ms: u64,
+    /// When JetStream stored the message (Unix ms), for queue-time accounting.
+    pub published_ms: u64,
+    /// Delivery attempt, 1 on the first.
+    pub attempt: u32,
+    /// W3C trace context of the producer, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// A bundle of jobs for one worker, sent as a request to `jetinfer.worker.<id>.run`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RunRequest {
+    pub v: u32,
+    pub jobs: Vec<RunJob>,
+}
+
+/// What happened to one job of a run request.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// A result is stored in Redis (this run's, or an earlier one's): ack it.
+    Stored,
+    /// Not run (worker draining, full, or the store unreachable): schedule it again.
+    Retry,
+}
+
+/// The worker's reply, sent only after every stored result is in Redis.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RunReply {
+    pub v: u32,
+    /// In the order of the request's jobs.
+    pub outcomes: Vec<RunOutcome>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode;
+
+    #[test]
+    fn run_request_round_trip_keeps_payload_bytes() {
+        let req = RunRequest {
+            v: 1,
+            jobs: vec![RunJob {
+                payload: Bytes::from_static(b"\x80"),
+                priority: Priority::P1,
+                deadline_ms: 10,
+                published_ms: 5,
+                attempt: 1,
+                traceparent: None,
+            }],
+        };
+        let back: RunRequest = rmp_serde::from_slice(&encode(&req)).unwrap();
+        assert_eq!(back, req);
+        let reply = RunReply { v: 1, outcomes: vec![RunOutcome::Stored, RunOutcome::Retry] };
+        assert_eq!(rmp_serde::from_slice::<RunReply>(&encode(&reply)).unwrap(), reply);
+    }
+}

