@@ -26,7 +26,7 @@ pub use error::{ErrorCode, JobError};
 pub use job::{decode_job, Job};
 pub use limits::Limits;
 pub use names::{Keys, Priority};
-pub use result::{ErrorBody, JobResult, Status, Timings};
+pub use result::{CachedOutputs, ErrorBody, JobResult, Status, Timings};
 pub use tensor::{DType, Tensor};
 
 /// The schema version every message carries in its `v` field.

@@ -160,3 +160,12 @@ mod tests {
         assert!(r.outputs.is_empty());
     }
 }
+
+/// What the content-addressed cache stores under `<prefix>:cache:<model>:<version>:<digest>`:
+/// the outputs of a successful run, reused for any job with the same inputs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CachedOutputs<'a> {
+    pub v: u32,
+    #[serde(borrow)]
+    pub outputs: Vec<Tensor<'a>>,
+}

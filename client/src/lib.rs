@@ -1,0 +1,25 @@
+//! The jetinfer client: publish inference jobs to NATS JetStream and read their results
+//! from Redis, from Rust. The `jetinfer` binary (CLI) is built on the same library.
+//!
+//! - [`client`]: [`Client`] — `submit`, `get`, `wait`.
+//! - [`store`]: [`ResultStore`] — the Redis result keys (`SET NX`, first result wins) and
+//!   the content-addressed cache; the dispatcher and workers write through it too.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), jetinfer_client::ClientError> {
+//! use jetinfer_client::{Client, StoreConfig};
+//! use jetinfer_schemas::{Job, Priority, Tensor};
+//!
+//! let client = Client::connect("nats://127.0.0.1:4222", &StoreConfig::new("redis://127.0.0.1:6379")).await?;
+//! let job = Job::new("job-1", "mlp", vec![Tensor::from_f32(vec![16], &[0.5; 16])]);
+//! client.submit(Priority::P1, &job).await?;
+//! let result = client.wait("job-1", std::time::Duration::from_secs(10)).await?;
+//! println!("{:?} {:?}", result.status, result.outputs[0].to_f32_vec());
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod store;
+
+pub use client::{Client, ClientError, Submitted};
+pub use store::{ResultStore, ResultWrite, StoreConfig, StoreError};

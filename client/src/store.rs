@@ -1,0 +1,165 @@
+//! The Redis side of jetinfer: results (`SET NX`, first result wins) and the
+//! content-addressed cache. Used by the client to read results and by the dispatcher and
+//! workers to write them, so every process agrees on keys, TTLs and encoding.
+
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, AsyncCommands};
+use deadpool_redis::{Config, Pool, Runtime};
+use jetinfer_schemas::{JobResult, Keys};
+
+/// Failure to reach or use Redis. Always transient from a job's point of view.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis config: {0}")]
+    Config(#[from] deadpool_redis::CreatePoolError),
+    #[error("stored result of {id} does not decode: {source}")]
+    Decode { id: String, source: rmp_serde::decode::Error },
+}
+
+/// TTLs and key prefix of the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+    pub keys: Keys,
+    pub result_ttl: Duration,
+    pub cache_ttl: Duration,
+    /// Pool size; each connection is multiplexed, so a few suffice.
+    pub pool_size: usize,
+}
+
+impl StoreConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreConfig {
+            url: url.into(),
+            keys: Keys::default(),
+            result_ttl: Duration::from_secs(24 * 3600),
+            cache_ttl: Duration::from_secs(3600),
+            pool_size: 8,
+        }
+    }
+}
+
+/// One result to write: the job id and its encoded [`JobResult`].
+pub struct ResultWrite<'a> {
+    pub id: &'a str,
+    pub bytes: Vec<u8>,
+}
+
+/// Handle to the result store; cheap to clone.
+#[derive(Clone)]
+pub struct ResultStore {
+    pool: Pool,
+    keys: Keys,
+    result_ttl_ms: u64,
+    cache_ttl_ms: u64,
+}
+
+impl ResultStore {
+    /// Creates the pool; connections are opened lazily, with explicit timeouts (redis'
+    /// defaults of 500 ms are too short for a loaded machine).
+    pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
+        let mut cfg = Config::from_url(config.url.clone());
+        cfg.pool = Some(deadpool_redis::PoolConfig {
+            max_size: config.pool_size,
+            timeouts: deadpool_redis::Timeouts {
+                wait: Some(Duration::from_secs(5)),
+                create: Some(Duration::from_secs(5)),
+                recycle: Some(Duration::from_secs(5)),
+            },
+            ..Default::default()
+        });
+        let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
+        Ok(ResultStore {
+            pool,
+            keys: config.keys.clone(),
+            result_ttl_ms: config.result_ttl.as_millis() as u64,
+            cache_ttl_ms: config.cache_ttl.as_millis() as u64,
+        })
+    }
+
+    /// The key names in use.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Round trip to Redis: is it reachable?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The raw stored result of a job, if any.
+    pub async fn get_raw(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        Ok(conn.get(self.keys.result(id)).await?)
+    }
+
+    /// The decoded result of a job, if it is finished.
+    pub async fn get(&self, id: &str) -> Result<Option<JobResult<'static>>, StoreError> {
+        self.get_raw(id).await?.map(|b| decode_owned(id, &b)).transpose()
+    }
+
+    /// Results of many jobs in one round trip (`MGET`), in the order of `ids`.
+    pub async fn get_many(&self, ids: &[String]) -> Result<Vec<Option<JobResult<'static>>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.result(id)).collect();
+        let mut conn = self.pool.get().await?;
+        let raw: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        raw.into_iter().zip(ids).map(|(b, id)| b.map(|b| decode_owned(id, &b)).transpose()).collect()
+    }
+
+    /// Which of these jobs already have a result (one pipelined round trip).
+    pub async fn exists_many(&self, ids: &[&str]) -> Result<Vec<bool>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.exists(self.keys.result(id));
+        }
+        let mut conn = self.pool.get().await?;
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    /// Writes results with `SET NX PX` (the first result wins, a late or duplicate run
+    /// never overwrites it) and cache entries with `SET PX`, all in one pipeline.
+    /// Returns, per result, whether this write stored it (false: one was there already).
+    pub async fn put_results(&self, results: &[ResultWrite<'_>], cache: &[(String, Vec<u8>)]) -> Result<Vec<bool>, StoreError> {
+        if results.is_empty() && cache.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for r in results {
+            pipe.cmd("SET").arg(self.keys.result(r.id)).arg(&r.bytes).arg("NX").arg("PX").arg(self.result_ttl_ms);
+        }
+        for (key, bytes) in cache {
+            pipe.cmd("SET").arg(key).arg(bytes).arg("PX").arg(self.cache_ttl_ms).ignore();
+        }
+        let mut conn = self.pool.get().await?;
+        let replies: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        Ok(replies.into_iter().map(|r| r.is_some()).collect())
+    }
+
+    /// Cache entries for these keys (`MGET`), in order.
+    pub async fn get_cached(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.get().await?;
+        Ok(redis::cmd("MGET").arg(keys).query_async(&mut conn).await?)
+    }
+}
+
+fn decode_owned(id: &str, bytes: &[u8]) -> Result<JobResult<'static>, StoreError> {
+    rmp_serde::from_slice::<JobResult<'_>>(bytes)
+        .map(JobResult::into_owned)
+        .map_err(|source| StoreError::Decode { id: id.to_string(), source })
+}
