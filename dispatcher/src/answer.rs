@@ -1,0 +1,77 @@
+//! Jobs the dispatcher answers itself (bad payload, invalid input, unknown model, expired,
+//! poison): store the error result first, announce it, then terminate the message.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::message::Acker;
+use async_nats::jetstream::AckKind;
+use jetinfer_client::{ResultStore, ResultWrite};
+use jetinfer_schemas::names::done_subject;
+use jetinfer_schemas::{encode, now_ms, JobError, JobResult};
+
+use crate::job::HeldJob;
+
+/// Delay before a job whose error could not be stored comes back.
+const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub(crate) struct Answerer {
+    pub store: ResultStore,
+    pub nats: async_nats::Client,
+    /// Written as the result's `worker` field.
+    pub name: String,
+}
+
+/// Who the error result is for.
+pub(crate) struct ErrorTarget<'a> {
+    /// None when no valid id is known: nothing can be written, the message is dropped.
+    pub id: Option<&'a str>,
+    pub model: &'a str,
+    pub attempts: u32,
+    pub published_ms: u64,
+    pub meta: BTreeMap<String, String>,
+}
+
+impl Answerer {
+    /// Stores the error result (first result wins) and terminates the message. If Redis is
+    /// unreachable the message is nak'ed instead: nothing is acked before its result is stored.
+    pub async fn fail(&self, acker: &Acker, target: ErrorTarget<'_>, error: JobError) {
+        tracing::debug!(id = ?target.id, code = %error.code, message = %error.message, "answering job with an error");
+        if let Some(id) = target.id {
+            let mut result = JobResult::failed(id, target.model, error);
+            result.worker = self.name.clone();
+            result.attempts = target.attempts;
+            result.meta = target.meta;
+            result.timings.total_ms = now_ms().saturating_sub(target.published_ms) as f64;
+            let status = result.status.as_str();
+            match self.store.put_results(&[ResultWrite { id, bytes: encode(&result) }], &[]).await {
+                Ok(stored) => {
+                    if stored.first() == Some(&true) {
+                        let _ = self.nats.publish(done_subject(id), status.into()).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "cannot store error result; the job comes back later");
+                    let _ = acker.ack_with(AckKind::Nak(Some(STORE_RETRY_DELAY))).await;
+                    return;
+                }
+            }
+        }
+        if let Err(e) = acker.ack_with(AckKind::Term).await {
+            tracing::warn!(id = ?target.id, error = %e, "term failed; the job will be redelivered and found answered");
+        }
+    }
+
+    /// [`Answerer::fail`] for a job already in the dispatcher's hands.
+    pub async fn fail_held(&self, job: HeldJob, error: JobError) {
+        let target = ErrorTarget {
+            id: Some(&job.id),
+            model: &job.route.model,
+            attempts: job.attempt,
+            published_ms: job.published_ms,
+            meta: job.meta.clone(),
+        };
+        self.fail(&job.acker, target, error).await;
+    }
+}

@@ -1,0 +1,131 @@
+//! Dispatcher configuration: every flag also reads an environment variable.
+
+use std::time::Duration;
+
+use jetinfer_schemas::{Limits, Priority};
+
+/// Where JetStream keeps the job stream.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    File,
+    Memory,
+}
+
+/// Configuration of one dispatcher process.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "jetinfer-dispatcher", about = "Moves jobs from JetStream priority subjects to jetinfer workers")]
+pub struct Config {
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Prefix of every Redis key.
+    #[arg(long, env = "JETINFER_KEY_PREFIX", default_value = "jetinfer")]
+    pub key_prefix: String,
+    /// Name in logs and in results the dispatcher writes itself (default: random).
+    #[arg(long, env = "JETINFER_DISPATCHER_ID")]
+    pub id: Option<String>,
+    /// TTL of results in Redis, seconds.
+    #[arg(long, env = "JETINFER_RESULT_TTL_S", default_value_t = 86_400)]
+    pub result_ttl_s: u64,
+    /// Stream storage.
+    #[arg(long, env = "JETINFER_STORAGE", value_enum, default_value = "file")]
+    pub storage: Storage,
+    /// Stream replicas (1 for a single server).
+    #[arg(long, env = "JETINFER_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+    /// Most jobs the stream holds; beyond it producers get an error (DiscardNew).
+    #[arg(long, env = "JETINFER_STREAM_MAX_MSGS", default_value_t = 1_000_000)]
+    pub stream_max_msgs: i64,
+    /// Most bytes the stream holds (DiscardNew).
+    #[arg(long, env = "JETINFER_STREAM_MAX_BYTES", default_value_t = 8 << 30)]
+    pub stream_max_bytes: i64,
+    /// JetStream de-duplication window for `Nats-Msg-Id`, seconds.
+    #[arg(long, env = "JETINFER_DUPLICATE_WINDOW_S", default_value_t = 600)]
+    pub duplicate_window_s: u64,
+    /// AckWait of the consumers; held jobs get in-progress acks at a third of it.
+    #[arg(long, env = "JETINFER_ACK_WAIT_MS", default_value_t = 30_000)]
+    pub ack_wait_ms: u64,
+    /// Deliveries (including re-dispatches after a worker died) before a job is `poison`.
+    #[arg(long, env = "JETINFER_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+    /// Default deadline per priority (p0,p1,p2), ms after publish.
+    #[arg(long, env = "JETINFER_DEADLINE_MS", value_delimiter = ',', num_args = 3, default_values_t = [5_000u64, 30_000, 300_000])]
+    pub deadline_ms: Vec<u64>,
+    /// Jobs held at once per priority (p0,p1,p2): queued here plus running on workers.
+    #[arg(long, env = "JETINFER_IN_FLIGHT", value_delimiter = ',', num_args = 3, default_values_t = [64usize, 128, 256])]
+    pub in_flight: Vec<usize>,
+    /// Waiting this long moves a job up one priority class when choosing what runs next.
+    #[arg(long, env = "JETINFER_AGING_MS", default_value_t = 2_000)]
+    pub aging_ms: u64,
+    /// How long a worker may take to answer a bundle before its jobs are dispatched again.
+    #[arg(long, env = "JETINFER_DISPATCH_TIMEOUT_MS", default_value_t = 30_000)]
+    pub dispatch_timeout_ms: u64,
+    /// A worker silent for this long is dead; its jobs are dispatched again.
+    #[arg(long, env = "JETINFER_HEARTBEAT_TIMEOUT_MS", default_value_t = 3_000)]
+    pub heartbeat_timeout_ms: u64,
+    /// A job whose model no worker has announced for this long gets `unknown_model`
+    /// (until then it waits: workers may still be starting).
+    #[arg(long, env = "JETINFER_UNKNOWN_MODEL_AFTER_MS", default_value_t = 10_000)]
+    pub unknown_model_after_ms: u64,
+    /// Largest job message accepted; larger ones get `bad_payload` without being decoded.
+    #[arg(long, env = "JETINFER_MAX_PAYLOAD_BYTES", default_value_t = 8 << 20)]
+    pub max_payload_bytes: usize,
+    /// Messages pulled from JetStream per request (prefetch), per priority.
+    #[arg(long, env = "JETINFER_PULL_BATCH", default_value_t = 32)]
+    pub pull_batch: usize,
+}
+
+impl Config {
+    pub fn default_deadline(&self, p: Priority) -> Duration {
+        Duration::from_millis(self.deadline_ms[p.rank()])
+    }
+
+    pub fn in_flight_cap(&self, p: Priority) -> usize {
+        self.in_flight[p.rank()].max(1)
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits { max_payload_bytes: self.max_payload_bytes, ..Limits::default() }
+    }
+
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.ack_wait_ms)
+    }
+
+    /// In-progress acks go out at a third of AckWait, so one lost ack is survivable.
+    pub fn progress_every(&self) -> Duration {
+        Duration::from_millis((self.ack_wait_ms / 3).max(100))
+    }
+
+    /// The configuration for logs, with the credentials in URLs hidden.
+    pub fn redacted(&self) -> String {
+        let mut c = self.clone();
+        c.nats_url = redact_url(&c.nats_url);
+        c.redis_url = redact_url(&c.redis_url);
+        format!("{c:?}")
+    }
+}
+
+/// `scheme://user:secret@host` → `scheme://***@host`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_and_lists() {
+        let c = Config::try_parse_from(["d", "--in-flight", "1,2,3"]).unwrap();
+        assert_eq!(c.in_flight_cap(Priority::P2), 3);
+        assert_eq!(c.default_deadline(Priority::P0), Duration::from_secs(5));
+        assert_eq!(redact_url("redis://u:pw@h:1"), "redis://***@h:1");
+        assert!(!c.redacted().contains("pw"));
+    }
+}

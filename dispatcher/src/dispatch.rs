@@ -1,0 +1,106 @@
+//! One bundle in flight: a run request to one worker, in-progress acks while it runs, then
+//! acks for the jobs whose results are stored, and the rest back to the scheduler.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::AckKind;
+use async_nats::RequestErrorKind;
+use futures::future::join_all;
+use jetinfer_schemas::names::worker_run_subject;
+use jetinfer_schemas::worker::{RunOutcome, RunReply, RunRequest};
+use jetinfer_schemas::{encode, SCHEMA_VERSION};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::job::HeldJob;
+use crate::scheduler::Command;
+use crate::workers::Placement;
+
+pub(crate) struct Bundle {
+    pub place: Placement,
+    pub jobs: Vec<HeldJob>,
+    pub config: Arc<Config>,
+    pub nats: async_nats::Client,
+    pub scheduler: mpsc::Sender<Command>,
+}
+
+/// How a run request ended.
+enum Ended {
+    Replied(RunReply),
+    /// The worker died (heartbeats stopped or no responder): run the jobs elsewhere.
+    WorkerGone,
+    /// No reply in time, or a reply we cannot read: run the jobs again.
+    Failed(String),
+}
+
+impl Bundle {
+    pub async fn run(self) {
+        let Bundle { place, jobs, config, nats, scheduler } = self;
+        let sent = jobs.len() as u32;
+        let request = RunRequest { v: SCHEMA_VERSION, jobs: jobs.iter().map(HeldJob::to_run_job).collect() };
+        let call = nats.send_request(
+            worker_run_subject(&place.worker),
+            async_nats::Request::new()
+                .payload(encode(&request).into())
+                .timeout(Some(std::time::Duration::from_millis(config.dispatch_timeout_ms))),
+        );
+        tokio::pin!(call);
+        let every = config.progress_every();
+        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let ended = loop {
+            tokio::select! {
+                biased;
+                _ = place.gone.cancelled() => break Ended::WorkerGone,
+                reply = &mut call => break match reply {
+                    Ok(msg) => match rmp_serde::from_slice::<RunReply>(&msg.payload) {
+                        Ok(r) if r.outcomes.len() == jobs.len() => Ended::Replied(r),
+                        Ok(r) => Ended::Failed(format!("reply has {} outcomes for {} jobs", r.outcomes.len(), jobs.len())),
+                        Err(e) => Ended::Failed(format!("unreadable reply: {e}")),
+                    },
+                    Err(e) if e.kind() == RequestErrorKind::NoResponders => Ended::WorkerGone,
+                    Err(e) => Ended::Failed(e.to_string()),
+                },
+                _ = progress.tick() => {
+                    join_all(jobs.iter().map(|j| j.acker.ack_with(AckKind::Progress))).await;
+                }
+            }
+        };
+
+        let (retry, worker_failed) = match ended {
+            Ended::Replied(reply) => {
+                let (stored, retry): (Vec<_>, Vec<_>) =
+                    jobs.into_iter().zip(reply.outcomes).partition(|(_, o)| *o == RunOutcome::Stored);
+                // Only now, with every result in Redis, are the messages acked.
+                for (res, (job, _)) in join_all(stored.iter().map(|(j, _)| j.acker.ack())).await.into_iter().zip(&stored) {
+                    if let Err(e) = res {
+                        tracing::warn!(id = %job.id, error = %e, "ack failed; the redelivery will find the stored result");
+                    }
+                }
+                (retry.into_iter().map(|(j, _)| j).collect(), false)
+            }
+            Ended::WorkerGone => {
+                tracing::warn!(worker = %place.worker, jobs = sent, "worker gone with jobs in flight; dispatching them again");
+                (count_attempt(jobs), true)
+            }
+            Ended::Failed(why) => {
+                tracing::warn!(worker = %place.worker, jobs = sent, why, "bundle failed; dispatching its jobs again");
+                (count_attempt(jobs), false)
+            }
+        };
+        let returned = Command::Returned { worker: place.worker, sent, retry, worker_failed };
+        if let Err(mpsc::error::SendError(cmd)) = scheduler.send(returned).await {
+            // The scheduler has stopped (shutdown): hand the jobs back to JetStream.
+            if let Command::Returned { retry, .. } = cmd {
+                join_all(retry.iter().map(|j| j.acker.ack_with(AckKind::Nak(None)))).await;
+            }
+        }
+    }
+}
+
+/// A job whose run was lost counts one more attempt (towards `poison`).
+fn count_attempt(mut jobs: Vec<HeldJob>) -> Vec<HeldJob> {
+    for j in &mut jobs {
+        j.attempt += 1;
+    }
+    jobs
+}

@@ -1,0 +1,50 @@
+//! A job the dispatcher holds: what scheduling needs, the untouched payload for the
+//! worker, and the JetStream handle that acks it.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use async_nats::jetstream::message::Acker;
+use bytes::Bytes;
+use jetinfer_schemas::worker::RunJob;
+use jetinfer_schemas::Priority;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::queue::Route;
+
+pub(crate) struct HeldJob {
+    pub id: String,
+    pub route: Route,
+    pub priority: Priority,
+    /// Effective absolute deadline, Unix ms.
+    pub deadline_ms: u64,
+    /// When JetStream stored the message, Unix ms.
+    pub published_ms: u64,
+    /// 1 on first delivery; grows with redeliveries and re-dispatches.
+    pub attempt: u32,
+    pub payload: Bytes,
+    pub traceparent: Option<String>,
+    pub meta: BTreeMap<String, String>,
+    /// When it entered this dispatcher's queues (ordering and aging).
+    pub since: Instant,
+    pub acker: Acker,
+    /// One of the priority's in-flight slots, released when the job is dropped (answered).
+    pub _permit: OwnedSemaphorePermit,
+}
+
+impl HeldJob {
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        now_ms >= self.deadline_ms
+    }
+
+    pub fn to_run_job(&self) -> RunJob {
+        RunJob {
+            payload: self.payload.clone(),
+            priority: self.priority,
+            deadline_ms: self.deadline_ms,
+            published_ms: self.published_ms,
+            attempt: self.attempt,
+            traceparent: self.traceparent.clone(),
+        }
+    }
+}

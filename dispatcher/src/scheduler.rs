@@ -1,0 +1,168 @@
+//! The scheduler actor: owns the ready queues and the worker registry, and turns them into
+//! bundles of jobs for workers.
+//!
+//! Every event (a job from intake, a heartbeat, a bundle coming back, a tick) ends with
+//! [`Scheduler::schedule`]: the most urgent route (priority with aging) is placed on the
+//! worker serving it with the most free slots, taking as many of its jobs as fit one
+//! batch, until nothing more fits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::AckKind;
+use futures::future::join_all;
+use jetinfer_schemas::worker::Heartbeat;
+use jetinfer_schemas::{now_ms, ErrorCode, JobError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::answer::Answerer;
+use crate::config::Config;
+use crate::dispatch::Bundle;
+use crate::job::HeldJob;
+use crate::queue::ReadyQueues;
+use crate::workers::Workers;
+
+/// How often the scheduler looks for dead workers, expired jobs and unknown models.
+const SWEEP_EVERY: Duration = Duration::from_millis(200);
+
+pub(crate) enum Command {
+    /// A triaged job from intake.
+    Enqueue(HeldJob),
+    Heartbeat(Heartbeat),
+    /// A bundle came back: its slots are free again; `retry` jobs go back to the queues.
+    Returned { worker: String, sent: u32, retry: Vec<HeldJob>, worker_failed: bool },
+}
+
+pub(crate) struct Scheduler {
+    pub queues: ReadyQueues<HeldJob>,
+    pub workers: Workers,
+    pub config: Arc<Config>,
+    pub answer: Answerer,
+    /// Handed to each bundle so it can report back.
+    pub tx: mpsc::Sender<Command>,
+    pub tasks: TaskTracker,
+    pub started: Instant,
+}
+
+impl Scheduler {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        let mut progress = tokio::time::interval(self.config.progress_every());
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(cmd) = rx.recv() => self.handle(cmd),
+                _ = sweep.tick() => self.sweep(),
+                _ = progress.tick() => {
+                    // Queued jobs must not reach AckWait while they wait for a worker.
+                    join_all(self.queues.iter().map(|j| j.acker.ack_with(AckKind::Progress))).await;
+                }
+            }
+            self.schedule();
+        }
+        // Hand queued jobs back to JetStream at once, for another dispatcher (or our restart).
+        let left = self.queues.remove_where(|_, _, _| true);
+        tracing::info!(jobs = left.len(), "scheduler stopping; returning queued jobs to JetStream");
+        join_all(left.iter().map(|(_, _, j)| j.acker.ack_with(AckKind::Nak(None)))).await;
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Enqueue(job) => self.admit(job),
+            Command::Heartbeat(hb) => self.workers.heartbeat(hb, Instant::now()),
+            Command::Returned { worker, sent, retry, worker_failed } => {
+                self.workers.release(&worker, sent);
+                if worker_failed {
+                    self.workers.remove(&worker);
+                }
+                for job in retry {
+                    self.admit(job);
+                }
+            }
+        }
+    }
+
+    /// Queues a job unless it is out of attempts or past its deadline.
+    fn admit(&mut self, job: HeldJob) {
+        if job.attempt > self.config.max_attempts {
+            let msg = format!("job failed {} delivery attempts (workers died or timed out running it)", job.attempt - 1);
+            return self.fail(job, JobError::new(ErrorCode::Poison, msg));
+        }
+        if job.is_expired(now_ms()) {
+            let error = expired(&job);
+            return self.fail(job, error);
+        }
+        let (p, route, since) = (job.priority, job.route.clone(), job.since);
+        self.queues.push(p, route, job, since);
+    }
+
+    fn fail(&self, job: HeldJob, error: JobError) {
+        let answer = self.answer.clone();
+        self.tasks.spawn(async move { answer.fail_held(job, error).await });
+    }
+
+    /// Dead workers, expired jobs, and jobs for models nobody serves.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        self.workers.expire(now);
+        let now_unix = now_ms();
+        let memory = Duration::from_millis(self.config.unknown_model_after_ms);
+        let grace_over = now.duration_since(self.started) > memory;
+        let workers = &self.workers;
+        let removed = self.queues.remove_where(|_, route, job| {
+            job.is_expired(now_unix) || (grace_over && !workers.knows(route, now, memory))
+        });
+        for (_, route, job) in removed {
+            let error = if job.is_expired(now_unix) {
+                expired(&job)
+            } else {
+                let what = match &route.version {
+                    Some(v) => format!("{} version {v}", route.model),
+                    None => route.model.clone(),
+                };
+                JobError::new(ErrorCode::UnknownModel, format!("no worker serves model {what}"))
+            };
+            self.fail(job, error);
+        }
+    }
+
+    /// Places as much queued work on workers as their free slots allow.
+    fn schedule(&mut self) {
+        if self.queues.len() == 0 {
+            return;
+        }
+        let now = Instant::now();
+        for route in self.queues.routes_by_urgency(now) {
+            while let Some(place) = self.workers.place(&route) {
+                let taken = self.queues.take(&route, place.capacity, now);
+                if taken.is_empty() {
+                    break;
+                }
+                let now_unix = now_ms();
+                let mut jobs = Vec::with_capacity(taken.len());
+                for (_, job, _) in taken {
+                    if job.is_expired(now_unix) {
+                        let error = expired(&job);
+                        self.fail(job, error);
+                    } else {
+                        jobs.push(job);
+                    }
+                }
+                if jobs.is_empty() {
+                    continue;
+                }
+                self.workers.reserve(&place.worker, jobs.len() as u32);
+                let bundle = Bundle { place, jobs, config: self.config.clone(), nats: self.answer.nats.clone(), scheduler: self.tx.clone() };
+                self.tasks.spawn(bundle.run());
+            }
+        }
+    }
+}
+
+fn expired(job: &HeldJob) -> JobError {
+    let late = now_ms().saturating_sub(job.deadline_ms);
+    JobError::new(ErrorCode::Expired, format!("deadline passed {late} ms before the job could reach a GPU"))
+}
