@@ -19,6 +19,7 @@
 //! ```
 
 pub mod client;
+pub mod logging;
 pub mod store;
 
 pub use client::{Client, ClientError, Submitted};

@@ -50,10 +50,10 @@ pub struct Config {
     #[arg(long, env = "JETINFER_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,
     /// Default deadline per priority (p0,p1,p2), ms after publish.
-    #[arg(long, env = "JETINFER_DEADLINE_MS", value_delimiter = ',', num_args = 3, default_values_t = [5_000u64, 30_000, 300_000])]
+    #[arg(long, env = "JETINFER_DEADLINE_MS", value_delimiter = ',', default_values_t = [5_000u64, 30_000, 300_000])]
     pub deadline_ms: Vec<u64>,
     /// Jobs held at once per priority (p0,p1,p2): queued here plus running on workers.
-    #[arg(long, env = "JETINFER_IN_FLIGHT", value_delimiter = ',', num_args = 3, default_values_t = [64usize, 128, 256])]
+    #[arg(long, env = "JETINFER_IN_FLIGHT", value_delimiter = ',', default_values_t = [64usize, 128, 256])]
     pub in_flight: Vec<usize>,
     /// Waiting this long moves a job up one priority class when choosing what runs next.
     #[arg(long, env = "JETINFER_AGING_MS", default_value_t = 2_000)]
@@ -77,6 +77,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Rejects settings that cannot work, with a message naming the flag.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.deadline_ms.len() == 3, "--deadline-ms needs three values (p0,p1,p2)");
+        anyhow::ensure!(self.in_flight.len() == 3, "--in-flight needs three values (p0,p1,p2)");
+        Ok(())
+    }
+
     pub fn default_deadline(&self, p: Priority) -> Duration {
         Duration::from_millis(self.deadline_ms[p.rank()])
     }
@@ -127,5 +134,7 @@ mod tests {
         assert_eq!(c.default_deadline(Priority::P0), Duration::from_secs(5));
         assert_eq!(redact_url("redis://u:pw@h:1"), "redis://***@h:1");
         assert!(!c.redacted().contains("pw"));
+        assert!(c.check().is_ok());
+        assert!(Config::try_parse_from(["d", "--in-flight", "1,2"]).unwrap().check().is_err());
     }
 }

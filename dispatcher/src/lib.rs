@@ -39,6 +39,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Runs a dispatcher until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.check()?;
     let config = Arc::new(config);
     let name = config.id.clone().unwrap_or_else(|| format!("dispatcher-{:08x}", rand::random::<u32>()));
     tracing::info!(id = %name, config = %config.redacted(), "starting dispatcher");
