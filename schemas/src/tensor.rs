@@ -101,6 +101,11 @@ impl<'a> Tensor<'a> {
         Tensor::owned(DType::F32, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
+    /// A view of this tensor that borrows its bytes.
+    pub fn borrowed(&self) -> Tensor<'_> {
+        Tensor { dtype: self.dtype, shape: self.shape.clone(), data: Cow::Borrowed(&self.data) }
+    }
+
     /// Detaches the tensor from the buffer it was decoded from.
     pub fn into_owned(self) -> Tensor<'static> {
         Tensor { dtype: self.dtype, shape: self.shape, data: Cow::Owned(self.data.into_owned()) }
