@@ -1,0 +1,116 @@
+//! The dynamic batcher of one model: collects jobs until the batch is full or the oldest
+//! has waited `max_queue_delay_ms`, splits them by input shapes (a batch stacks samples,
+//! so shapes must agree), hands each group to the device's executor, and passes the
+//! outputs to the result writer.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jetinfer_schemas::{now_ms, ErrorCode, JobError, Timings};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+use crate::executor::{ExecBatch, ExecOutput};
+use crate::job::Pending;
+use crate::results::{Finished, Writer};
+
+pub(crate) struct Batcher {
+    pub model: String,
+    /// The model's index on its executor thread.
+    pub exec_index: usize,
+    pub max_batch_size: usize,
+    pub max_queue_delay: Duration,
+    pub exec: mpsc::Sender<ExecBatch>,
+    pub writer: Writer,
+    pub tasks: TaskTracker,
+}
+
+impl Batcher {
+    pub async fn run(self, mut rx: mpsc::Receiver<Pending>) {
+        while let Some(first) = rx.recv().await {
+            let mut jobs = vec![first];
+            let until = tokio::time::Instant::now() + self.max_queue_delay;
+            while jobs.len() < self.max_batch_size {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(p)) => jobs.push(p),
+                    _ => break,
+                }
+            }
+            for group in by_shapes(jobs) {
+                self.submit(group).await;
+            }
+        }
+    }
+
+    /// Sends one same-shape group to the executor (waiting while it is busy with the
+    /// previous batch: that wait is the backpressure) and spawns the completion.
+    async fn submit(&self, group: Vec<Pending>) {
+        let now = now_ms();
+        let (live, late): (Vec<_>, Vec<_>) = group.into_iter().partition(|p| p.ctx.deadline_ms > now);
+        if !late.is_empty() {
+            let writer = self.writer.clone();
+            let finished = late
+                .into_iter()
+                .map(|p| {
+                    let e = JobError::new(ErrorCode::Expired, "deadline passed while waiting for a batch");
+                    Finished { result: p.ctx.failed(e), ctx: p.ctx }
+                })
+                .collect();
+            self.tasks.spawn(async move { writer.write(finished).await });
+        }
+        if live.is_empty() {
+            return;
+        }
+        let (ctxs, inputs): (Vec<_>, Vec<_>) = live.into_iter().map(|p| (p.ctx, p.inputs)).unzip();
+        let (reply, outputs) = oneshot::channel();
+        let writer = self.writer.clone();
+        if self.exec.send(ExecBatch { model: self.exec_index, inputs, reply }).await.is_err() {
+            tracing::error!(model = %self.model, "executor thread is gone");
+        }
+        self.tasks.spawn(async move {
+            let finished = match outputs.await {
+                Ok(out) => finish(ctxs, out),
+                // Executor gone: the jobs' done senders drop and their requests answer Retry.
+                Err(_) => return,
+            };
+            writer.write(finished).await;
+        });
+    }
+}
+
+fn finish(ctxs: Vec<crate::job::JobCtx>, out: ExecOutput) -> Vec<Finished> {
+    let batch_size = ctxs.len() as u32;
+    let started_ms = now_ms().saturating_sub(out.started.elapsed().as_millis() as u64);
+    ctxs.into_iter()
+        .zip(out.outputs)
+        .map(|(ctx, result)| {
+            let result = match result {
+                Ok(outputs) => {
+                    let timings = Timings {
+                        queued_ms: started_ms.saturating_sub(ctx.published_ms) as f64,
+                        batch_size,
+                        compute_ms: out.compute_ms,
+                        total_ms: 0.0,
+                    };
+                    ctx.ok(outputs, timings)
+                }
+                Err(e) => ctx.failed(e),
+            };
+            Finished { ctx, result }
+        })
+        .collect()
+}
+
+/// Groups jobs by the shapes of all their inputs, keeping arrival order within a group.
+fn by_shapes(jobs: Vec<Pending>) -> Vec<Vec<Pending>> {
+    let mut order: Vec<Vec<Vec<i64>>> = Vec::new();
+    let mut groups: HashMap<Vec<Vec<i64>>, Vec<Pending>> = HashMap::new();
+    for p in jobs {
+        let key: Vec<Vec<i64>> = p.inputs.iter().map(|t| t.shape.clone()).collect();
+        if !groups.contains_key(&key) {
+            order.push(key.clone());
+        }
+        groups.entry(key).or_default().push(p);
+    }
+    order.into_iter().filter_map(|k| groups.remove(&k)).collect()
+}

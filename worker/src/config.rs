@@ -1,0 +1,139 @@
+//! Worker configuration: process flags (each with an environment variable) and the models
+//! TOML file.
+
+use std::path::{Path, PathBuf};
+
+use jetinfer_schemas::worker::InputSpec;
+use jetinfer_schemas::DType;
+use serde::Deserialize;
+
+/// Configuration of one worker process.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "jetinfer-worker", about = "Runs TorchScript models for jetinfer jobs")]
+pub struct Config {
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// The models TOML file.
+    #[arg(long, env = "JETINFER_MODELS")]
+    pub models: PathBuf,
+    /// Worker id, unique in the pool (default: random). Part of its run subject.
+    #[arg(long, env = "JETINFER_WORKER_ID")]
+    pub id: Option<String>,
+    #[arg(long, env = "JETINFER_KEY_PREFIX", default_value = "jetinfer")]
+    pub key_prefix: String,
+    /// TTL of results in Redis, seconds.
+    #[arg(long, env = "JETINFER_RESULT_TTL_S", default_value_t = 86_400)]
+    pub result_ttl_s: u64,
+    /// TTL of content-addressed cache entries, seconds.
+    #[arg(long, env = "JETINFER_CACHE_TTL_S", default_value_t = 3_600)]
+    pub cache_ttl_s: u64,
+    /// Jobs accepted at once (waiting in batchers plus running). Default: twice the
+    /// largest max_batch_size, one batch running and one forming per model.
+    #[arg(long, env = "JETINFER_SLOTS")]
+    pub slots: Option<u32>,
+    /// Heartbeat period, ms.
+    #[arg(long, env = "JETINFER_HEARTBEAT_MS", default_value_t = 1_000)]
+    pub heartbeat_ms: u64,
+    /// How long a SIGTERM'd worker may take to finish the jobs it holds, ms.
+    #[arg(long, env = "JETINFER_DRAIN_MS", default_value_t = 20_000)]
+    pub drain_ms: u64,
+}
+
+/// The models file: `[[models]]` tables.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsFile {
+    pub models: Vec<ModelConfig>,
+}
+
+/// One `[[models]]` entry.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: String,
+    pub version: String,
+    /// TorchScript file; relative paths are relative to the models file.
+    pub path: PathBuf,
+    /// Hex SHA-256 of the file, checked before loading.
+    pub sha256: Option<String>,
+    /// `cpu` or `cuda:N`.
+    #[serde(default = "cpu")]
+    pub device: String,
+    /// The module and floating inputs are cast to this.
+    #[serde(default = "f32")]
+    pub dtype: DType,
+    pub max_batch_size: u32,
+    #[serde(default = "two_ms")]
+    pub max_queue_delay_ms: u64,
+    /// Per-sample input specs; `-1` marks a dynamic dimension.
+    pub inputs: Vec<InputSpec>,
+}
+
+fn cpu() -> String {
+    "cpu".into()
+}
+fn f32() -> DType {
+    DType::F32
+}
+fn two_ms() -> u64 {
+    2
+}
+
+impl ModelsFile {
+    /// Reads and checks the file; relative model paths are resolved against its folder.
+    pub fn load(path: &Path) -> anyhow::Result<ModelsFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read models file {}: {e}", path.display()))?;
+        let mut file: ModelsFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("models file {}: {e}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for m in &mut file.models {
+            anyhow::ensure!(jetinfer_schemas::limits::is_valid_model_name(&m.name), "model name {:?} is not [A-Za-z0-9_-]", m.name);
+            anyhow::ensure!(jetinfer_schemas::limits::is_valid_version(&m.version), "model {} version {:?} is invalid", m.name, m.version);
+            anyhow::ensure!(m.max_batch_size >= 1, "model {}: max_batch_size must be at least 1", m.name);
+            anyhow::ensure!(!m.inputs.is_empty(), "model {}: inputs must list at least one input", m.name);
+            if m.path.is_relative() {
+                m.path = dir.join(&m.path);
+            }
+        }
+        Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_format() {
+        let dir = tempfile_dir();
+        let p = dir.join("m.toml");
+        std::fs::write(
+            &p,
+            r#"
+[[models]]
+name = "resnet50"
+version = "1"
+path = "resnet50.pt"
+device = "cuda:0"
+dtype = "f16"
+max_batch_size = 64
+max_queue_delay_ms = 2
+inputs = [{ dtype = "u8", shape = [3, 224, 224] }]
+"#,
+        )
+        .unwrap();
+        let f = ModelsFile::load(&p).unwrap();
+        assert_eq!(f.models[0].dtype, DType::F16);
+        assert_eq!(f.models[0].path, dir.join("resnet50.pt"));
+        assert_eq!(f.models[0].inputs[0].shape, vec![3, 224, 224]);
+        std::fs::write(&p, "[[models]]\nname = \"a.b\"\nversion = \"1\"\npath = \"x\"\nmax_batch_size = 1\ninputs = []\n").unwrap();
+        assert!(ModelsFile::load(&p).is_err());
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("jetinfer-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

@@ -1,0 +1,239 @@
+//! The executor: one OS thread per device owns that device's TorchScript modules and runs
+//! their batches, one at a time, under no-grad.
+//!
+//! Batches arrive on a bounded channel (capacity 1: one batch runs, the next waits ready,
+//! as in text-embeddings-inference), so the batchers feel backpressure instead of piling up
+//! work. A batch whose forward fails is re-run job by job, so one job the model chokes on
+//! does not fail its batch-mates.
+
+use std::time::Instant;
+
+use jetinfer_schemas::{DType, ErrorCode, JobError, Tensor};
+use tch::{CModule, Device, IValue, Kind};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::ModelConfig;
+
+/// A batch for one model: per job, its input tensors (same shapes within a batch).
+pub(crate) struct ExecBatch {
+    /// Index of the model among the thread's models.
+    pub model: usize,
+    pub inputs: Vec<Vec<Tensor<'static>>>,
+    pub reply: oneshot::Sender<ExecOutput>,
+}
+
+/// Per job, its outputs or the error that stopped it; plus the batch's timing.
+pub(crate) struct ExecOutput {
+    pub started: Instant,
+    pub compute_ms: f64,
+    pub outputs: Vec<Result<Vec<Tensor<'static>>, JobError>>,
+}
+
+struct Model {
+    config: ModelConfig,
+    module: CModule,
+}
+
+/// Parses `cpu` / `cuda:N`; refuses CUDA when libtorch has no CUDA backend (rather than
+/// silently running on the CPU).
+pub(crate) fn parse_device(name: &str) -> Result<Device, String> {
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let index = name
+        .strip_prefix("cuda:")
+        .or_else(|| (name == "cuda").then_some("0"))
+        .and_then(|i| i.parse::<usize>().ok())
+        .ok_or_else(|| format!("device {name:?} is neither cpu nor cuda:N"))?;
+    if !tch::Cuda::is_available() {
+        return Err(format!("device {name} requested but CUDA is not available to libtorch (no GPU, or libtorch_cuda not linked)"));
+    }
+    if index >= tch::Cuda::device_count() as usize {
+        return Err(format!("device {name} requested but only {} CUDA devices exist", tch::Cuda::device_count()));
+    }
+    Ok(Device::Cuda(index))
+}
+
+pub(crate) fn kind_of(d: DType) -> Kind {
+    match d {
+        DType::F32 => Kind::Float,
+        DType::F16 => Kind::Half,
+        DType::Bf16 => Kind::BFloat16,
+        DType::F64 => Kind::Double,
+        DType::I64 => Kind::Int64,
+        DType::I32 => Kind::Int,
+        DType::I16 => Kind::Int16,
+        DType::I8 => Kind::Int8,
+        DType::U8 => Kind::Uint8,
+        DType::Bool => Kind::Bool,
+    }
+}
+
+fn dtype_of(k: Kind) -> Result<DType, JobError> {
+    Ok(match k {
+        Kind::Float => DType::F32,
+        Kind::Half => DType::F16,
+        Kind::BFloat16 => DType::Bf16,
+        Kind::Double => DType::F64,
+        Kind::Int64 => DType::I64,
+        Kind::Int => DType::I32,
+        Kind::Int16 => DType::I16,
+        Kind::Int8 => DType::I8,
+        Kind::Uint8 => DType::U8,
+        Kind::Bool => DType::Bool,
+        other => return Err(JobError::new(ErrorCode::Internal, format!("model returned unsupported dtype {other:?}"))),
+    })
+}
+
+/// libtorch errors carry a whole C++ backtrace: keep the first line; out-of-memory gets
+/// its own code.
+pub(crate) fn torch_error(e: tch::TchError) -> JobError {
+    let text = e.to_string();
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("libtorch error").trim().to_string();
+    let code = if text.contains("out of memory") { ErrorCode::ResourceExhausted } else { ErrorCode::Internal };
+    JobError::new(code, first)
+}
+
+/// Starts the thread of one device: loads and warms its models, then serves batches.
+/// Returns the batch sender and, per model (in order), whether it loaded.
+pub(crate) fn spawn_device(device_name: String, configs: Vec<ModelConfig>) -> (mpsc::Sender<ExecBatch>, oneshot::Receiver<Vec<Result<(), String>>>) {
+    let (tx, mut rx) = mpsc::channel::<ExecBatch>(1);
+    let (loaded_tx, loaded_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("exec-{device_name}"))
+        .spawn(move || {
+            let device = parse_device(&device_name);
+            let mut models: Vec<Option<Model>> = Vec::new();
+            let mut report = Vec::new();
+            for config in configs {
+                let result = device.clone().and_then(|d| load(&config, d).map_err(|e| e.message));
+                match result {
+                    Ok(m) => {
+                        models.push(Some(m));
+                        report.push(Ok(()));
+                    }
+                    Err(e) => {
+                        models.push(None);
+                        report.push(Err(e));
+                    }
+                }
+            }
+            let _ = loaded_tx.send(report);
+            let Ok(device) = device else { return };
+            let _guard = tch::no_grad_guard();
+            while let Some(batch) = rx.blocking_recv() {
+                let started = Instant::now();
+                let outputs = match models.get(batch.model).and_then(Option::as_ref) {
+                    Some(m) => run_isolated(m, device, &batch.inputs),
+                    None => batch.inputs.iter().map(|_| Err(JobError::new(ErrorCode::Internal, "model not loaded"))).collect(),
+                };
+                let compute_ms = started.elapsed().as_secs_f64() * 1e3;
+                let _ = batch.reply.send(ExecOutput { started, compute_ms, outputs });
+            }
+        })
+        .expect("spawning the executor thread failed: out of resources");
+    (tx, loaded_rx)
+}
+
+fn load(config: &ModelConfig, device: Device) -> Result<Model, JobError> {
+    let mut module = CModule::load_on_device(&config.path, device).map_err(torch_error)?;
+    module.set_eval();
+    if config.dtype.is_float() && config.dtype != DType::F32 {
+        module.to(device, kind_of(config.dtype), false);
+    }
+    let model = Model { config: config.clone(), module };
+    // Warm-up at batch 1 and the largest batch: the first call of a TorchScript module
+    // compiles and allocates; jobs should not pay for that.
+    let _guard = tch::no_grad_guard();
+    for n in [1, config.max_batch_size as usize] {
+        let sample: Vec<Tensor<'static>> = config
+            .inputs
+            .iter()
+            .map(|s| {
+                let shape: Vec<i64> = s.shape.iter().map(|&d| d.max(1)).collect();
+                let count: i64 = shape.iter().product();
+                Tensor::owned(s.dtype, shape, vec![0; count as usize * s.dtype.size()])
+            })
+            .collect();
+        run_batch(&model, device, &vec![sample; n])?;
+    }
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+    tracing::info!(model = %config.name, version = %config.version, device = ?device, dtype = %config.dtype, "model loaded and warm");
+    Ok(model)
+}
+
+/// Runs the batch; if it fails as a whole, runs each job alone so only the culprit fails.
+fn run_isolated(m: &Model, device: Device, inputs: &[Vec<Tensor<'static>>]) -> Vec<Result<Vec<Tensor<'static>>, JobError>> {
+    match run_batch(m, device, inputs) {
+        Ok(outs) => outs.into_iter().map(Ok).collect(),
+        Err(e) if inputs.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::warn!(model = %m.config.name, jobs = inputs.len(), error = %e, "batch failed; running its jobs one by one");
+            inputs.iter().map(|one| run_batch(m, device, std::slice::from_ref(one)).map(|mut v| v.remove(0))).collect()
+        }
+    }
+}
+
+/// Stacks per-job inputs along a new dim 0, runs the module, splits outputs per job.
+fn run_batch(m: &Model, device: Device, inputs: &[Vec<Tensor<'static>>]) -> Result<Vec<Vec<Tensor<'static>>>, JobError> {
+    let n = inputs.len();
+    let mut args = Vec::with_capacity(m.config.inputs.len());
+    for i in 0..m.config.inputs.len() {
+        let first = &inputs[0][i];
+        let mut bytes = Vec::with_capacity(first.data.len() * n);
+        for job in inputs {
+            bytes.extend_from_slice(&job[i].data);
+        }
+        let mut shape = Vec::with_capacity(first.shape.len() + 1);
+        shape.push(n as i64);
+        shape.extend_from_slice(&first.shape);
+        let mut t = tch::Tensor::f_from_data_size(&bytes, &shape, kind_of(first.dtype)).map_err(torch_error)?;
+        t = t.f_to(device).map_err(torch_error)?;
+        if first.dtype.is_float() && first.dtype != m.config.dtype {
+            t = t.f_to_kind(kind_of(m.config.dtype)).map_err(torch_error)?;
+        }
+        args.push(IValue::Tensor(t));
+    }
+    let out = m.module.forward_is(&args).map_err(torch_error)?;
+    let tensors = flatten(out)?;
+    let mut per_job: Vec<Vec<Tensor<'static>>> = (0..n).map(|_| Vec::with_capacity(tensors.len())).collect();
+    for t in tensors {
+        let t = t.f_to(Device::Cpu).map_err(torch_error)?.f_contiguous().map_err(torch_error)?;
+        let dims = t.size();
+        if dims.first() != Some(&(n as i64)) {
+            return Err(JobError::new(ErrorCode::Internal, format!("model output shape {dims:?} has no batch dimension of {n}")));
+        }
+        let dtype = dtype_of(t.kind())?;
+        let numel = t.numel();
+        let mut buf = vec![0u8; numel * dtype.size()];
+        t.f_copy_data_u8(&mut buf, numel).map_err(torch_error)?;
+        let per = buf.len() / n.max(1);
+        for (j, chunk) in buf.chunks_exact(per.max(1)).take(n).enumerate() {
+            per_job[j].push(Tensor::owned(dtype, dims[1..].to_vec(), chunk.to_vec()));
+        }
+        if per == 0 {
+            for job in per_job.iter_mut() {
+                job.push(Tensor::owned(dtype, dims[1..].to_vec(), Vec::new()));
+            }
+        }
+    }
+    Ok(per_job)
+}
+
+/// A module returns a tensor, or a tuple/list of tensors.
+fn flatten(v: IValue) -> Result<Vec<tch::Tensor>, JobError> {
+    match v {
+        IValue::Tensor(t) => Ok(vec![t]),
+        IValue::TensorList(ts) => Ok(ts),
+        IValue::Tuple(vs) | IValue::GenericList(vs) => vs
+            .into_iter()
+            .map(|v| match v {
+                IValue::Tensor(t) => Ok(t),
+                _ => Err(JobError::new(ErrorCode::Internal, "model returned a non-tensor element")),
+            })
+            .collect(),
+        _ => Err(JobError::new(ErrorCode::Internal, "model returned neither a tensor nor a tuple of tensors")),
+    }
+}

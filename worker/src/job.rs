@@ -1,0 +1,55 @@
+//! What the worker keeps about a job between its arrival and its stored result.
+
+use std::collections::BTreeMap;
+
+use jetinfer_schemas::worker::RunOutcome;
+use jetinfer_schemas::{now_ms, JobError, JobResult, Tensor, Timings};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+/// Identity and bookkeeping of a job, for its result.
+pub(crate) struct JobCtx {
+    pub id: String,
+    pub model: String,
+    /// The version that serves it ("" before a model is chosen).
+    pub version: String,
+    pub meta: BTreeMap<String, String>,
+    pub attempt: u32,
+    pub published_ms: u64,
+    pub deadline_ms: u64,
+    /// Cache key for a successful result, when the job allows caching.
+    pub cache_key: Option<String>,
+    /// Tells the run request how the job ended.
+    pub done: oneshot::Sender<RunOutcome>,
+    /// The worker slot the job occupies until its result is written.
+    pub _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl JobCtx {
+    fn result<'a>(&self, mut r: JobResult<'a>) -> JobResult<'a> {
+        r.meta = self.meta.clone();
+        r.attempts = self.attempt;
+        r.version = self.version.clone();
+        r
+    }
+
+    /// A successful result with the batch's timings.
+    pub fn ok(&self, outputs: Vec<Tensor<'static>>, timings: Timings) -> JobResult<'static> {
+        let mut r = self.result(JobResult::ok(&self.id, &self.model, &self.version, outputs));
+        r.timings = timings;
+        r.timings.total_ms = now_ms().saturating_sub(self.published_ms) as f64;
+        r
+    }
+
+    /// A failed result.
+    pub fn failed(&self, error: JobError) -> JobResult<'static> {
+        let mut r = self.result(JobResult::failed(&self.id, &self.model, error));
+        r.timings.total_ms = now_ms().saturating_sub(self.published_ms) as f64;
+        r
+    }
+}
+
+/// A job waiting in a batcher.
+pub(crate) struct Pending {
+    pub ctx: JobCtx,
+    pub inputs: Vec<Tensor<'static>>,
+}

@@ -1,0 +1,175 @@
+//! The jetinfer worker: runs TorchScript models through libtorch (tch) for jobs that
+//! dispatchers send it.
+//!
+//! Layout, in the order a job meets it:
+//! - [`service`]: a run request from a dispatcher → decode, check against the model's
+//!   input spec ([`spec`]), answer invalid/expired/unknown/cached jobs directly, queue the
+//!   rest; reply once every result is stored.
+//! - [`batcher`]: one task per model forms dynamic batches (max size, max queue delay).
+//! - [`executor`]: one OS thread per device owns the modules and runs batches (no-grad).
+//! - [`results`]: one Redis pipeline per batch (`SET NX`, cache), completion notices.
+//! - [`heartbeat`]: announces models and free slots every second.
+//!
+//! [`config`] holds the flags and the models TOML.
+
+pub mod config;
+
+mod batcher;
+mod executor;
+mod heartbeat;
+mod job;
+mod results;
+mod service;
+mod spec;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jetinfer_client::{ResultStore, StoreConfig};
+use jetinfer_schemas::names::worker_run_subject;
+use jetinfer_schemas::worker::ModelInfo;
+use jetinfer_schemas::{Keys, Limits};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Config, ModelConfig, ModelsFile};
+
+/// Whether libtorch in this process can use CUDA (false when libtorch_cuda was dropped at
+/// link time, or there is no GPU).
+pub fn cuda_available() -> bool {
+    tch::Cuda::is_available()
+}
+
+/// Runs a worker until `shutdown` is cancelled, then drains: stops taking work, finishes
+/// what it holds (within `--drain-ms`), and exits.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let id = config.id.clone().unwrap_or_else(|| format!("worker-{:08x}", rand_u32()));
+    tracing::info!(id = %id, cuda = cuda_available(), cuda_devices = tch::Cuda::device_count(), config = ?redacted(&config), "starting worker");
+    let file = ModelsFile::load(&config.models)?;
+
+    let nats = async_nats::ConnectOptions::new().name(&id).retry_on_initial_connect().connect(&config.nats_url).await?;
+    let mut store_config = StoreConfig::new(&config.redis_url);
+    store_config.keys = Keys::new(&config.key_prefix);
+    store_config.result_ttl = Duration::from_secs(config.result_ttl_s);
+    store_config.cache_ttl = Duration::from_secs(config.cache_ttl_s);
+    let store = ResultStore::new(&store_config)?;
+    let writer = results::Writer { store: store.clone(), nats: nats.clone(), worker_id: id.clone() };
+
+    // Load every model on its device's thread; a model that fails is refused, the rest served.
+    let verified: Vec<ModelConfig> = file.models.into_iter().filter(verify_sha256).collect();
+    let mut by_device: BTreeMap<String, Vec<ModelConfig>> = BTreeMap::new();
+    for m in verified {
+        by_device.entry(m.device.clone()).or_default().push(m);
+    }
+    let max_batch = by_device.values().flatten().map(|m| m.max_batch_size).max().unwrap_or(1);
+    let slots = config.slots.unwrap_or(max_batch * 2).max(1);
+    let batchers = TaskTracker::new();
+    let mut models = Vec::new();
+    let mut devices = Vec::new();
+    for (device, configs) in by_device {
+        let (exec, loaded) = executor::spawn_device(device.clone(), configs.clone());
+        let loaded = loaded.await.unwrap_or_default();
+        for (index, (m, ok)) in configs.into_iter().zip(loaded).enumerate() {
+            if let Err(why) = ok {
+                tracing::error!(model = %m.name, version = %m.version, device = %device, why, "model refused; serving the others");
+                continue;
+            }
+            let (queue, rx) = mpsc::channel(slots as usize);
+            let batcher = batcher::Batcher {
+                model: m.name.clone(),
+                exec_index: index,
+                max_batch_size: m.max_batch_size as usize,
+                max_queue_delay: Duration::from_millis(m.max_queue_delay_ms),
+                exec: exec.clone(),
+                writer: writer.clone(),
+                tasks: batchers.clone(),
+            };
+            batchers.spawn(batcher.run(rx));
+            let info = ModelInfo { name: m.name, version: m.version, max_batch_size: m.max_batch_size, inputs: m.inputs };
+            models.push(service::ServedModel { info, queue });
+        }
+        devices.push(device);
+    }
+    anyhow::ensure!(!models.is_empty(), "no model could be loaded; see the errors above");
+
+    let free = Arc::new(Semaphore::new(slots as usize));
+    let accepting = Arc::new(AtomicBool::new(true));
+    let announcer = heartbeat::Announcer {
+        nats: nats.clone(),
+        worker: id.clone(),
+        models: models.iter().map(|m| m.info.clone()).collect(),
+        devices,
+        slots,
+        free: free.clone(),
+        accepting: accepting.clone(),
+    };
+    let service = Arc::new(service::Service { models, slots: free, accepting: accepting.clone(), writer, store, limits: Limits::default() });
+
+    let mut requests = nats.subscribe(worker_run_subject(&id)).await?;
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat = tokio::spawn(announcer.run(Duration::from_millis(config.heartbeat_ms), heartbeat_stop.clone()));
+    tracing::info!(id = %id, slots, "worker ready");
+
+    let in_flight = TaskTracker::new();
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            m = requests.next() => m,
+        };
+        let Some(msg) = msg else { break };
+        let Some(reply) = msg.reply else { continue };
+        let (service, nats) = (service.clone(), nats.clone());
+        in_flight.spawn(async move { service.handle(&nats, reply, msg.payload).await });
+    }
+
+    // Drain: announce "not accepting", stop listening, finish what we hold.
+    heartbeat_stop.cancel();
+    let _ = heartbeat.await;
+    let _ = requests.unsubscribe().await;
+    in_flight.close();
+    if tokio::time::timeout(Duration::from_millis(config.drain_ms), in_flight.wait()).await.is_err() {
+        tracing::warn!("drain deadline passed; unfinished jobs will be dispatched again");
+    }
+    let _ = nats.flush().await;
+    tracing::info!(id = %id, "worker stopped");
+    Ok(())
+}
+
+/// Checks a model file against its configured SHA-256; a mismatch refuses the model.
+fn verify_sha256(m: &ModelConfig) -> bool {
+    let Some(want) = &m.sha256 else { return true };
+    match std::fs::read(&m.path) {
+        Ok(bytes) => {
+            let got = hex::encode(Sha256::digest(&bytes));
+            if got.eq_ignore_ascii_case(want) {
+                true
+            } else {
+                tracing::error!(model = %m.name, path = %m.path.display(), want, got, "sha256 mismatch; model refused");
+                false
+            }
+        }
+        Err(e) => {
+            tracing::error!(model = %m.name, path = %m.path.display(), error = %e, "cannot read model file; model refused");
+            false
+        }
+    }
+}
+
+fn redacted(c: &Config) -> Config {
+    let hide = |u: &str| match (u.find("://"), u.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &u[..s + 3], &u[at..]),
+        _ => u.to_string(),
+    };
+    Config { nats_url: hide(&c.nats_url), redis_url: hide(&c.redis_url), ..c.clone() }
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    t ^ std::process::id().rotate_left(16)
+}

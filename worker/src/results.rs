@@ -1,0 +1,66 @@
+//! The result writer: one Redis pipeline per group of finished jobs (results with
+//! `SET NX`, first result wins; cache entries), completion notices on
+//! `jetinfer.done.<id>`, then the outcome back to each job's run request.
+
+use jetinfer_client::{ResultStore, ResultWrite};
+use jetinfer_schemas::names::done_subject;
+use jetinfer_schemas::worker::RunOutcome;
+use jetinfer_schemas::{encode, CachedOutputs, JobResult, Status, Tensor, SCHEMA_VERSION};
+
+use crate::job::JobCtx;
+
+/// A job with its result, ready to be written.
+pub(crate) struct Finished {
+    pub ctx: JobCtx,
+    pub result: JobResult<'static>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Writer {
+    pub store: ResultStore,
+    pub nats: async_nats::Client,
+    pub worker_id: String,
+}
+
+impl Writer {
+    /// Writes the results and tells each job's request whether it is stored. If Redis is
+    /// unreachable the jobs are reported `Retry`: the dispatcher does not ack them.
+    pub async fn write(&self, mut finished: Vec<Finished>) {
+        if finished.is_empty() {
+            return;
+        }
+        let mut writes = Vec::with_capacity(finished.len());
+        let mut cache = Vec::new();
+        for f in finished.iter_mut() {
+            f.result.worker.clone_from(&self.worker_id);
+        }
+        for f in &finished {
+            let r = &f.result;
+            if let (Some(key), Status::Ok, false) = (&f.ctx.cache_key, r.status, r.cached) {
+                let outputs = r.outputs.iter().map(Tensor::borrowed).collect();
+                cache.push((key.clone(), encode(&CachedOutputs { v: SCHEMA_VERSION, outputs })));
+            }
+            writes.push(ResultWrite { id: &f.ctx.id, bytes: encode(r) });
+        }
+        let outcome = match self.store.put_results(&writes, &cache).await {
+            Ok(stored) => {
+                for (f, newly) in finished.iter().zip(stored) {
+                    if newly {
+                        let _ = self.nats.publish(done_subject(&f.ctx.id), f.result.status.as_str().into()).await;
+                    } else {
+                        tracing::debug!(id = %f.ctx.id, "a result was already stored; kept the first");
+                    }
+                }
+                RunOutcome::Stored
+            }
+            Err(e) => {
+                tracing::warn!(jobs = finished.len(), error = %e, "cannot store results; the dispatcher will retry them");
+                RunOutcome::Retry
+            }
+        };
+        drop(writes);
+        for f in finished {
+            let _ = f.ctx.done.send(outcome);
+        }
+    }
+}

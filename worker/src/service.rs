@@ -1,0 +1,164 @@
+//! Run requests from dispatchers: decode and check each job, answer what cannot run
+//! (invalid input, unknown model, expired, cache hits) directly, queue the rest on their
+//! model's batcher, and reply once every job's result is stored.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::future::join_all;
+use jetinfer_client::ResultStore;
+use jetinfer_schemas::tensor::inputs_digest;
+use jetinfer_schemas::worker::{ModelInfo, RunJob, RunOutcome, RunReply, RunRequest};
+use jetinfer_schemas::{decode_job, encode, now_ms, CachedOutputs, ErrorCode, Job, JobError, Limits, Tensor, Timings, SCHEMA_VERSION};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::job::{JobCtx, Pending};
+use crate::results::{Finished, Writer};
+use crate::spec::check_inputs;
+
+/// A served model: what heartbeats announce, and its batcher's queue.
+pub(crate) struct ServedModel {
+    pub info: ModelInfo,
+    pub queue: mpsc::Sender<Pending>,
+}
+
+pub(crate) struct Service {
+    pub models: Vec<ServedModel>,
+    pub slots: Arc<Semaphore>,
+    pub accepting: Arc<AtomicBool>,
+    pub writer: Writer,
+    pub store: ResultStore,
+    pub limits: Limits,
+}
+
+/// A job that passed every check and may run (or be answered from the cache).
+struct Runnable {
+    ctx: JobCtx,
+    inputs: Vec<Tensor<'static>>,
+    model: usize,
+}
+
+impl Service {
+    fn find_model(&self, job: &Job<'_>) -> Option<usize> {
+        self.models
+            .iter()
+            .position(|m| m.info.name == job.model && job.version.as_deref().is_none_or(|v| v == m.info.version))
+    }
+
+    /// Handles one run request and replies on `reply`.
+    pub async fn handle(&self, nats: &async_nats::Client, reply: async_nats::Subject, payload: bytes::Bytes) {
+        let request: RunRequest = match rmp_serde::from_slice(&payload) {
+            Ok(r) => r,
+            Err(e) => {
+                // Without a readable request there is nothing to answer per job: the
+                // dispatcher times out and dispatches again.
+                tracing::error!(error = %e, "unreadable run request");
+                return;
+            }
+        };
+        let mut waits = Vec::with_capacity(request.jobs.len());
+        let mut answered = Vec::new();
+        let mut runnable = Vec::new();
+        for run_job in &request.jobs {
+            let (done, wait) = oneshot::channel();
+            waits.push(wait);
+            self.admit(run_job, done, &mut answered, &mut runnable);
+        }
+        let from_cache = self.answer_from_cache(&mut runnable).await;
+        answered.extend(from_cache);
+        self.writer.write(answered).await;
+        for r in runnable {
+            let queue = &self.models[r.model].queue;
+            if let Err(mpsc::error::SendError(p)) = queue.send(Pending { ctx: r.ctx, inputs: r.inputs }).await {
+                let _ = p.ctx.done.send(RunOutcome::Retry);
+            }
+        }
+        // A dropped sender (executor gone) means the job did not finish here: retry it.
+        let outcomes = join_all(waits).await.into_iter().map(|o| o.unwrap_or(RunOutcome::Retry)).collect();
+        let reply_bytes = encode(&RunReply { v: SCHEMA_VERSION, outcomes });
+        if let Err(e) = nats.publish(reply, reply_bytes.into()).await {
+            tracing::warn!(error = %e, "cannot reply to the dispatcher; it will dispatch again and find the results");
+        }
+    }
+
+    /// Sorts one job into answered-now (errors) or runnable; jobs beyond the free slots,
+    /// or arriving while draining, are sent back (`Retry`).
+    fn admit(&self, run_job: &RunJob, done: oneshot::Sender<RunOutcome>, answered: &mut Vec<Finished>, runnable: &mut Vec<Runnable>) {
+        let slot = if self.accepting.load(Ordering::Relaxed) { self.slots.clone().try_acquire_owned().ok() } else { None };
+        let Some(slot) = slot else {
+            let _ = done.send(RunOutcome::Retry);
+            return;
+        };
+        let job = match decode_job(&run_job.payload, &self.limits).and_then(|j| j.validate(&self.limits).map(|_| j)) {
+            Ok(job) => job,
+            Err(e) => {
+                // The dispatcher checked this already; a job only gets here through a bug
+                // or a version skew, and without a trusted id nothing can be written.
+                tracing::error!(error = %e, "dispatcher sent an invalid job");
+                let _ = done.send(RunOutcome::Retry);
+                return;
+            }
+        };
+        let model = self.find_model(&job);
+        let mut ctx = JobCtx {
+            id: job.id.to_string(),
+            model: job.model.to_string(),
+            version: model.map(|m| self.models[m].info.version.clone()).unwrap_or_default(),
+            meta: job.meta.clone().unwrap_or_default(),
+            attempt: run_job.attempt,
+            published_ms: run_job.published_ms,
+            deadline_ms: run_job.deadline_ms,
+            cache_key: None,
+            done,
+            _slot: Some(slot),
+        };
+        let checked = match model {
+            None => Err(JobError::new(ErrorCode::UnknownModel, format!("this worker does not serve {} {:?}", job.model, job.version))),
+            Some(_) if now_ms() >= run_job.deadline_ms => Err(JobError::new(ErrorCode::Expired, "deadline passed before the job reached the worker")),
+            Some(m) => check_inputs(&self.models[m].info.inputs, &job.inputs).map(|()| m),
+        };
+        match checked {
+            Ok(m) => {
+                if job.use_cache() {
+                    let info = &self.models[m].info;
+                    ctx.cache_key = Some(self.store.keys().cache(&info.name, &info.version, &inputs_digest(&job.inputs)));
+                }
+                let inputs = job.inputs.into_iter().map(Tensor::into_owned).collect();
+                runnable.push(Runnable { ctx, inputs, model: m });
+            }
+            Err(e) => answered.push(Finished { result: ctx.failed(e), ctx }),
+        }
+    }
+
+    /// Answers the runnable jobs whose outputs are cached (one `MGET`); the rest stay.
+    async fn answer_from_cache(&self, runnable: &mut Vec<Runnable>) -> Vec<Finished> {
+        let keys: Vec<String> = runnable.iter().filter_map(|r| r.ctx.cache_key.clone()).collect();
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let hits = match self.store.get_cached(&keys).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache lookup failed; running the jobs");
+                return Vec::new();
+            }
+        };
+        let mut hits = hits.into_iter();
+        let mut answered = Vec::new();
+        let mut keep = Vec::with_capacity(runnable.len());
+        for r in runnable.drain(..) {
+            let hit = if r.ctx.cache_key.is_some() { hits.next().flatten() } else { None };
+            let cached = hit.and_then(|bytes| rmp_serde::from_slice::<CachedOutputs<'_>>(&bytes).ok().map(|c| c.outputs.into_iter().map(Tensor::into_owned).collect()));
+            match cached {
+                Some(outputs) => {
+                    let mut result = r.ctx.ok(outputs, Timings::default());
+                    result.cached = true;
+                    answered.push(Finished { result, ctx: r.ctx });
+                }
+                None => keep.push(r),
+            }
+        }
+        *runnable = keep;
+        answered
+    }
+}
