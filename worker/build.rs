@@ -7,14 +7,19 @@
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
-    let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").ok().or_else(|| std::env::var("DEP_TORCH_SYS_LIBTORCH_LIB").ok());
+    let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB")
+        .ok()
+        .or_else(|| std::env::var("DEP_TORCH_SYS_LIBTORCH_LIB").ok());
     let Some(lib_dir) = lib_dir else {
         println!("cargo:warning=torch lib folder unknown (DEP_TCH_LIBTORCH_LIB unset); CUDA may be unavailable");
         return;
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
     for lib in ["torch_cuda", "c10_cuda"] {
-        if std::path::Path::new(&lib_dir).join(format!("lib{lib}.so")).exists() {
+        if std::path::Path::new(&lib_dir)
+            .join(format!("lib{lib}.so"))
+            .exists()
+        {
             println!("cargo:rustc-link-search=native={lib_dir}");
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
             println!("cargo:rustc-link-arg=-l{lib}");

@@ -14,7 +14,10 @@ use crate::store::{ResultStore, StoreConfig, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to NATS at {url}: {source}")]
-    Connect { url: String, source: async_nats::ConnectError },
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
     #[error("the job is invalid: {0}")]
     InvalidJob(#[from] jetinfer_schemas::JobError),
     /// JetStream refused the job (stream full, no stream, server down): retry later with
@@ -52,14 +55,22 @@ impl Client {
             .connection_timeout(Duration::from_secs(5))
             .connect(nats_url)
             .await
-            .map_err(|source| ClientError::Connect { url: nats_url.to_string(), source })?;
+            .map_err(|source| ClientError::Connect {
+                url: nats_url.to_string(),
+                source,
+            })?;
         Ok(Self::from_parts(nats, ResultStore::new(redis)?))
     }
 
     /// Builds a client over an existing NATS connection and store.
     pub fn from_parts(nats: async_nats::Client, store: ResultStore) -> Self {
         let js = jetstream::new(nats.clone());
-        Client { nats, js, store, limits: Limits::default() }
+        Client {
+            nats,
+            js,
+            store,
+            limits: Limits::default(),
+        }
     }
 
     /// The core NATS connection.
@@ -75,15 +86,33 @@ impl Client {
     /// Publishes a job on `jetinfer.jobs.<priority>.<model>` with `Nats-Msg-Id: <id>` and
     /// waits for JetStream's acknowledgement. The job is checked first, so a malformed job
     /// fails here rather than as an error result.
-    pub async fn submit(&self, priority: Priority, job: &Job<'_>) -> Result<Submitted, ClientError> {
+    pub async fn submit(
+        &self,
+        priority: Priority,
+        job: &Job<'_>,
+    ) -> Result<Submitted, ClientError> {
         job.validate(&self.limits)?;
-        let ack = self.publish_raw(&job_subject(priority, &job.model), &job.id, encode(job).into()).await?;
-        Ok(Submitted { id: job.id.to_string(), duplicate: ack })
+        let ack = self
+            .publish_raw(
+                &job_subject(priority, &job.model),
+                &job.id,
+                encode(job).into(),
+            )
+            .await?;
+        Ok(Submitted {
+            id: job.id.to_string(),
+            duplicate: ack,
+        })
     }
 
     /// Publishes raw bytes as a job message (for tests and other tools); returns whether
     /// JetStream reported a duplicate.
-    pub async fn publish_raw(&self, subject: &str, msg_id: &str, payload: bytes::Bytes) -> Result<bool, ClientError> {
+    pub async fn publish_raw(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        payload: bytes::Bytes,
+    ) -> Result<bool, ClientError> {
         let mut headers = HeaderMap::new();
         if !msg_id.is_empty() {
             headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
@@ -106,7 +135,11 @@ impl Client {
     /// Waits for a job's result: listens for its completion notice on
     /// `jetinfer.done.<id>` and polls Redis as a fallback (a notice can be missed, e.g.
     /// when the job finished before we subscribed).
-    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<JobResult<'static>, ClientError> {
+    pub async fn wait(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<JobResult<'static>, ClientError> {
         let mut done = self.nats.subscribe(done_subject(id)).await.ok();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut poll_every = Duration::from_millis(20);
@@ -116,7 +149,10 @@ impl Client {
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Err(ClientError::Timeout { id: id.to_string(), timeout });
+                return Err(ClientError::Timeout {
+                    id: id.to_string(),
+                    timeout,
+                });
             }
             let nap = poll_every.min(deadline - now);
             match done.as_mut() {

@@ -4,6 +4,13 @@
 //! - [`client`]: [`Client`] — `submit`, `get`, `wait`.
 //! - [`store`]: [`ResultStore`] — the Redis result keys (`SET NX`, first result wins) and
 //!   the content-addressed cache; the dispatcher and workers write through it too.
+//! - [`npy`]: a minimal `.npy` reader/writer (inputs from NumPy without a NumPy crate).
+//! - [`json`]: tensors and results as JSON for the CLI and scripts.
+//! - [`golden`]: the golden inputs/outputs exported with the sample models, and
+//!   [`golden::compare`] to check results against them.
+//! - [`local`]: real nats-server, redis-server, dispatcher and worker processes on this
+//!   machine ([`local::LocalStack`]), for the demo and the black-box tests.
+//! - [`logging`]: logging set-up and the shutdown signal shared by the binaries.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), jetinfer_client::ClientError> {
@@ -19,7 +26,11 @@
 //! ```
 
 pub mod client;
+pub mod golden;
+pub mod json;
+pub mod local;
 pub mod logging;
+pub mod npy;
 pub mod store;
 
 pub use client::{Client, ClientError, Submitted};

@@ -18,7 +18,10 @@ pub enum StoreError {
     #[error("redis config: {0}")]
     Config(#[from] deadpool_redis::CreatePoolError),
     #[error("stored result of {id} does not decode: {source}")]
-    Decode { id: String, source: rmp_serde::decode::Error },
+    Decode {
+        id: String,
+        source: rmp_serde::decode::Error,
+    },
 }
 
 /// TTLs and key prefix of the store.
@@ -102,18 +105,33 @@ impl ResultStore {
 
     /// The decoded result of a job, if it is finished.
     pub async fn get(&self, id: &str) -> Result<Option<JobResult<'static>>, StoreError> {
-        self.get_raw(id).await?.map(|b| decode_owned(id, &b)).transpose()
+        self.get_raw(id)
+            .await?
+            .map(|b| decode_owned(id, &b))
+            .transpose()
     }
 
     /// Results of many jobs in one round trip (`MGET`), in the order of `ids`.
-    pub async fn get_many(&self, ids: &[String]) -> Result<Vec<Option<JobResult<'static>>>, StoreError> {
+    pub async fn get_many(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Option<JobResult<'static>>>, StoreError> {
+        let raw = self.get_many_raw(ids).await?;
+        raw.into_iter()
+            .zip(ids)
+            .map(|(b, id)| b.map(|b| decode_owned(id, &b)).transpose())
+            .collect()
+    }
+
+    /// Raw stored results of many jobs in one round trip (`MGET`), in the order of `ids`;
+    /// lets a caller decode each on its own, so one bad value does not hide the others.
+    pub async fn get_many_raw(&self, ids: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = ids.iter().map(|id| self.keys.result(id)).collect();
         let mut conn = self.pool.get().await?;
-        let raw: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-        raw.into_iter().zip(ids).map(|(b, id)| b.map(|b| decode_owned(id, &b)).transpose()).collect()
+        Ok(redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?)
     }
 
     /// Which of these jobs already have a result (one pipelined round trip).
@@ -132,16 +150,30 @@ impl ResultStore {
     /// Writes results with `SET NX PX` (the first result wins, a late or duplicate run
     /// never overwrites it) and cache entries with `SET PX`, all in one pipeline.
     /// Returns, per result, whether this write stored it (false: one was there already).
-    pub async fn put_results(&self, results: &[ResultWrite<'_>], cache: &[(String, Vec<u8>)]) -> Result<Vec<bool>, StoreError> {
+    pub async fn put_results(
+        &self,
+        results: &[ResultWrite<'_>],
+        cache: &[(String, Vec<u8>)],
+    ) -> Result<Vec<bool>, StoreError> {
         if results.is_empty() && cache.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for r in results {
-            pipe.cmd("SET").arg(self.keys.result(r.id)).arg(&r.bytes).arg("NX").arg("PX").arg(self.result_ttl_ms);
+            pipe.cmd("SET")
+                .arg(self.keys.result(r.id))
+                .arg(&r.bytes)
+                .arg("NX")
+                .arg("PX")
+                .arg(self.result_ttl_ms);
         }
         for (key, bytes) in cache {
-            pipe.cmd("SET").arg(key).arg(bytes).arg("PX").arg(self.cache_ttl_ms).ignore();
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(bytes)
+                .arg("PX")
+                .arg(self.cache_ttl_ms)
+                .ignore();
         }
         let mut conn = self.pool.get().await?;
         let replies: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
@@ -158,8 +190,12 @@ impl ResultStore {
     }
 }
 
-fn decode_owned(id: &str, bytes: &[u8]) -> Result<JobResult<'static>, StoreError> {
+/// Decodes a stored result into an owned value (as [`ResultStore::get`] does).
+pub fn decode_owned(id: &str, bytes: &[u8]) -> Result<JobResult<'static>, StoreError> {
     rmp_serde::from_slice::<JobResult<'_>>(bytes)
         .map(JobResult::into_owned)
-        .map_err(|source| StoreError::Decode { id: id.to_string(), source })
+        .map_err(|source| StoreError::Decode {
+            id: id.to_string(),
+            source,
+        })
 }

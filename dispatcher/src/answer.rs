@@ -45,7 +45,17 @@ impl Answerer {
             result.meta = target.meta;
             result.timings.total_ms = now_ms().saturating_sub(target.published_ms) as f64;
             let status = result.status.as_str();
-            match self.store.put_results(&[ResultWrite { id, bytes: encode(&result) }], &[]).await {
+            match self
+                .store
+                .put_results(
+                    &[ResultWrite {
+                        id,
+                        bytes: encode(&result),
+                    }],
+                    &[],
+                )
+                .await
+            {
                 Ok(stored) => {
                     if stored.first() == Some(&true) {
                         let _ = self.nats.publish(done_subject(id), status.into()).await;

@@ -13,7 +13,10 @@ pub enum Storage {
 
 /// Configuration of one dispatcher process.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "jetinfer-dispatcher", about = "Moves jobs from JetStream priority subjects to jetinfer workers")]
+#[command(
+    name = "jetinfer-dispatcher",
+    about = "Moves jobs from JetStream priority subjects to jetinfer workers"
+)]
 pub struct Config {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
@@ -56,7 +59,7 @@ pub struct Config {
     #[arg(long, env = "JETINFER_IN_FLIGHT", value_delimiter = ',', default_values_t = [64usize, 128, 256])]
     pub in_flight: Vec<usize>,
     /// Waiting this long moves a job up one priority class when choosing what runs next.
-    #[arg(long, env = "JETINFER_AGING_MS", default_value_t = 2_000)]
+    #[arg(long, env = "JETINFER_AGING_MS", default_value_t = 10_000)]
     pub aging_ms: u64,
     /// How long a worker may take to answer a bundle before its jobs are dispatched again.
     #[arg(long, env = "JETINFER_DISPATCH_TIMEOUT_MS", default_value_t = 30_000)]
@@ -66,7 +69,11 @@ pub struct Config {
     pub heartbeat_timeout_ms: u64,
     /// A job whose model no worker has announced for this long gets `unknown_model`
     /// (until then it waits: workers may still be starting).
-    #[arg(long, env = "JETINFER_UNKNOWN_MODEL_AFTER_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "JETINFER_UNKNOWN_MODEL_AFTER_MS",
+        default_value_t = 10_000
+    )]
     pub unknown_model_after_ms: u64,
     /// Largest job message accepted; larger ones get `bad_payload` without being decoded.
     #[arg(long, env = "JETINFER_MAX_PAYLOAD_BYTES", default_value_t = 8 << 20)]
@@ -79,8 +86,14 @@ pub struct Config {
 impl Config {
     /// Rejects settings that cannot work, with a message naming the flag.
     pub fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.deadline_ms.len() == 3, "--deadline-ms needs three values (p0,p1,p2)");
-        anyhow::ensure!(self.in_flight.len() == 3, "--in-flight needs three values (p0,p1,p2)");
+        anyhow::ensure!(
+            self.deadline_ms.len() == 3,
+            "--deadline-ms needs three values (p0,p1,p2)"
+        );
+        anyhow::ensure!(
+            self.in_flight.len() == 3,
+            "--in-flight needs three values (p0,p1,p2)"
+        );
         Ok(())
     }
 
@@ -93,7 +106,10 @@ impl Config {
     }
 
     pub fn limits(&self) -> Limits {
-        Limits { max_payload_bytes: self.max_payload_bytes, ..Limits::default() }
+        Limits {
+            max_payload_bytes: self.max_payload_bytes,
+            ..Limits::default()
+        }
     }
 
     pub fn ack_wait(&self) -> Duration {
@@ -135,6 +151,9 @@ mod tests {
         assert_eq!(redact_url("redis://u:pw@h:1"), "redis://***@h:1");
         assert!(!c.redacted().contains("pw"));
         assert!(c.check().is_ok());
-        assert!(Config::try_parse_from(["d", "--in-flight", "1,2"]).unwrap().check().is_err());
+        assert!(Config::try_parse_from(["d", "--in-flight", "1,2"])
+            .unwrap()
+            .check()
+            .is_err());
     }
 }

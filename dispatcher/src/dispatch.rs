@@ -35,14 +35,25 @@ enum Ended {
 
 impl Bundle {
     pub async fn run(self) {
-        let Bundle { place, jobs, config, nats, scheduler } = self;
+        let Bundle {
+            place,
+            jobs,
+            config,
+            nats,
+            scheduler,
+        } = self;
         let sent = jobs.len() as u32;
-        let request = RunRequest { v: SCHEMA_VERSION, jobs: jobs.iter().map(HeldJob::to_run_job).collect() };
+        let request = RunRequest {
+            v: SCHEMA_VERSION,
+            jobs: jobs.iter().map(HeldJob::to_run_job).collect(),
+        };
         let call = nats.send_request(
             worker_run_subject(&place.worker),
             async_nats::Request::new()
                 .payload(encode(&request).into())
-                .timeout(Some(std::time::Duration::from_millis(config.dispatch_timeout_ms))),
+                .timeout(Some(std::time::Duration::from_millis(
+                    config.dispatch_timeout_ms,
+                ))),
         );
         tokio::pin!(call);
         let every = config.progress_every();
@@ -68,10 +79,16 @@ impl Bundle {
 
         let (retry, worker_failed) = match ended {
             Ended::Replied(reply) => {
-                let (stored, retry): (Vec<_>, Vec<_>) =
-                    jobs.into_iter().zip(reply.outcomes).partition(|(_, o)| *o == RunOutcome::Stored);
+                let (stored, retry): (Vec<_>, Vec<_>) = jobs
+                    .into_iter()
+                    .zip(reply.outcomes)
+                    .partition(|(_, o)| *o == RunOutcome::Stored);
                 // Only now, with every result in Redis, are the messages acked.
-                for (res, (job, _)) in join_all(stored.iter().map(|(j, _)| j.acker.ack())).await.into_iter().zip(&stored) {
+                for (res, (job, _)) in join_all(stored.iter().map(|(j, _)| j.acker.ack()))
+                    .await
+                    .into_iter()
+                    .zip(&stored)
+                {
                     if let Err(e) = res {
                         tracing::warn!(id = %job.id, error = %e, "ack failed; the redelivery will find the stored result");
                     }
@@ -87,7 +104,12 @@ impl Bundle {
                 (count_attempt(jobs), false)
             }
         };
-        let returned = Command::Returned { worker: place.worker, sent, retry, worker_failed };
+        let returned = Command::Returned {
+            worker: place.worker,
+            sent,
+            retry,
+            worker_failed,
+        };
         if let Err(mpsc::error::SendError(cmd)) = scheduler.send(returned).await {
             // The scheduler has stopped (shutdown): hand the jobs back to JetStream.
             if let Command::Returned { retry, .. } = cmd {

@@ -30,7 +30,10 @@ pub(crate) struct Intake {
 
 impl Intake {
     pub async fn run(self, shutdown: CancellationToken) {
-        let batch = self.config.pull_batch.clamp(1, self.config.in_flight_cap(self.priority));
+        let batch = self
+            .config
+            .pull_batch
+            .clamp(1, self.config.in_flight_cap(self.priority));
         while !shutdown.is_cancelled() {
             let pulled = self
                 .consumer
@@ -63,7 +66,9 @@ impl Intake {
                     Some(Ok(msg)) => self.triage(msg, permit).await,
                     // A missed heartbeat or a reconnect: the pull goes on (the documented
                     // `while let Some(Ok(..))` loop would stop for good here).
-                    Some(Err(e)) => tracing::warn!(priority = %self.priority, error = %e, "pull error"),
+                    Some(Err(e)) => {
+                        tracing::warn!(priority = %self.priority, error = %e, "pull error")
+                    }
                     None => break,
                 }
             }
@@ -73,7 +78,10 @@ impl Intake {
     /// Decodes and checks one message; answers what can never run; queues the rest.
     async fn triage(&self, msg: Message, permit: OwnedSemaphorePermit) {
         let (delivered, published_ms) = match msg.info() {
-            Ok(info) => (info.delivered.max(1) as u32, (info.published.unix_timestamp_nanos() / 1_000_000) as u64),
+            Ok(info) => (
+                info.delivered.max(1) as u32,
+                (info.published.unix_timestamp_nanos() / 1_000_000) as u64,
+            ),
             Err(_) => (1, jetinfer_schemas::now_ms()),
         };
         let (msg, acker) = msg.split();
@@ -83,12 +91,20 @@ impl Intake {
             .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
             .map(|v| v.as_str().to_string())
             .filter(|id| is_valid_job_id(id));
-        let subject_model = parse_job_subject(msg.subject.as_str()).map(|(_, m)| m.to_string()).unwrap_or_default();
+        let subject_model = parse_job_subject(msg.subject.as_str())
+            .map(|(_, m)| m.to_string())
+            .unwrap_or_default();
         let refuse = |id: Option<String>, error: JobError| {
             let model = subject_model.clone();
             let acker = &acker;
             async move {
-                let t = ErrorTarget { id: id.as_deref(), model: &model, attempts: delivered, published_ms, meta: Default::default() };
+                let t = ErrorTarget {
+                    id: id.as_deref(),
+                    model: &model,
+                    attempts: delivered,
+                    published_ms,
+                    meta: Default::default(),
+                };
                 self.answer.fail(acker, t, error).await;
             }
         };
@@ -99,36 +115,55 @@ impl Intake {
             Err(e) => return refuse(header_id, e).await,
         };
         if let Err(e) = job.validate(&limits) {
-            let id = if is_valid_job_id(&job.id) { Some(job.id.to_string()) } else { header_id };
+            let id = if is_valid_job_id(&job.id) {
+                Some(job.id.to_string())
+            } else {
+                header_id
+            };
             return refuse(id, e).await;
         }
         let id = job.id.to_string();
         if job.model != subject_model {
-            let e = JobError::invalid_input(format!("job model {:?} differs from the subject's {subject_model:?}", job.model));
+            let e = JobError::invalid_input(format!(
+                "job model {:?} differs from the subject's {subject_model:?}",
+                job.model
+            ));
             return refuse(Some(id), e).await;
         }
-        // A redelivery may find the job already answered (its ack was lost): ack, don't rerun.
-        if delivered > 1 {
-            match self.answer.store.exists_many(&[id.as_str()]).await {
-                Ok(found) if found.first() == Some(&true) => {
-                    tracing::debug!(id, delivered, "redelivered job already has a result; acking");
-                    let _ = acker.ack().await;
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(id, error = %e, "result store unreachable; job comes back later");
-                    let _ = acker.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                    return;
-                }
+        // A redelivery (lost ack) or a resubmission after the duplicate window may find the
+        // job already answered: ack it, don't run it again.
+        match self.answer.store.exists_many(&[id.as_str()]).await {
+            Ok(found) if found.first() == Some(&true) => {
+                tracing::debug!(
+                    id,
+                    delivered,
+                    "job already has a result; acking without running"
+                );
+                let _ = acker.ack().await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(id, error = %e, "result store unreachable; job comes back later");
+                let _ = acker
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return;
             }
         }
-        let deadline_ms = job
-            .deadline_ms
-            .unwrap_or_else(|| published_ms + self.config.default_deadline(self.priority).as_millis() as u64);
-        let traceparent = msg.headers.as_ref().and_then(|h| h.get("traceparent")).map(|v| v.as_str().to_string());
+        let deadline_ms = job.deadline_ms.unwrap_or_else(|| {
+            published_ms + self.config.default_deadline(self.priority).as_millis() as u64
+        });
+        let traceparent = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("traceparent"))
+            .map(|v| v.as_str().to_string());
         let held = HeldJob {
-            route: Route { model: job.model.to_string(), version: job.version.as_deref().map(str::to_string) },
+            route: Route {
+                model: job.model.to_string(),
+                version: job.version.as_deref().map(str::to_string),
+            },
             priority: self.priority,
             deadline_ms,
             published_ms,

@@ -41,7 +41,10 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.check()?;
     let config = Arc::new(config);
-    let name = config.id.clone().unwrap_or_else(|| format!("dispatcher-{:08x}", rand::random::<u32>()));
+    let name = config
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("dispatcher-{:08x}", rand::random::<u32>()));
     tracing::info!(id = %name, config = %config.redacted(), "starting dispatcher");
 
     let nats = async_nats::ConnectOptions::new()
@@ -54,7 +57,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     store_config.keys = Keys::new(&config.key_prefix);
     store_config.result_ttl = Duration::from_secs(config.result_ttl_s);
     let store = ResultStore::new(&store_config)?;
-    let answer = answer::Answerer { store, nats: nats.clone(), name: name.clone() };
+    let answer = answer::Answerer {
+        store,
+        nats: nats.clone(),
+        name: name.clone(),
+    };
 
     let stream = stream::ensure_stream(&js, &config).await?;
     let tasks = TaskTracker::new();
@@ -102,11 +109,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks: tasks.clone(),
         started: Instant::now(),
     };
-    tracing::info!(stream = jetinfer_schemas::names::JOBS_STREAM, "dispatcher ready");
+    tracing::info!(
+        stream = jetinfer_schemas::names::JOBS_STREAM,
+        "dispatcher ready"
+    );
     scheduler.run(rx, shutdown.clone()).await;
 
     tasks.close();
-    if tokio::time::timeout(DRAIN_DEADLINE, tasks.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_DEADLINE, tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight bundles did not finish in time; JetStream will redeliver them");
     }
     nats.flush().await.ok();

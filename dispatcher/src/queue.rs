@@ -32,7 +32,11 @@ pub(crate) struct ReadyQueues<T> {
 
 impl<T> ReadyQueues<T> {
     pub fn new(aging: Duration) -> Self {
-        ReadyQueues { by_priority: Default::default(), len: 0, aging: aging.max(Duration::from_millis(1)) }
+        ReadyQueues {
+            by_priority: Default::default(),
+            len: 0,
+            aging: aging.max(Duration::from_millis(1)),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -51,7 +55,8 @@ impl<T> ReadyQueues<T> {
 
     /// Lower is served first: the class rank minus the aging credit of the head job.
     fn score(&self, priority: Priority, since: Instant, now: Instant) -> f64 {
-        priority.rank() as f64 - now.saturating_duration_since(since).as_secs_f64() / self.aging.as_secs_f64()
+        priority.rank() as f64
+            - now.saturating_duration_since(since).as_secs_f64() / self.aging.as_secs_f64()
     }
 
     /// Routes with waiting jobs, best first (by the best head score of any priority).
@@ -76,10 +81,17 @@ impl<T> ReadyQueues<T> {
         while out.len() < n {
             let next = Priority::ALL
                 .into_iter()
-                .filter_map(|p| self.by_priority[p.rank()].get(route).and_then(|q| q.front()).map(|e| (p, self.score(p, e.since, now))))
+                .filter_map(|p| {
+                    self.by_priority[p.rank()]
+                        .get(route)
+                        .and_then(|q| q.front())
+                        .map(|e| (p, self.score(p, e.since, now)))
+                })
                 .min_by(|a, b| a.1.total_cmp(&b.1));
             let Some((p, _)) = next else { break };
-            let q = self.by_priority[p.rank()].get_mut(route).expect("route queue exists: this is a bug");
+            let q = self.by_priority[p.rank()]
+                .get_mut(route)
+                .expect("route queue exists: this is a bug");
             let e = q.pop_front().expect("head exists: this is a bug");
             if q.is_empty() {
                 self.by_priority[p.rank()].remove(route);
@@ -91,7 +103,10 @@ impl<T> ReadyQueues<T> {
     }
 
     /// Removes every job for which `remove` says so (expired, unknown model, shutdown).
-    pub fn remove_where(&mut self, mut remove: impl FnMut(Priority, &Route, &T) -> bool) -> Vec<(Priority, Route, T)> {
+    pub fn remove_where(
+        &mut self,
+        mut remove: impl FnMut(Priority, &Route, &T) -> bool,
+    ) -> Vec<(Priority, Route, T)> {
         let mut out = Vec::new();
         for p in Priority::ALL {
             for (route, q) in self.by_priority[p.rank()].iter_mut() {
@@ -113,7 +128,10 @@ impl<T> ReadyQueues<T> {
 
     /// Every queued job (for in-progress acks).
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.by_priority.iter().flat_map(|m| m.values()).flat_map(|q| q.iter().map(|e| &e.item))
+        self.by_priority
+            .iter()
+            .flat_map(|m| m.values())
+            .flat_map(|q| q.iter().map(|e| &e.item))
     }
 }
 
@@ -122,7 +140,10 @@ mod tests {
     use super::*;
 
     fn route(m: &str) -> Route {
-        Route { model: m.into(), version: None }
+        Route {
+            model: m.into(),
+            version: None,
+        }
     }
 
     #[test]
@@ -131,9 +152,23 @@ mod tests {
         let mut q = ReadyQueues::new(Duration::from_secs(10));
         q.push(Priority::P2, route("m"), "p2a", t0);
         q.push(Priority::P2, route("m"), "p2b", t0);
-        q.push(Priority::P0, route("m"), "p0", t0 + Duration::from_millis(5));
-        q.push(Priority::P1, route("m"), "p1", t0 + Duration::from_millis(6));
-        let got: Vec<_> = q.take(&route("m"), 10, t0 + Duration::from_millis(10)).into_iter().map(|x| x.1).collect();
+        q.push(
+            Priority::P0,
+            route("m"),
+            "p0",
+            t0 + Duration::from_millis(5),
+        );
+        q.push(
+            Priority::P1,
+            route("m"),
+            "p1",
+            t0 + Duration::from_millis(6),
+        );
+        let got: Vec<_> = q
+            .take(&route("m"), 10, t0 + Duration::from_millis(10))
+            .into_iter()
+            .map(|x| x.1)
+            .collect();
         assert_eq!(got, vec!["p0", "p1", "p2a", "p2b"]);
         assert_eq!(q.len(), 0);
     }
@@ -146,7 +181,11 @@ mod tests {
         // 2.5 s later a fresh P0 arrives: the P2 job has aged past it (2 - 2.5 < 0).
         let now = t0 + Duration::from_millis(2500);
         q.push(Priority::P0, route("m"), "new-p0", now);
-        let got: Vec<_> = q.take(&route("m"), 1, now).into_iter().map(|x| x.1).collect();
+        let got: Vec<_> = q
+            .take(&route("m"), 1, now)
+            .into_iter()
+            .map(|x| x.1)
+            .collect();
         assert_eq!(got, vec!["old-p2"]);
     }
 
@@ -165,7 +204,11 @@ mod tests {
         let mut q = ReadyQueues::new(Duration::from_secs(10));
         q.push(Priority::P1, route("m"), "new", t0 + Duration::from_secs(1));
         q.push(Priority::P1, route("m"), "requeued", t0);
-        let got: Vec<_> = q.take(&route("m"), 2, t0).into_iter().map(|x| x.1).collect();
+        let got: Vec<_> = q
+            .take(&route("m"), 2, t0)
+            .into_iter()
+            .map(|x| x.1)
+            .collect();
         assert_eq!(got, vec!["requeued", "new"]);
     }
 

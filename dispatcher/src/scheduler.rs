@@ -32,7 +32,12 @@ pub(crate) enum Command {
     Enqueue(HeldJob),
     Heartbeat(Heartbeat),
     /// A bundle came back: its slots are free again; `retry` jobs go back to the queues.
-    Returned { worker: String, sent: u32, retry: Vec<HeldJob>, worker_failed: bool },
+    Returned {
+        worker: String,
+        sent: u32,
+        retry: Vec<HeldJob>,
+        worker_failed: bool,
+    },
 }
 
 pub(crate) struct Scheduler {
@@ -65,15 +70,27 @@ impl Scheduler {
         }
         // Hand queued jobs back to JetStream at once, for another dispatcher (or our restart).
         let left = self.queues.remove_where(|_, _, _| true);
-        tracing::info!(jobs = left.len(), "scheduler stopping; returning queued jobs to JetStream");
-        join_all(left.iter().map(|(_, _, j)| j.acker.ack_with(AckKind::Nak(None)))).await;
+        tracing::info!(
+            jobs = left.len(),
+            "scheduler stopping; returning queued jobs to JetStream"
+        );
+        join_all(
+            left.iter()
+                .map(|(_, _, j)| j.acker.ack_with(AckKind::Nak(None))),
+        )
+        .await;
     }
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Enqueue(job) => self.admit(job),
             Command::Heartbeat(hb) => self.workers.heartbeat(hb, Instant::now()),
-            Command::Returned { worker, sent, retry, worker_failed } => {
+            Command::Returned {
+                worker,
+                sent,
+                retry,
+                worker_failed,
+            } => {
                 self.workers.release(&worker, sent);
                 if worker_failed {
                     self.workers.remove(&worker);
@@ -88,7 +105,10 @@ impl Scheduler {
     /// Queues a job unless it is out of attempts or past its deadline.
     fn admit(&mut self, job: HeldJob) {
         if job.attempt > self.config.max_attempts {
-            let msg = format!("job failed {} delivery attempts (workers died or timed out running it)", job.attempt - 1);
+            let msg = format!(
+                "job failed {} delivery attempts (workers died or timed out running it)",
+                job.attempt - 1
+            );
             return self.fail(job, JobError::new(ErrorCode::Poison, msg));
         }
         if job.is_expired(now_ms()) {
@@ -101,7 +121,8 @@ impl Scheduler {
 
     fn fail(&self, job: HeldJob, error: JobError) {
         let answer = self.answer.clone();
-        self.tasks.spawn(async move { answer.fail_held(job, error).await });
+        self.tasks
+            .spawn(async move { answer.fail_held(job, error).await });
     }
 
     /// Dead workers, expired jobs, and jobs for models nobody serves.
@@ -123,7 +144,10 @@ impl Scheduler {
                     Some(v) => format!("{} version {v}", route.model),
                     None => route.model.clone(),
                 };
-                JobError::new(ErrorCode::UnknownModel, format!("no worker serves model {what}"))
+                JobError::new(
+                    ErrorCode::UnknownModel,
+                    format!("no worker serves model {what}"),
+                )
             };
             self.fail(job, error);
         }
@@ -155,7 +179,13 @@ impl Scheduler {
                     continue;
                 }
                 self.workers.reserve(&place.worker, jobs.len() as u32);
-                let bundle = Bundle { place, jobs, config: self.config.clone(), nats: self.answer.nats.clone(), scheduler: self.tx.clone() };
+                let bundle = Bundle {
+                    place,
+                    jobs,
+                    config: self.config.clone(),
+                    nats: self.answer.nats.clone(),
+                    scheduler: self.tx.clone(),
+                };
                 self.tasks.spawn(bundle.run());
             }
         }
@@ -164,5 +194,8 @@ impl Scheduler {
 
 fn expired(job: &HeldJob) -> JobError {
     let late = now_ms().saturating_sub(job.deadline_ms);
-    JobError::new(ErrorCode::Expired, format!("deadline passed {late} ms before the job could reach a GPU"))
+    JobError::new(
+        ErrorCode::Expired,
+        format!("deadline passed {late} ms before the job could reach a GPU"),
+    )
 }

@@ -16,7 +16,10 @@ pub fn consumer_name(p: Priority) -> String {
 /// Creates the stream, or updates its limits: WorkQueue retention (a job leaves the stream
 /// when acked), DiscardNew so producers get an error when it is full, a duplicate window
 /// for `Nats-Msg-Id` de-duplication.
-pub async fn ensure_stream(js: &jetstream::Context, cfg: &Config) -> Result<stream::Stream, anyhow::Error> {
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    cfg: &Config,
+) -> Result<stream::Stream, anyhow::Error> {
     let config = stream::Config {
         name: JOBS_STREAM.to_string(),
         subjects: vec![format!("{JOBS_PREFIX}.>")],
@@ -39,7 +42,11 @@ pub async fn ensure_stream(js: &jetstream::Context, cfg: &Config) -> Result<stre
 /// The durable pull consumer of one priority. `max_deliver` is unlimited: the dispatcher
 /// counts attempts itself and dead-letters (`poison`), because a WorkQueue stream would
 /// keep a message that hit MaxDeliver forever without telling anyone.
-pub async fn ensure_consumer(stream: &stream::Stream, cfg: &Config, p: Priority) -> Result<consumer::PullConsumer, anyhow::Error> {
+pub async fn ensure_consumer(
+    stream: &stream::Stream,
+    cfg: &Config,
+    p: Priority,
+) -> Result<consumer::PullConsumer, anyhow::Error> {
     let name = consumer_name(p);
     let config = consumer::pull::Config {
         durable_name: Some(name.clone()),

@@ -36,12 +36,17 @@ pub(crate) struct Workers {
 
 impl Workers {
     pub fn new(heartbeat_timeout: Duration) -> Self {
-        Workers { workers: HashMap::new(), model_seen: HashMap::new(), heartbeat_timeout }
+        Workers {
+            workers: HashMap::new(),
+            model_seen: HashMap::new(),
+            heartbeat_timeout,
+        }
     }
 
     pub fn heartbeat(&mut self, hb: Heartbeat, now: Instant) {
         for m in &hb.models {
-            self.model_seen.insert((m.name.clone(), m.version.clone()), now);
+            self.model_seen
+                .insert((m.name.clone(), m.version.clone()), now);
         }
         match self.workers.get_mut(&hb.worker) {
             Some(w) => {
@@ -51,7 +56,15 @@ impl Workers {
             None => {
                 tracing::info!(worker = %hb.worker, models = hb.models.len(), slots = hb.slots, "worker joined");
                 let id = hb.worker.clone();
-                self.workers.insert(id, WorkerState { hb, last_seen: now, in_flight: 0, gone: CancellationToken::new() });
+                self.workers.insert(
+                    id,
+                    WorkerState {
+                        hb,
+                        last_seen: now,
+                        in_flight: 0,
+                        gone: CancellationToken::new(),
+                    },
+                );
             }
         }
     }
@@ -81,7 +94,9 @@ impl Workers {
     fn serves(hb: &Heartbeat, route: &Route) -> Option<u32> {
         hb.models
             .iter()
-            .find(|m| m.name == route.model && route.version.as_ref().is_none_or(|v| *v == m.version))
+            .find(|m| {
+                m.name == route.model && route.version.as_ref().is_none_or(|v| *v == m.version)
+            })
             .map(|m| m.max_batch_size)
     }
 
@@ -135,7 +150,12 @@ mod tests {
         Heartbeat {
             v: 1,
             worker: id.into(),
-            models: vec![ModelInfo { name: model.into(), version: version.into(), max_batch_size: 8, inputs: vec![] }],
+            models: vec![ModelInfo {
+                name: model.into(),
+                version: version.into(),
+                max_batch_size: 8,
+                inputs: vec![],
+            }],
             slots,
             free_slots: slots,
             devices: vec![],
@@ -146,7 +166,10 @@ mod tests {
     }
 
     fn route(m: &str, v: Option<&str>) -> Route {
-        Route { model: m.into(), version: v.map(Into::into) }
+        Route {
+            model: m.into(),
+            version: v.map(Into::into),
+        }
     }
 
     #[test]
@@ -175,8 +198,16 @@ mod tests {
         assert!(w.expire(t0 + Duration::from_secs(2)).is_empty());
         assert_eq!(w.expire(t0 + Duration::from_secs(4)), vec!["a".to_string()]);
         assert!(p.gone.is_cancelled());
-        assert!(w.knows(&route("m", None), t0 + Duration::from_secs(4), Duration::from_secs(10)));
-        assert!(!w.knows(&route("m", None), t0 + Duration::from_secs(20), Duration::from_secs(10)));
+        assert!(w.knows(
+            &route("m", None),
+            t0 + Duration::from_secs(4),
+            Duration::from_secs(10)
+        ));
+        assert!(!w.knows(
+            &route("m", None),
+            t0 + Duration::from_secs(20),
+            Duration::from_secs(10)
+        ));
         assert!(!w.knows(&route("m", Some("9")), t0, Duration::from_secs(10)));
     }
 }

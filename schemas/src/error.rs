@@ -45,7 +45,11 @@ impl ErrorCode {
     pub fn is_permanent(self) -> bool {
         matches!(
             self,
-            ErrorCode::BadPayload | ErrorCode::InvalidInput | ErrorCode::UnknownModel | ErrorCode::Expired | ErrorCode::Poison
+            ErrorCode::BadPayload
+                | ErrorCode::InvalidInput
+                | ErrorCode::UnknownModel
+                | ErrorCode::Expired
+                | ErrorCode::Poison
         )
     }
 }
@@ -66,7 +70,10 @@ pub struct JobError {
 
 impl JobError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        JobError { code, message: message.into() }
+        JobError {
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_payload(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadPayload, message)

@@ -40,7 +40,11 @@ pub struct Job<'a> {
 
 impl<'a> Job<'a> {
     /// A job with the required fields; set the optional ones on the value.
-    pub fn new(id: impl Into<Cow<'a, str>>, model: impl Into<Cow<'a, str>>, inputs: Vec<Tensor<'a>>) -> Self {
+    pub fn new(
+        id: impl Into<Cow<'a, str>>,
+        model: impl Into<Cow<'a, str>>,
+        inputs: Vec<Tensor<'a>>,
+    ) -> Self {
         Job {
             v: SCHEMA_VERSION,
             id: id.into(),
@@ -63,11 +67,16 @@ impl<'a> Job<'a> {
     pub fn validate(&self, limits: &Limits) -> Result<(), JobError> {
         validate_job_id(&self.id)?;
         if !is_valid_model_name(&self.model) {
-            return Err(JobError::invalid_input(format!("model name {:?} is not [A-Za-z0-9_-]{{1,64}}", self.model)));
+            return Err(JobError::invalid_input(format!(
+                "model name {:?} is not [A-Za-z0-9_-]{{1,64}}",
+                self.model
+            )));
         }
         if let Some(v) = &self.version {
             if !is_valid_version(v) {
-                return Err(JobError::invalid_input(format!("version {v:?} is not [A-Za-z0-9._-]{{1,64}}")));
+                return Err(JobError::invalid_input(format!(
+                    "version {v:?} is not [A-Za-z0-9._-]{{1,64}}"
+                )));
             }
         }
         if self.inputs.is_empty() || self.inputs.len() > limits.max_inputs {
@@ -78,7 +87,8 @@ impl<'a> Job<'a> {
             )));
         }
         for (i, t) in self.inputs.iter().enumerate() {
-            t.validate(limits).map_err(|e| JobError::invalid_input(format!("input {i}: {}", e.message)))?;
+            t.validate(limits)
+                .map_err(|e| JobError::invalid_input(format!("input {i}: {}", e.message)))?;
         }
         Ok(())
     }
@@ -95,9 +105,13 @@ pub fn decode_job<'a>(payload: &'a [u8], limits: &Limits) -> Result<Job<'a>, Job
             limits.max_payload_bytes
         )));
     }
-    let job: Job<'a> = rmp_serde::from_slice(payload).map_err(|e| JobError::bad_payload(format!("not a job: {e}")))?;
+    let job: Job<'a> = rmp_serde::from_slice(payload)
+        .map_err(|e| JobError::bad_payload(format!("not a job: {e}")))?;
     if job.v != SCHEMA_VERSION {
-        return Err(JobError::bad_payload(format!("unknown schema version {} (this build reads {SCHEMA_VERSION})", job.v)));
+        return Err(JobError::bad_payload(format!(
+            "unknown schema version {} (this build reads {SCHEMA_VERSION})",
+            job.v
+        )));
     }
     Ok(job)
 }
@@ -110,15 +124,23 @@ mod tests {
     /// {v:1, id:"j1", model:"mlp", inputs:[{dtype:"f32", shape:[2], data:bin(1.0f32, 2.0f32)}]}
     /// written by hand, byte by byte, so other languages can check against it.
     const JOB_HEX: &str = concat!(
-        "84",                                 // map of 4
-        "a176", "01",                         // "v": 1
-        "a26964", "a26a31",                   // "id": "j1"
-        "a56d6f64656c", "a36d6c70",           // "model": "mlp"
-        "a6696e70757473", "91",               // "inputs": array of 1
-        "83",                                 // map of 3
-        "a56474797065", "a3663332",           // "dtype": "f32"
-        "a57368617065", "9102",               // "shape": [2]
-        "a464617461", "c408", "0000803f00000040", // "data": bin 8
+        "84", // map of 4
+        "a176",
+        "01", // "v": 1
+        "a26964",
+        "a26a31", // "id": "j1"
+        "a56d6f64656c",
+        "a36d6c70", // "model": "mlp"
+        "a6696e70757473",
+        "91", // "inputs": array of 1
+        "83", // map of 3
+        "a56474797065",
+        "a3663332", // "dtype": "f32"
+        "a57368617065",
+        "9102", // "shape": [2]
+        "a464617461",
+        "c408",
+        "0000803f00000040", // "data": bin 8
     );
 
     #[test]
@@ -129,7 +151,10 @@ mod tests {
         assert_eq!(job.model, "mlp");
         assert_eq!(job.inputs[0].dtype, DType::F32);
         assert_eq!(job.inputs[0].to_f32_vec(), vec![1.0, 2.0]);
-        assert!(matches!(job.inputs[0].data, Cow::Borrowed(_)), "tensor data is borrowed from the message");
+        assert!(
+            matches!(job.inputs[0].data, Cow::Borrowed(_)),
+            "tensor data is borrowed from the message"
+        );
         job.validate(&Limits::default()).unwrap();
         let expected = Job::new("j1", "mlp", vec![Tensor::from_f32(vec![2], &[1.0, 2.0])]);
         assert_eq!(job, expected);
@@ -138,7 +163,11 @@ mod tests {
 
     #[test]
     fn round_trip_with_optional_fields() {
-        let mut job = Job::new("a:b", "m", vec![Tensor::owned(DType::U8, vec![3], vec![1, 2, 3])]);
+        let mut job = Job::new(
+            "a:b",
+            "m",
+            vec![Tensor::owned(DType::U8, vec![3], vec![1, 2, 3])],
+        );
         job.version = Some("2".into());
         job.deadline_ms = Some(123);
         job.cache = Some(false);
@@ -150,16 +179,27 @@ mod tests {
     #[test]
     fn unknown_keys_are_ignored() {
         // {v:1, id:"x", model:"m", inputs:[], extra:[1,[2]]}
-        let bytes = hex::decode("85a17601a26964a178a56d6f64656ca16da6696e7075747390a5657874726192019102").unwrap();
+        let bytes =
+            hex::decode("85a17601a26964a178a56d6f64656ca16da6696e7075747390a5657874726192019102")
+                .unwrap();
         let job = decode_job(&bytes, &Limits::default()).unwrap();
         assert_eq!(job.id, "x");
-        assert_eq!(job.validate(&Limits::default()).unwrap_err().code, ErrorCode::InvalidInput, "no inputs");
+        assert_eq!(
+            job.validate(&Limits::default()).unwrap_err().code,
+            ErrorCode::InvalidInput,
+            "no inputs"
+        );
     }
 
     fn code_of(bytes: &[u8]) -> ErrorCode {
         match decode_job(bytes, &Limits::default()) {
             Err(e) => e.code,
-            Ok(job) => job.validate(&Limits::default()).map(|_| panic!("accepted")).unwrap_err().code,
+            Ok(job) => {
+                job.validate(&Limits::default())
+                    .map(|_| panic!("accepted"))
+                    .unwrap_err()
+                    .code
+            }
         }
     }
 
@@ -167,11 +207,19 @@ mod tests {
     fn bad_payloads() {
         assert_eq!(code_of(b"not msgpack at all"), ErrorCode::BadPayload);
         let good = hex::decode(JOB_HEX).unwrap();
-        assert_eq!(code_of(&good[..good.len() - 3]), ErrorCode::BadPayload, "truncated");
+        assert_eq!(
+            code_of(&good[..good.len() - 3]),
+            ErrorCode::BadPayload,
+            "truncated"
+        );
         // map {v:1, id:"x", model:"m", inputs:[{dtype:"u8", shape:[1], data: bin32 claiming 4 GB}]}
         let mut huge = hex::decode("84a17601a26964a178a56d6f64656ca16da6696e707574739183a56474797065a27538a5736861706591 01a464617461c6ffffffff".replace(' ', "")).unwrap();
         huge.extend_from_slice(&[0; 16]);
-        assert_eq!(code_of(&huge), ErrorCode::BadPayload, "bin header claiming 4 GB");
+        assert_eq!(
+            code_of(&huge),
+            ErrorCode::BadPayload,
+            "bin header claiming 4 GB"
+        );
         // deeply nested arrays: 100k levels of [[[[...
         let mut nested = vec![0x81, 0xa1, b'v'];
         nested.extend(std::iter::repeat(0x91).take(100_000));
@@ -182,11 +230,24 @@ mod tests {
         v2[3] = 0x02;
         assert_eq!(code_of(&v2), ErrorCode::BadPayload);
         // missing inputs: {v:1, id:"x", model:"m"}
-        assert_eq!(code_of(&hex::decode("83a17601a26964a178a56d6f64656ca16d").unwrap()), ErrorCode::BadPayload);
+        assert_eq!(
+            code_of(&hex::decode("83a17601a26964a178a56d6f64656ca16d").unwrap()),
+            ErrorCode::BadPayload
+        );
         // wrong type: id is an integer
-        assert_eq!(code_of(&hex::decode("84a17601a2696405a56d6f64656ca16da6696e7075747390").unwrap()), ErrorCode::BadPayload);
-        let limits = Limits { max_payload_bytes: 10, ..Limits::default() };
-        assert_eq!(decode_job(&good, &limits).unwrap_err().code, ErrorCode::BadPayload, "over the size limit");
+        assert_eq!(
+            code_of(&hex::decode("84a17601a2696405a56d6f64656ca16da6696e7075747390").unwrap()),
+            ErrorCode::BadPayload
+        );
+        let limits = Limits {
+            max_payload_bytes: 10,
+            ..Limits::default()
+        };
+        assert_eq!(
+            decode_job(&good, &limits).unwrap_err().code,
+            ErrorCode::BadPayload,
+            "over the size limit"
+        );
     }
 
     #[test]
@@ -196,9 +257,21 @@ mod tests {
             let job = Job::new(id.to_string(), "m", t());
             assert_eq!(code_of(&encode(&job)), ErrorCode::BadPayload, "id {id:?}");
         }
-        let job = Job::new("ok", "m", vec![Tensor::owned(DType::F32, vec![2], vec![0; 7])]);
+        let job = Job::new(
+            "ok",
+            "m",
+            vec![Tensor::owned(DType::F32, vec![2], vec![0; 7])],
+        );
         assert_eq!(code_of(&encode(&job)), ErrorCode::InvalidInput);
-        let job = Job::new("ok", "m", vec![Tensor::owned(DType::F32, vec![1_000_000, 1_000_000], vec![])]);
+        let job = Job::new(
+            "ok",
+            "m",
+            vec![Tensor::owned(
+                DType::F32,
+                vec![1_000_000, 1_000_000],
+                vec![],
+            )],
+        );
         assert_eq!(code_of(&encode(&job)), ErrorCode::InvalidInput);
         let job = Job::new("ok", "m", vec![Tensor::owned(DType::F32, vec![-3], vec![])]);
         assert_eq!(code_of(&encode(&job)), ErrorCode::InvalidInput);

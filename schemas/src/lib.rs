@@ -34,7 +34,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Encodes any wire type as a MessagePack map (field names, not positions).
 pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    rmp_serde::to_vec_named(value).expect("encoding a wire type into a Vec cannot fail: this is a bug")
+    rmp_serde::to_vec_named(value)
+        .expect("encoding a wire type into a Vec cannot fail: this is a bug")
 }
 
 /// Milliseconds since the Unix epoch from the local clock.

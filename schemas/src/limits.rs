@@ -22,17 +22,29 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_payload_bytes: 8 << 20, max_elements: 1 << 26, max_inputs: 16 }
+        Limits {
+            max_payload_bytes: 8 << 20,
+            max_elements: 1 << 26,
+            max_inputs: 16,
+        }
     }
 }
 
 /// Job ids: 1..=128 bytes of `[A-Za-z0-9._:-]`, so they are safe in subjects and keys.
 pub fn validate_job_id(id: &str) -> Result<(), JobError> {
     if id.is_empty() || id.len() > MAX_JOB_ID_LEN {
-        return Err(JobError::bad_payload(format!("job id must be 1..={MAX_JOB_ID_LEN} bytes, got {}", id.len())));
+        return Err(JobError::bad_payload(format!(
+            "job id must be 1..={MAX_JOB_ID_LEN} bytes, got {}",
+            id.len()
+        )));
     }
-    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
-        return Err(JobError::bad_payload(format!("job id has character {c:?} outside [A-Za-z0-9._:-]")));
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        return Err(JobError::bad_payload(format!(
+            "job id has character {c:?} outside [A-Za-z0-9._:-]"
+        )));
     }
     Ok(())
 }
@@ -44,14 +56,20 @@ pub fn is_valid_job_id(id: &str) -> bool {
 
 /// Model names are subject tokens: 1..=64 bytes of `[A-Za-z0-9_-]`.
 pub fn is_valid_model_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_NAME_LEN && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Versions appear in cache keys: 1..=64 bytes of `[A-Za-z0-9._-]`.
 pub fn is_valid_version(version: &str) -> bool {
     !version.is_empty()
         && version.len() <= MAX_NAME_LEN
-        && version.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 #[cfg(test)]

@@ -103,7 +103,9 @@ impl Default for Keys {
 
 impl Keys {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Keys { prefix: prefix.into() }
+        Keys {
+            prefix: prefix.into(),
+        }
     }
 
     /// `<prefix>:result:<id>`

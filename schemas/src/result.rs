@@ -36,7 +36,10 @@ pub struct ErrorBody {
 
 impl From<JobError> for ErrorBody {
     fn from(e: JobError) -> Self {
-        ErrorBody { code: e.code, message: e.message }
+        ErrorBody {
+            code: e.code,
+            message: e.message,
+        }
     }
 }
 
@@ -90,7 +93,12 @@ pub struct JobResult<'a> {
 
 impl<'a> JobResult<'a> {
     /// A successful result; timings and worker are filled in by the caller.
-    pub fn ok(id: impl Into<String>, model: impl Into<String>, version: impl Into<String>, outputs: Vec<Tensor<'a>>) -> Self {
+    pub fn ok(
+        id: impl Into<String>,
+        model: impl Into<String>,
+        version: impl Into<String>,
+        outputs: Vec<Tensor<'a>>,
+    ) -> Self {
         JobResult {
             v: SCHEMA_VERSION,
             id: id.into(),
@@ -110,8 +118,16 @@ impl<'a> JobResult<'a> {
 
     /// A failed result; `expired` gets status `expired`, every other code `error`.
     pub fn failed(id: impl Into<String>, model: impl Into<String>, error: JobError) -> Self {
-        let status = if error.code == ErrorCode::Expired { Status::Expired } else { Status::Error };
-        JobResult { status, error: Some(error.into()), ..JobResult::ok(id, model, "", Vec::new()) }
+        let status = if error.code == ErrorCode::Expired {
+            Status::Expired
+        } else {
+            Status::Error
+        };
+        JobResult {
+            status,
+            error: Some(error.into()),
+            ..JobResult::ok(id, model, "", Vec::new())
+        }
     }
 
     /// The error code, if the job failed.
@@ -121,7 +137,10 @@ impl<'a> JobResult<'a> {
 
     /// Detaches the result from the buffer it was decoded from.
     pub fn into_owned(self) -> JobResult<'static> {
-        JobResult { outputs: self.outputs.into_iter().map(Tensor::into_owned).collect(), ..self }
+        JobResult {
+            outputs: self.outputs.into_iter().map(Tensor::into_owned).collect(),
+            ..self
+        }
     }
 }
 
@@ -134,7 +153,12 @@ mod tests {
     fn round_trip() {
         let mut r = JobResult::ok("j1", "mlp", "1", vec![Tensor::from_f32(vec![1], &[0.5])]);
         r.worker = "w1".into();
-        r.timings = Timings { queued_ms: 1.5, batch_size: 4, compute_ms: 0.25, total_ms: 2.0 };
+        r.timings = Timings {
+            queued_ms: 1.5,
+            batch_size: 4,
+            compute_ms: 0.25,
+            total_ms: 2.0,
+        };
         let bytes = encode(&r);
         let back: JobResult<'_> = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(back, r);

@@ -93,41 +93,70 @@ pub struct Tensor<'a> {
 impl<'a> Tensor<'a> {
     /// A tensor that owns its bytes.
     pub fn owned(dtype: DType, shape: Vec<i64>, data: Vec<u8>) -> Tensor<'static> {
-        Tensor { dtype, shape, data: Cow::Owned(data) }
+        Tensor {
+            dtype,
+            shape,
+            data: Cow::Owned(data),
+        }
     }
 
     /// A tensor of f32 values.
     pub fn from_f32(shape: Vec<i64>, values: &[f32]) -> Tensor<'static> {
-        Tensor::owned(DType::F32, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        Tensor::owned(
+            DType::F32,
+            shape,
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
     }
 
     /// A view of this tensor that borrows its bytes.
     pub fn borrowed(&self) -> Tensor<'_> {
-        Tensor { dtype: self.dtype, shape: self.shape.clone(), data: Cow::Borrowed(&self.data) }
+        Tensor {
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            data: Cow::Borrowed(&self.data),
+        }
     }
 
     /// Detaches the tensor from the buffer it was decoded from.
     pub fn into_owned(self) -> Tensor<'static> {
-        Tensor { dtype: self.dtype, shape: self.shape, data: Cow::Owned(self.data.into_owned()) }
+        Tensor {
+            dtype: self.dtype,
+            shape: self.shape,
+            data: Cow::Owned(self.data.into_owned()),
+        }
     }
 
     /// Number of elements (product of the shape); `None` on overflow or a negative dim.
     pub fn element_count(&self) -> Option<u64> {
-        self.shape.iter().try_fold(1u64, |acc, &d| u64::try_from(d).ok().and_then(|d| acc.checked_mul(d)))
+        self.shape.iter().try_fold(1u64, |acc, &d| {
+            u64::try_from(d).ok().and_then(|d| acc.checked_mul(d))
+        })
     }
 
     /// Structural checks that need no model: dims, element limit, data length.
     pub fn validate(&self, limits: &Limits) -> Result<(), JobError> {
         if self.shape.len() > MAX_DIMS {
-            return Err(JobError::invalid_input(format!("tensor has {} dims, at most {MAX_DIMS}", self.shape.len())));
+            return Err(JobError::invalid_input(format!(
+                "tensor has {} dims, at most {MAX_DIMS}",
+                self.shape.len()
+            )));
         }
         if let Some(d) = self.shape.iter().find(|&&d| d < 0) {
-            return Err(JobError::invalid_input(format!("negative dimension {d} in shape {:?}", self.shape)));
+            return Err(JobError::invalid_input(format!(
+                "negative dimension {d} in shape {:?}",
+                self.shape
+            )));
         }
         let count = self
             .element_count()
             .filter(|&n| n <= limits.max_elements)
-            .ok_or_else(|| JobError::invalid_input(format!("shape {:?} exceeds {} elements", self.shape, limits.max_elements)))?;
+            .ok_or_else(|| {
+                JobError::invalid_input(format!(
+                    "shape {:?} exceeds {} elements",
+                    self.shape, limits.max_elements
+                ))
+            })?;
         let expected = count * self.dtype.size() as u64;
         if self.data.len() as u64 != expected {
             return Err(JobError::invalid_input(format!(
@@ -144,13 +173,34 @@ impl<'a> Tensor<'a> {
     pub fn to_f32_vec(&self) -> Vec<f32> {
         let d = &self.data;
         match self.dtype {
-            DType::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-            DType::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-            DType::F16 => d.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            DType::Bf16 => d.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
-            DType::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-            DType::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-            DType::I16 => d.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32).collect(),
+            DType::F32 => d
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            DType::F64 => d
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            DType::F16 => d
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+            DType::Bf16 => d
+                .chunks_exact(2)
+                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                .collect(),
+            DType::I64 => d
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            DType::I32 => d
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            DType::I16 => d
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
+                .collect(),
             DType::I8 => d.iter().map(|&b| b as i8 as f32).collect(),
             DType::U8 | DType::Bool => d.iter().map(|&b| b as f32).collect(),
         }
@@ -204,9 +254,14 @@ mod tests {
     #[test]
     fn validate_checks_length_dims_and_limit() {
         let l = Limits::default();
-        assert!(Tensor::from_f32(vec![2, 2], &[1.0, 2.0, 3.0, 4.0]).validate(&l).is_ok());
+        assert!(Tensor::from_f32(vec![2, 2], &[1.0, 2.0, 3.0, 4.0])
+            .validate(&l)
+            .is_ok());
         let short = Tensor::owned(DType::F32, vec![2, 2], vec![0; 15]);
-        assert_eq!(short.validate(&l).unwrap_err().code, crate::ErrorCode::InvalidInput);
+        assert_eq!(
+            short.validate(&l).unwrap_err().code,
+            crate::ErrorCode::InvalidInput
+        );
         let neg = Tensor::owned(DType::U8, vec![-1, 2], vec![]);
         assert!(neg.validate(&l).unwrap_err().message.contains("negative"));
         let huge = Tensor::owned(DType::U8, vec![1_000_000, 1_000_000], vec![]);
@@ -214,7 +269,10 @@ mod tests {
         let overflow = Tensor::owned(DType::U8, vec![i64::MAX, i64::MAX], vec![]);
         assert!(overflow.validate(&l).is_err());
         let zero = Tensor::owned(DType::F32, vec![0, 3], vec![]);
-        assert!(zero.validate(&l).is_ok(), "zero-size dims are structurally fine; models decide");
+        assert!(
+            zero.validate(&l).is_ok(),
+            "zero-size dims are structurally fine; models decide"
+        );
     }
 
     #[test]

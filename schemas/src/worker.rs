@@ -115,7 +115,13 @@ mod tests {
         };
         let back: RunRequest = rmp_serde::from_slice(&encode(&req)).unwrap();
         assert_eq!(back, req);
-        let reply = RunReply { v: 1, outcomes: vec![RunOutcome::Stored, RunOutcome::Retry] };
-        assert_eq!(rmp_serde::from_slice::<RunReply>(&encode(&reply)).unwrap(), reply);
+        let reply = RunReply {
+            v: 1,
+            outcomes: vec![RunOutcome::Stored, RunOutcome::Retry],
+        };
+        assert_eq!(
+            rmp_serde::from_slice::<RunReply>(&encode(&reply)).unwrap(),
+            reply
+        );
     }
 }

@@ -46,17 +46,25 @@ impl Batcher {
     /// previous batch: that wait is the backpressure) and spawns the completion.
     async fn submit(&self, group: Vec<Pending>) {
         let now = now_ms();
-        let (live, late): (Vec<_>, Vec<_>) = group.into_iter().partition(|p| p.ctx.deadline_ms > now);
+        let (live, late): (Vec<_>, Vec<_>) =
+            group.into_iter().partition(|p| p.ctx.deadline_ms > now);
         if !late.is_empty() {
             let writer = self.writer.clone();
             let finished = late
                 .into_iter()
                 .map(|p| {
-                    let e = JobError::new(ErrorCode::Expired, "deadline passed while waiting for a batch");
-                    Finished { result: p.ctx.failed(e), ctx: p.ctx }
+                    let e = JobError::new(
+                        ErrorCode::Expired,
+                        "deadline passed while waiting for a batch",
+                    );
+                    Finished {
+                        result: p.ctx.failed(e),
+                        ctx: p.ctx,
+                    }
                 })
                 .collect();
-            self.tasks.spawn(async move { writer.write(finished).await });
+            self.tasks
+                .spawn(async move { writer.write(finished).await });
         }
         if live.is_empty() {
             return;
@@ -64,7 +72,16 @@ impl Batcher {
         let (ctxs, inputs): (Vec<_>, Vec<_>) = live.into_iter().map(|p| (p.ctx, p.inputs)).unzip();
         let (reply, outputs) = oneshot::channel();
         let writer = self.writer.clone();
-        if self.exec.send(ExecBatch { model: self.exec_index, inputs, reply }).await.is_err() {
+        if self
+            .exec
+            .send(ExecBatch {
+                model: self.exec_index,
+                inputs,
+                reply,
+            })
+            .await
+            .is_err()
+        {
             tracing::error!(model = %self.model, "executor thread is gone");
         }
         self.tasks.spawn(async move {
@@ -112,5 +129,8 @@ fn by_shapes(jobs: Vec<Pending>) -> Vec<Vec<Pending>> {
         }
         groups.entry(key).or_default().push(p);
     }
-    order.into_iter().filter_map(|k| groups.remove(&k)).collect()
+    order
+        .into_iter()
+        .filter_map(|k| groups.remove(&k))
+        .collect()
 }

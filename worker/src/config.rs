@@ -9,7 +9,10 @@ use serde::Deserialize;
 
 /// Configuration of one worker process.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "jetinfer-worker", about = "Runs TorchScript models for jetinfer jobs")]
+#[command(
+    name = "jetinfer-worker",
+    about = "Runs TorchScript models for jetinfer jobs"
+)]
 pub struct Config {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
@@ -84,14 +87,33 @@ fn two_ms() -> u64 {
 impl ModelsFile {
     /// Reads and checks the file; relative model paths are resolved against its folder.
     pub fn load(path: &Path) -> anyhow::Result<ModelsFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read models file {}: {e}", path.display()))?;
-        let mut file: ModelsFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("models file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read models file {}: {e}", path.display()))?;
+        let mut file: ModelsFile = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("models file {}: {e}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         for m in &mut file.models {
-            anyhow::ensure!(jetinfer_schemas::limits::is_valid_model_name(&m.name), "model name {:?} is not [A-Za-z0-9_-]", m.name);
-            anyhow::ensure!(jetinfer_schemas::limits::is_valid_version(&m.version), "model {} version {:?} is invalid", m.name, m.version);
-            anyhow::ensure!(m.max_batch_size >= 1, "model {}: max_batch_size must be at least 1", m.name);
-            anyhow::ensure!(!m.inputs.is_empty(), "model {}: inputs must list at least one input", m.name);
+            anyhow::ensure!(
+                jetinfer_schemas::limits::is_valid_model_name(&m.name),
+                "model name {:?} is not [A-Za-z0-9_-]",
+                m.name
+            );
+            anyhow::ensure!(
+                jetinfer_schemas::limits::is_valid_version(&m.version),
+                "model {} version {:?} is invalid",
+                m.name,
+                m.version
+            );
+            anyhow::ensure!(
+                m.max_batch_size >= 1,
+                "model {}: max_batch_size must be at least 1",
+                m.name
+            );
+            anyhow::ensure!(
+                !m.inputs.is_empty(),
+                "model {}: inputs must list at least one input",
+                m.name
+            );
             if m.path.is_relative() {
                 m.path = dir.join(&m.path);
             }

@@ -49,7 +49,10 @@ pub(crate) fn parse_device(name: &str) -> Result<Device, String> {
         return Err(format!("device {name} requested but CUDA is not available to libtorch (no GPU, or libtorch_cuda not linked)"));
     }
     if index >= tch::Cuda::device_count() as usize {
-        return Err(format!("device {name} requested but only {} CUDA devices exist", tch::Cuda::device_count()));
+        return Err(format!(
+            "device {name} requested but only {} CUDA devices exist",
+            tch::Cuda::device_count()
+        ));
     }
     Ok(Device::Cuda(index))
 }
@@ -81,7 +84,12 @@ fn dtype_of(k: Kind) -> Result<DType, JobError> {
         Kind::Int8 => DType::I8,
         Kind::Uint8 => DType::U8,
         Kind::Bool => DType::Bool,
-        other => return Err(JobError::new(ErrorCode::Internal, format!("model returned unsupported dtype {other:?}"))),
+        other => {
+            return Err(JobError::new(
+                ErrorCode::Internal,
+                format!("model returned unsupported dtype {other:?}"),
+            ))
+        }
     })
 }
 
@@ -89,14 +97,29 @@ fn dtype_of(k: Kind) -> Result<DType, JobError> {
 /// its own code.
 pub(crate) fn torch_error(e: tch::TchError) -> JobError {
     let text = e.to_string();
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("libtorch error").trim().to_string();
-    let code = if text.contains("out of memory") { ErrorCode::ResourceExhausted } else { ErrorCode::Internal };
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("libtorch error")
+        .trim()
+        .to_string();
+    let code = if text.contains("out of memory") {
+        ErrorCode::ResourceExhausted
+    } else {
+        ErrorCode::Internal
+    };
     JobError::new(code, first)
 }
 
 /// Starts the thread of one device: loads and warms its models, then serves batches.
 /// Returns the batch sender and, per model (in order), whether it loaded.
-pub(crate) fn spawn_device(device_name: String, configs: Vec<ModelConfig>) -> (mpsc::Sender<ExecBatch>, oneshot::Receiver<Vec<Result<(), String>>>) {
+pub(crate) fn spawn_device(
+    device_name: String,
+    configs: Vec<ModelConfig>,
+) -> (
+    mpsc::Sender<ExecBatch>,
+    oneshot::Receiver<Vec<Result<(), String>>>,
+) {
     let (tx, mut rx) = mpsc::channel::<ExecBatch>(1);
     let (loaded_tx, loaded_rx) = oneshot::channel();
     std::thread::Builder::new()
@@ -106,7 +129,9 @@ pub(crate) fn spawn_device(device_name: String, configs: Vec<ModelConfig>) -> (m
             let mut models: Vec<Option<Model>> = Vec::new();
             let mut report = Vec::new();
             for config in configs {
-                let result = device.clone().and_then(|d| load(&config, d).map_err(|e| e.message));
+                let result = device
+                    .clone()
+                    .and_then(|d| load(&config, d).map_err(|e| e.message));
                 match result {
                     Ok(m) => {
                         models.push(Some(m));
@@ -125,10 +150,18 @@ pub(crate) fn spawn_device(device_name: String, configs: Vec<ModelConfig>) -> (m
                 let started = Instant::now();
                 let outputs = match models.get(batch.model).and_then(Option::as_ref) {
                     Some(m) => run_isolated(m, device, &batch.inputs),
-                    None => batch.inputs.iter().map(|_| Err(JobError::new(ErrorCode::Internal, "model not loaded"))).collect(),
+                    None => batch
+                        .inputs
+                        .iter()
+                        .map(|_| Err(JobError::new(ErrorCode::Internal, "model not loaded")))
+                        .collect(),
                 };
                 let compute_ms = started.elapsed().as_secs_f64() * 1e3;
-                let _ = batch.reply.send(ExecOutput { started, compute_ms, outputs });
+                let _ = batch.reply.send(ExecOutput {
+                    started,
+                    compute_ms,
+                    outputs,
+                });
             }
         })
         .expect("spawning the executor thread failed: out of resources");
@@ -141,7 +174,10 @@ fn load(config: &ModelConfig, device: Device) -> Result<Model, JobError> {
     if config.dtype.is_float() && config.dtype != DType::F32 {
         module.to(device, kind_of(config.dtype), false);
     }
-    let model = Model { config: config.clone(), module };
+    let model = Model {
+        config: config.clone(),
+        module,
+    };
     // Warm-up at batch 1 and the largest batch: the first call of a TorchScript module
     // compiles and allocates; jobs should not pay for that.
     let _guard = tch::no_grad_guard();
@@ -165,19 +201,30 @@ fn load(config: &ModelConfig, device: Device) -> Result<Model, JobError> {
 }
 
 /// Runs the batch; if it fails as a whole, runs each job alone so only the culprit fails.
-fn run_isolated(m: &Model, device: Device, inputs: &[Vec<Tensor<'static>>]) -> Vec<Result<Vec<Tensor<'static>>, JobError>> {
+fn run_isolated(
+    m: &Model,
+    device: Device,
+    inputs: &[Vec<Tensor<'static>>],
+) -> Vec<Result<Vec<Tensor<'static>>, JobError>> {
     match run_batch(m, device, inputs) {
         Ok(outs) => outs.into_iter().map(Ok).collect(),
         Err(e) if inputs.len() == 1 => vec![Err(e)],
         Err(e) => {
             tracing::warn!(model = %m.config.name, jobs = inputs.len(), error = %e, "batch failed; running its jobs one by one");
-            inputs.iter().map(|one| run_batch(m, device, std::slice::from_ref(one)).map(|mut v| v.remove(0))).collect()
+            inputs
+                .iter()
+                .map(|one| run_batch(m, device, std::slice::from_ref(one)).map(|mut v| v.remove(0)))
+                .collect()
         }
     }
 }
 
 /// Stacks per-job inputs along a new dim 0, runs the module, splits outputs per job.
-fn run_batch(m: &Model, device: Device, inputs: &[Vec<Tensor<'static>>]) -> Result<Vec<Vec<Tensor<'static>>>, JobError> {
+fn run_batch(
+    m: &Model,
+    device: Device,
+    inputs: &[Vec<Tensor<'static>>],
+) -> Result<Vec<Vec<Tensor<'static>>>, JobError> {
     let n = inputs.len();
     let mut args = Vec::with_capacity(m.config.inputs.len());
     for i in 0..m.config.inputs.len() {
@@ -189,7 +236,8 @@ fn run_batch(m: &Model, device: Device, inputs: &[Vec<Tensor<'static>>]) -> Resu
         let mut shape = Vec::with_capacity(first.shape.len() + 1);
         shape.push(n as i64);
         shape.extend_from_slice(&first.shape);
-        let mut t = tch::Tensor::f_from_data_size(&bytes, &shape, kind_of(first.dtype)).map_err(torch_error)?;
+        let mut t = tch::Tensor::f_from_data_size(&bytes, &shape, kind_of(first.dtype))
+            .map_err(torch_error)?;
         t = t.f_to(device).map_err(torch_error)?;
         if first.dtype.is_float() && first.dtype != m.config.dtype {
             t = t.f_to_kind(kind_of(m.config.dtype)).map_err(torch_error)?;
@@ -198,12 +246,20 @@ fn run_batch(m: &Model, device: Device, inputs: &[Vec<Tensor<'static>>]) -> Resu
     }
     let out = m.module.forward_is(&args).map_err(torch_error)?;
     let tensors = flatten(out)?;
-    let mut per_job: Vec<Vec<Tensor<'static>>> = (0..n).map(|_| Vec::with_capacity(tensors.len())).collect();
+    let mut per_job: Vec<Vec<Tensor<'static>>> =
+        (0..n).map(|_| Vec::with_capacity(tensors.len())).collect();
     for t in tensors {
-        let t = t.f_to(Device::Cpu).map_err(torch_error)?.f_contiguous().map_err(torch_error)?;
+        let t = t
+            .f_to(Device::Cpu)
+            .map_err(torch_error)?
+            .f_contiguous()
+            .map_err(torch_error)?;
         let dims = t.size();
         if dims.first() != Some(&(n as i64)) {
-            return Err(JobError::new(ErrorCode::Internal, format!("model output shape {dims:?} has no batch dimension of {n}")));
+            return Err(JobError::new(
+                ErrorCode::Internal,
+                format!("model output shape {dims:?} has no batch dimension of {n}"),
+            ));
         }
         let dtype = dtype_of(t.kind())?;
         let numel = t.numel();
@@ -231,9 +287,15 @@ fn flatten(v: IValue) -> Result<Vec<tch::Tensor>, JobError> {
             .into_iter()
             .map(|v| match v {
                 IValue::Tensor(t) => Ok(t),
-                _ => Err(JobError::new(ErrorCode::Internal, "model returned a non-tensor element")),
+                _ => Err(JobError::new(
+                    ErrorCode::Internal,
+                    "model returned a non-tensor element",
+                )),
             })
             .collect(),
-        _ => Err(JobError::new(ErrorCode::Internal, "model returned neither a tensor nor a tuple of tensors")),
+        _ => Err(JobError::new(
+            ErrorCode::Internal,
+            "model returned neither a tensor nor a tuple of tensors",
+        )),
     }
 }

@@ -34,7 +34,11 @@ impl Announcer {
             accepting: self.accepting.load(Ordering::Relaxed),
             sent_at_ms: now_ms(),
         };
-        if let Err(e) = self.nats.publish(HEARTBEAT_SUBJECT, encode(&hb).into()).await {
+        if let Err(e) = self
+            .nats
+            .publish(HEARTBEAT_SUBJECT, encode(&hb).into())
+            .await
+        {
             tracing::warn!(error = %e, "heartbeat not sent");
         }
     }

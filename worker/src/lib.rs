@@ -48,17 +48,28 @@ pub fn cuda_available() -> bool {
 /// Runs a worker until `shutdown` is cancelled, then drains: stops taking work, finishes
 /// what it holds (within `--drain-ms`), and exits.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let id = config.id.clone().unwrap_or_else(|| format!("worker-{:08x}", rand_u32()));
+    let id = config
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("worker-{:08x}", rand_u32()));
     tracing::info!(id = %id, cuda = cuda_available(), cuda_devices = tch::Cuda::device_count(), config = ?redacted(&config), "starting worker");
     let file = ModelsFile::load(&config.models)?;
 
-    let nats = async_nats::ConnectOptions::new().name(&id).retry_on_initial_connect().connect(&config.nats_url).await?;
+    let nats = async_nats::ConnectOptions::new()
+        .name(&id)
+        .retry_on_initial_connect()
+        .connect(&config.nats_url)
+        .await?;
     let mut store_config = StoreConfig::new(&config.redis_url);
     store_config.keys = Keys::new(&config.key_prefix);
     store_config.result_ttl = Duration::from_secs(config.result_ttl_s);
     store_config.cache_ttl = Duration::from_secs(config.cache_ttl_s);
     let store = ResultStore::new(&store_config)?;
-    let writer = results::Writer { store: store.clone(), nats: nats.clone(), worker_id: id.clone() };
+    let writer = results::Writer {
+        store: store.clone(),
+        nats: nats.clone(),
+        worker_id: id.clone(),
+    };
 
     // Load every model on its device's thread; a model that fails is refused, the rest served.
     let verified: Vec<ModelConfig> = file.models.into_iter().filter(verify_sha256).collect();
@@ -66,7 +77,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     for m in verified {
         by_device.entry(m.device.clone()).or_default().push(m);
     }
-    let max_batch = by_device.values().flatten().map(|m| m.max_batch_size).max().unwrap_or(1);
+    let max_batch = by_device
+        .values()
+        .flatten()
+        .map(|m| m.max_batch_size)
+        .max()
+        .unwrap_or(1);
     let slots = config.slots.unwrap_or(max_batch * 2).max(1);
     let batchers = TaskTracker::new();
     let mut models = Vec::new();
@@ -90,12 +106,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 tasks: batchers.clone(),
             };
             batchers.spawn(batcher.run(rx));
-            let info = ModelInfo { name: m.name, version: m.version, max_batch_size: m.max_batch_size, inputs: m.inputs };
+            let info = ModelInfo {
+                name: m.name,
+                version: m.version,
+                max_batch_size: m.max_batch_size,
+                inputs: m.inputs,
+            };
             models.push(service::ServedModel { info, queue });
         }
         devices.push(device);
     }
-    anyhow::ensure!(!models.is_empty(), "no model could be loaded; see the errors above");
+    anyhow::ensure!(
+        !models.is_empty(),
+        "no model could be loaded; see the errors above"
+    );
 
     let free = Arc::new(Semaphore::new(slots as usize));
     let accepting = Arc::new(AtomicBool::new(true));
@@ -108,11 +132,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         free: free.clone(),
         accepting: accepting.clone(),
     };
-    let service = Arc::new(service::Service { models, slots: free, accepting: accepting.clone(), writer, store, limits: Limits::default() });
+    let service = Arc::new(service::Service {
+        models,
+        slots: free,
+        accepting: accepting.clone(),
+        writer,
+        store,
+        limits: Limits::default(),
+    });
 
     let mut requests = nats.subscribe(worker_run_subject(&id)).await?;
     let heartbeat_stop = CancellationToken::new();
-    let heartbeat = tokio::spawn(announcer.run(Duration::from_millis(config.heartbeat_ms), heartbeat_stop.clone()));
+    let heartbeat = tokio::spawn(announcer.run(
+        Duration::from_millis(config.heartbeat_ms),
+        heartbeat_stop.clone(),
+    ));
     tracing::info!(id = %id, slots, "worker ready");
 
     let in_flight = TaskTracker::new();
@@ -133,7 +167,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let _ = heartbeat.await;
     let _ = requests.unsubscribe().await;
     in_flight.close();
-    if tokio::time::timeout(Duration::from_millis(config.drain_ms), in_flight.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_millis(config.drain_ms), in_flight.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain deadline passed; unfinished jobs will be dispatched again");
     }
     let _ = nats.flush().await;
@@ -166,10 +203,17 @@ fn redacted(c: &Config) -> Config {
         (Some(s), Some(at)) if at > s => format!("{}***{}", &u[..s + 3], &u[at..]),
         _ => u.to_string(),
     };
-    Config { nats_url: hide(&c.nats_url), redis_url: hide(&c.redis_url), ..c.clone() }
+    Config {
+        nats_url: hide(&c.nats_url),
+        redis_url: hide(&c.redis_url),
+        ..c.clone()
+    }
 }
 
 fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     t ^ std::process::id().rotate_left(16)
 }

@@ -38,15 +38,27 @@ impl Writer {
             let r = &f.result;
             if let (Some(key), Status::Ok, false) = (&f.ctx.cache_key, r.status, r.cached) {
                 let outputs = r.outputs.iter().map(Tensor::borrowed).collect();
-                cache.push((key.clone(), encode(&CachedOutputs { v: SCHEMA_VERSION, outputs })));
+                cache.push((
+                    key.clone(),
+                    encode(&CachedOutputs {
+                        v: SCHEMA_VERSION,
+                        outputs,
+                    }),
+                ));
             }
-            writes.push(ResultWrite { id: &f.ctx.id, bytes: encode(r) });
+            writes.push(ResultWrite {
+                id: &f.ctx.id,
+                bytes: encode(r),
+            });
         }
         let outcome = match self.store.put_results(&writes, &cache).await {
             Ok(stored) => {
                 for (f, newly) in finished.iter().zip(stored) {
                     if newly {
-                        let _ = self.nats.publish(done_subject(&f.ctx.id), f.result.status.as_str().into()).await;
+                        let _ = self
+                            .nats
+                            .publish(done_subject(&f.ctx.id), f.result.status.as_str().into())
+                            .await;
                     } else {
                         tracing::debug!(id = %f.ctx.id, "a result was already stored; kept the first");
                     }

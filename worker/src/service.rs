@@ -9,7 +9,10 @@ use futures::future::join_all;
 use jetinfer_client::ResultStore;
 use jetinfer_schemas::tensor::inputs_digest;
 use jetinfer_schemas::worker::{ModelInfo, RunJob, RunOutcome, RunReply, RunRequest};
-use jetinfer_schemas::{decode_job, encode, now_ms, CachedOutputs, ErrorCode, Job, JobError, Limits, Tensor, Timings, SCHEMA_VERSION};
+use jetinfer_schemas::{
+    decode_job, encode, now_ms, CachedOutputs, ErrorCode, Job, JobError, Limits, Tensor, Timings,
+    SCHEMA_VERSION,
+};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::job::{JobCtx, Pending};
@@ -40,13 +43,18 @@ struct Runnable {
 
 impl Service {
     fn find_model(&self, job: &Job<'_>) -> Option<usize> {
-        self.models
-            .iter()
-            .position(|m| m.info.name == job.model && job.version.as_deref().is_none_or(|v| v == m.info.version))
+        self.models.iter().position(|m| {
+            m.info.name == job.model && job.version.as_deref().is_none_or(|v| v == m.info.version)
+        })
     }
 
     /// Handles one run request and replies on `reply`.
-    pub async fn handle(&self, nats: &async_nats::Client, reply: async_nats::Subject, payload: bytes::Bytes) {
+    pub async fn handle(
+        &self,
+        nats: &async_nats::Client,
+        reply: async_nats::Subject,
+        payload: bytes::Bytes,
+    ) {
         let request: RunRequest = match rmp_serde::from_slice(&payload) {
             Ok(r) => r,
             Err(e) => {
@@ -69,13 +77,26 @@ impl Service {
         self.writer.write(answered).await;
         for r in runnable {
             let queue = &self.models[r.model].queue;
-            if let Err(mpsc::error::SendError(p)) = queue.send(Pending { ctx: r.ctx, inputs: r.inputs }).await {
+            if let Err(mpsc::error::SendError(p)) = queue
+                .send(Pending {
+                    ctx: r.ctx,
+                    inputs: r.inputs,
+                })
+                .await
+            {
                 let _ = p.ctx.done.send(RunOutcome::Retry);
             }
         }
         // A dropped sender (executor gone) means the job did not finish here: retry it.
-        let outcomes = join_all(waits).await.into_iter().map(|o| o.unwrap_or(RunOutcome::Retry)).collect();
-        let reply_bytes = encode(&RunReply { v: SCHEMA_VERSION, outcomes });
+        let outcomes = join_all(waits)
+            .await
+            .into_iter()
+            .map(|o| o.unwrap_or(RunOutcome::Retry))
+            .collect();
+        let reply_bytes = encode(&RunReply {
+            v: SCHEMA_VERSION,
+            outcomes,
+        });
         if let Err(e) = nats.publish(reply, reply_bytes.into()).await {
             tracing::warn!(error = %e, "cannot reply to the dispatcher; it will dispatch again and find the results");
         }
@@ -83,13 +104,25 @@ impl Service {
 
     /// Sorts one job into answered-now (errors) or runnable; jobs beyond the free slots,
     /// or arriving while draining, are sent back (`Retry`).
-    fn admit(&self, run_job: &RunJob, done: oneshot::Sender<RunOutcome>, answered: &mut Vec<Finished>, runnable: &mut Vec<Runnable>) {
-        let slot = if self.accepting.load(Ordering::Relaxed) { self.slots.clone().try_acquire_owned().ok() } else { None };
+    fn admit(
+        &self,
+        run_job: &RunJob,
+        done: oneshot::Sender<RunOutcome>,
+        answered: &mut Vec<Finished>,
+        runnable: &mut Vec<Runnable>,
+    ) {
+        let slot = if self.accepting.load(Ordering::Relaxed) {
+            self.slots.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
         let Some(slot) = slot else {
             let _ = done.send(RunOutcome::Retry);
             return;
         };
-        let job = match decode_job(&run_job.payload, &self.limits).and_then(|j| j.validate(&self.limits).map(|_| j)) {
+        let job = match decode_job(&run_job.payload, &self.limits)
+            .and_then(|j| j.validate(&self.limits).map(|_| j))
+        {
             Ok(job) => job,
             Err(e) => {
                 // The dispatcher checked this already; a job only gets here through a bug
@@ -103,7 +136,9 @@ impl Service {
         let mut ctx = JobCtx {
             id: job.id.to_string(),
             model: job.model.to_string(),
-            version: model.map(|m| self.models[m].info.version.clone()).unwrap_or_default(),
+            version: model
+                .map(|m| self.models[m].info.version.clone())
+                .unwrap_or_default(),
             meta: job.meta.clone().unwrap_or_default(),
             attempt: run_job.attempt,
             published_ms: run_job.published_ms,
@@ -113,26 +148,46 @@ impl Service {
             _slot: Some(slot),
         };
         let checked = match model {
-            None => Err(JobError::new(ErrorCode::UnknownModel, format!("this worker does not serve {} {:?}", job.model, job.version))),
-            Some(_) if now_ms() >= run_job.deadline_ms => Err(JobError::new(ErrorCode::Expired, "deadline passed before the job reached the worker")),
+            None => Err(JobError::new(
+                ErrorCode::UnknownModel,
+                format!("this worker does not serve {} {:?}", job.model, job.version),
+            )),
+            Some(_) if now_ms() >= run_job.deadline_ms => Err(JobError::new(
+                ErrorCode::Expired,
+                "deadline passed before the job reached the worker",
+            )),
             Some(m) => check_inputs(&self.models[m].info.inputs, &job.inputs).map(|()| m),
         };
         match checked {
             Ok(m) => {
                 if job.use_cache() {
                     let info = &self.models[m].info;
-                    ctx.cache_key = Some(self.store.keys().cache(&info.name, &info.version, &inputs_digest(&job.inputs)));
+                    ctx.cache_key = Some(self.store.keys().cache(
+                        &info.name,
+                        &info.version,
+                        &inputs_digest(&job.inputs),
+                    ));
                 }
                 let inputs = job.inputs.into_iter().map(Tensor::into_owned).collect();
-                runnable.push(Runnable { ctx, inputs, model: m });
+                runnable.push(Runnable {
+                    ctx,
+                    inputs,
+                    model: m,
+                });
             }
-            Err(e) => answered.push(Finished { result: ctx.failed(e), ctx }),
+            Err(e) => answered.push(Finished {
+                result: ctx.failed(e),
+                ctx,
+            }),
         }
     }
 
     /// Answers the runnable jobs whose outputs are cached (one `MGET`); the rest stay.
     async fn answer_from_cache(&self, runnable: &mut Vec<Runnable>) -> Vec<Finished> {
-        let keys: Vec<String> = runnable.iter().filter_map(|r| r.ctx.cache_key.clone()).collect();
+        let keys: Vec<String> = runnable
+            .iter()
+            .filter_map(|r| r.ctx.cache_key.clone())
+            .collect();
         if keys.is_empty() {
             return Vec::new();
         }
@@ -147,8 +202,16 @@ impl Service {
         let mut answered = Vec::new();
         let mut keep = Vec::with_capacity(runnable.len());
         for r in runnable.drain(..) {
-            let hit = if r.ctx.cache_key.is_some() { hits.next().flatten() } else { None };
-            let cached = hit.and_then(|bytes| rmp_serde::from_slice::<CachedOutputs<'_>>(&bytes).ok().map(|c| c.outputs.into_iter().map(Tensor::into_owned).collect()));
+            let hit = if r.ctx.cache_key.is_some() {
+                hits.next().flatten()
+            } else {
+                None
+            };
+            let cached = hit.and_then(|bytes| {
+                rmp_serde::from_slice::<CachedOutputs<'_>>(&bytes)
+                    .ok()
+                    .map(|c| c.outputs.into_iter().map(Tensor::into_owned).collect())
+            });
             match cached {
                 Some(outputs) => {
                     let mut result = r.ctx.ok(outputs, Timings::default());

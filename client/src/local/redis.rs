@@ -1,0 +1,144 @@
+//! [`RedisServer`]: a private redis-server on a Unix socket (no TCP port to race for),
+//! with persistence off.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::paths::redis_server_program;
+use super::process::Process;
+use super::LocalError;
+
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A redis-server process listening on `<tempdir>/r.sock`. Killed on drop, and its folder
+/// removed after.
+#[derive(Debug)]
+pub struct RedisServer {
+    // Field order is drop order: the process goes before its folder.
+    process: Process,
+    program: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts redis-server with `--port 0 --unixsocket <dir>/r.sock --save '' --appendonly no`
+    /// and returns once it answers PING.
+    pub fn start() -> Result<RedisServer, LocalError> {
+        let program = redis_server_program()?;
+        // A short prefix: Unix socket paths are limited to about 107 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("jetinfer-redis-")
+            .tempdir()
+            .map_err(LocalError::io("cannot create a folder for redis-server"))?;
+        let process = launch(&program, dir.path())?;
+        Ok(RedisServer {
+            process,
+            program,
+            dir,
+        })
+    }
+
+    /// `redis+unix://<dir>/r.sock`, accepted by `redis` and `deadpool_redis::Config::from_url`.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket_path().display())
+    }
+
+    /// The Unix socket.
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.path().join("r.sock")
+    }
+
+    /// The pid of the current (or last) server process.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// True while the server process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Graceful shutdown (SIGTERM, SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        self.process.stop_within(Duration::from_secs(10));
+    }
+
+    /// Stops the server if it runs and starts a new one on the same socket. The data is
+    /// gone (persistence is off), as after a failover to an empty replica.
+    pub fn restart(&mut self) -> Result<(), LocalError> {
+        self.stop();
+        self.process = launch(&self.program, self.dir.path())?;
+        Ok(())
+    }
+
+    /// The folder holding the socket and the log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+}
+
+fn launch(program: &Path, dir: &Path) -> Result<Process, LocalError> {
+    let socket = dir.join("r.sock");
+    let _ = std::fs::remove_file(&socket);
+    let socket_arg = socket.display().to_string();
+    let dir_arg = dir.display().to_string();
+    let args = [
+        "--port",
+        "0",
+        "--unixsocket",
+        &socket_arg,
+        "--unixsocketperm",
+        "700",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        &dir_arg,
+    ];
+    let mut process = Process::start(
+        "redis-server",
+        program,
+        args,
+        std::iter::empty::<(&str, &str)>(),
+        dir.join("redis.log"),
+    )?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !answers_ping(&socket) {
+        process.check_running("starting")?;
+        if Instant::now() >= deadline {
+            return Err(LocalError::Timeout {
+                what: "redis-server answering PING".into(),
+                timeout: START_TIMEOUT,
+                detail: format!("; log:\n{}", process.log_tail(20)),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tracing::debug!(socket = %socket.display(), pid = process.pid(), "redis-server ready");
+    Ok(process)
+}
+
+/// Sends an inline PING and expects `+PONG`; false on any failure (not up yet).
+fn answers_ping(socket: &Path) -> bool {
+    let Ok(mut stream) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}

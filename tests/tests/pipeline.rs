@@ -1,0 +1,75 @@
+//! The whole path, for real: JetStream → dispatcher → two workers (libtorch) → Redis.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use jetinfer_schemas::Priority;
+use jetinfer_tests::{assert_all_correct, publish_samples, run_id, stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_jobs_over_three_priorities_and_two_workers_all_correct() {
+    let mut stack = stack(2, &[]).await;
+    let client = stack.client().await.unwrap();
+    let run = run_id("pipeline");
+    let mut jobs = Vec::new();
+    for (model, priority, n) in [
+        ("mlp", Priority::P0, 100),
+        ("pair", Priority::P1, 150),
+        ("seqpool", Priority::P2, 150),
+        ("imgmean", Priority::P2, 100),
+    ] {
+        jobs.extend(publish_samples(&client, model, n, priority, &run).await);
+    }
+    assert_eq!(jobs.len(), 500);
+    let results = assert_all_correct(&client, &jobs, Duration::from_secs(90)).await;
+
+    let batched = results
+        .values()
+        .filter(|r| r.timings.batch_size > 1)
+        .count();
+    assert!(batched > 0, "no job ran in a batch larger than 1");
+    let workers: HashSet<&str> = results.values().map(|r| r.worker.as_str()).collect();
+    assert_eq!(
+        workers.len(),
+        2,
+        "both workers should have served jobs: {workers:?}"
+    );
+    assert!(results
+        .values()
+        .all(|r| r.version == "1" && r.attempts >= 1));
+    stack.check_alive("after 500 jobs").unwrap();
+}
+
+/// A client written in Python from docs/wire-format.md alone publishes jobs and reads
+/// correct results (examples/python/jetinfer_client.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_written_from_the_wire_doc_gets_correct_results() {
+    let stack = stack(1, &[]).await;
+    let root = jetinfer_client::local::repo_root().unwrap();
+    for model in ["pair", "imgmean"] {
+        let out = tokio::process::Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("examples/python/jetinfer_client.py"))
+            .args([
+                "--nats-url",
+                stack.nats_url(),
+                "--redis-url",
+                stack.redis_url(),
+            ])
+            .arg("--golden")
+            .arg(root.join("models/out/golden.json"))
+            .args(["--model", model, "--count", "20"])
+            .output()
+            .await
+            .expect("running the Python client");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "python client failed for {model}:\n{text}"
+        );
+        assert!(text.contains("PASS"), "{text}");
+    }
+}
