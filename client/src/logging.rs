@@ -26,3 +26,20 @@ pub async fn cancel_on_signal(shutdown: CancellationToken) {
     tracing::info!("shutdown requested");
     shutdown.cancel();
 }
+
+/// `scheme://user:secret@host` → `scheme://***@host`, for logging configurations.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(super::redact_url("redis://u:pw@h:1"), "redis://***@h:1");
+        assert_eq!(super::redact_url("nats://h:4222"), "nats://h:4222");
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use jetinfer_client::logging::redact_url;
 use jetinfer_schemas::{Limits, Priority};
 
 /// Where JetStream keeps the job stream.
@@ -130,14 +131,6 @@ impl Config {
     }
 }
 
-/// `scheme://user:secret@host` → `scheme://***@host`.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,10 +138,16 @@ mod tests {
 
     #[test]
     fn defaults_and_lists() {
-        let c = Config::try_parse_from(["d", "--in-flight", "1,2,3"]).unwrap();
+        let c = Config::try_parse_from([
+            "d",
+            "--in-flight",
+            "1,2,3",
+            "--redis-url",
+            "redis://u:pw@h:1",
+        ])
+        .unwrap();
         assert_eq!(c.in_flight_cap(Priority::P2), 3);
         assert_eq!(c.default_deadline(Priority::P0), Duration::from_secs(5));
-        assert_eq!(redact_url("redis://u:pw@h:1"), "redis://***@h:1");
         assert!(!c.redacted().contains("pw"));
         assert!(c.check().is_ok());
         assert!(Config::try_parse_from(["d", "--in-flight", "1,2"])

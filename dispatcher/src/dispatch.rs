@@ -79,12 +79,20 @@ impl Bundle {
 
         let (retry, worker_failed) = match ended {
             Ended::Replied(reply) => {
-                let (stored, retry): (Vec<_>, Vec<_>) = jobs
-                    .into_iter()
-                    .zip(reply.outcomes)
-                    .partition(|(_, o)| *o == RunOutcome::Stored);
+                let mut stored = Vec::new();
+                let mut retry = Vec::new();
+                for (mut job, outcome) in jobs.into_iter().zip(reply.outcomes) {
+                    match outcome {
+                        RunOutcome::Stored => stored.push(job),
+                        RunOutcome::Retry => retry.push(job),
+                        RunOutcome::Failed => {
+                            job.attempt += 1;
+                            retry.push(job);
+                        }
+                    }
+                }
                 // Only now, with every result in Redis, are the messages acked.
-                for (res, (job, _)) in join_all(stored.iter().map(|(j, _)| j.acker.ack()))
+                for (res, job) in join_all(stored.iter().map(|j| j.acker.ack()))
                     .await
                     .into_iter()
                     .zip(&stored)
@@ -93,7 +101,7 @@ impl Bundle {
                         tracing::warn!(id = %job.id, error = %e, "ack failed; the redelivery will find the stored result");
                     }
                 }
-                (retry.into_iter().map(|(j, _)| j).collect(), false)
+                (retry, false)
             }
             Ended::WorkerGone => {
                 tracing::warn!(worker = %place.worker, jobs = sent, "worker gone with jobs in flight; dispatching them again");

@@ -85,6 +85,9 @@ pub enum RunOutcome {
     Stored,
     /// Not run (worker draining, full, or the store unreachable): schedule it again.
     Retry,
+    /// Could not run on this worker (it cannot read the job, or its executor is gone):
+    /// schedule it again, counting one attempt towards `poison`.
+    Failed,
 }
 
 /// The worker's reply, sent only after every stored result is in Redis.

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use jetinfer_client::logging::redact_url;
 use jetinfer_client::{ResultStore, StoreConfig};
 use jetinfer_schemas::names::worker_run_subject;
 use jetinfer_schemas::worker::ModelInfo;
@@ -51,7 +52,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let id = config
         .id
         .clone()
-        .unwrap_or_else(|| format!("worker-{:08x}", rand_u32()));
+        .unwrap_or_else(|| format!("worker-{:08x}", rand::random::<u32>()));
     tracing::info!(id = %id, cuda = cuda_available(), cuda_devices = tch::Cuda::device_count(), config = ?redacted(&config), "starting worker");
     let file = ModelsFile::load(&config.models)?;
 
@@ -199,21 +200,9 @@ fn verify_sha256(m: &ModelConfig) -> bool {
 }
 
 fn redacted(c: &Config) -> Config {
-    let hide = |u: &str| match (u.find("://"), u.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &u[..s + 3], &u[at..]),
-        _ => u.to_string(),
-    };
     Config {
-        nats_url: hide(&c.nats_url),
-        redis_url: hide(&c.redis_url),
+        nats_url: redact_url(&c.nats_url),
+        redis_url: redact_url(&c.redis_url),
         ..c.clone()
     }
-}
-
-fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    t ^ std::process::id().rotate_left(16)
 }

@@ -84,7 +84,7 @@ impl Service {
                 })
                 .await
             {
-                let _ = p.ctx.done.send(RunOutcome::Retry);
+                let _ = p.ctx.done.send(RunOutcome::Failed);
             }
         }
         // A dropped sender (executor gone) means the job did not finish here: retry it.
@@ -128,7 +128,7 @@ impl Service {
                 // The dispatcher checked this already; a job only gets here through a bug
                 // or a version skew, and without a trusted id nothing can be written.
                 tracing::error!(error = %e, "dispatcher sent an invalid job");
-                let _ = done.send(RunOutcome::Retry);
+                let _ = done.send(RunOutcome::Failed);
                 return;
             }
         };
