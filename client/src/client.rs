@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use futures::StreamExt;
+use tracing::Instrument;
 use jetinfer_schemas::names::{done_subject, job_subject};
 use jetinfer_schemas::{encode, Job, JobResult, Limits, Priority};
 
@@ -92,12 +93,24 @@ impl Client {
         job: &Job<'_>,
     ) -> Result<Submitted, ClientError> {
         job.validate(&self.limits)?;
+        // The producer's span of the job's trace; `publish_raw` puts its context in the
+        // `traceparent` header (only when spans are exported).
+        let span = tracing::info_span!(
+            "jetinfer.publish",
+            otel.kind = "producer",
+            job.id = %job.id,
+            model = %job.model,
+            priority = %priority,
+            trace_id = tracing::field::Empty,
+        );
+        crate::telemetry::context::continue_trace(&span, None);
         let ack = self
             .publish_raw(
                 &job_subject(priority, &job.model),
                 &job.id,
                 encode(job).into(),
             )
+            .instrument(span)
             .await?;
         Ok(Submitted {
             id: job.id.to_string(),
@@ -117,6 +130,7 @@ impl Client {
         if !msg_id.is_empty() {
             headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
         }
+        crate::telemetry::context::inject_current(&mut headers);
         let ack = self
             .js
             .publish_with_headers(subject.to_string(), headers, payload)

@@ -11,6 +11,8 @@
 //! - [`local`]: real nats-server, redis-server, dispatcher and worker processes on this
 //!   machine ([`local::LocalStack`]), for the demo and the black-box tests.
 //! - [`logging`]: logging set-up and the shutdown signal shared by the binaries.
+//! - [`telemetry`]: logs (text/JSON), OpenTelemetry traces over OTLP, the Prometheus
+//!   recorder and the `/metrics` `/healthz` `/readyz` endpoint, shared by the binaries.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), jetinfer_client::ClientError> {
@@ -32,6 +34,7 @@ pub mod local;
 pub mod logging;
 pub mod npy;
 pub mod store;
+pub mod telemetry;
 
 pub use client::{Client, ClientError, Submitted};
 pub use store::{ResultStore, ResultWrite, StoreConfig, StoreError};

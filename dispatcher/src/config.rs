@@ -82,6 +82,9 @@ pub struct Config {
     /// Messages pulled from JetStream per request (prefetch), per priority.
     #[arg(long, env = "JETINFER_PULL_BATCH", default_value_t = 32)]
     pub pull_batch: usize,
+    /// Logs, metrics and health endpoint, and `--check-config`.
+    #[command(flatten)]
+    pub ops: jetinfer_client::telemetry::OpsArgs,
 }
 
 impl Config {

@@ -43,9 +43,21 @@ impl Bundle {
             scheduler,
         } = self;
         let sent = jobs.len() as u32;
+        // One dispatch span per job; the worker continues each job's trace from it.
+        let (_dispatch_spans, traceparents): (Vec<_>, Vec<_>) = jobs
+            .iter()
+            .map(|j| crate::telemetry::dispatch(j, &place.worker))
+            .unzip();
         let request = RunRequest {
             v: SCHEMA_VERSION,
-            jobs: jobs.iter().map(HeldJob::to_run_job).collect(),
+            jobs: jobs
+                .iter()
+                .zip(traceparents)
+                .map(|(j, traceparent)| jetinfer_schemas::worker::RunJob {
+                    traceparent,
+                    ..j.to_run_job()
+                })
+                .collect(),
         };
         let call = nats.send_request(
             worker_run_subject(&place.worker),
@@ -97,21 +109,25 @@ impl Bundle {
                     .into_iter()
                     .zip(&stored)
                 {
+                    crate::telemetry::completed(job);
                     if let Err(e) = res {
-                        tracing::warn!(id = %job.id, error = %e, "ack failed; the redelivery will find the stored result");
+                        tracing::warn!(parent: &*job.span, id = %job.id, error = %e, "ack failed; the redelivery will find the stored result");
                     }
                 }
                 (retry, false)
             }
             Ended::WorkerGone => {
+                crate::telemetry::redispatched("worker_gone", jobs.len());
                 tracing::warn!(worker = %place.worker, jobs = sent, "worker gone with jobs in flight; dispatching them again");
                 (count_attempt(jobs), true)
             }
             Ended::Failed(why) => {
+                crate::telemetry::redispatched("failed", jobs.len());
                 tracing::warn!(worker = %place.worker, jobs = sent, why, "bundle failed; dispatching its jobs again");
                 (count_attempt(jobs), false)
             }
         };
+        crate::telemetry::bundle_ended(&place.worker, sent as usize);
         let returned = Command::Returned {
             worker: place.worker,
             sent,

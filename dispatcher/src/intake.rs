@@ -94,6 +94,7 @@ impl Intake {
         let subject_model = parse_job_subject(msg.subject.as_str())
             .map(|(_, m)| m.to_string())
             .unwrap_or_default();
+        crate::telemetry::received(self.priority, &subject_model, delivered);
         let refuse = |id: Option<String>, error: JobError| {
             let model = subject_model.clone();
             let acker = &acker;
@@ -105,6 +106,7 @@ impl Intake {
                     published_ms,
                     meta: Default::default(),
                 };
+                crate::telemetry::failed(self.priority, &model, error.code);
                 self.answer.fail(acker, t, error).await;
             }
         };
@@ -165,6 +167,14 @@ impl Intake {
                 version: job.version.as_deref().map(str::to_string),
             },
             priority: self.priority,
+            span: crate::telemetry::job_span(
+                &job.id,
+                &job.model,
+                self.priority,
+                delivered,
+                traceparent.as_deref(),
+                published_ms,
+            ),
             deadline_ms,
             published_ms,
             attempt: delivered,

@@ -24,6 +24,9 @@ pub(crate) struct HeldJob {
     pub attempt: u32,
     pub payload: Bytes,
     pub traceparent: Option<String>,
+    /// The job's span here (its trace continues the producer's); ends when the job is
+    /// dropped, i.e. acked, answered or handed back.
+    pub span: crate::telemetry::JobSpan,
     pub meta: BTreeMap<String, String>,
     /// When it entered this dispatcher's queues (ordering and aging).
     pub since: Instant,

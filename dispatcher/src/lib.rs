@@ -14,10 +14,12 @@ pub mod stream;
 
 mod answer;
 mod dispatch;
+mod http;
 mod intake;
 mod job;
 mod queue;
 mod scheduler;
+pub mod telemetry;
 mod workers;
 
 use std::sync::Arc;
@@ -58,11 +60,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     store_config.result_ttl = Duration::from_secs(config.result_ttl_s);
     let store = ResultStore::new(&store_config)?;
     let answer = answer::Answerer {
-        store,
+        store: store.clone(),
         nats: nats.clone(),
         name: name.clone(),
     };
 
+    // Serves until exit, so /readyz can be asked during the drain too.
+    let ops = http::start(&config, &name, nats.clone(), store.clone(), CancellationToken::new()).await?;
     let stream = stream::ensure_stream(&js, &config).await?;
     let tasks = TaskTracker::new();
     let (tx, rx) = mpsc::channel(config.in_flight.iter().sum::<usize>() + 64);
@@ -70,6 +74,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Heartbeats feed the registry.
     let mut heartbeats = nats.subscribe(HEARTBEAT_SUBJECT).await?;
     let hb_tx = tx.clone();
+    let ops_ready = ops.clone();
     let hb_shutdown = shutdown.clone();
     tasks.spawn(async move {
         loop {
@@ -77,6 +82,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             let Some(msg) = msg else { break };
             match rmp_serde::from_slice::<Heartbeat>(&msg.payload) {
                 Ok(hb) => {
+                    ops.heartbeat(&hb);
                     if hb_tx.send(scheduler::Command::Heartbeat(hb)).await.is_err() {
                         break;
                     }
@@ -100,6 +106,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks.spawn(intake.run(intake_stop.clone()));
     }
 
+    ops_ready.stream_ready();
     let scheduler = scheduler::Scheduler {
         queues: queue::ReadyQueues::new(Duration::from_millis(config.aging_ms)),
         workers: workers::Workers::new(Duration::from_millis(config.heartbeat_timeout_ms)),

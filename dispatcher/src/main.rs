@@ -6,9 +6,17 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    jetinfer_client::logging::init();
     let config = Config::parse();
+    if config.ops.check_config {
+        config.check()?;
+        println!("{}", config.redacted());
+        return Ok(());
+    }
+    let telemetry =
+        jetinfer_client::telemetry::init("jetinfer-dispatcher", config.ops.log_format, "info");
     let shutdown = CancellationToken::new();
     tokio::spawn(jetinfer_client::logging::cancel_on_signal(shutdown.clone()));
-    jetinfer_dispatcher::run(config, shutdown).await
+    let result = jetinfer_dispatcher::run(config, shutdown).await;
+    telemetry.shutdown().await;
+    result
 }

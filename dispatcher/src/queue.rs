@@ -51,6 +51,7 @@ impl<T> ReadyQueues<T> {
         let at = q.iter().position(|e| e.since > since).unwrap_or(q.len());
         q.insert(at, Entry { since, item });
         self.len += 1;
+        crate::telemetry::queue_push(priority);
     }
 
     /// Lower is served first: the class rank minus the aging credit of the head job.
@@ -97,6 +98,7 @@ impl<T> ReadyQueues<T> {
                 self.by_priority[p.rank()].remove(route);
             }
             self.len -= 1;
+            crate::telemetry::queue_pop(p);
             out.push((p, e.item, e.since));
         }
         out
@@ -113,6 +115,7 @@ impl<T> ReadyQueues<T> {
                 let mut keep = VecDeque::with_capacity(q.len());
                 for e in q.drain(..) {
                     if remove(p, route, &e.item) {
+                        crate::telemetry::queue_pop(p);
                         out.push((p, route.clone(), e.item));
                     } else {
                         keep.push_back(e);

@@ -121,8 +121,10 @@ impl Scheduler {
 
     fn fail(&self, job: HeldJob, error: JobError) {
         let answer = self.answer.clone();
+        crate::telemetry::failed(job.priority, &job.route.model, error.code);
+        let span = job.span.clone();
         self.tasks
-            .spawn(async move { answer.fail_held(job, error).await });
+            .spawn(tracing::Instrument::instrument(async move { answer.fail_held(job, error).await }, span));
     }
 
     /// Dead workers, expired jobs, and jobs for models nobody serves.

@@ -8,6 +8,8 @@
 //! by PyTorch) and collect results from Redis, so a test compares jetinfer's outputs with
 //! PyTorch's.
 
+pub mod otlp;
+
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -70,6 +70,7 @@ impl Batcher {
             return;
         }
         let (ctxs, inputs): (Vec<_>, Vec<_>) = live.into_iter().map(|p| (p.ctx, p.inputs)).unzip();
+        let batch = crate::telemetry::Batch::start(&self.model, &ctxs);
         let (reply, outputs) = oneshot::channel();
         let writer = self.writer.clone();
         if self
@@ -86,7 +87,10 @@ impl Batcher {
         }
         self.tasks.spawn(async move {
             let finished = match outputs.await {
-                Ok(out) => finish(ctxs, out),
+                Ok(out) => {
+                    batch.done(out.compute_ms);
+                    finish(ctxs, out)
+                }
                 // Executor gone: the jobs' done senders drop and their requests answer Retry.
                 Err(_) => return,
             };

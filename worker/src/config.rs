@@ -42,6 +42,9 @@ pub struct Config {
     /// How long a SIGTERM'd worker may take to finish the jobs it holds, ms.
     #[arg(long, env = "JETINFER_DRAIN_MS", default_value_t = 20_000)]
     pub drain_ms: u64,
+    /// Logs, metrics and health endpoint, and `--check-config`.
+    #[command(flatten)]
+    pub ops: jetinfer_client::telemetry::OpsArgs,
 }
 
 /// The models file: `[[models]]` tables.

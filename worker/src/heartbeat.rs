@@ -30,7 +30,7 @@ impl Announcer {
             slots: self.slots,
             free_slots: self.free.available_permits() as u32,
             devices: self.devices.clone(),
-            gpu_memory_bytes: None,
+            gpu_memory_bytes: crate::gpu::used_bytes(&self.devices),
             accepting: self.accepting.load(Ordering::Relaxed),
             sent_at_ms: now_ms(),
         };

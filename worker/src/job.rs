@@ -22,6 +22,8 @@ pub(crate) struct JobCtx {
     pub done: oneshot::Sender<RunOutcome>,
     /// The worker slot the job occupies until its result is written.
     pub _slot: Option<OwnedSemaphorePermit>,
+    /// The job's span and timestamps (see `telemetry.rs`).
+    pub trace: crate::telemetry::JobTrace,
 }
 
 impl JobCtx {

@@ -21,6 +21,10 @@ mod job;
 mod results;
 mod service;
 mod spec;
+// Observability (issue 5): spans, metrics, health endpoint, GPU memory.
+mod gpu;
+mod http;
+pub mod telemetry;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -66,6 +70,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     store_config.result_ttl = Duration::from_secs(config.result_ttl_s);
     store_config.cache_ttl = Duration::from_secs(config.cache_ttl_s);
     let store = ResultStore::new(&store_config)?;
+    // Up before the models load (so /healthz answers during warm-up), and until exit (so
+    // /readyz reports the drain).
+    let ops = http::start(&config, &id, nats.clone(), store.clone(), CancellationToken::new()).await?;
     let writer = results::Writer {
         store: store.clone(),
         nats: nats.clone(),
@@ -96,6 +103,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 tracing::error!(model = %m.name, version = %m.version, device = %device, why, "model refused; serving the others");
                 continue;
             }
+            telemetry::model_device(&m.name, &device);
             let (queue, rx) = mpsc::channel(slots as usize);
             let batcher = batcher::Batcher {
                 model: m.name.clone(),
@@ -133,6 +141,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         free: free.clone(),
         accepting: accepting.clone(),
     };
+    ops.models_ready(
+        models.iter().map(|m| (m.info.name.clone(), m.info.version.clone(), telemetry::device_of(&m.info.name))),
+        slots,
+        accepting.clone(),
+    );
     let service = Arc::new(service::Service {
         models,
         slots: free,

@@ -6,9 +6,22 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    jetinfer_client::logging::init();
     let config = Config::parse();
+    if config.ops.check_config {
+        use jetinfer_client::logging::redact_url;
+        let shown = Config {
+            nats_url: redact_url(&config.nats_url),
+            redis_url: redact_url(&config.redis_url),
+            ..config.clone()
+        };
+        println!("{shown:?}");
+        return Ok(());
+    }
+    let telemetry =
+        jetinfer_client::telemetry::init("jetinfer-worker", config.ops.log_format, "info");
     let shutdown = CancellationToken::new();
     tokio::spawn(jetinfer_client::logging::cancel_on_signal(shutdown.clone()));
-    jetinfer_worker::run(config, shutdown).await
+    let result = jetinfer_worker::run(config, shutdown).await;
+    telemetry.shutdown().await;
+    result
 }

@@ -51,6 +51,7 @@ impl Writer {
                 bytes: encode(r),
             });
         }
+        let write_started = crate::telemetry::write_started();
         let outcome = match self.store.put_results(&writes, &cache).await {
             Ok(stored) => {
                 for (f, newly) in finished.iter().zip(stored) {
@@ -70,6 +71,7 @@ impl Writer {
                 RunOutcome::Retry
             }
         };
+        crate::telemetry::written(&finished, write_started, outcome == RunOutcome::Stored);
         drop(writes);
         for f in finished {
             let _ = f.ctx.done.send(outcome);

@@ -120,6 +120,7 @@ impl Service {
             let _ = done.send(RunOutcome::Retry);
             return;
         };
+        let trace = crate::telemetry::JobTrace::start(run_job);
         let job = match decode_job(&run_job.payload, &self.limits)
             .and_then(|j| j.validate(&self.limits).map(|_| j))
         {
@@ -146,6 +147,7 @@ impl Service {
             cache_key: None,
             done,
             _slot: Some(slot),
+            trace,
         };
         let checked = match model {
             None => Err(JobError::new(
@@ -158,6 +160,8 @@ impl Service {
             )),
             Some(m) => check_inputs(&self.models[m].info.inputs, &job.inputs).map(|()| m),
         };
+        ctx.trace
+            .validated(&ctx.id, &ctx.model, &ctx.version, checked.is_ok());
         match checked {
             Ok(m) => {
                 if job.use_cache() {
@@ -212,6 +216,7 @@ impl Service {
                     .ok()
                     .map(|c| c.outputs.into_iter().map(Tensor::into_owned).collect())
             });
+            crate::telemetry::cache_lookup(&r.ctx, cached.is_some());
             match cached {
                 Some(outputs) => {
                     let mut result = r.ctx.ok(outputs, Timings::default());

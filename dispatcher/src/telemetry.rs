@@ -1,0 +1,224 @@
+//! The dispatcher's metrics and spans, in one place so the job path only calls one
+//! function at each point of interest.
+//!
+//! Spans of one job (all in the producer's trace, from its `traceparent`):
+//! `dispatcher.job` (from receipt to ack) with children `jetstream.wait` (publish →
+//! receipt, from the message's JetStream timestamp), `dispatcher.queue` (waiting for a
+//! worker in the ready queues) and one `dispatcher.dispatch` per run request to a worker,
+//! whose context goes to the worker in `RunJob.traceparent`.
+//!
+//! Metrics are listed with their meaning in docs/metrics.md. Queue depth is counted from
+//! pushes and pops, never sampled.
+
+use std::time::SystemTime;
+
+use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use jetinfer_client::telemetry::context::{
+    continue_trace, record_span, traceparent_of, unix_ms, wall_time_of, KeyValue,
+};
+use jetinfer_schemas::{now_ms, ErrorCode, Priority};
+use tracing::Span;
+
+use crate::job::HeldJob;
+
+pub(crate) const JOBS_RECEIVED: &str = "jetinfer_jobs_received_total";
+pub(crate) const JOBS_COMPLETED: &str = "jetinfer_jobs_completed_total";
+pub(crate) const JOBS_FAILED: &str = "jetinfer_jobs_failed_total";
+pub(crate) const QUEUE_PUSHES: &str = "jetinfer_queue_pushes_total";
+pub(crate) const QUEUE_POPS: &str = "jetinfer_queue_pops_total";
+pub(crate) const QUEUE_DEPTH: &str = "jetinfer_queue_depth_jobs";
+pub(crate) const HELD: &str = "jetinfer_dispatcher_held_jobs";
+pub(crate) const JOB_DURATION: &str = "jetinfer_job_duration_seconds";
+pub(crate) const QUEUE_WAIT: &str = "jetinfer_queue_wait_seconds";
+pub(crate) const REDELIVERIES: &str = "jetinfer_redeliveries_total";
+pub(crate) const REDISPATCHES: &str = "jetinfer_redispatches_total";
+pub(crate) const DEAD_LETTERS: &str = "jetinfer_dead_letters_total";
+pub(crate) const WORKERS: &str = "jetinfer_workers";
+pub(crate) const WORKER_FREE_SLOTS: &str = "jetinfer_worker_free_slots";
+pub(crate) const WORKER_IN_FLIGHT: &str = "jetinfer_worker_in_flight_jobs";
+
+/// Every metric the dispatcher exports, for docs and tests.
+pub const METRIC_NAMES: &[&str] = &[
+    JOBS_RECEIVED,
+    JOBS_COMPLETED,
+    JOBS_FAILED,
+    QUEUE_PUSHES,
+    QUEUE_POPS,
+    QUEUE_DEPTH,
+    HELD,
+    JOB_DURATION,
+    QUEUE_WAIT,
+    REDELIVERIES,
+    REDISPATCHES,
+    DEAD_LETTERS,
+    WORKERS,
+    WORKER_FREE_SLOTS,
+    WORKER_IN_FLIGHT,
+];
+
+/// Describes every metric and starts the per-priority counters at zero, so a scrape shows
+/// them (and rates work) before the first event.
+pub(crate) fn describe() {
+    describe_counter!(JOBS_RECEIVED, "Job messages pulled from JetStream, by priority and model (the subject's)");
+    describe_counter!(JOBS_COMPLETED, "Jobs acked after a worker stored their result, by priority and model");
+    describe_counter!(JOBS_FAILED, "Jobs the dispatcher answered with an error itself, by priority, model and code");
+    describe_counter!(QUEUE_PUSHES, "Jobs put in the dispatcher's ready queues, by priority");
+    describe_counter!(QUEUE_POPS, "Jobs taken out of the ready queues (dispatched, expired, returned), by priority");
+    describe_gauge!(QUEUE_DEPTH, "Jobs waiting in the ready queues for a worker (pushes minus pops), by priority");
+    describe_gauge!(HELD, "Jobs held un-acked by this dispatcher (queued or running), by priority");
+    describe_histogram!(JOB_DURATION, ::metrics::Unit::Seconds, "Publish to ack, by priority (end-to-end latency of jobs run by a worker)");
+    describe_histogram!(QUEUE_WAIT, ::metrics::Unit::Seconds, "Publish to dispatch to a worker (time in JetStream plus the ready queues), by priority");
+    describe_counter!(REDELIVERIES, "Messages JetStream delivered more than once, by priority");
+    describe_counter!(REDISPATCHES, "Jobs dispatched again after their worker died, timed out or could not run them, by reason");
+    describe_counter!(DEAD_LETTERS, "Poison jobs copied to the dead-letter stream, by priority");
+    describe_gauge!(WORKERS, "Live workers (heartbeat within the timeout)");
+    describe_gauge!(WORKER_FREE_SLOTS, "Free slots of each worker, from its last heartbeat");
+    describe_gauge!(WORKER_IN_FLIGHT, "Jobs this dispatcher has running on each worker");
+    for p in Priority::ALL {
+        counter!(REDELIVERIES, "priority" => p.as_str()).increment(0);
+        counter!(DEAD_LETTERS, "priority" => p.as_str()).increment(0);
+        counter!(QUEUE_PUSHES, "priority" => p.as_str()).increment(0);
+        counter!(QUEUE_POPS, "priority" => p.as_str()).increment(0);
+        gauge!(QUEUE_DEPTH, "priority" => p.as_str()).set(0.0);
+        gauge!(HELD, "priority" => p.as_str()).set(0.0);
+    }
+    for reason in ["worker_gone", "failed"] {
+        counter!(REDISPATCHES, "reason" => reason).increment(0);
+    }
+    gauge!(WORKERS).set(0.0);
+}
+
+/// A message was pulled (counted before it is decoded, under its subject's model).
+pub(crate) fn received(priority: Priority, model: &str, delivered: u32) {
+    counter!(JOBS_RECEIVED, "priority" => priority.as_str(), "model" => model.to_string())
+        .increment(1);
+    if delivered > 1 {
+        counter!(REDELIVERIES, "priority" => priority.as_str()).increment(1);
+    }
+}
+
+/// The dispatcher answered a job with an error result.
+pub(crate) fn failed(priority: Priority, model: &str, code: ErrorCode) {
+    counter!(JOBS_FAILED, "priority" => priority.as_str(), "model" => model.to_string(), "code" => code.as_str())
+        .increment(1);
+}
+
+/// A poison job was copied to the dead-letter stream.
+pub fn dead_letter(priority: Priority) {
+    counter!(DEAD_LETTERS, "priority" => priority.as_str()).increment(1);
+}
+
+pub(crate) fn queue_push(priority: Priority) {
+    counter!(QUEUE_PUSHES, "priority" => priority.as_str()).increment(1);
+    gauge!(QUEUE_DEPTH, "priority" => priority.as_str()).increment(1.0);
+}
+
+pub(crate) fn queue_pop(priority: Priority) {
+    counter!(QUEUE_POPS, "priority" => priority.as_str()).increment(1);
+    gauge!(QUEUE_DEPTH, "priority" => priority.as_str()).decrement(1.0);
+}
+
+/// A job was re-dispatched; `reason` is `worker_gone` or `failed`.
+pub(crate) fn redispatched(reason: &'static str, jobs: usize) {
+    counter!(REDISPATCHES, "reason" => reason).increment(jobs as u64);
+}
+
+/// A worker's heartbeat: its free slots.
+pub(crate) fn worker_seen(worker: &str, free_slots: u32) {
+    gauge!(WORKER_FREE_SLOTS, "worker" => worker.to_string()).set(free_slots as f64);
+}
+
+/// The number of live workers changed.
+pub(crate) fn workers_live(n: usize) {
+    gauge!(WORKERS).set(n as f64);
+}
+
+/// The span of a job in this dispatcher; counts the job as held until dropped.
+pub(crate) struct JobSpan {
+    span: Span,
+    priority: Priority,
+}
+
+impl std::ops::Deref for JobSpan {
+    type Target = Span;
+    fn deref(&self) -> &Span {
+        &self.span
+    }
+}
+
+impl Drop for JobSpan {
+    fn drop(&mut self) {
+        gauge!(HELD, "priority" => self.priority.as_str()).decrement(1.0);
+    }
+}
+
+/// The span of a job in this dispatcher, continuing the producer's trace. It lives as
+/// long as the [`HeldJob`] (ends at ack, error answer or hand-back). Records the wait in
+/// JetStream as a child span, from the message's publish time.
+pub(crate) fn job_span(
+    id: &str,
+    model: &str,
+    priority: Priority,
+    delivered: u32,
+    traceparent: Option<&str>,
+    published_ms: u64,
+) -> JobSpan {
+    let span = tracing::info_span!(
+        "dispatcher.job",
+        otel.kind = "consumer",
+        job.id = %id,
+        model = %model,
+        priority = %priority,
+        delivered,
+        trace_id = tracing::field::Empty,
+    );
+    continue_trace(&span, traceparent);
+    record_span(
+        "jetstream.wait",
+        &span,
+        unix_ms(published_ms),
+        SystemTime::now(),
+        vec![KeyValue::new("messaging.system", "nats")],
+    );
+    gauge!(HELD, "priority" => priority.as_str()).increment(1.0);
+    JobSpan { span, priority }
+}
+
+/// A job goes to `worker`: records its wait in the ready queues and the queue-wait
+/// histogram, and returns the dispatch span (ends when the run request ends) and the
+/// `traceparent` the worker continues (the producer's when spans are not exported).
+pub(crate) fn dispatch(job: &HeldJob, worker: &str) -> (Span, Option<String>) {
+    let now = SystemTime::now();
+    record_span(
+        "dispatcher.queue",
+        &job.span,
+        wall_time_of(job.since),
+        now,
+        vec![],
+    );
+    histogram!(QUEUE_WAIT, "priority" => job.priority.as_str())
+        .record(now_ms().saturating_sub(job.published_ms) as f64 / 1e3);
+    gauge!(WORKER_IN_FLIGHT, "worker" => worker.to_string()).increment(1.0);
+    let span = tracing::info_span!(
+        parent: &*job.span,
+        "dispatcher.dispatch",
+        otel.kind = "producer",
+        worker = %worker,
+        attempt = job.attempt,
+    );
+    let traceparent = traceparent_of(&span).or_else(|| job.traceparent.clone());
+    (span, traceparent)
+}
+
+/// A run request to `worker` ended; `stored` jobs are acked.
+pub(crate) fn bundle_ended(worker: &str, sent: usize) {
+    gauge!(WORKER_IN_FLIGHT, "worker" => worker.to_string()).decrement(sent as f64);
+}
+
+/// A job was acked with its result stored by a worker.
+pub(crate) fn completed(job: &HeldJob) {
+    let p = job.priority.as_str();
+    counter!(JOBS_COMPLETED, "priority" => p, "model" => job.route.model.clone()).increment(1);
+    histogram!(JOB_DURATION, "priority" => p)
+        .record(now_ms().saturating_sub(job.published_ms) as f64 / 1e3);
+}

@@ -1,0 +1,264 @@
+//! The worker's spans and metrics, so the job path calls one function at each point.
+//!
+//! Spans of one job, continuing the dispatcher's `dispatcher.dispatch` span (from
+//! `RunJob.traceparent`): `worker.job` (arrival to stored result, with `cache` and
+//! `status`), and children recorded with their times: `worker.validate` (decode and
+//! input checks), `worker.cache_lookup` (the bundle's `MGET`, when the job may be cached),
+//! `worker.queue` (waiting in the model's batcher) and `worker.result_write` (the Redis
+//! pipeline that stored it). Each forward is one `worker.batch` span of its own, linked
+//! (`follows_from`) to the `worker.job` span of every job in it, with model, version,
+//! device, batch size and compute time.
+//!
+//! Metrics are listed in docs/metrics.md.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{OnceLock, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use jetinfer_client::telemetry::context::{continue_trace, record_span, KeyValue};
+use jetinfer_schemas::worker::RunJob;
+use jetinfer_schemas::{Priority, Status};
+use tracing::Span;
+
+use crate::job::JobCtx;
+use crate::results::Finished;
+
+pub(crate) const RESULTS: &str = "jetinfer_worker_results_total";
+pub(crate) const JOBS_FAILED: &str = "jetinfer_jobs_failed_total";
+pub(crate) const IN_FLIGHT: &str = "jetinfer_worker_in_flight_jobs";
+pub(crate) const SLOTS: &str = "jetinfer_worker_slots";
+pub(crate) const BATCH_SIZE: &str = "jetinfer_batch_size_jobs";
+pub(crate) const FORWARD: &str = "jetinfer_forward_duration_seconds";
+pub(crate) const BATCH_QUEUE_WAIT: &str = "jetinfer_batch_queue_wait_seconds";
+pub(crate) const CACHE_HITS: &str = "jetinfer_cache_hits_total";
+pub(crate) const CACHE_MISSES: &str = "jetinfer_cache_misses_total";
+pub(crate) const RESULT_WRITE: &str = "jetinfer_result_write_duration_seconds";
+pub(crate) const GPU_USED: &str = "jetinfer_gpu_memory_used_bytes";
+pub(crate) const GPU_TOTAL: &str = "jetinfer_gpu_memory_total_bytes";
+
+/// Every metric the worker exports, for docs and tests.
+pub const METRIC_NAMES: &[&str] = &[
+    RESULTS,
+    JOBS_FAILED,
+    IN_FLIGHT,
+    SLOTS,
+    BATCH_SIZE,
+    FORWARD,
+    BATCH_QUEUE_WAIT,
+    CACHE_HITS,
+    CACHE_MISSES,
+    RESULT_WRITE,
+    GPU_USED,
+    GPU_TOTAL,
+];
+
+/// Describes the metrics; sets the constant ones.
+pub(crate) fn describe(slots: u32) {
+    describe_counter!(RESULTS, "Results this worker stored, by priority, model and status (ok, error, expired)");
+    describe_counter!(JOBS_FAILED, "Jobs this worker answered with an error, by priority, model and code");
+    describe_gauge!(IN_FLIGHT, "Jobs holding one of this worker's slots (queued in a batcher, running or being written)");
+    describe_gauge!(SLOTS, "Jobs this worker accepts at once");
+    describe_histogram!(BATCH_SIZE, "Jobs per forward, by model");
+    describe_histogram!(FORWARD, ::metrics::Unit::Seconds, "Forward time of one batch on its device (inputs to outputs on the CPU), by model");
+    describe_histogram!(BATCH_QUEUE_WAIT, ::metrics::Unit::Seconds, "Time a job waited in its model's batcher, by priority");
+    describe_counter!(CACHE_HITS, "Jobs answered from the result cache, by model");
+    describe_counter!(CACHE_MISSES, "Cacheable jobs not found in the result cache, by model");
+    describe_histogram!(RESULT_WRITE, ::metrics::Unit::Seconds, "One Redis pipeline storing a group of results");
+    describe_gauge!(GPU_USED, ::metrics::Unit::Bytes, "Memory in use on the CUDA device (all processes, from cuMemGetInfo), by device");
+    describe_gauge!(GPU_TOTAL, ::metrics::Unit::Bytes, "Memory of the CUDA device, by device");
+    gauge!(SLOTS).set(slots as f64);
+    gauge!(IN_FLIGHT).set(0.0);
+}
+
+fn devices() -> &'static RwLock<HashMap<String, String>> {
+    static DEVICES: OnceLock<RwLock<HashMap<String, String>>> = OnceLock::new();
+    DEVICES.get_or_init(Default::default)
+}
+
+/// Remembers which device serves `model` (for batch spans).
+pub(crate) fn model_device(model: &str, device: &str) {
+    if let Ok(mut d) = devices().write() {
+        d.insert(model.to_string(), device.to_string());
+    }
+}
+
+pub(crate) fn device_of(model: &str) -> String {
+    devices()
+        .read()
+        .ok()
+        .and_then(|d| d.get(model).cloned())
+        .unwrap_or_default()
+}
+
+fn micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
+}
+
+fn from_micros(us: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(us)
+}
+
+/// A job's span and timestamps, kept in its [`JobCtx`]; counts the job in flight until
+/// dropped (with its slot).
+pub(crate) struct JobTrace {
+    pub span: Span,
+    priority: Priority,
+    arrived: SystemTime,
+    /// Since when the job waits for the next step (Unix µs), for the queue span.
+    waiting_since: AtomicU64,
+}
+
+impl JobTrace {
+    /// Starts the job's span on arrival, continuing the dispatcher's trace.
+    pub fn start(run_job: &RunJob) -> Self {
+        let span = tracing::info_span!(
+            "worker.job",
+            otel.kind = "consumer",
+            job.id = tracing::field::Empty,
+            model = tracing::field::Empty,
+            version = tracing::field::Empty,
+            priority = %run_job.priority,
+            attempt = run_job.attempt,
+            cache = tracing::field::Empty,
+            status = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        continue_trace(&span, run_job.traceparent.as_deref());
+        gauge!(IN_FLIGHT).increment(1.0);
+        let now = SystemTime::now();
+        JobTrace {
+            span,
+            priority: run_job.priority,
+            arrived: now,
+            waiting_since: AtomicU64::new(micros(now)),
+        }
+    }
+
+    /// The job is decoded and checked (`ok`: it may run).
+    pub fn validated(&self, id: &str, model: &str, version: &str, ok: bool) {
+        self.span.record("job.id", id);
+        self.span.record("model", model);
+        self.span.record("version", version);
+        let now = SystemTime::now();
+        record_span(
+            "worker.validate",
+            &self.span,
+            self.arrived,
+            now,
+            vec![KeyValue::new("valid", ok)],
+        );
+        self.waiting_since.store(micros(now), Ordering::Relaxed);
+    }
+}
+
+impl Drop for JobTrace {
+    fn drop(&mut self) {
+        gauge!(IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// The cache lookup of a cacheable job ended (`hit`: answered from the cache).
+pub(crate) fn cache_lookup(ctx: &JobCtx, hit: bool) {
+    if ctx.cache_key.is_none() {
+        return;
+    }
+    let t = &ctx.trace;
+    let now = SystemTime::now();
+    let since = from_micros(t.waiting_since.load(Ordering::Relaxed));
+    record_span(
+        "worker.cache_lookup",
+        &t.span,
+        since,
+        now,
+        vec![KeyValue::new("hit", hit)],
+    );
+    t.waiting_since.store(micros(now), Ordering::Relaxed);
+    t.span.record("cache", if hit { "hit" } else { "miss" });
+    if hit {
+        counter!(CACHE_HITS, "model" => ctx.model.clone()).increment(1);
+    } else {
+        counter!(CACHE_MISSES, "model" => ctx.model.clone()).increment(1);
+    }
+}
+
+/// One forward's span: linked to every job's span; records each job's wait in the
+/// batcher. Ends (dropped) when the outputs are back, see [`Batch::done`].
+pub(crate) struct Batch {
+    span: Span,
+    model: String,
+}
+
+impl Batch {
+    pub fn start(model: &str, ctxs: &[JobCtx]) -> Batch {
+        let version = ctxs.first().map(|c| c.version.as_str()).unwrap_or("");
+        let device = device_of(model);
+        let span = tracing::info_span!(
+            parent: None,
+            "worker.batch",
+            model = %model,
+            version = %version,
+            device = %device,
+            batch_size = ctxs.len(),
+            compute_ms = tracing::field::Empty,
+        );
+        let now = SystemTime::now();
+        for ctx in ctxs {
+            let t = &ctx.trace;
+            span.follows_from(&t.span);
+            let since = from_micros(t.waiting_since.load(Ordering::Relaxed));
+            record_span("worker.queue", &t.span, since, now, vec![]);
+            histogram!(BATCH_QUEUE_WAIT, "priority" => t.priority.as_str())
+                .record(now.duration_since(since).unwrap_or_default().as_secs_f64());
+        }
+        histogram!(BATCH_SIZE, "model" => model.to_string()).record(ctxs.len() as f64);
+        Batch {
+            span,
+            model: model.to_string(),
+        }
+    }
+
+    /// The forward finished in `compute_ms`.
+    pub fn done(self, compute_ms: f64) {
+        self.span.record("compute_ms", compute_ms);
+        histogram!(FORWARD, "model" => self.model).record(compute_ms / 1e3);
+    }
+}
+
+/// Marks the start of a result write (the same call returns the start time).
+pub(crate) fn write_started() -> SystemTime {
+    SystemTime::now()
+}
+
+/// A group of results was written (`stored`: the pipeline succeeded).
+pub(crate) fn written(finished: &[Finished], started: SystemTime, stored: bool) {
+    let now = SystemTime::now();
+    histogram!(RESULT_WRITE).record(now.duration_since(started).unwrap_or_default().as_secs_f64());
+    for f in finished {
+        let t = &f.ctx.trace;
+        record_span(
+            "worker.result_write",
+            &t.span,
+            started,
+            now,
+            vec![
+                KeyValue::new("jobs", finished.len() as i64),
+                KeyValue::new("stored", stored),
+            ],
+        );
+        let status = f.result.status.as_str();
+        t.span.record("status", status);
+        if !stored {
+            continue;
+        }
+        let (p, model) = (t.priority.as_str(), f.ctx.model.clone());
+        counter!(RESULTS, "priority" => p, "model" => model.clone(), "status" => status)
+            .increment(1);
+        if f.result.status != Status::Ok {
+            let code = f.result.error.as_ref().map(|e| e.code.as_str()).unwrap_or("expired");
+            counter!(JOBS_FAILED, "priority" => p, "model" => model, "code" => code).increment(1);
+            tracing::info!(parent: &t.span, code, "job answered with an error");
+        }
+    }
+}
