@@ -14,3 +14,5 @@ FROM pytorch/pytorch:2.11.0-cuda13.0-cudnn9-runtime
 COPY --from=build /src/target/release/jetinfer /src/target/release/jetinfer-dispatcher /src/target/release/jetinfer-worker /usr/local/bin/
 COPY --from=build /src/models/out /opt/jetinfer/models
 RUN echo "$(python -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')" > /etc/ld.so.conf.d/torch.conf && ldconfig
+# /metrics, /healthz and /readyz when started with --metrics-addr 0.0.0.0:9464 (see compose.yaml).
+EXPOSE 9464

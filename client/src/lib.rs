@@ -13,6 +13,7 @@
 //! - [`logging`]: logging set-up and the shutdown signal shared by the binaries.
 //! - [`telemetry`]: logs (text/JSON), OpenTelemetry traces over OTLP, the Prometheus
 //!   recorder and the `/metrics` `/healthz` `/readyz` endpoint, shared by the binaries.
+//! - [`bench`]: the load generator and measurements of `jetinfer bench`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), jetinfer_client::ClientError> {
@@ -27,7 +28,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
+pub mod chaos;
 pub mod client;
+pub mod dlq;
 pub mod golden;
 pub mod json;
 pub mod local;

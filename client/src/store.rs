@@ -180,6 +180,58 @@ impl ResultStore {
         Ok(replies.into_iter().map(|r| r.is_some()).collect())
     }
 
+    /// What intake needs to know of a job before queueing it, in one round trip: whether
+    /// a result exists, and how many of its runs were lost so far (see [`Keys::failures`]).
+    pub async fn job_state(&self, id: &str) -> Result<(bool, u32), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.exists(self.keys.result(id)).get(self.keys.failures(id));
+        let mut conn = self.pool.get().await?;
+        let (exists, failures): (bool, Option<u32>) = pipe.query_async(&mut conn).await?;
+        Ok((exists, failures.unwrap_or(0)))
+    }
+
+    /// Counts one lost run for each job (a worker died, timed out or could not run it) and
+    /// returns the new counts. The counters expire with the results.
+    pub async fn add_failures(&self, ids: &[&str]) -> Result<Vec<u32>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.incr(self.keys.failures(id), 1).cmd("PEXPIRE").arg(self.keys.failures(id)).arg(self.result_ttl_ms).ignore();
+        }
+        let mut conn = self.pool.get().await?;
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    /// Removes a job's result and failure count, so that publishing it again runs it
+    /// (dead-letter replay).
+    pub async fn forget(&self, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let _: u32 = conn.del(&[self.keys.result(id), self.keys.failures(id)]).await?;
+        Ok(())
+    }
+
+    /// Adds one forward run to each job's count in `<prefix>:executions` (fault suite only).
+    pub async fn record_executions(&self, ids: &[&str]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HINCRBY").arg(self.keys.executions()).arg(*id).arg(1).ignore();
+        }
+        let mut conn = self.pool.get().await?;
+        let () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Forward runs per job recorded by workers with `--record-executions`.
+    pub async fn executions(&self) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        Ok(conn.hgetall(self.keys.executions()).await?)
+    }
+
     /// Cache entries for these keys (`MGET`), in order.
     pub async fn get_cached(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         if keys.is_empty() {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::AckKind;
 use jetinfer_client::{ResultStore, ResultWrite};
-use jetinfer_schemas::names::done_subject;
+use jetinfer_schemas::names::{
+    dlq_subject, done_subject, job_subject, DLQ_FAILURES_HEADER, DLQ_REASON_HEADER, DLQ_SUBJECT_HEADER,
+};
 use jetinfer_schemas::{encode, now_ms, JobError, JobResult};
 
 use crate::job::HeldJob;
@@ -19,6 +21,7 @@ const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
 pub(crate) struct Answerer {
     pub store: ResultStore,
     pub nats: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
     /// Written as the result's `worker` field.
     pub name: String,
 }
@@ -71,6 +74,28 @@ impl Answerer {
         if let Err(e) = acker.ack_with(AckKind::Term).await {
             tracing::warn!(id = ?target.id, error = %e, "term failed; the job will be redelivered and found answered");
         }
+    }
+
+    /// A job that keeps losing its runs: copy it to the dead-letter stream with the reason
+    /// (for `jetinfer dlq list|replay`), then answer it `poison`. If the copy cannot be made,
+    /// the job is handed back (nak) rather than answered without its dead letter.
+    pub async fn dead_letter(&self, job: HeldJob, error: JobError) {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, job.id.as_str());
+        headers.insert(DLQ_REASON_HEADER, error.message.as_str());
+        headers.insert(DLQ_FAILURES_HEADER, job.failures.to_string().as_str());
+        headers.insert(DLQ_SUBJECT_HEADER, job_subject(job.priority, &job.route.model).as_str());
+        let published = match self.js.publish_with_headers(dlq_subject(&job.route.model), headers, job.payload.clone()).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = published {
+            tracing::warn!(id = %job.id, error = %e, "cannot write the dead letter; the job comes back later");
+            let _ = job.acker.ack_with(AckKind::Nak(Some(STORE_RETRY_DELAY))).await;
+            return;
+        }
+        tracing::warn!(id = %job.id, failures = job.failures, "job is poison; copied to the dead-letter stream");
+        self.fail_held(job, error).await;
     }
 
     /// [`Answerer::fail`] for a job already in the dispatcher's hands.

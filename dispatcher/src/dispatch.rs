@@ -11,6 +11,7 @@ use jetinfer_schemas::worker::{RunOutcome, RunReply, RunRequest};
 use jetinfer_schemas::{encode, SCHEMA_VERSION};
 use tokio::sync::mpsc;
 
+use crate::answer::Answerer;
 use crate::config::Config;
 use crate::job::HeldJob;
 use crate::scheduler::Command;
@@ -19,10 +20,15 @@ use crate::workers::Placement;
 pub(crate) struct Bundle {
     pub place: Placement,
     pub jobs: Vec<HeldJob>,
+    /// How many of `jobs` are suspects (the worker's suspect slot is taken while they run).
+    pub suspects: u32,
     pub config: Arc<Config>,
-    pub nats: async_nats::Client,
+    pub answer: Answerer,
     pub scheduler: mpsc::Sender<Command>,
 }
+
+/// Pause before jobs a worker handed back are scheduled again.
+const RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How a run request ended.
 enum Ended {
@@ -38,10 +44,12 @@ impl Bundle {
         let Bundle {
             place,
             jobs,
+            suspects,
             config,
-            nats,
+            answer,
             scheduler,
         } = self;
+        let nats = &answer.nats;
         let sent = jobs.len() as u32;
         // One dispatch span per job; the worker continues each job's trace from it.
         let (_dispatch_spans, traceparents): (Vec<_>, Vec<_>) = jobs
@@ -63,9 +71,7 @@ impl Bundle {
             worker_run_subject(&place.worker),
             async_nats::Request::new()
                 .payload(encode(&request).into())
-                .timeout(Some(std::time::Duration::from_millis(
-                    config.dispatch_timeout_ms,
-                ))),
+                .timeout(Some(place.timeout)),
         );
         tokio::pin!(call);
         let every = config.progress_every();
@@ -93,14 +99,12 @@ impl Bundle {
             Ended::Replied(reply) => {
                 let mut stored = Vec::new();
                 let mut retry = Vec::new();
-                for (mut job, outcome) in jobs.into_iter().zip(reply.outcomes) {
+                let mut lost = Vec::new();
+                for (job, outcome) in jobs.into_iter().zip(reply.outcomes) {
                     match outcome {
                         RunOutcome::Stored => stored.push(job),
                         RunOutcome::Retry => retry.push(job),
-                        RunOutcome::Failed => {
-                            job.attempt += 1;
-                            retry.push(job);
-                        }
+                        RunOutcome::Failed => lost.push(job),
                     }
                 }
                 // Only now, with every result in Redis, are the messages acked.
@@ -114,23 +118,30 @@ impl Bundle {
                         tracing::warn!(parent: &*job.span, id = %job.id, error = %e, "ack failed; the redelivery will find the stored result");
                     }
                 }
+                if !retry.is_empty() {
+                    // The worker was full or could not store: give it a moment rather
+                    // than bouncing the jobs straight back.
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+                retry.extend(count_failure(&answer, lost).await);
                 (retry, false)
             }
             Ended::WorkerGone => {
                 crate::telemetry::redispatched("worker_gone", jobs.len());
                 tracing::warn!(worker = %place.worker, jobs = sent, "worker gone with jobs in flight; dispatching them again");
-                (count_attempt(jobs), true)
+                (count_failure(&answer, jobs).await, true)
             }
             Ended::Failed(why) => {
                 crate::telemetry::redispatched("failed", jobs.len());
                 tracing::warn!(worker = %place.worker, jobs = sent, why, "bundle failed; dispatching its jobs again");
-                (count_attempt(jobs), false)
+                (count_failure(&answer, jobs).await, false)
             }
         };
         crate::telemetry::bundle_ended(&place.worker, sent as usize);
         let returned = Command::Returned {
             worker: place.worker,
             sent,
+            suspects,
             retry,
             worker_failed,
         };
@@ -143,10 +154,22 @@ impl Bundle {
     }
 }
 
-/// A job whose run was lost counts one more attempt (towards `poison`).
-fn count_attempt(mut jobs: Vec<HeldJob>) -> Vec<HeldJob> {
-    for j in &mut jobs {
-        j.attempt += 1;
+/// Each job whose run was lost counts one failure towards `poison`, in Redis so the count
+/// survives this dispatcher; if Redis is down the count is kept here for now.
+async fn count_failure(answer: &Answerer, mut jobs: Vec<HeldJob>) -> Vec<HeldJob> {
+    let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    match answer.store.add_failures(&ids).await {
+        Ok(counts) => {
+            for (j, n) in jobs.iter_mut().zip(counts) {
+                j.failures = n;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record failures in the result store; counting locally");
+            for j in &mut jobs {
+                j.failures += 1;
+            }
+        }
     }
     jobs
 }

@@ -10,11 +10,12 @@ use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt;
 use jetinfer_schemas::names::parse_job_subject;
 use jetinfer_schemas::{decode_job, limits::is_valid_job_id, JobError, Priority};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{Answerer, ErrorTarget};
 use crate::config::Config;
+use crate::health;
 use crate::job::HeldJob;
 use crate::queue::Route;
 use crate::scheduler::Command;
@@ -26,6 +27,7 @@ pub(crate) struct Intake {
     pub config: Arc<Config>,
     pub answer: Answerer,
     pub scheduler: mpsc::Sender<Command>,
+    pub store_health: watch::Receiver<bool>,
 }
 
 impl Intake {
@@ -51,6 +53,13 @@ impl Intake {
                 }
             };
             loop {
+                // Pull nothing while results cannot be stored.
+                let mut health = self.store_health.clone();
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    _ = health::until_reachable(&mut health) => {}
+                }
                 // Take a slot first: what we cannot hold, we do not pull.
                 let permit = tokio::select! {
                     biased;
@@ -133,25 +142,26 @@ impl Intake {
             return refuse(Some(id), e).await;
         }
         // A redelivery (lost ack) or a resubmission after the duplicate window may find the
-        // job already answered: ack it, don't run it again.
-        match self.answer.store.exists_many(&[id.as_str()]).await {
-            Ok(found) if found.first() == Some(&true) => {
-                tracing::debug!(
-                    id,
-                    delivered,
-                    "job already has a result; acking without running"
-                );
-                let _ = acker.ack().await;
-                return;
+        // job already answered: ack it, don't run it again. Redis down: wait for it, holding
+        // the message (nak would spend its redelivery budget).
+        let (answered, failures) = loop {
+            match self.answer.store.job_state(&id).await {
+                Ok(state) => break state,
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "result store unreachable; holding the job until it returns");
+                    let _ = acker.ack_with(AckKind::Progress).await;
+                    let mut health = self.store_health.clone();
+                    tokio::select! {
+                        _ = health::until_reachable(&mut health) => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(id, error = %e, "result store unreachable; job comes back later");
-                let _ = acker
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
-                return;
-            }
+        };
+        if answered {
+            tracing::debug!(id, delivered, "job already has a result; acking without running");
+            let _ = acker.ack().await;
+            return;
         }
         let deadline_ms = job.deadline_ms.unwrap_or_else(|| {
             published_ms + self.config.default_deadline(self.priority).as_millis() as u64
@@ -178,6 +188,7 @@ impl Intake {
             deadline_ms,
             published_ms,
             attempt: delivered,
+            failures,
             traceparent,
             meta: job.meta.clone().unwrap_or_default(),
             since: Instant::now(),

@@ -20,8 +20,11 @@ pub(crate) struct HeldJob {
     pub deadline_ms: u64,
     /// When JetStream stored the message, Unix ms.
     pub published_ms: u64,
-    /// 1 on first delivery; grows with redeliveries and re-dispatches.
+    /// JetStream's delivery count (1 on the first delivery), reported in the result.
     pub attempt: u32,
+    /// Runs of this job lost so far (worker died, timed out, could not run it), kept in
+    /// Redis across dispatchers; at `--max-attempts` the job is `poison`.
+    pub failures: u32,
     pub payload: Bytes,
     pub traceparent: Option<String>,
     /// The job's span here (its trace continues the producer's); ends when the job is
@@ -46,7 +49,9 @@ impl HeldJob {
             priority: self.priority,
             deadline_ms: self.deadline_ms,
             published_ms: self.published_ms,
-            attempt: self.attempt,
+            // Deliveries plus runs lost on dead or stuck workers: what the result reports.
+            attempt: self.attempt + self.failures,
+            suspect: self.failures > 0,
             traceparent: self.traceparent.clone(),
         }
     }

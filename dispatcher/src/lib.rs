@@ -14,6 +14,7 @@ pub mod stream;
 
 mod answer;
 mod dispatch;
+mod health;
 mod http;
 mod intake;
 mod job;
@@ -62,13 +63,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let answer = answer::Answerer {
         store: store.clone(),
         nats: nats.clone(),
+        js: js.clone(),
         name: name.clone(),
     };
 
     // Serves until exit, so /readyz can be asked during the drain too.
     let ops = http::start(&config, &name, nats.clone(), store.clone(), CancellationToken::new()).await?;
     let stream = stream::ensure_stream(&js, &config).await?;
+    stream::ensure_dlq_stream(&js, &config).await?;
     let tasks = TaskTracker::new();
+    let (health_tx, store_health) = tokio::sync::watch::channel(true);
+    tasks.spawn(health::watch_store(store, health_tx, shutdown.clone()));
     let (tx, rx) = mpsc::channel(config.in_flight.iter().sum::<usize>() + 64);
 
     // Heartbeats feed the registry.
@@ -102,6 +107,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             config: config.clone(),
             answer: answer.clone(),
             scheduler: tx.clone(),
+            store_health: store_health.clone(),
         };
         tasks.spawn(intake.run(intake_stop.clone()));
     }
@@ -109,12 +115,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ops_ready.stream_ready();
     let scheduler = scheduler::Scheduler {
         queues: queue::ReadyQueues::new(Duration::from_millis(config.aging_ms)),
-        workers: workers::Workers::new(Duration::from_millis(config.heartbeat_timeout_ms)),
+        workers: workers::Workers::new(
+            Duration::from_millis(config.heartbeat_timeout_ms),
+            Duration::from_millis(config.dispatch_timeout_ms),
+        ),
         config: config.clone(),
         answer,
         tx,
         tasks: tasks.clone(),
         started: Instant::now(),
+        store_health,
     };
     tracing::info!(
         stream = jetinfer_schemas::names::JOBS_STREAM,

@@ -35,6 +35,8 @@ pub(crate) enum Command {
     Returned {
         worker: String,
         sent: u32,
+        /// Of `sent`, how many were suspects (lost a run before).
+        suspects: u32,
         retry: Vec<HeldJob>,
         worker_failed: bool,
     },
@@ -49,6 +51,7 @@ pub(crate) struct Scheduler {
     pub tx: mpsc::Sender<Command>,
     pub tasks: TaskTracker,
     pub started: Instant,
+    pub store_health: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Scheduler {
@@ -88,10 +91,11 @@ impl Scheduler {
             Command::Returned {
                 worker,
                 sent,
+                suspects,
                 retry,
                 worker_failed,
             } => {
-                self.workers.release(&worker, sent);
+                self.workers.release(&worker, sent, suspects);
                 if worker_failed {
                     self.workers.remove(&worker);
                 }
@@ -104,12 +108,11 @@ impl Scheduler {
 
     /// Queues a job unless it is out of attempts or past its deadline.
     fn admit(&mut self, job: HeldJob) {
-        if job.attempt > self.config.max_attempts {
-            let msg = format!(
-                "job failed {} delivery attempts (workers died or timed out running it)",
-                job.attempt - 1
-            );
-            return self.fail(job, JobError::new(ErrorCode::Poison, msg));
+        if job.failures >= self.config.max_attempts {
+            let msg = format!("{} runs of this job were lost (workers died, timed out or could not run it)", job.failures);
+            let answer = self.answer.clone();
+            self.tasks.spawn(async move { answer.dead_letter(job, JobError::new(ErrorCode::Poison, msg)).await });
+            return;
         }
         if job.is_expired(now_ms()) {
             let error = expired(&job);
@@ -136,7 +139,7 @@ impl Scheduler {
         let grace_over = now.duration_since(self.started) > memory;
         let workers = &self.workers;
         let removed = self.queues.remove_where(|_, route, job| {
-            job.is_expired(now_unix) || (grace_over && !workers.knows(route, now, memory))
+            job.is_expired(now_unix) || (grace_over && workers.surely_unknown(route, now, memory))
         });
         for (_, route, job) in removed {
             let error = if job.is_expired(now_unix) {
@@ -157,7 +160,9 @@ impl Scheduler {
 
     /// Places as much queued work on workers as their free slots allow.
     fn schedule(&mut self) {
-        if self.queues.len() == 0 {
+        // With the result store down nothing could be stored: keep jobs queued (their
+        // in-progress acks continue) until it returns.
+        if self.queues.len() == 0 || !*self.store_health.borrow() {
             return;
         }
         let now = Instant::now();
@@ -169,28 +174,48 @@ impl Scheduler {
                 }
                 let now_unix = now_ms();
                 let mut jobs = Vec::with_capacity(taken.len());
-                for (_, job, _) in taken {
+                let mut parked = Vec::new();
+                for (priority, job, since) in taken {
                     if job.is_expired(now_unix) {
                         let error = expired(&job);
                         self.fail(job, error);
+                    } else if job.failures > 0 {
+                        // A job that lost a run may be what kills workers: it runs alone,
+                        // on a worker holding no other such job, so it cannot take
+                        // innocent jobs down with it again and again.
+                        match self.workers.place_suspect(&route) {
+                            Some(alone) => self.dispatch(alone, vec![job], 1),
+                            None => parked.push((priority, job, since)),
+                        }
                     } else {
                         jobs.push(job);
                     }
                 }
-                if jobs.is_empty() {
-                    continue;
+                let only_parked = jobs.is_empty() && !parked.is_empty();
+                for (priority, job, since) in parked {
+                    self.queues.push(priority, route.clone(), job, since);
                 }
-                self.workers.reserve(&place.worker, jobs.len() as u32);
-                let bundle = Bundle {
-                    place,
-                    jobs,
-                    config: self.config.clone(),
-                    nats: self.answer.nats.clone(),
-                    scheduler: self.tx.clone(),
-                };
-                self.tasks.spawn(bundle.run());
+                if !jobs.is_empty() {
+                    self.dispatch(place, jobs, 0);
+                }
+                if only_parked {
+                    break;
+                }
             }
         }
+    }
+
+    fn dispatch(&mut self, place: crate::workers::Placement, jobs: Vec<HeldJob>, suspects: u32) {
+        self.workers.reserve(&place.worker, jobs.len() as u32, suspects);
+        let bundle = Bundle {
+            place,
+            jobs,
+            suspects,
+            config: self.config.clone(),
+            answer: self.answer.clone(),
+            scheduler: self.tx.clone(),
+        };
+        self.tasks.spawn(bundle.run());
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
-use jetinfer_schemas::names::{priority_filter, JOBS_PREFIX, JOBS_STREAM};
+use jetinfer_schemas::names::{priority_filter, DLQ_STREAM, JOBS_PREFIX, JOBS_STREAM};
 use jetinfer_schemas::Priority;
 
 use crate::config::{Config, Storage};
@@ -37,6 +37,26 @@ pub async fn ensure_stream(
     };
     js.create_or_update_stream(config).await?;
     Ok(js.get_stream(JOBS_STREAM).await?)
+}
+
+/// The dead-letter stream: poison jobs with their reason, kept a week for inspection and
+/// replay (`jetinfer dlq`). Limits retention: reading a dead letter does not remove it.
+pub async fn ensure_dlq_stream(js: &jetstream::Context, cfg: &Config) -> Result<(), anyhow::Error> {
+    js.create_or_update_stream(stream::Config {
+        name: DLQ_STREAM.to_string(),
+        subjects: vec!["jetinfer.dlq.>".to_string()],
+        retention: stream::RetentionPolicy::Limits,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        duplicate_window: Duration::from_secs(cfg.duplicate_window_s),
+        storage: match cfg.storage {
+            Storage::File => stream::StorageType::File,
+            Storage::Memory => stream::StorageType::Memory,
+        },
+        num_replicas: cfg.replicas,
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
 }
 
 /// The durable pull consumer of one priority. `max_deliver` is unlimited: the dispatcher

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use jetinfer_schemas::worker::Heartbeat;
+use jetinfer_schemas::worker::{Heartbeat, ModelInfo};
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::Route;
@@ -14,6 +14,8 @@ struct WorkerState {
     last_seen: Instant,
     /// Jobs this dispatcher has sent and not yet seen answered.
     in_flight: u32,
+    /// Of those, suspects (jobs that lost a run before): at most one at a time.
+    suspects: u32,
     /// Cancelled when the worker is declared dead, so its dispatches give their jobs back.
     gone: CancellationToken,
 }
@@ -25,25 +27,50 @@ pub(crate) struct Placement {
     /// How many jobs to send: free slots, capped by the model's batch size.
     pub capacity: usize,
     pub gone: CancellationToken,
+    /// How long the worker gets to answer this bundle.
+    pub timeout: Duration,
+}
+
+/// The shortest bundle timeout, whatever the model's speed (scheduling noise, GC pauses).
+const MIN_BUNDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Safety factor over the time the worker's queue should take.
+const TIMEOUT_FACTOR: f64 = 4.0;
+
+/// A bundle may wait behind every slot's worth of batches on the worker, then run: allow
+/// `TIMEOUT_FACTOR` times that, from the model's announced batch time; until a batch time is
+/// known, the configured maximum.
+fn bundle_timeout(slots: u32, model: &ModelInfo, max: Duration) -> Duration {
+    let Some(batch_ms) = model.batch_ms else { return max };
+    let batches = (slots as f64 / model.max_batch_size.max(1) as f64).ceil() + 1.0;
+    let t = MIN_BUNDLE_TIMEOUT.as_secs_f64() + TIMEOUT_FACTOR * batches * batch_ms / 1e3;
+    Duration::from_secs_f64(t).clamp(MIN_BUNDLE_TIMEOUT, max.max(MIN_BUNDLE_TIMEOUT))
 }
 
 pub(crate) struct Workers {
     workers: HashMap<String, WorkerState>,
     /// Last time any worker announced each (model, version).
     model_seen: HashMap<(String, String), Instant>,
+    /// Last heartbeat of any worker: while nothing is heard (NATS down, pool restarting),
+    /// no model can be declared unknown.
+    last_heard: Option<Instant>,
     heartbeat_timeout: Duration,
+    /// `--dispatch-timeout-ms`: the longest a bundle may take.
+    max_bundle_timeout: Duration,
 }
 
 impl Workers {
-    pub fn new(heartbeat_timeout: Duration) -> Self {
+    pub fn new(heartbeat_timeout: Duration, max_bundle_timeout: Duration) -> Self {
         Workers {
             workers: HashMap::new(),
             model_seen: HashMap::new(),
+            last_heard: None,
             heartbeat_timeout,
+            max_bundle_timeout,
         }
     }
 
     pub fn heartbeat(&mut self, hb: Heartbeat, now: Instant) {
+        self.last_heard = Some(now);
         for m in &hb.models {
             self.model_seen
                 .insert((m.name.clone(), m.version.clone()), now);
@@ -62,6 +89,7 @@ impl Workers {
                         hb,
                         last_seen: now,
                         in_flight: 0,
+                        suspects: 0,
                         gone: CancellationToken::new(),
                     },
                 );
@@ -91,13 +119,12 @@ impl Workers {
         }
     }
 
-    fn serves(hb: &Heartbeat, route: &Route) -> Option<u32> {
+    fn serves<'h>(hb: &'h Heartbeat, route: &Route) -> Option<&'h ModelInfo> {
         hb.models
             .iter()
             .find(|m| {
                 m.name == route.model && route.version.as_ref().is_none_or(|v| *v == m.version)
             })
-            .map(|m| m.max_batch_size)
     }
 
     /// The accepting worker serving `route` with the most free slots.
@@ -106,28 +133,55 @@ impl Workers {
             .iter()
             .filter(|(_, w)| w.hb.accepting)
             .filter_map(|(id, w)| {
-                let batch = Self::serves(&w.hb, route)?;
+                let model = Self::serves(&w.hb, route)?;
                 let free = w.hb.slots.saturating_sub(w.in_flight);
-                (free > 0).then(|| (id, w, free, batch))
+                (free > 0).then_some((id, w, free, model))
             })
             .max_by_key(|(id, _, free, _)| (*free, std::cmp::Reverse(*id)))
-            .map(|(id, w, free, batch)| Placement {
+            .map(|(id, w, free, model)| Placement {
                 worker: id.clone(),
-                capacity: free.min(batch.max(1)) as usize,
+                capacity: free.min(model.max_batch_size.max(1)) as usize,
                 gone: w.gone.clone(),
+                timeout: bundle_timeout(w.hb.slots, model, self.max_bundle_timeout),
             })
     }
 
-    pub fn reserve(&mut self, id: &str, n: u32) {
+    /// A worker for one suspect job: serving the route, a free slot, and no other suspect
+    /// in flight (a suspect that kills its worker takes no other suspect with it).
+    pub fn place_suspect(&self, route: &Route) -> Option<Placement> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.hb.accepting && w.suspects == 0 && w.hb.slots > w.in_flight)
+            .filter_map(|(id, w)| Self::serves(&w.hb, route).map(|m| (id, w, m)))
+            .min_by_key(|(id, w, _)| (w.in_flight, *id))
+            .map(|(id, w, model)| Placement {
+                worker: id.clone(),
+                capacity: 1,
+                gone: w.gone.clone(),
+                timeout: bundle_timeout(w.hb.slots, model, self.max_bundle_timeout),
+            })
+    }
+
+    pub fn reserve(&mut self, id: &str, n: u32, suspects: u32) {
         if let Some(w) = self.workers.get_mut(id) {
             w.in_flight += n;
+            w.suspects += suspects;
         }
     }
 
-    pub fn release(&mut self, id: &str, n: u32) {
+    pub fn release(&mut self, id: &str, n: u32, suspects: u32) {
         if let Some(w) = self.workers.get_mut(id) {
             w.in_flight = w.in_flight.saturating_sub(n);
+            w.suspects = w.suspects.saturating_sub(suspects);
         }
+    }
+
+    /// Whether this route is certainly not served: some worker was heard within `memory`,
+    /// and none announced the route in that time. When no worker at all was heard (NATS
+    /// outage, whole pool restarting) nothing is declared unknown: the jobs wait.
+    pub fn surely_unknown(&self, route: &Route, now: Instant, memory: Duration) -> bool {
+        let hearing = self.last_heard.is_some_and(|t| now.saturating_duration_since(t) <= memory);
+        hearing && !self.knows(route, now, memory)
     }
 
     /// Whether some worker announced this route within `memory` (a restarting worker's
@@ -144,7 +198,6 @@ impl Workers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jetinfer_schemas::worker::ModelInfo;
 
     fn hb(id: &str, model: &str, version: &str, slots: u32) -> Heartbeat {
         Heartbeat {
@@ -155,6 +208,7 @@ mod tests {
                 version: version.into(),
                 max_batch_size: 8,
                 inputs: vec![],
+                batch_ms: None,
             }],
             slots,
             free_slots: slots,
@@ -175,24 +229,52 @@ mod tests {
     #[test]
     fn places_on_the_freest_worker_serving_the_route() {
         let now = Instant::now();
-        let mut w = Workers::new(Duration::from_secs(3));
+        let mut w = Workers::new(Duration::from_secs(3), Duration::from_secs(30));
         w.heartbeat(hb("a", "m", "1", 16), now);
         w.heartbeat(hb("b", "m", "2", 16), now);
-        w.reserve("a", 10);
+        w.reserve("a", 10, 0);
         let p = w.place(&route("m", None)).unwrap();
         assert_eq!((p.worker.as_str(), p.capacity), ("b", 8));
         assert_eq!(w.place(&route("m", Some("1"))).unwrap().capacity, 6);
         assert!(w.place(&route("x", None)).is_none());
-        w.reserve("a", 6);
+        w.reserve("a", 6, 0);
         assert!(w.place(&route("m", Some("1"))).is_none(), "no free slots");
-        w.release("a", 16);
+        w.release("a", 16, 0);
         assert!(w.place(&route("m", Some("1"))).is_some());
+    }
+
+    #[test]
+    fn one_suspect_per_worker() {
+        let now = Instant::now();
+        let mut w = Workers::new(Duration::from_secs(3), Duration::from_secs(30));
+        w.heartbeat(hb("a", "m", "1", 16), now);
+        w.heartbeat(hb("b", "m", "1", 16), now);
+        let first = w.place_suspect(&route("m", None)).unwrap();
+        assert_eq!(first.capacity, 1);
+        w.reserve(&first.worker, 1, 1);
+        let second = w.place_suspect(&route("m", None)).unwrap();
+        assert_ne!(second.worker, first.worker);
+        w.reserve(&second.worker, 1, 1);
+        assert!(w.place_suspect(&route("m", None)).is_none(), "every worker holds a suspect");
+        w.release(&first.worker, 1, 1);
+        assert_eq!(w.place_suspect(&route("m", None)).unwrap().worker, first.worker);
+    }
+
+    #[test]
+    fn bundle_timeout_follows_the_model_batch_time() {
+        let mut m = hb("a", "m", "1", 16).models.remove(0);
+        let max = Duration::from_secs(30);
+        assert_eq!(bundle_timeout(16, &m, max), max, "no batch time yet: the maximum");
+        m.batch_ms = Some(10.0); // 16 slots / batch 8 = 2 batches ahead, +1 running
+        assert_eq!(bundle_timeout(16, &m, max), Duration::from_secs_f64(2.0 + 4.0 * 3.0 * 0.010));
+        m.batch_ms = Some(60_000.0);
+        assert_eq!(bundle_timeout(16, &m, max), max, "capped at the maximum");
     }
 
     #[test]
     fn silent_workers_expire_and_cancel_their_dispatches() {
         let t0 = Instant::now();
-        let mut w = Workers::new(Duration::from_secs(3));
+        let mut w = Workers::new(Duration::from_secs(3), Duration::from_secs(30));
         w.heartbeat(hb("a", "m", "1", 4), t0);
         let p = w.place(&route("m", None)).unwrap();
         assert!(w.expire(t0 + Duration::from_secs(2)).is_empty());
@@ -209,5 +291,8 @@ mod tests {
             Duration::from_secs(10)
         ));
         assert!(!w.knows(&route("m", Some("9")), t0, Duration::from_secs(10)));
+        assert!(w.surely_unknown(&route("x", None), t0, Duration::from_secs(10)));
+        // Nobody heard for a while (NATS outage): nothing is declared unknown.
+        assert!(!w.surely_unknown(&route("x", None), t0 + Duration::from_secs(20), Duration::from_secs(10)));
     }
 }

@@ -8,6 +8,18 @@ pub const JOBS_STREAM: &str = "JETINFER_JOBS";
 pub const JOBS_PREFIX: &str = "jetinfer.jobs";
 /// Workers announce themselves here every second (core NATS).
 pub const HEARTBEAT_SUBJECT: &str = "jetinfer.workers.heartbeat";
+/// The dead-letter stream: jobs that became `poison`, kept for inspection and replay.
+pub const DLQ_STREAM: &str = "JETINFER_DLQ";
+/// Header names on dead letters.
+pub const DLQ_REASON_HEADER: &str = "Jetinfer-Reason";
+pub const DLQ_SUBJECT_HEADER: &str = "Jetinfer-Subject";
+pub const DLQ_FAILURES_HEADER: &str = "Jetinfer-Failures";
+
+/// `jetinfer.dlq.<model>`: where a poison job is copied.
+pub fn dlq_subject(model: &str) -> String {
+    format!("jetinfer.dlq.{model}")
+}
+
 /// Default prefix of Redis keys.
 pub const DEFAULT_KEY_PREFIX: &str = "jetinfer";
 
@@ -111,6 +123,18 @@ impl Keys {
     /// `<prefix>:result:<id>`
     pub fn result(&self, id: &str) -> String {
         format!("{}:result:{id}", self.prefix)
+    }
+
+    /// `<prefix>:failures:<id>`: how many runs of a job were lost (worker died, timed out,
+    /// could not run it); kept in Redis so the count survives dispatcher restarts.
+    pub fn failures(&self, id: &str) -> String {
+        format!("{}:failures:{id}", self.prefix)
+    }
+
+    /// `<prefix>:executions`: hash of job id → forward runs, written only when a worker
+    /// runs with `--record-executions` (the fault suite counts duplicate executions).
+    pub fn executions(&self) -> String {
+        format!("{}:executions", self.prefix)
     }
 
     /// `<prefix>:cache:<model>:<version>:<digest>`

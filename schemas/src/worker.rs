@@ -14,13 +14,17 @@ pub struct InputSpec {
 }
 
 /// A model a worker has loaded and warmed.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ModelInfo {
     pub name: String,
     pub version: String,
     pub max_batch_size: u32,
     #[serde(default)]
     pub inputs: Vec<InputSpec>,
+    /// Recent forward time of one batch (moving average, ms), once a batch has run; the
+    /// dispatcher derives its per-bundle timeout from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_ms: Option<f64>,
 }
 
 /// Sent by each worker on `jetinfer.workers.heartbeat` every second.
@@ -65,6 +69,10 @@ pub struct RunJob {
     pub published_ms: u64,
     /// Delivery attempt, 1 on the first.
     pub attempt: u32,
+    /// The job has lost a run before (its worker died or timed out): run it in a batch of
+    /// its own, so a job that kills workers cannot take innocent batch-mates with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspect: bool,
     /// W3C trace context of the producer, when it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
@@ -113,6 +121,7 @@ mod tests {
                 deadline_ms: 10,
                 published_ms: 5,
                 attempt: 1,
+                suspect: false,
                 traceparent: None,
             }],
         };

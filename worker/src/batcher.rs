@@ -4,12 +4,16 @@
 //! outputs to the result writer.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jetinfer_schemas::{now_ms, ErrorCode, JobError, Timings};
+use jetinfer_schemas::worker::RunOutcome;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::batch_time::BatchTime;
 use crate::executor::{ExecBatch, ExecOutput};
 use crate::job::Pending;
 use crate::results::{Finished, Writer};
@@ -20,9 +24,14 @@ pub(crate) struct Batcher {
     pub exec_index: usize,
     pub max_batch_size: usize,
     pub max_queue_delay: Duration,
+    /// The model pads batches to their longest job: every job fits one batch.
+    pub pad: bool,
     pub exec: mpsc::Sender<ExecBatch>,
     pub writer: Writer,
     pub tasks: TaskTracker,
+    pub batch_time: Arc<BatchTime>,
+    /// Cancelled when the device reports a sticky error: the worker must stop.
+    pub fatal: CancellationToken,
 }
 
 impl Batcher {
@@ -36,7 +45,8 @@ impl Batcher {
                     _ => break,
                 }
             }
-            for group in by_shapes(jobs) {
+            let groups = if self.pad { vec![jobs] } else { by_shapes(jobs) };
+            for group in groups {
                 self.submit(group).await;
             }
         }
@@ -85,16 +95,21 @@ impl Batcher {
         {
             tracing::error!(model = %self.model, "executor thread is gone");
         }
+        let (batch_time, fatal) = (self.batch_time.clone(), self.fatal.clone());
         self.tasks.spawn(async move {
-            let finished = match outputs.await {
-                Ok(out) => {
-                    batch.done(out.compute_ms);
-                    finish(ctxs, out)
+            // Executor gone: the jobs' done senders drop and their requests answer Failed.
+            let Ok(out) = outputs.await else { return };
+            batch.done(out.compute_ms);
+            if out.fatal.is_some() {
+                // Nothing ran: the jobs go back to the dispatcher, counting a failure each.
+                fatal.cancel();
+                for ctx in ctxs {
+                    let _ = ctx.done.send(RunOutcome::Failed);
                 }
-                // Executor gone: the jobs' done senders drop and their requests answer Retry.
-                Err(_) => return,
-            };
-            writer.write(finished).await;
+                return;
+            }
+            batch_time.record(out.compute_ms);
+            writer.write(finish(ctxs, out)).await;
         });
     }
 }
@@ -122,19 +137,24 @@ fn finish(ctxs: Vec<crate::job::JobCtx>, out: ExecOutput) -> Vec<Finished> {
         .collect()
 }
 
-/// Groups jobs by the shapes of all their inputs, keeping arrival order within a group.
+/// Groups jobs by the shapes of all their inputs, keeping arrival order within a group;
+/// suspect jobs (they lost a run before) form groups of one.
 fn by_shapes(jobs: Vec<Pending>) -> Vec<Vec<Pending>> {
     let mut order: Vec<Vec<Vec<i64>>> = Vec::new();
     let mut groups: HashMap<Vec<Vec<i64>>, Vec<Pending>> = HashMap::new();
+    let mut alone = Vec::new();
     for p in jobs {
+        if p.suspect {
+            alone.push(vec![p]);
+            continue;
+        }
         let key: Vec<Vec<i64>> = p.inputs.iter().map(|t| t.shape.clone()).collect();
         if !groups.contains_key(&key) {
             order.push(key.clone());
         }
         groups.entry(key).or_default().push(p);
     }
-    order
-        .into_iter()
-        .filter_map(|k| groups.remove(&k))
-        .collect()
+    let mut out: Vec<Vec<Pending>> = order.into_iter().filter_map(|k| groups.remove(&k)).collect();
+    out.extend(alone);
+    out
 }

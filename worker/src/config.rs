@@ -39,6 +39,17 @@ pub struct Config {
     /// Heartbeat period, ms.
     #[arg(long, env = "JETINFER_HEARTBEAT_MS", default_value_t = 1_000)]
     pub heartbeat_ms: u64,
+    /// A forward running longer than this is hung: the worker exits (status 3) so its jobs
+    /// go elsewhere, ms.
+    #[arg(long, env = "JETINFER_FORWARD_TIMEOUT_MS", default_value_t = 60_000)]
+    pub forward_timeout_ms: u64,
+    /// Fault injection for the fault suite (see `faults.rs`), e.g. `oom_above=8`. Off by default.
+    #[arg(long, env = "JETINFER_INJECT_FAULTS")]
+    pub inject_faults: Option<String>,
+    /// Count forward runs per job in Redis (`<prefix>:executions`), for the fault suite's
+    /// duplicate-execution figure. Off by default.
+    #[arg(long, env = "JETINFER_RECORD_EXECUTIONS")]
+    pub record_executions: bool,
     /// How long a SIGTERM'd worker may take to finish the jobs it holds, ms.
     #[arg(long, env = "JETINFER_DRAIN_MS", default_value_t = 20_000)]
     pub drain_ms: u64,
@@ -75,6 +86,10 @@ pub struct ModelConfig {
     pub max_queue_delay_ms: u64,
     /// Per-sample input specs; `-1` marks a dynamic dimension.
     pub inputs: Vec<InputSpec>,
+    /// One pad value per input: batches are padded to their longest job, so jobs of
+    /// different lengths batch together (see `pad.rs`). Absent: only equal shapes batch.
+    #[serde(default)]
+    pub pad: Option<Vec<i64>>,
 }
 
 fn cpu() -> String {
@@ -115,6 +130,11 @@ impl ModelsFile {
             anyhow::ensure!(
                 !m.inputs.is_empty(),
                 "model {}: inputs must list at least one input",
+                m.name
+            );
+            anyhow::ensure!(
+                m.pad.as_ref().is_none_or(|p| p.len() == m.inputs.len()),
+                "model {}: pad needs one value per input",
                 m.name
             );
             if m.path.is_relative() {

@@ -4,8 +4,13 @@
 //! Batches arrive on a bounded channel (capacity 1: one batch runs, the next waits ready,
 //! as in text-embeddings-inference), so the batchers feel backpressure instead of piling up
 //! work. A batch whose forward fails is re-run job by job, so one job the model chokes on
-//! does not fail its batch-mates.
+//! does not fail its batch-mates. A batch that runs out of device memory is split in halves
+//! and retried, and the model remembers the size that fit; only a job that alone does not
+//! fit gets `resource_exhausted`. A sticky CUDA error (illegal address, device assert)
+//! leaves the context unusable: the thread reports it as fatal and runs nothing more.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use jetinfer_schemas::{DType, ErrorCode, JobError, Tensor};
@@ -13,6 +18,7 @@ use tch::{CModule, Device, IValue, Kind};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ModelConfig;
+use crate::faults::{Faults, Injected};
 
 /// A batch for one model: per job, its input tensors (same shapes within a batch).
 pub(crate) struct ExecBatch {
@@ -26,7 +32,19 @@ pub(crate) struct ExecBatch {
 pub(crate) struct ExecOutput {
     pub started: Instant,
     pub compute_ms: f64,
-    pub outputs: Vec<Result<Vec<Tensor<'static>>, JobError>>,
+    pub outputs: Vec<JobOutput>,
+    /// A sticky device error: no job of this batch ran, and none will on this device.
+    pub fatal: Option<String>,
+}
+
+pub(crate) type JobOutput = Result<Vec<Tensor<'static>>, JobError>;
+
+/// What the device thread shares with the rest of the worker.
+#[derive(Clone, Default)]
+pub(crate) struct DeviceState {
+    /// Unix ms when the running forward started; 0 while idle (read by the watchdog).
+    pub busy_since_ms: Arc<AtomicU64>,
+    pub faults: Arc<Faults>,
 }
 
 struct Model {
@@ -116,6 +134,7 @@ pub(crate) fn torch_error(e: tch::TchError) -> JobError {
 pub(crate) fn spawn_device(
     device_name: String,
     configs: Vec<ModelConfig>,
+    state: DeviceState,
 ) -> (
     mpsc::Sender<ExecBatch>,
     oneshot::Receiver<Vec<Result<(), String>>>,
@@ -146,22 +165,29 @@ pub(crate) fn spawn_device(
             let _ = loaded_tx.send(report);
             let Ok(device) = device else { return };
             let _guard = tch::no_grad_guard();
+            let mut safe_batch: Vec<usize> = models.iter().map(|m| m.as_ref().map_or(1, |m| m.config.max_batch_size as usize)).collect();
+            let mut fatal: Option<String> = None;
             while let Some(batch) = rx.blocking_recv() {
                 let started = Instant::now();
-                let outputs = match models.get(batch.model).and_then(Option::as_ref) {
-                    Some(m) => run_isolated(m, device, &batch.inputs),
-                    None => batch
-                        .inputs
-                        .iter()
-                        .map(|_| Err(JobError::new(ErrorCode::Internal, "model not loaded")))
-                        .collect(),
+                state.busy_since_ms.store(jetinfer_schemas::now_ms(), Ordering::Relaxed);
+                let result = match (&fatal, models.get(batch.model).and_then(Option::as_ref)) {
+                    (Some(f), _) => Err(f.clone()),
+                    (None, Some(m)) => run_adaptive(m, device, &state.faults, &batch.inputs, &mut safe_batch[batch.model]),
+                    (None, None) => Ok(batch.inputs.iter().map(|_| Err(JobError::new(ErrorCode::Internal, "model not loaded"))).collect()),
                 };
+                state.busy_since_ms.store(0, Ordering::Relaxed);
                 let compute_ms = started.elapsed().as_secs_f64() * 1e3;
-                let _ = batch.reply.send(ExecOutput {
-                    started,
-                    compute_ms,
-                    outputs,
-                });
+                let output = match result {
+                    Ok(outputs) => ExecOutput { started, compute_ms, outputs, fatal: None },
+                    Err(why) => {
+                        if fatal.is_none() {
+                            tracing::error!(device = %device_name, error = %why, "sticky device error: this device runs nothing more");
+                        }
+                        fatal = Some(why.clone());
+                        ExecOutput { started, compute_ms, outputs: Vec::new(), fatal: Some(why) }
+                    }
+                };
+                let _ = batch.reply.send(output);
             }
         })
         .expect("spawning the executor thread failed: out of resources");
@@ -191,7 +217,7 @@ fn load(config: &ModelConfig, device: Device) -> Result<Model, JobError> {
                 Tensor::owned(s.dtype, shape, vec![0; count as usize * s.dtype.size()])
             })
             .collect();
-        run_batch(&model, device, &vec![sample; n])?;
+        run_batch(&model, device, &Faults::default(), &vec![sample; n])?;
     }
     if let Device::Cuda(i) = device {
         tch::Cuda::synchronize(i as i64);
@@ -200,21 +226,41 @@ fn load(config: &ModelConfig, device: Device) -> Result<Model, JobError> {
     Ok(model)
 }
 
-/// Runs the batch; if it fails as a whole, runs each job alone so only the culprit fails.
-fn run_isolated(
-    m: &Model,
-    device: Device,
-    inputs: &[Vec<Tensor<'static>>],
-) -> Vec<Result<Vec<Tensor<'static>>, JobError>> {
-    match run_batch(m, device, inputs) {
-        Ok(outs) => outs.into_iter().map(Ok).collect(),
-        Err(e) if inputs.len() == 1 => vec![Err(e)],
+/// Errors after which the CUDA context is unusable (they are "sticky": every later call
+/// fails too), so the worker must stop and be restarted.
+fn is_sticky(e: &JobError) -> bool {
+    const STICKY: [&str; 5] =
+        ["illegal memory access", "device-side assert", "unspecified launch failure", "misaligned address", "illegal instruction"];
+    STICKY.iter().any(|m| e.message.contains(m))
+}
+
+/// Runs a batch within the model's known safe size. Out of memory: halve, remember, retry;
+/// another failure: run the jobs one by one so only the culprit fails. `Err` = sticky error.
+fn run_adaptive(m: &Model, device: Device, faults: &Faults, inputs: &[Vec<Tensor<'static>>], safe: &mut usize) -> Result<Vec<JobOutput>, String> {
+    if inputs.len() > *safe {
+        let size = *safe;
+        let mut out = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(size) {
+            out.extend(run_adaptive(m, device, faults, chunk, safe)?);
+        }
+        return Ok(out);
+    }
+    match run_batch(m, device, faults, inputs) {
+        Ok(outs) => Ok(outs.into_iter().map(Ok).collect()),
+        Err(e) if is_sticky(&e) => Err(e.message),
+        Err(e) if inputs.len() == 1 => Ok(vec![Err(e)]),
+        Err(e) if e.code == ErrorCode::ResourceExhausted => {
+            *safe = (inputs.len() / 2).max(1);
+            tracing::warn!(model = %m.config.name, batch = inputs.len(), safe_batch = *safe, "out of device memory; splitting the batch");
+            run_adaptive(m, device, faults, inputs, safe)
+        }
         Err(e) => {
             tracing::warn!(model = %m.config.name, jobs = inputs.len(), error = %e, "batch failed; running its jobs one by one");
-            inputs
-                .iter()
-                .map(|one| run_batch(m, device, std::slice::from_ref(one)).map(|mut v| v.remove(0)))
-                .collect()
+            let mut out = Vec::with_capacity(inputs.len());
+            for one in inputs.chunks(1) {
+                out.extend(run_adaptive(m, device, faults, one, safe)?);
+            }
+            Ok(out)
         }
     }
 }
@@ -223,19 +269,15 @@ fn run_isolated(
 fn run_batch(
     m: &Model,
     device: Device,
+    faults: &Faults,
     inputs: &[Vec<Tensor<'static>>],
 ) -> Result<Vec<Vec<Tensor<'static>>>, JobError> {
     let n = inputs.len();
     let mut args = Vec::with_capacity(m.config.inputs.len());
     for i in 0..m.config.inputs.len() {
         let first = &inputs[0][i];
-        let mut bytes = Vec::with_capacity(first.data.len() * n);
-        for job in inputs {
-            bytes.extend_from_slice(&job[i].data);
-        }
-        let mut shape = Vec::with_capacity(first.shape.len() + 1);
-        shape.push(n as i64);
-        shape.extend_from_slice(&first.shape);
+        let pad = m.config.pad.as_ref().map(|p| p[i]);
+        let (bytes, shape) = crate::pad::stack(inputs, i, pad);
         let mut t = tch::Tensor::f_from_data_size(&bytes, &shape, kind_of(first.dtype))
             .map_err(torch_error)?;
         t = t.f_to(device).map_err(torch_error)?;
@@ -243,6 +285,14 @@ fn run_batch(
             t = t.f_to_kind(kind_of(m.config.dtype)).map_err(torch_error)?;
         }
         args.push(IValue::Tensor(t));
+    }
+    // Injected faults act at the forward, where real ones happen.
+    match faults.check(inputs) {
+        Some(Injected::Error(e)) => return Err(torch_error(e)),
+        Some(Injected::Hang) => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
+        None => {}
     }
     let out = m.module.forward_is(&args).map_err(torch_error)?;
     let tensors = flatten(out)?;

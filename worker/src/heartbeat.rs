@@ -9,12 +9,15 @@ use jetinfer_schemas::names::HEARTBEAT_SUBJECT;
 use jetinfer_schemas::worker::{Heartbeat, ModelInfo};
 use jetinfer_schemas::{encode, now_ms, SCHEMA_VERSION};
 use tokio::sync::Semaphore;
+
+use crate::batch_time::BatchTime;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) struct Announcer {
     pub nats: async_nats::Client,
     pub worker: String,
-    pub models: Vec<ModelInfo>,
+    /// Each model with its recent batch time (announced as `batch_ms`).
+    pub models: Vec<(ModelInfo, Arc<BatchTime>)>,
     pub devices: Vec<String>,
     pub slots: u32,
     pub free: Arc<Semaphore>,
@@ -26,7 +29,11 @@ impl Announcer {
         let hb = Heartbeat {
             v: SCHEMA_VERSION,
             worker: self.worker.clone(),
-            models: self.models.clone(),
+            models: self
+                .models
+                .iter()
+                .map(|(info, time)| ModelInfo { batch_ms: time.get(), ..info.clone() })
+                .collect(),
             slots: self.slots,
             free_slots: self.free.available_permits() as u32,
             devices: self.devices.clone(),

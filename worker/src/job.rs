@@ -54,4 +54,6 @@ impl JobCtx {
 pub(crate) struct Pending {
     pub ctx: JobCtx,
     pub inputs: Vec<Tensor<'static>>,
+    /// Lost a run before: batch it alone (see `RunJob::suspect`).
+    pub suspect: bool,
 }

@@ -12,12 +12,16 @@
 //!
 //! [`config`] holds the flags and the models TOML.
 
+pub mod ceiling;
 pub mod config;
 
+mod batch_time;
 mod batcher;
 mod executor;
+pub mod faults;
 mod heartbeat;
 mod job;
+mod pad;
 mod results;
 mod service;
 mod spec;
@@ -77,7 +81,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store: store.clone(),
         nats: nats.clone(),
         worker_id: id.clone(),
+        record_executions: config.record_executions,
+        abort_after_writes: None,
+        writes: Default::default(),
     };
+    let faults = faults::Faults::parse(config.inject_faults.as_deref().unwrap_or("")).map_err(anyhow::Error::msg)?;
+    let writer = results::Writer { abort_after_writes: faults.exit_after_store, ..writer };
+    if !faults.is_empty() {
+        tracing::warn!(?faults, "fault injection is ON: this worker fails on purpose");
+    }
+    let faults = Arc::new(faults);
+    // Cancelled on a sticky device error: stop taking work and exit non-zero.
+    let fatal = CancellationToken::new();
+    let mut device_states = Vec::new();
 
     // Load every model on its device's thread; a model that fails is refused, the rest served.
     let verified: Vec<ModelConfig> = file.models.into_iter().filter(verify_sha256).collect();
@@ -96,7 +112,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut models = Vec::new();
     let mut devices = Vec::new();
     for (device, configs) in by_device {
-        let (exec, loaded) = executor::spawn_device(device.clone(), configs.clone());
+        let state = executor::DeviceState { faults: faults.clone(), ..Default::default() };
+        device_states.push((device.clone(), state.clone()));
+        let (exec, loaded) = executor::spawn_device(device.clone(), configs.clone(), state);
         let loaded = loaded.await.unwrap_or_default();
         for (index, (m, ok)) in configs.into_iter().zip(loaded).enumerate() {
             if let Err(why) = ok {
@@ -105,14 +123,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
             telemetry::model_device(&m.name, &device);
             let (queue, rx) = mpsc::channel(slots as usize);
+            let batch_time = Arc::new(batch_time::BatchTime::default());
             let batcher = batcher::Batcher {
                 model: m.name.clone(),
                 exec_index: index,
                 max_batch_size: m.max_batch_size as usize,
                 max_queue_delay: Duration::from_millis(m.max_queue_delay_ms),
+                pad: m.pad.is_some(),
                 exec: exec.clone(),
                 writer: writer.clone(),
                 tasks: batchers.clone(),
+                batch_time: batch_time.clone(),
+                fatal: fatal.clone(),
             };
             batchers.spawn(batcher.run(rx));
             let info = ModelInfo {
@@ -120,8 +142,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 version: m.version,
                 max_batch_size: m.max_batch_size,
                 inputs: m.inputs,
+                batch_ms: None,
             };
-            models.push(service::ServedModel { info, queue });
+            models.push(service::ServedModel { info, queue, batch_time });
         }
         devices.push(device);
     }
@@ -135,7 +158,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let announcer = heartbeat::Announcer {
         nats: nats.clone(),
         worker: id.clone(),
-        models: models.iter().map(|m| m.info.clone()).collect(),
+        models: models.iter().map(|m| (m.info.clone(), m.batch_time.clone())).collect(),
         devices,
         slots,
         free: free.clone(),
@@ -161,6 +184,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Duration::from_millis(config.heartbeat_ms),
         heartbeat_stop.clone(),
     ));
+    tokio::spawn(watchdog(device_states, Duration::from_millis(config.forward_timeout_ms)));
     tracing::info!(id = %id, slots, "worker ready");
 
     let in_flight = TaskTracker::new();
@@ -168,6 +192,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let msg = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            _ = fatal.cancelled() => break,
             m = requests.next() => m,
         };
         let Some(msg) = msg else { break };
@@ -188,9 +213,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tracing::warn!("drain deadline passed; unfinished jobs will be dispatched again");
     }
     let _ = nats.flush().await;
+    if fatal.is_cancelled() {
+        // The supervisor restarts us with a fresh CUDA context.
+        anyhow::bail!("worker {id} stopped after a sticky device error; its jobs go to other workers");
+    }
     tracing::info!(id = %id, "worker stopped");
     Ok(())
 }
+
+/// A forward that runs longer than `limit` is hung (a CUDA call cannot be cancelled): the
+/// only way out is to exit, so the dispatcher re-dispatches the jobs to other workers.
+async fn watchdog(devices: Vec<(String, executor::DeviceState)>, limit: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250).min(limit));
+    loop {
+        tick.tick().await;
+        let now = jetinfer_schemas::now_ms();
+        for (device, state) in &devices {
+            let since = state.busy_since_ms.load(std::sync::atomic::Ordering::Relaxed);
+            if since != 0 && now.saturating_sub(since) > limit.as_millis() as u64 {
+                tracing::error!(device, running_ms = now - since, limit_ms = limit.as_millis() as u64, "forward hung; exiting");
+                std::process::exit(EXIT_HUNG);
+            }
+        }
+    }
+}
+
+/// Exit status of a worker whose forward hung.
+pub const EXIT_HUNG: i32 = 3;
 
 /// Checks a model file against its configured SHA-256; a mismatch refuses the model.
 fn verify_sha256(m: &ModelConfig) -> bool {

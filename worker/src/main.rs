@@ -6,6 +6,10 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `jetinfer-worker ceiling …`: the model alone in a loop (for `jetinfer bench --ceiling`).
+    if std::env::args().nth(1).as_deref() == Some("ceiling") {
+        return jetinfer_worker::ceiling::main_from_args(std::env::args().skip(2));
+    }
     let config = Config::parse();
     if config.ops.check_config {
         use jetinfer_client::logging::redact_url;

@@ -20,6 +20,11 @@ pub(crate) struct Writer {
     pub store: ResultStore,
     pub nats: async_nats::Client,
     pub worker_id: String,
+    /// Count forward runs per job (`--record-executions`, for the fault suite).
+    pub record_executions: bool,
+    /// `exit_after_store=K` fault: abort after this many writes (None = never).
+    pub abort_after_writes: Option<u64>,
+    pub writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Writer {
@@ -51,6 +56,12 @@ impl Writer {
                 bytes: encode(r),
             });
         }
+        if self.record_executions {
+            let ran: Vec<&str> = finished.iter().filter(|f| f.result.timings.batch_size > 0).map(|f| f.ctx.id.as_str()).collect();
+            if let Err(e) = self.store.record_executions(&ran).await {
+                tracing::warn!(error = %e, "cannot record executions");
+            }
+        }
         let write_started = crate::telemetry::write_started();
         let outcome = match self.store.put_results(&writes, &cache).await {
             Ok(stored) => {
@@ -73,6 +84,11 @@ impl Writer {
         };
         crate::telemetry::written(&finished, write_started, outcome == RunOutcome::Stored);
         drop(writes);
+        let n = self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if self.abort_after_writes.is_some_and(|k| n >= k) {
+            tracing::error!(writes = n, "injected fault: aborting after storing results, before replying");
+            std::process::abort();
+        }
         for f in finished {
             let _ = f.ctx.done.send(outcome);
         }

@@ -23,6 +23,7 @@ use crate::spec::check_inputs;
 pub(crate) struct ServedModel {
     pub info: ModelInfo,
     pub queue: mpsc::Sender<Pending>,
+    pub batch_time: Arc<crate::batch_time::BatchTime>,
 }
 
 pub(crate) struct Service {
@@ -39,6 +40,7 @@ struct Runnable {
     ctx: JobCtx,
     inputs: Vec<Tensor<'static>>,
     model: usize,
+    suspect: bool,
 }
 
 impl Service {
@@ -72,6 +74,7 @@ impl Service {
             waits.push(wait);
             self.admit(run_job, done, &mut answered, &mut runnable);
         }
+        self.skip_answered(&mut runnable).await;
         let from_cache = self.answer_from_cache(&mut runnable).await;
         answered.extend(from_cache);
         self.writer.write(answered).await;
@@ -81,17 +84,18 @@ impl Service {
                 .send(Pending {
                     ctx: r.ctx,
                     inputs: r.inputs,
+                    suspect: r.suspect,
                 })
                 .await
             {
                 let _ = p.ctx.done.send(RunOutcome::Failed);
             }
         }
-        // A dropped sender (executor gone) means the job did not finish here: retry it.
+        // A dropped sender (executor gone) means the job could not finish here.
         let outcomes = join_all(waits)
             .await
             .into_iter()
-            .map(|o| o.unwrap_or(RunOutcome::Retry))
+            .map(|o| o.unwrap_or(RunOutcome::Failed))
             .collect();
         let reply_bytes = encode(&RunReply {
             v: SCHEMA_VERSION,
@@ -177,6 +181,7 @@ impl Service {
                     ctx,
                     inputs,
                     model: m,
+                    suspect: run_job.suspect,
                 });
             }
             Err(e) => answered.push(Finished {
@@ -187,6 +192,25 @@ impl Service {
     }
 
     /// Answers the runnable jobs whose outputs are cached (one `MGET`); the rest stay.
+    /// Jobs that already have a result (a run whose reply was lost: the worker died after
+    /// storing, or the dispatcher gave up waiting) are reported stored, not run again.
+    async fn skip_answered(&self, runnable: &mut Vec<Runnable>) {
+        let ids: Vec<&str> = runnable.iter().map(|r| r.ctx.id.as_str()).collect();
+        let Ok(found) = self.store.exists_many(&ids).await else {
+            return; // store unreachable: run them; SET NX keeps any earlier result
+        };
+        let mut keep = Vec::with_capacity(runnable.len());
+        for (r, exists) in runnable.drain(..).zip(found) {
+            if exists {
+                tracing::debug!(id = %r.ctx.id, "result already stored; not running again");
+                let _ = r.ctx.done.send(RunOutcome::Stored);
+            } else {
+                keep.push(r);
+            }
+        }
+        *runnable = keep;
+    }
+
     async fn answer_from_cache(&self, runnable: &mut Vec<Runnable>) -> Vec<Finished> {
         let keys: Vec<String> = runnable
             .iter()

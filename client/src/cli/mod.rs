@@ -4,10 +4,16 @@
 //! - `get`, `wait`: print a result as JSON ([`show`]).
 //! - `stats`: queue depths per priority and the workers heard ([`stats`]).
 //! - `demo`: start a local stack, run golden jobs through it, check and report ([`demo`]).
+//! - `chaos`: the fault suite on real processes ([`chaos`]).
+//! - `dlq`: list and replay dead letters ([`dlq`]).
+//! - `bench`: load generator and measurements against ceiling and baselines ([`bench`]).
 //!
 //! Exit codes: 0 success, 1 failure, 2 "not finished yet" (`get`, `wait`, `submit --wait`).
 
+mod bench;
+mod chaos;
 mod demo;
+mod dlq;
 mod input;
 mod show;
 mod stats;
@@ -99,6 +105,13 @@ pub enum Command {
     /// Run golden jobs through a local stack (or a running one), check every result, and
     /// print latency and throughput per priority.
     Demo(demo::DemoArgs),
+    /// Load one model's jobs open- or closed-loop and measure throughput and latency per
+    /// priority, against the model's ceiling, a bare queue loop or a Python worker.
+    Bench(bench::BenchArgs),
+    /// Run the fault suite (cases 1–16 of the reliability cases) on real processes.
+    Chaos(chaos::ChaosArgs),
+    /// List or replay dead letters (jobs that became `poison`).
+    Dlq(dlq::DlqArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -109,6 +122,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wait(args) => show::wait(&cli.global, args).await,
         Command::Stats(args) => stats::run(&cli.global, args).await,
         Command::Demo(args) => demo::run(&cli.global, args).await,
+        Command::Bench(args) => bench::run(&cli.global, args).await,
+        Command::Chaos(args) => chaos::run(args).await,
+        Command::Dlq(args) => dlq::run(&cli.global, args).await,
     }
 }
 

@@ -20,23 +20,36 @@ pub struct RedisServer {
     process: Process,
     program: PathBuf,
     dir: tempfile::TempDir,
+    /// AOF on (`appendfsync always`): a restart keeps every acknowledged write.
+    persistent: bool,
 }
 
 impl RedisServer {
     /// Starts redis-server with `--port 0 --unixsocket <dir>/r.sock --save '' --appendonly no`
     /// and returns once it answers PING.
     pub fn start() -> Result<RedisServer, LocalError> {
+        Self::start_with(false)
+    }
+
+    /// Like [`RedisServer::start`] but with the append-only file on and fsynced on every
+    /// write, so [`RedisServer::restart`] (even after [`RedisServer::kill`]) keeps the data.
+    pub fn start_persistent() -> Result<RedisServer, LocalError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Result<RedisServer, LocalError> {
         let program = redis_server_program()?;
         // A short prefix: Unix socket paths are limited to about 107 bytes.
         let dir = tempfile::Builder::new()
             .prefix("jetinfer-redis-")
             .tempdir()
             .map_err(LocalError::io("cannot create a folder for redis-server"))?;
-        let process = launch(&program, dir.path())?;
+        let process = launch(&program, dir.path(), persistent)?;
         Ok(RedisServer {
             process,
             program,
             dir,
+            persistent,
         })
     }
 
@@ -70,12 +83,24 @@ impl RedisServer {
         self.process.stop_within(Duration::from_secs(10));
     }
 
-    /// Stops the server if it runs and starts a new one on the same socket. The data is
-    /// gone (persistence is off), as after a failover to an empty replica.
+    /// Stops the server if it runs and starts a new one on the same socket. Without
+    /// persistence the data is gone, as after a failover to an empty replica; a persistent
+    /// server reloads its append-only file.
     pub fn restart(&mut self) -> Result<(), LocalError> {
         self.stop();
-        self.process = launch(&self.program, self.dir.path())?;
+        self.process = launch(&self.program, self.dir.path(), self.persistent)?;
         Ok(())
+    }
+
+    /// SIGSTOP: the server stops answering but keeps its connections (an outage clients
+    /// can only detect by timeouts).
+    pub fn pause(&mut self) {
+        self.process.pause();
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&mut self) {
+        self.process.resume();
     }
 
     /// The folder holding the socket and the log.
@@ -89,7 +114,7 @@ impl RedisServer {
     }
 }
 
-fn launch(program: &Path, dir: &Path) -> Result<Process, LocalError> {
+fn launch(program: &Path, dir: &Path, persistent: bool) -> Result<Process, LocalError> {
     let socket = dir.join("r.sock");
     let _ = std::fs::remove_file(&socket);
     let socket_arg = socket.display().to_string();
@@ -104,7 +129,9 @@ fn launch(program: &Path, dir: &Path) -> Result<Process, LocalError> {
         "--save",
         "",
         "--appendonly",
-        "no",
+        if persistent { "yes" } else { "no" },
+        "--appendfsync",
+        "always",
         "--dir",
         &dir_arg,
     ];

@@ -91,6 +91,7 @@ async fn waiting_for_workers_sees_heartbeats() {
                 version: "1".into(),
                 max_batch_size: 8,
                 inputs: vec![],
+                batch_ms: None,
             })
             .collect(),
         slots: 8,

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The performance runs of docs/benchmarks.md on the GPU machine (the `device` tool), with
+# what scripts/gpu-bench-bundle.sh packed into .gpu-perf/ (carry [".gpu-perf"]):
+#   bash scripts/gpu-bench.sh            # all runs, results under $OUT
+#   STEPS="resnet minilm" bash scripts/gpu-bench.sh
+# Exports the reference models there (torchvision, transformers), then runs `jetinfer bench`
+# for: ResNet-50 saturated (+ ceiling, + Python baseline), ResNet-50 at 80 % of that rate
+# (Poisson, + Python), MiniLM saturated (+ ceiling), priority isolation on MiniLM (idle vs
+# P2 at 2x capacity), and the trivial model's queue path (+ bare loop, + Python).
+# Every result goes into $OUT/results.tgz (JSON, SVG, logs) as soon as it exists.
+# DRY=1 runs the same steps on this machine's CPU with small models and short durations.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+G=$PWD/.gpu-perf
+OUT=${OUT:-/tmp/gpu-bench-out}
+RES=/tmp/gpu-bench-res
+rm -rf "$RES" && mkdir -p "$RES" "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+pack() { tar -czf "$OUT/results.tgz" -C "$RES" . ; }
+
+if [ "${DRY:-0}" = 1 ]; then
+  B=target/debug/jetinfer; PY=.venv/bin/python
+  IMG=trivial; TXT=tokpool; SAT=4; D=3; W=1; CEIL=1; DYN=4,24
+  python=$PY
+  $PY models/export_reference.py --out "$RES/ref" --only trivial,tokpool
+  M=$RES/ref/models.reference.cpu.toml
+else
+  B=$G/bin/jetinfer; python=python3
+  TORCH_LIB=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')
+  export LD_LIBRARY_PATH="$TORCH_LIB:$G/services/lib:${LD_LIBRARY_PATH:-}"
+  export PATH="$G/services/bin:$PATH" JETINFER_NATS_SERVER="$G/services/bin/nats-server"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $G/whl/*.whl && export PYTHONPATH=/tmp/site
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+  python3 -c 'import torch,sys;print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "python", sys.version.split()[0])'
+  nproc; grep -m1 "model name" /proc/cpuinfo
+  IMG=resnet50; TXT=minilm; SAT=12; D=10; W=3; CEIL=4; DYN=16,128
+  t0=$(date +%s)
+  python3 models/export_reference.py --out "$RES/ref" --only resnet50,minilm,trivial || exit 1
+  echo "export took $(( $(date +%s) - t0 )) s"
+  M=$RES/ref/models.reference.cuda.toml
+  rm -f "$RES"/ref/*.pt.bak
+fi
+PYW="$python bench/python/worker.py"
+jobs_per_s() { $python -c "import json,sys;r=json.load(open(sys.argv[1]));print([x for x in r['runs'] if x['system']=='jetinfer'][0]['jobs_per_s'])" "$1"; }
+bench() { # name, args...
+  local name=$1; shift
+  echo "=== $name: jetinfer bench $*"
+  local t=$(date +%s)
+  $B bench --models "$M" --json "$RES/$name.json" --svg "$RES/$name.svg" --log-dir "$RES/logs-$name" --label "$name" "$@"
+  echo "=== $name exit $? in $(( $(date +%s) - t )) s"
+  pack
+}
+
+for step in ${STEPS:-resnet minilm isolation trivial}; do case $step in
+resnet)
+  bench resnet-sat --model $IMG --concurrency 512 --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
+    --python-worker "$PYW" --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+  C=$(jobs_per_s "$RES/resnet-sat.json")
+  R=$($python -c "print(round(0.8*$C))")
+  bench resnet-80pct --model $IMG --rate "$R" --arrival poisson --duration-s $D --warmup-s $W \
+    --python-worker "$PYW" --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+  ;;
+minilm)
+  bench minilm-sat --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
+    --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256" --worker-arg "--slots 1024"
+  ;;
+isolation)
+  C=$(jobs_per_s "$RES/minilm-sat.json")
+  P0=$($python -c "print(round(0.05*$C))"); P2=$($python -c "print(round(2*$C))")
+  bench isolation-idle --model $TXT --rates "$P0,0,0" --duration-s $D --warmup-s $W --dyn-len $DYN
+  bench isolation-p2x2 --model $TXT --rates "$P0,0,$P2" --duration-s $D --warmup-s $W --dyn-len $DYN --drain-s 60
+  ;;
+trivial)
+  bench trivial-sat --model trivial --concurrency 256 --duration-s $D --warmup-s $W --bare-loop --python-worker "$PYW"
+  ;;
+esac; done
+ls -la "$RES"
+for f in "$RES"/*.json; do $python - "$f" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(sys.argv[1].split('/')[-1], {k: round(v, 3) for k, v in r["ratios"].items()})
+for x in r["runs"]:
+    a = x["all"]["latency_ms"]
+    print(f'  {x["system"]:10} {x["jobs_per_s"]:9.1f}/s batch {x["mean_batch_size"]} p50 {a["p50"]:.2f} p99 {a["p99"]:.2f} missing {x["missing"]} errors {x["errors"]}',
+          ' '.join(f'{p["priority"]}:p99={p["latency_ms"]["p99"]:.2f}' for p in x["per_priority"]))
+PY
+done

@@ -1,0 +1,170 @@
+//! `jetinfer-worker ceiling`: the model alone, run in a tight loop through the same
+//! libtorch (tch) at the same batch size and dtype as the worker, so `jetinfer bench
+//! --ceiling` can report pipeline / ceiling. It lives in the worker because only the
+//! worker links libtorch.
+//!
+//! Two loops, each after a warm-up: `forward` keeps the batch on the device and times
+//! forward + synchronize (the GPU's own limit); `with_copies` adds what every pipeline
+//! batch must also do — the host → device copy of the inputs and the device → host copy of
+//! the outputs — as the executor does them. Prints one JSON line on stdout.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use jetinfer_schemas::DType;
+use tch::{CModule, Device, IValue, Tensor};
+
+use crate::config::ModelsFile;
+use crate::executor::{kind_of, parse_device};
+
+/// Flags of `jetinfer-worker ceiling`.
+#[derive(clap::Parser, Debug)]
+#[command(name = "jetinfer-worker ceiling", about = "Runs one model alone in a tight loop and prints its throughput as JSON")]
+pub struct CeilingArgs {
+    /// The models TOML (device, dtype and input spec come from it).
+    #[arg(long, env = "JETINFER_MODELS")]
+    pub models: PathBuf,
+    #[arg(long)]
+    pub model: String,
+    /// Batch size [default: the model's max_batch_size].
+    #[arg(long)]
+    pub batch: Option<i64>,
+    /// Seconds per loop (after a warm-up of a third of it).
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Length of dynamic dimensions (`-1` in the spec).
+    #[arg(long, default_value_t = 128)]
+    pub dyn_len: i64,
+}
+
+/// Parses `args` (the words after `ceiling`) and runs.
+pub fn main_from_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
+    use clap::Parser;
+    let args = CeilingArgs::parse_from(std::iter::once("ceiling".to_string()).chain(args));
+    let result = run(&args)?;
+    println!("{result}");
+    Ok(())
+}
+
+/// Runs both loops and returns the report.
+pub fn run(args: &CeilingArgs) -> anyhow::Result<serde_json::Value> {
+    let file = ModelsFile::load(&args.models)?;
+    let m = file
+        .models
+        .into_iter()
+        .find(|m| m.name == args.model)
+        .with_context(|| format!("model {} is not in {}", args.model, args.models.display()))?;
+    let device = parse_device(&m.device).map_err(anyhow::Error::msg)?;
+    let batch = args.batch.unwrap_or(m.max_batch_size as i64).max(1);
+    let _guard = tch::no_grad_guard();
+    let mut module = CModule::load_on_device(&m.path, device).with_context(|| format!("loading {}", m.path.display()))?;
+    module.set_eval();
+    if m.dtype.is_float() && m.dtype != DType::F32 {
+        module.to(device, kind_of(m.dtype), false);
+    }
+    // Host inputs as jobs would bring them: the wire dtype, random values.
+    let host: Vec<Tensor> = m
+        .inputs
+        .iter()
+        .map(|s| {
+            let mut shape = vec![batch];
+            shape.extend(s.shape.iter().map(|&d| if d < 0 { args.dyn_len } else { d }));
+            let kind = kind_of(s.dtype);
+            if s.dtype.is_float() {
+                Tensor::randn(shape.as_slice(), (kind, Device::Cpu))
+            } else if s.dtype == DType::U8 {
+                Tensor::randint(256, shape.as_slice(), (kind, Device::Cpu))
+            } else {
+                Tensor::randint_low(1, 1000, shape.as_slice(), (kind, Device::Cpu))
+            }
+        })
+        .collect();
+    let to_device = |t: &Tensor| -> Tensor {
+        let t = t.to(device);
+        if t.is_floating_point() && kind_of(m.dtype) != t.kind() && m.dtype.is_float() {
+            t.to_kind(kind_of(m.dtype))
+        } else {
+            t
+        }
+    };
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let resident: Vec<IValue> = host.iter().map(|t| IValue::Tensor(to_device(t))).collect();
+    let secs = Duration::from_secs_f64(args.seconds.max(0.1));
+
+    // Forward only: inputs already on the device.
+    let forward = timed_loop(secs, || {
+        let out = module.forward_is(&resident)?;
+        sync();
+        Ok(out)
+    })?;
+    // With the copies the executor makes.
+    let with_copies = timed_loop(secs, || {
+        let inputs: Vec<IValue> = host.iter().map(|t| IValue::Tensor(to_device(t))).collect();
+        let out = module.forward_is(&inputs)?;
+        for t in tensors(out) {
+            let _ = t.to(Device::Cpu);
+        }
+        Ok(IValue::None)
+    })?;
+    let per_s = |l: &Loop| l.iters as f64 * batch as f64 / l.elapsed.as_secs_f64();
+    Ok(serde_json::json!({
+        "model": m.name,
+        "device": m.device,
+        "dtype": m.dtype.as_str(),
+        "batch": batch,
+        "dyn_len": args.dyn_len,
+        "cuda_device_name": device_name(device),
+        "jobs_per_s": per_s(&forward),
+        "forward_ms_p50": forward.p50_ms,
+        "with_copies_jobs_per_s": per_s(&with_copies),
+        "with_copies_ms_p50": with_copies.p50_ms,
+        "iterations": forward.iters + with_copies.iters,
+    }))
+}
+
+struct Loop {
+    iters: u64,
+    elapsed: Duration,
+    p50_ms: f64,
+}
+
+/// Warms up for a third of `secs`, then runs `step` for `secs`.
+fn timed_loop(secs: Duration, mut step: impl FnMut() -> Result<IValue, tch::TchError>) -> anyhow::Result<Loop> {
+    let warm = Instant::now();
+    while warm.elapsed() < secs / 3 {
+        step()?;
+    }
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < secs {
+        let t = Instant::now();
+        step()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let elapsed = start.elapsed();
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(Loop { iters: times.len() as u64, elapsed, p50_ms: times.get(times.len() / 2).copied().unwrap_or(0.0) })
+}
+
+fn tensors(v: IValue) -> Vec<Tensor> {
+    match v {
+        IValue::Tensor(t) => vec![t],
+        IValue::TensorList(ts) => ts,
+        IValue::Tuple(vs) | IValue::GenericList(vs) => vs.into_iter().flat_map(tensors).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}"),
+    }
+}
+
