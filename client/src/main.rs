@@ -1,5 +1,6 @@
 //! `jetinfer`: the command-line client. Parses the command line, sets up logging (stderr,
-//! `RUST_LOG`, default `warn` so stdout stays clean), and runs the subcommand; see
+//! `RUST_LOG`, default `warn` so stdout stays clean) and, when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! is set, trace export, and runs the subcommand; see
 //! [`cli`] for the subcommands.
 
 mod cli;
@@ -25,12 +26,6 @@ fn main() -> ExitCode {
             };
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -38,13 +33,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    // Logs on stderr (default `warn`); with OTEL_EXPORTER_OTLP_ENDPOINT set, the publish
+    // spans of submitted jobs are exported too (the OTLP exporter needs the runtime).
+    let telemetry = {
+        let _in_runtime = runtime.enter();
+        jetinfer_client::telemetry::init(
+            "jetinfer",
+            jetinfer_client::telemetry::LogFormat::Text,
+            "warn",
+        )
+    };
+    let code = match runtime.block_on(cli::run(args)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
-    }
+    };
+    runtime.block_on(telemetry.shutdown());
+    code
 }
 
 /// The error and its causes on one line, skipping a cause that its parent's message

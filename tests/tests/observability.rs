@@ -13,7 +13,7 @@ use jetinfer_client::telemetry::{self, LogFormat};
 use jetinfer_schemas::names::job_subject;
 use jetinfer_schemas::{Job, Priority, Status, Tensor};
 use jetinfer_tests::otlp::{render_tree, ReceivedSpan, Receiver};
-use jetinfer_tests::{golden, run_id};
+use jetinfer_tests::{assert_all_correct, golden, publish_samples, run_id};
 
 /// Makes `span` a child of the remote span in `traceparent`, as a producer's caller would.
 fn set_parent(span: &tracing::Span, traceparent: &str) {
@@ -67,17 +67,25 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
     let id = format!("{}-traced", run_id("otel"));
     let mut job = Job::new(id.clone(), "mlp".to_string(), sample.inputs.clone());
     job.cache = Some(false);
-    {
+    // Other traffic at the same time (each job its own trace), so the traced job shares
+    // its forward with others, as under load.
+    let background = async {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        publish_samples(&client, "mlp", 15, Priority::P2, &format!("{id}-bg")).await
+    };
+    let traced = async {
         use tracing::Instrument;
         client
             .submit(Priority::P1, &job)
             .instrument(root.clone())
             .await
             .unwrap();
-    }
+    };
+    let (others, ()) = tokio::join!(background, traced);
     drop(root);
     let result = client.wait(&id, Duration::from_secs(30)).await.unwrap();
     assert_eq!(result.status, Status::Ok, "{:?}", result.error);
+    assert_all_correct(&client, &others, Duration::from_secs(30)).await;
     producer.flush().await;
 
     let wanted = [
@@ -186,6 +194,7 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
         .find(|l| l.contains(&*bad.id) && l.contains("answered with an error"))
         .unwrap_or_else(|| panic!("no log line for {} in the worker log:\n{log}", bad.id));
     assert!(line.contains(&bad_trace), "the job's log line lacks its trace id: {line}");
+    println!("{line}");
 
     println!("{}", render_tree(&tree_spans, &trace_id, &batch));
     stack.stop();
