@@ -94,7 +94,9 @@ impl Answerer {
             let _ = job.acker.ack_with(AckKind::Nak(Some(STORE_RETRY_DELAY))).await;
             return;
         }
-        tracing::warn!(id = %job.id, failures = job.failures, "job is poison; copied to the dead-letter stream");
+        tracing::warn!(parent: &*job.span, id = %job.id, failures = job.failures, "job is poison; copied to the dead-letter stream");
+        crate::telemetry::dead_letter(job.priority);
+        crate::telemetry::failed(job.priority, &job.route.model, error.code);
         self.fail_held(job, error).await;
     }
 
