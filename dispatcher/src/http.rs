@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jetinfer_client::telemetry::http::{nats_state, serve, ReadyCheck, Readiness};
+use jetinfer_client::telemetry::http::{nats_state, serve, Readiness, ReadyCheck};
 use jetinfer_client::ResultStore;
 use jetinfer_schemas::worker::Heartbeat;
 use serde_json::json;
@@ -54,9 +54,9 @@ impl Ops {
     /// Drops workers silent for longer than the heartbeat timeout; sets the live count.
     fn forget_dead(&self, state: &mut State) {
         let timeout = self.heartbeat_timeout;
-        state.workers.retain(|_, (seen, hb)| {
-            seen.elapsed() <= timeout && hb.accepting
-        });
+        state
+            .workers
+            .retain(|_, (seen, hb)| seen.elapsed() <= timeout && hb.accepting);
         telemetry::workers_live(state.workers.len());
     }
 

@@ -59,21 +59,65 @@ pub const METRIC_NAMES: &[&str] = &[
 /// Describes every metric and starts the per-priority counters at zero, so a scrape shows
 /// them (and rates work) before the first event.
 pub(crate) fn describe() {
-    describe_counter!(JOBS_RECEIVED, "Job messages pulled from JetStream, by priority and model (the subject's)");
-    describe_counter!(JOBS_COMPLETED, "Jobs acked after a worker stored their result, by priority and model");
-    describe_counter!(JOBS_FAILED, "Jobs the dispatcher answered with an error itself, by priority, model and code");
-    describe_counter!(QUEUE_PUSHES, "Jobs put in the dispatcher's ready queues, by priority");
-    describe_counter!(QUEUE_POPS, "Jobs taken out of the ready queues (dispatched, expired, returned), by priority");
-    describe_gauge!(QUEUE_DEPTH, "Jobs waiting in the ready queues for a worker (pushes minus pops), by priority");
-    describe_gauge!(HELD, "Jobs held un-acked by this dispatcher (queued or running), by priority");
-    describe_histogram!(JOB_DURATION, ::metrics::Unit::Seconds, "Publish to ack, by priority (end-to-end latency of jobs run by a worker)");
-    describe_histogram!(QUEUE_WAIT, ::metrics::Unit::Seconds, "Publish to dispatch to a worker (time in JetStream plus the ready queues), by priority");
-    describe_counter!(REDELIVERIES, "Messages JetStream delivered more than once, by priority");
-    describe_counter!(REDISPATCHES, "Jobs dispatched again after their worker died, timed out or could not run them, by reason");
-    describe_counter!(DEAD_LETTERS, "Poison jobs copied to the dead-letter stream, by priority");
+    describe_counter!(
+        JOBS_RECEIVED,
+        "Job messages pulled from JetStream, by priority and model (the subject's)"
+    );
+    describe_counter!(
+        JOBS_COMPLETED,
+        "Jobs acked after a worker stored their result, by priority and model"
+    );
+    describe_counter!(
+        JOBS_FAILED,
+        "Jobs the dispatcher answered with an error itself, by priority, model and code"
+    );
+    describe_counter!(
+        QUEUE_PUSHES,
+        "Jobs put in the dispatcher's ready queues, by priority"
+    );
+    describe_counter!(
+        QUEUE_POPS,
+        "Jobs taken out of the ready queues (dispatched, expired, returned), by priority"
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        "Jobs waiting in the ready queues for a worker (pushes minus pops), by priority"
+    );
+    describe_gauge!(
+        HELD,
+        "Jobs held un-acked by this dispatcher (queued or running), by priority"
+    );
+    describe_histogram!(
+        JOB_DURATION,
+        ::metrics::Unit::Seconds,
+        "Publish to ack, by priority (end-to-end latency of jobs run by a worker)"
+    );
+    describe_histogram!(
+        QUEUE_WAIT,
+        ::metrics::Unit::Seconds,
+        "Publish to dispatch to a worker (time in JetStream plus the ready queues), by priority"
+    );
+    describe_counter!(
+        REDELIVERIES,
+        "Messages JetStream delivered more than once, by priority"
+    );
+    describe_counter!(
+        REDISPATCHES,
+        "Jobs dispatched again after their worker died, timed out or could not run them, by reason"
+    );
+    describe_counter!(
+        DEAD_LETTERS,
+        "Poison jobs copied to the dead-letter stream, by priority"
+    );
     describe_gauge!(WORKERS, "Live workers (heartbeat within the timeout)");
-    describe_gauge!(WORKER_FREE_SLOTS, "Free slots of each worker, from its last heartbeat");
-    describe_gauge!(WORKER_IN_FLIGHT, "Jobs this dispatcher has running on each worker");
+    describe_gauge!(
+        WORKER_FREE_SLOTS,
+        "Free slots of each worker, from its last heartbeat"
+    );
+    describe_gauge!(
+        WORKER_IN_FLIGHT,
+        "Jobs this dispatcher has running on each worker"
+    );
     for p in Priority::ALL {
         counter!(REDELIVERIES, "priority" => p.as_str()).increment(0);
         counter!(DEAD_LETTERS, "priority" => p.as_str()).increment(0);

@@ -57,7 +57,9 @@ fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String 
 }
 
 fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
-    kvs.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect()
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), text(&kv.value)))
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -190,8 +192,19 @@ pub fn render_tree(spans: &[ReceivedSpan], trace_id: &str, extra: &[ReceivedSpan
 
 fn line(s: &ReceivedSpan, t0: u64) -> String {
     const SHOWN: &[&str] = &[
-        "job.id", "model", "version", "device", "priority", "worker", "batch_size", "cache",
-        "status", "compute_ms", "hit", "valid", "stored",
+        "job.id",
+        "model",
+        "version",
+        "device",
+        "priority",
+        "worker",
+        "batch_size",
+        "cache",
+        "status",
+        "compute_ms",
+        "hit",
+        "valid",
+        "stored",
     ];
     let attrs: Vec<String> = s
         .attributes

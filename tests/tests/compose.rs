@@ -30,7 +30,11 @@ fn compose() -> Value {
         .arg(root().join("compose.yaml"))
         .output()
         .expect("running python");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("compose.yaml as JSON")
 }
 
@@ -60,7 +64,10 @@ fn compose_file_matches_the_compose_specification() {
     let original = std::fs::read_to_string(root().join("compose.yaml")).unwrap();
     std::fs::write(&broken, original.replacen("depends_on:", "depend_on:", 1)).unwrap();
     let (ok, _) = check_schema(&broken);
-    assert!(!ok, "a misspelt key validated: the schema check proves nothing");
+    assert!(
+        !ok,
+        "a misspelt key validated: the schema check proves nothing"
+    );
 }
 
 /// A service's environment as pairs (compose allows a map or a list of `K=V`).
@@ -87,7 +94,11 @@ fn environment(service: &Value) -> BTreeMap<String, String> {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -147,11 +158,17 @@ fn every_service_command_parses_with_the_binary_and_endpoints_line_up() {
             .split(':')
             .next()
             .unwrap_or_default();
-        assert!(services.contains_key(host), "service {name} exports to {endpoint}, not a service");
+        assert!(
+            services.contains_key(host),
+            "service {name} exports to {endpoint}, not a service"
+        );
         metrics_ports.insert(name.clone(), port);
         checked += 1;
     }
-    assert!(checked >= 3, "expected the dispatcher and two workers, checked {checked}");
+    assert!(
+        checked >= 3,
+        "expected the dispatcher and two workers, checked {checked}"
+    );
 
     // Prometheus scrapes each of them on its metrics port, and nothing else.
     let prometheus = std::fs::read_to_string(root().join("deploy/prometheus.yml")).unwrap();
@@ -184,7 +201,10 @@ fn check_config_refuses_an_unknown_flag() {
     // The command-line check would be worthless if --check-config accepted anything.
     for (program, args) in [
         ("jetinfer-dispatcher", vec!["--no-such-flag"]),
-        ("jetinfer-worker", vec!["--models", "m.toml", "--no-such-flag"]),
+        (
+            "jetinfer-worker",
+            vec!["--models", "m.toml", "--no-such-flag"],
+        ),
     ] {
         let out = Command::new(binary(program).unwrap())
             .args(args)

@@ -129,8 +129,14 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
     assert_eq!(w_job.service, "jetinfer-worker");
     assert_eq!(w_job.parent_span_id, dispatch.span_id);
     assert_eq!(w_job.attributes.get("job.id"), Some(&id));
-    assert_eq!(w_job.attributes.get("model").map(String::as_str), Some("mlp"));
-    assert_eq!(w_job.attributes.get("status").map(String::as_str), Some("ok"));
+    assert_eq!(
+        w_job.attributes.get("model").map(String::as_str),
+        Some("mlp")
+    );
+    assert_eq!(
+        w_job.attributes.get("status").map(String::as_str),
+        Some("ok")
+    );
     for (child, parent) in [
         ("jetstream.wait", d_job),
         ("dispatcher.queue", d_job),
@@ -170,7 +176,11 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
     // No payloads in attributes: no value is as long as a tensor's bytes would make it.
     for s in spans.iter().filter(|s| s.trace_id == trace_id) {
         for (k, v) in &s.attributes {
-            assert!(v.len() < 200, "attribute {k} of {} is suspiciously long", s.name);
+            assert!(
+                v.len() < 200,
+                "attribute {k} of {} is suspiciously long",
+                s.name
+            );
         }
     }
     // Log lines of a job name its trace: a job the worker refuses, in a second trace.
@@ -184,7 +194,11 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
     );
     {
         use tracing::Instrument;
-        client.submit(Priority::P1, &bad).instrument(bad_root).await.unwrap();
+        client
+            .submit(Priority::P1, &bad)
+            .instrument(bad_root)
+            .await
+            .unwrap();
     }
     let r = client.wait(&bad.id, Duration::from_secs(30)).await.unwrap();
     assert_eq!(r.status, Status::Error);
@@ -193,7 +207,10 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
         .lines()
         .find(|l| l.contains(&*bad.id) && l.contains("answered with an error"))
         .unwrap_or_else(|| panic!("no log line for {} in the worker log:\n{log}", bad.id));
-    assert!(line.contains(&bad_trace), "the job's log line lacks its trace id: {line}");
+    assert!(
+        line.contains(&bad_trace),
+        "the job's log line lacks its trace id: {line}"
+    );
     println!("{line}");
 
     println!("{}", render_tree(&tree_spans, &trace_id, &batch));
@@ -205,7 +222,10 @@ async fn bound_addr(log: &Path) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        for line in text.lines().filter(|l| l.contains("serving metrics and health")) {
+        for line in text
+            .lines()
+            .filter(|l| l.contains("serving metrics and health"))
+        {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
                 if let Some(a) = v["fields"]["addr"].as_str() {
                     return a.to_string();
@@ -228,9 +248,11 @@ async fn bound_addr(log: &Path) -> String {
 async fn get(addr: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8_lossy(&raw).to_string();
@@ -239,7 +261,11 @@ async fn get(addr: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
     (status, body)
 }
 
@@ -281,7 +307,11 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
     let run = run_id("metrics");
     let sample = golden().samples("mlp").remove(0);
     for i in 0..2 {
-        let job = Job::new(format!("{run}-ok-{i}"), "mlp".to_string(), sample.inputs.clone());
+        let job = Job::new(
+            format!("{run}-ok-{i}"),
+            "mlp".to_string(),
+            sample.inputs.clone(),
+        );
         client.submit(Priority::P0, &job).await.unwrap();
         client.wait(&job.id, Duration::from_secs(30)).await.unwrap();
     }
@@ -295,10 +325,17 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
     assert_eq!(r.status, Status::Error);
     let garbage_id = format!("{run}-garbage");
     client
-        .publish_raw(&job_subject(Priority::P1, "mlp"), &garbage_id, bytes::Bytes::from_static(b"\xc1"))
+        .publish_raw(
+            &job_subject(Priority::P1, "mlp"),
+            &garbage_id,
+            bytes::Bytes::from_static(b"\xc1"),
+        )
         .await
         .unwrap();
-    client.wait(&garbage_id, Duration::from_secs(30)).await.unwrap();
+    client
+        .wait(&garbage_id, Duration::from_secs(30))
+        .await
+        .unwrap();
     // Heartbeats and the dispatcher's acks land within a moment of the results.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -315,12 +352,18 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
         .iter()
         .filter(|n| n.starts_with("jetinfer_") && !documented.contains(*n))
         .collect();
-    assert!(undocumented.is_empty(), "not in docs/metrics.md: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "not in docs/metrics.md: {undocumented:?}"
+    );
     let missing: Vec<&String> = documented
         .iter()
         .filter(|n| !exported.contains(*n) && !n.starts_with("jetinfer_gpu_"))
         .collect();
-    assert!(missing.is_empty(), "documented but not exported: {missing:?}\n--- dispatcher\n{d_text}\n--- worker\n{w_text}");
+    assert!(
+        missing.is_empty(),
+        "documented but not exported: {missing:?}\n--- dispatcher\n{d_text}\n--- worker\n{w_text}"
+    );
     for n in &exported {
         assert!(
             n.starts_with("jetinfer_"),
@@ -328,15 +371,43 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
         );
     }
     // Values that this traffic must have produced.
-    assert!(d_text.contains(r#"jetinfer_jobs_failed_total{priority="p1",model="mlp",code="bad_payload"} 1"#), "{d_text}");
-    assert!(w_text.contains(r#"jetinfer_jobs_failed_total{priority="p2",model="mlp",code="invalid_input"} 1"#), "{w_text}");
-    assert!(d_text.contains(r#"jetinfer_jobs_completed_total{priority="p0",model="mlp"} 2"#), "{d_text}");
-    assert!(d_text.contains(r#"jetinfer_job_duration_seconds_bucket{priority="p0",le="#), "{d_text}");
-    assert!(d_text.contains(r#"jetinfer_queue_depth_jobs{priority="p0"} 0"#), "{d_text}");
+    assert!(
+        d_text.contains(
+            r#"jetinfer_jobs_failed_total{priority="p1",model="mlp",code="bad_payload"} 1"#
+        ),
+        "{d_text}"
+    );
+    assert!(
+        w_text.contains(
+            r#"jetinfer_jobs_failed_total{priority="p2",model="mlp",code="invalid_input"} 1"#
+        ),
+        "{w_text}"
+    );
+    assert!(
+        d_text.contains(r#"jetinfer_jobs_completed_total{priority="p0",model="mlp"} 2"#),
+        "{d_text}"
+    );
+    assert!(
+        d_text.contains(r#"jetinfer_job_duration_seconds_bucket{priority="p0",le="#),
+        "{d_text}"
+    );
+    assert!(
+        d_text.contains(r#"jetinfer_queue_depth_jobs{priority="p0"} 0"#),
+        "{d_text}"
+    );
     assert!(d_text.contains("jetinfer_workers 1"), "{d_text}");
-    assert!(w_text.contains(r#"jetinfer_cache_hits_total{model="mlp"} 1"#), "{w_text}");
-    assert!(w_text.contains(r#"jetinfer_batch_size_jobs_bucket{model="mlp",le="1"}"#), "{w_text}");
-    assert!(w_text.contains("jetinfer_worker_in_flight_jobs 0"), "{w_text}");
+    assert!(
+        w_text.contains(r#"jetinfer_cache_hits_total{model="mlp"} 1"#),
+        "{w_text}"
+    );
+    assert!(
+        w_text.contains(r#"jetinfer_batch_size_jobs_bucket{model="mlp",le="1"}"#),
+        "{w_text}"
+    );
+    assert!(
+        w_text.contains("jetinfer_worker_in_flight_jobs 0"),
+        "{w_text}"
+    );
 
     // Health: alive and ready, naming what is served.
     for addr in [&d_addr, &w_addr] {
@@ -355,7 +426,13 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| format!("{}:{}", m["name"].as_str().unwrap(), m["version"].as_str().unwrap()))
+        .map(|m| {
+            format!(
+                "{}:{}",
+                m["name"].as_str().unwrap(),
+                m["version"].as_str().unwrap()
+            )
+        })
         .collect();
     assert!(served.contains(&"mlp:1".to_string()), "{body}");
     let (_, body) = get(&d_addr, "/readyz").await;

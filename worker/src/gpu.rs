@@ -91,8 +91,10 @@ pub(crate) fn used_bytes(devices: &[String]) -> Option<u64> {
             continue;
         };
         if let Some((used, total)) = memory_info(ordinal) {
-            ::metrics::gauge!(crate::telemetry::GPU_USED, "device" => name.clone()).set(used as f64);
-            ::metrics::gauge!(crate::telemetry::GPU_TOTAL, "device" => name.clone()).set(total as f64);
+            ::metrics::gauge!(crate::telemetry::GPU_USED, "device" => name.clone())
+                .set(used as f64);
+            ::metrics::gauge!(crate::telemetry::GPU_TOTAL, "device" => name.clone())
+                .set(total as f64);
             *sum.get_or_insert(0) += used;
         }
     }

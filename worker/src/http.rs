@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jetinfer_client::telemetry::http::{nats_state, serve, ReadyCheck, Readiness};
+use jetinfer_client::telemetry::http::{nats_state, serve, Readiness, ReadyCheck};
 use jetinfer_client::ResultStore;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -53,11 +53,7 @@ impl Ops {
             .accepting
             .as_ref()
             .is_some_and(|a| a.load(Ordering::Relaxed));
-        (
-            !s.models.is_empty() && accepting,
-            json!(s.models),
-            s.slots,
-        )
+        (!s.models.is_empty() && accepting, json!(s.models), s.slots)
     }
 }
 

@@ -56,18 +56,50 @@ pub const METRIC_NAMES: &[&str] = &[
 
 /// Describes the metrics; sets the constant ones.
 pub(crate) fn describe(slots: u32) {
-    describe_counter!(RESULTS, "Results this worker stored, by priority, model and status (ok, error, expired)");
-    describe_counter!(JOBS_FAILED, "Jobs this worker answered with an error, by priority, model and code");
-    describe_gauge!(IN_FLIGHT, "Jobs holding one of this worker's slots (queued in a batcher, running or being written)");
+    describe_counter!(
+        RESULTS,
+        "Results this worker stored, by priority, model and status (ok, error, expired)"
+    );
+    describe_counter!(
+        JOBS_FAILED,
+        "Jobs this worker answered with an error, by priority, model and code"
+    );
+    describe_gauge!(
+        IN_FLIGHT,
+        "Jobs holding one of this worker's slots (queued in a batcher, running or being written)"
+    );
     describe_gauge!(SLOTS, "Jobs this worker accepts at once");
     describe_histogram!(BATCH_SIZE, "Jobs per forward, by model");
-    describe_histogram!(FORWARD, ::metrics::Unit::Seconds, "Forward time of one batch on its device (inputs to outputs on the CPU), by model");
-    describe_histogram!(BATCH_QUEUE_WAIT, ::metrics::Unit::Seconds, "Time a job waited in its model's batcher, by priority");
+    describe_histogram!(
+        FORWARD,
+        ::metrics::Unit::Seconds,
+        "Forward time of one batch on its device (inputs to outputs on the CPU), by model"
+    );
+    describe_histogram!(
+        BATCH_QUEUE_WAIT,
+        ::metrics::Unit::Seconds,
+        "Time a job waited in its model's batcher, by priority"
+    );
     describe_counter!(CACHE_HITS, "Jobs answered from the result cache, by model");
-    describe_counter!(CACHE_MISSES, "Cacheable jobs not found in the result cache, by model");
-    describe_histogram!(RESULT_WRITE, ::metrics::Unit::Seconds, "One Redis pipeline storing a group of results");
-    describe_gauge!(GPU_USED, ::metrics::Unit::Bytes, "Memory in use on the CUDA device (all processes, from cuMemGetInfo), by device");
-    describe_gauge!(GPU_TOTAL, ::metrics::Unit::Bytes, "Memory of the CUDA device, by device");
+    describe_counter!(
+        CACHE_MISSES,
+        "Cacheable jobs not found in the result cache, by model"
+    );
+    describe_histogram!(
+        RESULT_WRITE,
+        ::metrics::Unit::Seconds,
+        "One Redis pipeline storing a group of results"
+    );
+    describe_gauge!(
+        GPU_USED,
+        ::metrics::Unit::Bytes,
+        "Memory in use on the CUDA device (all processes, from cuMemGetInfo), by device"
+    );
+    describe_gauge!(
+        GPU_TOTAL,
+        ::metrics::Unit::Bytes,
+        "Memory of the CUDA device, by device"
+    );
     gauge!(SLOTS).set(slots as f64);
     gauge!(IN_FLIGHT).set(0.0);
 }
@@ -234,7 +266,11 @@ pub(crate) fn write_started() -> SystemTime {
 /// A group of results was written (`stored`: the pipeline succeeded).
 pub(crate) fn written(finished: &[Finished], started: SystemTime, stored: bool) {
     let now = SystemTime::now();
-    histogram!(RESULT_WRITE).record(now.duration_since(started).unwrap_or_default().as_secs_f64());
+    histogram!(RESULT_WRITE).record(
+        now.duration_since(started)
+            .unwrap_or_default()
+            .as_secs_f64(),
+    );
     for f in finished {
         let t = &f.ctx.trace;
         record_span(
@@ -256,7 +292,12 @@ pub(crate) fn written(finished: &[Finished], started: SystemTime, stored: bool) 
         counter!(RESULTS, "priority" => p, "model" => model.clone(), "status" => status)
             .increment(1);
         if f.result.status != Status::Ok {
-            let code = f.result.error.as_ref().map(|e| e.code.as_str()).unwrap_or("expired");
+            let code = f
+                .result
+                .error
+                .as_ref()
+                .map(|e| e.code.as_str())
+                .unwrap_or("expired");
             counter!(JOBS_FAILED, "priority" => p, "model" => model, "code" => code).increment(1);
             tracing::info!(parent: &t.span, code, "job answered with an error");
         }

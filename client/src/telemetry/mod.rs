@@ -91,10 +91,13 @@ impl Telemetry {
 
 /// The OTLP endpoint from the environment, when export is wanted.
 pub fn otlp_endpoint() -> Option<String> {
-    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-        .iter()
-        .filter_map(|k| std::env::var(k).ok())
-        .find(|v| !v.trim().is_empty())
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok())
+    .find(|v| !v.trim().is_empty())
 }
 
 /// Sets up logging and, when an OTLP endpoint is configured, trace export; call it once,
