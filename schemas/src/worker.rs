@@ -41,7 +41,8 @@ pub struct Heartbeat {
     /// Devices in use, e.g. `"cuda:0"`.
     #[serde(default)]
     pub devices: Vec<String>,
-    /// CUDA memory allocated by this process, bytes (absent on CPU).
+    /// Memory in use on the CUDA devices the worker serves from, bytes, summed over them (all
+    /// processes on those devices: the CUDA driver's `cuMemGetInfo`); absent on CPU.
     #[serde(default)]
     pub gpu_memory_bytes: Option<u64>,
     /// False while the worker drains for shutdown: send it nothing new.
