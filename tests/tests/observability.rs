@@ -43,6 +43,9 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
     std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
     let producer = telemetry::init("test-producer", LogFormat::Text, "warn");
     assert!(producer.tracing_enabled());
+    // Read at set-up only: the other test's processes must not inherit them.
+    std::env::remove_var("OTEL_EXPORTER_OTLP_ENDPOINT");
+    std::env::remove_var("OTEL_BSP_SCHEDULE_DELAY");
 
     let mut stack = LocalStack::builder()
         .workers(1)
@@ -108,8 +111,18 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
                 .map(|s| s.name.as_str())
                 .collect();
             // The dispatcher's job span ends at the ack, after the worker's spans.
+            let job_spans: BTreeSet<&str> = spans
+                .iter()
+                .filter(|s| s.trace_id == trace_id && s.name == "worker.job")
+                .map(|s| s.span_id.as_str())
+                .collect();
             wanted.iter().all(|w| names.contains(w))
-                && spans.iter().any(|s| s.name == "worker.batch")
+                && spans.iter().any(|s| {
+                    s.name == "worker.batch"
+                        && s.links
+                            .iter()
+                            .any(|(_, sp)| job_spans.contains(sp.as_str()))
+                })
         })
         .await;
     let tree_spans: Vec<ReceivedSpan> = spans.clone();
