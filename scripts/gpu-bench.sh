@@ -16,7 +16,7 @@ OUT=${OUT:-/tmp/gpu-bench-out}
 RES=/tmp/gpu-bench-res
 rm -rf "$RES" && mkdir -p "$RES" "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
-pack() { tar -czf "$OUT/results.tgz" -C "$RES" . ; }
+pack() { tar -czf "$OUT/results.tgz" -C "$RES" --exclude=./ref . ; }
 
 if [ "${DRY:-0}" = 1 ]; then
   B=target/debug/jetinfer; PY=.venv/bin/python
@@ -51,7 +51,21 @@ bench() { # name, args...
   pack
 }
 
-for step in ${STEPS:-resnet minilm isolation trivial}; do case $step in
+for step in ${STEPS:-ceilings resnet minilm isolation trivial}; do case $step in
+ceilings)
+  # The model alone, libtorch's JIT optimisation on and off (varying batch sizes show the difference).
+  for jit in 1 0; do
+    JETINFER_JIT_OPTIMIZE=$jit ${B%/*}/jetinfer-worker ceiling --models "$M" --model $IMG --seconds $CEIL | tee "$RES/ceiling-$IMG-jit$jit.json"
+    JETINFER_JIT_OPTIMIZE=$jit ${B%/*}/jetinfer-worker ceiling --models "$M" --model $TXT --seconds $CEIL --dyn-len ${DYN#*,} | tee "$RES/ceiling-$TXT-jit$jit.json"
+  done; pack
+  # Keep the setting under which the model ran faster with varying batch sizes.
+  best=$($python -c "import json,sys;a,b=(json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:]);print(1 if a['varying_batch_jobs_per_s']>=b['varying_batch_jobs_per_s'] else 0)" "$RES/ceiling-$IMG-jit1.json" "$RES/ceiling-$IMG-jit0.json")
+  export JETINFER_JIT_OPTIMIZE=$best; echo "JETINFER_JIT_OPTIMIZE=$best from here on"
+  ;;
+resnet-mem)
+  bench resnet-sat-memory --model $IMG --concurrency 512 --duration-s $SAT --warmup-s $W --storage memory \
+    --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+  ;;
 resnet)
   bench resnet-sat --model $IMG --concurrency 512 --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
     --python-worker "$PYW" --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"

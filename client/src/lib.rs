@@ -14,6 +14,7 @@
 //! - [`telemetry`]: logs (text/JSON), OpenTelemetry traces over OTLP, the Prometheus
 //!   recorder and the `/metrics` `/healthz` `/readyz` endpoint, shared by the binaries.
 //! - [`bench`]: the load generator and measurements of `jetinfer bench`.
+//! - [`chaos`]: the fault suite of `jetinfer chaos`; [`dlq`]: the dead-letter stream.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), jetinfer_client::ClientError> {

@@ -56,6 +56,11 @@ pub struct Config {
     /// Default deadline per priority (p0,p1,p2), ms after publish.
     #[arg(long, env = "JETINFER_DEADLINE_MS", value_delimiter = ',', default_values_t = [5_000u64, 30_000, 300_000])]
     pub deadline_ms: Vec<u64>,
+    /// A producer's absolute `deadline_ms` is extended by this much, so that a producer
+    /// whose clock runs behind ours does not see its jobs expire early. (Jobs without a
+    /// deadline use the JetStream timestamp, the server's clock, and need no tolerance.)
+    #[arg(long, env = "JETINFER_CLOCK_SKEW_TOLERANCE_MS", default_value_t = 1_000)]
+    pub clock_skew_tolerance_ms: u64,
     /// Jobs held at once per priority (p0,p1,p2): queued here plus running on workers.
     #[arg(long, env = "JETINFER_IN_FLIGHT", value_delimiter = ',', default_values_t = [64usize, 128, 256])]
     pub in_flight: Vec<usize>,

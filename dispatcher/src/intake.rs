@@ -163,9 +163,12 @@ impl Intake {
             let _ = acker.ack().await;
             return;
         }
-        let deadline_ms = job.deadline_ms.unwrap_or_else(|| {
-            published_ms + self.config.default_deadline(self.priority).as_millis() as u64
-        });
+        let deadline_ms = match job.deadline_ms {
+            // The producer's clock: allow for it running behind ours.
+            Some(d) => d.saturating_add(self.config.clock_skew_tolerance_ms),
+            // JetStream's timestamp: the server's clock, relative to publish.
+            None => published_ms + self.config.default_deadline(self.priority).as_millis() as u64,
+        };
         let traceparent = msg
             .headers
             .as_ref()

@@ -48,6 +48,7 @@ impl HeldJob {
             payload: self.payload.clone(),
             priority: self.priority,
             deadline_ms: self.deadline_ms,
+            remaining_ms: Some(self.deadline_ms.saturating_sub(jetinfer_schemas::now_ms())),
             published_ms: self.published_ms,
             // Deliveries plus runs lost on dead or stuck workers: what the result reports.
             attempt: self.attempt + self.failures,

@@ -64,8 +64,13 @@ pub struct RunJob {
     /// (`bytes::Bytes` serialises as MessagePack bin.)
     pub payload: Bytes,
     pub priority: Priority,
-    /// Effective absolute deadline (Unix ms): the job's own or the priority's default.
+    /// Effective absolute deadline (Unix ms, dispatcher's clock): the job's own or the
+    /// priority's default.
     pub deadline_ms: u64,
+    /// Time left until the deadline when the request was sent, ms. Workers judge expiry by
+    /// this (relative to their own receipt), so a worker's clock skew cannot expire jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_ms: Option<u64>,
     /// When JetStream stored the message (Unix ms), for queue-time accounting.
     pub published_ms: u64,
     /// Delivery attempt, 1 on the first.
@@ -120,6 +125,7 @@ mod tests {
                 payload: Bytes::from_static(b"\x80"),
                 priority: Priority::P1,
                 deadline_ms: 10,
+                remaining_ms: Some(5),
                 published_ms: 5,
                 attempt: 1,
                 suspect: false,

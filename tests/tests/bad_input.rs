@@ -324,3 +324,56 @@ async fn every_bad_input_gets_its_code_and_valid_jobs_beside_it_are_correct() {
     }
     assert_all_correct(&client, &valid, Duration::from_secs(30)).await;
 }
+
+/// Resident memory of a process, KiB.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Publishes `n` bad jobs (half undecodable, half the wrong shape for the model) and waits
+/// for all their error results.
+async fn bad_jobs(client: &Client, prefix: &str, n: usize) {
+    use futures::StreamExt;
+    let subject = job_subject(Priority::P2, "mlp");
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    futures::stream::iter(ids.iter().enumerate())
+        .map(|(i, id)| {
+            let payload = if i % 2 == 0 {
+                b"\xc1 garbage".to_vec()
+            } else {
+                job_bytes(id, "mlp", vec![Tensor::from_f32(vec![15], &[0.0; 15])])
+            };
+            let subject = subject.clone();
+            async move { client.publish_raw(&subject, id, Bytes::from(payload)).await.expect("publish") }
+        })
+        .buffer_unordered(256)
+        .collect::<Vec<_>>()
+        .await;
+    let results = collect_results(client, &ids, Duration::from_secs(120)).await;
+    assert_eq!(results.len(), n, "every bad job gets an error result");
+    assert!(results.values().all(|r| r.status == Status::Error));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_flat_across_ten_thousand_bad_jobs() {
+    let mut stack = stack(1, &[]).await;
+    let client: Client = stack.client().await.unwrap();
+    let run = run_id("badmem");
+    // Warm up: allocator pools, connection buffers, lazily built state.
+    bad_jobs(&client, &format!("{run}-warm"), 2_000).await;
+    let worker_pid = stack.worker("worker-0").unwrap().pid();
+    let dispatcher_pid = stack.dispatcher().unwrap().pid();
+    let (w0, d0) = (rss_kb(worker_pid), rss_kb(dispatcher_pid));
+    bad_jobs(&client, &format!("{run}-load"), 10_000).await;
+    let (w1, d1) = (rss_kb(worker_pid), rss_kb(dispatcher_pid));
+    eprintln!("worker RSS {w0} -> {w1} KiB, dispatcher RSS {d0} -> {d1} KiB over 10,000 bad jobs");
+    assert!(w1 < w0 + 16 * 1024, "worker memory grew from {w0} to {w1} KiB");
+    assert!(d1 < d0 + 16 * 1024, "dispatcher memory grew from {d0} to {d1} KiB");
+    stack.check_alive("after 12,000 bad jobs").unwrap();
+}

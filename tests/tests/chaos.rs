@@ -40,5 +40,8 @@ scenarios! {
     case_11_sticky_device_error_poison_job => 11,
     case_12_hung_forward_poison_job => 12,
     case_13_model_checksum_mismatch => 13,
+    case_14_p2_burst_against_stream_limits => 14,
+    case_15_p0_flood_does_not_starve_p2 => 15,
     case_16_deadlines_pass_while_queued => 16,
+    case_17_producer_clock_skew => 17,
 }

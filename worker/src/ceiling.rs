@@ -3,10 +3,12 @@
 //! --ceiling` can report pipeline / ceiling. It lives in the worker because only the
 //! worker links libtorch.
 //!
-//! Two loops, each after a warm-up: `forward` keeps the batch on the device and times
-//! forward + synchronize (the GPU's own limit); `with_copies` adds what every pipeline
-//! batch must also do — the host → device copy of the inputs and the device → host copy of
-//! the outputs — as the executor does them. Prints one JSON line on stdout.
+//! Three loops, each after a warm-up: `forward` keeps the batch on the device and times
+//! forward + synchronize (the GPU's own limit; `jobs_per_s`, the ceiling the ratios use);
+//! `with_copies` adds what every pipeline batch must also do — the host → device copy of
+//! the inputs and the device → host copy of the outputs — as the executor does them;
+//! `varying_batch` does the same with batch sizes that vary as the pipeline's do.
+//! Prints one JSON line on stdout.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -38,6 +40,16 @@ pub struct CeilingArgs {
     pub dyn_len: i64,
 }
 
+/// Applies `JETINFER_JIT_OPTIMIZE` (default on, libtorch's default) to the calling thread:
+/// `0` turns off the TorchScript graph executor's optimisation — profiling, shape
+/// specialisation and fusion — whose re-specialisation on every new batch size costs
+/// more than it saves when batch sizes vary (see docs/benchmarks.md). libtorch keeps this
+/// setting per thread, so each executor thread calls this before it runs a model.
+pub fn apply_jit_settings() {
+    let optimize = std::env::var("JETINFER_JIT_OPTIMIZE").map_or(true, |v| !matches!(v.as_str(), "0" | "false" | "off"));
+    tch::jit::set_graph_executor_optimize(optimize);
+}
+
 /// Parses `args` (the words after `ceiling`) and runs.
 pub fn main_from_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
     use clap::Parser;
@@ -57,6 +69,7 @@ pub fn run(args: &CeilingArgs) -> anyhow::Result<serde_json::Value> {
         .with_context(|| format!("model {} is not in {}", args.model, args.models.display()))?;
     let device = parse_device(&m.device).map_err(anyhow::Error::msg)?;
     let batch = args.batch.unwrap_or(m.max_batch_size as i64).max(1);
+    apply_jit_settings();
     let _guard = tch::no_grad_guard();
     let mut module = CModule::load_on_device(&m.path, device).with_context(|| format!("loading {}", m.path.display()))?;
     module.set_eval();
@@ -111,6 +124,24 @@ pub fn run(args: &CeilingArgs) -> anyhow::Result<serde_json::Value> {
         }
         Ok(IValue::None)
     })?;
+    // With copies, batch sizes varying as the pipeline's do (uniform in batch/2..=batch):
+    // TorchScript and cuDNN specialise per shape, so a fixed-size loop can flatter.
+    let sizes: Vec<i64> = (0..97).map(|k| batch / 2 + (k * 37) % (batch - batch / 2 + 1)).map(|b| b.max(1)).collect();
+    let mut k = 0;
+    let mut varying_jobs = 0i64;
+    let varying = timed_loop(secs, || {
+        let b = sizes[k % sizes.len()];
+        k += 1;
+        varying_jobs += b;
+        let inputs: Vec<IValue> = host.iter().map(|t| IValue::Tensor(to_device(&t.narrow(0, 0, b)))).collect();
+        let out = module.forward_is(&inputs)?;
+        for t in tensors(out) {
+            let _ = t.to(Device::Cpu);
+        }
+        Ok(IValue::None)
+    })?;
+    // Jobs of the measured part only: the warm-up ran the first iterations.
+    let varying_measured = varying_jobs as f64 * varying.iters as f64 / k.max(1) as f64;
     let per_s = |l: &Loop| l.iters as f64 * batch as f64 / l.elapsed.as_secs_f64();
     Ok(serde_json::json!({
         "model": m.name,
@@ -123,7 +154,10 @@ pub fn run(args: &CeilingArgs) -> anyhow::Result<serde_json::Value> {
         "forward_ms_p50": forward.p50_ms,
         "with_copies_jobs_per_s": per_s(&with_copies),
         "with_copies_ms_p50": with_copies.p50_ms,
-        "iterations": forward.iters + with_copies.iters,
+        "varying_batch_jobs_per_s": varying_measured / varying.elapsed.as_secs_f64(),
+        "varying_batch_ms_p50": varying.p50_ms,
+        "jit_optimize": std::env::var("JETINFER_JIT_OPTIMIZE").unwrap_or_else(|_| "1".into()),
+        "iterations": forward.iters + with_copies.iters + varying.iters,
     }))
 }
 

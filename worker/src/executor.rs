@@ -145,6 +145,7 @@ pub(crate) fn spawn_device(
         .name(format!("exec-{device_name}"))
         .spawn(move || {
             let device = parse_device(&device_name);
+            crate::ceiling::apply_jit_settings();
             let mut models: Vec<Option<Model>> = Vec::new();
             let mut report = Vec::new();
             for config in configs {

@@ -147,7 +147,8 @@ impl Service {
             meta: job.meta.clone().unwrap_or_default(),
             attempt: run_job.attempt,
             published_ms: run_job.published_ms,
-            deadline_ms: run_job.deadline_ms,
+            // The worker's own clock from here on: receipt + time left (see RunJob::remaining_ms).
+            deadline_ms: run_job.remaining_ms.map_or(run_job.deadline_ms, |left| now_ms() + left),
             cache_key: None,
             done,
             _slot: Some(slot),
@@ -158,7 +159,7 @@ impl Service {
                 ErrorCode::UnknownModel,
                 format!("this worker does not serve {} {:?}", job.model, job.version),
             )),
-            Some(_) if now_ms() >= run_job.deadline_ms => Err(JobError::new(
+            Some(_) if now_ms() >= ctx.deadline_ms => Err(JobError::new(
                 ErrorCode::Expired,
                 "deadline passed before the job reached the worker",
             )),

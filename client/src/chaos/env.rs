@@ -45,15 +45,22 @@ impl Env {
                 "1500".into(),
             ]),
             13 => models = bad_sha_models(&root)?,
+            // Fewer slots than P0's in-flight cap, so P0 really saturates the pool.
+            15 => worker_args.extend(["--slots".into(), "16".into()]),
             _ => {}
         }
         let workers = if case == 2 { 1 } else { 2 };
+        let extra_dispatcher_args: &[&str] = match case {
+            14 => &["--stream-max-msgs", "3000"],
+            15 => &["--aging-ms", "1000"],
+            _ => &[],
+        };
         let mut builder = LocalStack::builder()
             .nats_url(nats.url())
             .redis_url(redis.url())
             .models(models)
             .workers(workers)
-            .dispatcher_args(DISPATCHER_ARGS.iter().copied())
+            .dispatcher_args(DISPATCHER_ARGS.iter().chain(extra_dispatcher_args).copied())
             .worker_args(worker_args)
             .env("RUST_LOG", "info");
         if let Some(dir) = &opts.log_dir {

@@ -77,6 +77,9 @@ pub(crate) async fn inject(case: u32, env: &mut Env, opts: &ChaosOptions) -> Res
         11 | 12 => poison(case, env, &mut checks).await?,
         13 => bad_checksum(env, &mut checks).await?,
         16 => deadlines_pass(env, &mut checks).await?,
+        14 => p2_burst(env, &mut checks).await?,
+        15 => p0_saturation(env, (opts.jobs * 20).min(15_000), &mut checks).await?,
+        17 => skewed_producer(env, &mut checks).await?,
         _ => {}
     }
     let end_ms = if case == 10 { start_ms + 1 } else { now_ms() };
@@ -177,13 +180,98 @@ async fn deadlines_pass(env: &mut Env, checks: &mut Vec<Check>) -> Result<(), Ch
         job.deadline_ms = Some(now_ms() + 300);
         env.client.submit(Priority::P0, &job).await?;
     }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Past the deadline plus the dispatcher's 1 s clock-skew tolerance.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     for i in 0..env.stack.workers().len() {
         worker(env, i)?.resume();
     }
     let results = wait_for(env, &ids, Duration::from_secs(20)).await;
     let expired = results.iter().filter(|r| r.status == Status::Expired && r.timings.batch_size == 0).count();
     checks.push(check(format!("{expired}/{} queued jobs past their deadline got `expired` without running", ids.len()), expired == ids.len()));
+    Ok(())
+}
+
+/// P2 burst of 10,000 jobs against a stream limited to 3,000: producers get a clear
+/// "stream full" error, the dispatcher's memory stays bounded, P0 keeps its bound, and every
+/// accepted job completes.
+async fn p2_burst(env: &mut Env, checks: &mut Vec<Check>) -> Result<(), ChaosError> {
+    let prefix = format!("burst-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let b = super::load::burst(&env.client, &env.samples, 10_000, Priority::P2, &prefix).await;
+    let clear = b.first_refusal.as_deref().is_some_and(|e| e.contains("maximum messages"));
+    checks.push(check(
+        format!("{} of 10000 burst jobs refused with a clear error ({:?})", b.refused, b.first_refusal.as_deref().unwrap_or("none")),
+        b.refused > 0 && clear,
+    ));
+    let ids: Vec<String> = b.accepted.iter().map(|(id, _)| id.clone()).collect();
+    let results = wait_for(env, &ids, Duration::from_secs(120)).await;
+    let ok = results.iter().filter(|r| r.status == Status::Ok).count();
+    checks.push(check(format!("{ok}/{} accepted burst jobs completed ok", ids.len()), ok == ids.len()));
+    let pid = env.stack.dispatcher().map(|d| d.pid()).unwrap_or(0);
+    let peak_kb = peak_rss_kb(pid).unwrap_or(u64::MAX);
+    checks.push(check(format!("dispatcher peak RSS {} MiB (bound: 256 MiB)", peak_kb / 1024), peak_kb < 256 * 1024));
+    Ok(())
+}
+
+/// P0 floods the pool (`flood` jobs at once, more than the workers' slots can hold) while
+/// P2 trickles in at 10 jobs/s: with aging (1 s per class here) every P2 job finishes within
+/// a few seconds, long before the flood drains.
+async fn p0_saturation(env: &mut Env, flood: usize, checks: &mut Vec<Check>) -> Result<(), ChaosError> {
+    let prefix = format!("flood-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let client = env.client.clone();
+    let samples = env.samples.clone();
+    let flood = tokio::spawn(async move { super::load::burst(&client, &samples, flood, Priority::P0, &prefix).await });
+    let mut trickle = Vec::new();
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let id = format!("trickle-{:06x}-{i}", rand::random::<u32>() & 0xff_ffff);
+        let mut job = Job::new(id.clone(), "mlp", env.samples[i % env.samples.len()].inputs.clone());
+        job.cache = Some(false);
+        env.client.submit(Priority::P2, &job).await?;
+        trickle.push((id, now_ms()));
+    }
+    let flood = flood.await.map_err(|e| ChaosError::Setup(e.to_string()))?;
+    let ids: Vec<String> = trickle.iter().map(|(id, _)| id.clone()).collect();
+    let p2 = wait_for(env, &ids, Duration::from_secs(60)).await;
+    let worst = trickle
+        .iter()
+        .filter_map(|(id, at)| p2.iter().find(|r| &r.id == id).map(|r| r.completed_at_ms.saturating_sub(*at)))
+        .max()
+        .unwrap_or(u64::MAX);
+    let flood_ids: Vec<String> = flood.accepted.iter().map(|(id, _)| id.clone()).collect();
+    let flood_results = wait_for(env, &flood_ids, Duration::from_secs(120)).await;
+    let flood_end = flood_results.iter().map(|r| r.completed_at_ms).max().unwrap_or(0);
+    let flood_start = flood.accepted.iter().map(|(_, at)| *at).min().unwrap_or(0);
+    checks.push(check(
+        format!(
+            "{}/20 P2 jobs done, slowest in {worst} ms, under a P0 flood that took {} ms to drain",
+            p2.len(),
+            flood_end.saturating_sub(flood_start)
+        ),
+        p2.len() == 20 && worst < 6_000,
+    ));
+    checks.push(check(format!("{}/{} flood jobs completed", flood_results.len(), flood_ids.len()), flood_results.len() == flood_ids.len()));
+    Ok(())
+}
+
+/// Peak resident memory of a process (VmHWM), KiB.
+fn peak_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A producer whose clock runs 1.5 s behind sets a deadline 1 s ahead of its own clock:
+/// 0.5 s in the past by ours. Within the dispatcher's clock-skew tolerance, so the jobs run.
+async fn skewed_producer(env: &mut Env, checks: &mut Vec<Check>) -> Result<(), ChaosError> {
+    let ids: Vec<String> = (0..50).map(|i| format!("skew-{:06x}-{i}", rand::random::<u32>() & 0xff_ffff)).collect();
+    for id in &ids {
+        let mut job = Job::new(id.clone(), "mlp", env.samples[0].inputs.clone());
+        job.deadline_ms = Some(now_ms() - 500);
+        job.cache = Some(false);
+        env.client.submit(Priority::P0, &job).await?;
+    }
+    let results = wait_for(env, &ids, Duration::from_secs(20)).await;
+    let ok = results.iter().filter(|r| r.status == Status::Ok).count();
+    checks.push(check(format!("{ok}/{} jobs from a producer 1.5 s behind ran (none expired wrongly)", ids.len()), ok == ids.len()));
     Ok(())
 }
 

@@ -25,6 +25,7 @@ pub(crate) struct Published {
     pub publish_ms: u64,
     /// JetStream acknowledged it (eventually).
     pub acked: bool,
+    pub priority: Priority,
 }
 
 pub(crate) struct Load {
@@ -50,10 +51,11 @@ impl Load {
                 // (case 16 covers deadlines).
                 job.deadline_ms = Some(now_ms() + 3_600_000);
                 let client = client.clone();
+                let priority = Priority::ALL[i % 3];
                 set.spawn(async move {
                     let publish_ms = now_ms();
-                    let acked = publish_patiently(&client, Priority::ALL[i % 3], &job).await;
-                    Published { id: job.id.to_string(), sample, publish_ms, acked }
+                    let acked = publish_patiently(&client, priority, &job).await;
+                    Published { id: job.id.to_string(), sample, publish_ms, acked, priority }
                 });
             }
             let mut out: Vec<Published> = set.join_all().await;
@@ -82,4 +84,42 @@ async fn publish_patiently(client: &Client, priority: Priority, job: &Job<'_>) -
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// What a burst publish got from JetStream.
+pub(crate) struct Burst {
+    pub accepted: Vec<(String, u64)>,
+    pub refused: usize,
+    pub first_refusal: Option<String>,
+}
+
+/// Publishes `n` jobs as fast as JetStream takes them (256 in flight), once each: a
+/// refusal (stream full) is counted, not retried.
+pub(crate) async fn burst(client: &Client, samples: &[Sample], n: usize, priority: Priority, prefix: &str) -> Burst {
+    use futures::StreamExt;
+    let results: Vec<(String, u64, Result<(), String>)> = futures::stream::iter(0..n)
+        .map(|i| {
+            let mut job = Job::new(format!("{prefix}-{i}"), "mlp", samples[i % samples.len()].inputs.clone());
+            job.cache = Some(false);
+            job.deadline_ms = Some(now_ms() + 3_600_000);
+            async move {
+                let at = now_ms();
+                let r = client.submit(priority, &job).await.map(|_| ()).map_err(|e| e.to_string());
+                (job.id.to_string(), at, r)
+            }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    let mut b = Burst { accepted: Vec::new(), refused: 0, first_refusal: None };
+    for (id, at, r) in results {
+        match r {
+            Ok(()) => b.accepted.push((id, at)),
+            Err(e) => {
+                b.refused += 1;
+                b.first_refusal.get_or_insert(e);
+            }
+        }
+    }
+    b
 }

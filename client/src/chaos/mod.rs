@@ -1,4 +1,4 @@
-//! The fault suite: cases 1–16 of `reliability-cases.md` against real processes.
+//! The fault suite: cases 1–17 of `reliability-cases.md` against real processes.
 //!
 //! Each scenario starts its own nats-server (JetStream, file storage), a redis-server with
 //! the append-only file fsynced on every write, a dispatcher and two workers (recording
@@ -36,7 +36,10 @@ pub const SCENARIOS: &[(u32, &str)] = &[
     (11, "sticky CUDA error from a poison job (injected)"),
     (12, "hung forward from a poison job (injected)"),
     (13, "a model file whose sha256 does not match"),
+    (14, "P2 burst of 10,000 against a 3,000-job stream limit"),
+    (15, "P0 flood (20 x jobs, at most 15,000) while P2 trickles in"),
     (16, "deadlines pass while jobs are queued"),
+    (17, "a producer's clock runs 1.5 s behind"),
 ];
 
 /// How hard to push.
@@ -85,6 +88,11 @@ pub async fn run(case: u32, opts: &ChaosOptions) -> Result<Report, ChaosError> {
     let settle = Duration::from_secs(60) + opts.redis_outage;
     let mut report = report::measure(case, name, &env, &published, &fault, settle).await?;
     report.checks.extend(fault.checks);
+    if case == 14 {
+        // P0's bound is its default deadline (5 s): a P2 burst must not push P0 past it.
+        let p99 = report.fault_p0_p99_ms;
+        report.checks.push(inject::Check { what: format!("P0 p99 during the burst {p99:.0} ms (bound 5000 ms)"), ok: p99 < 5_000.0 });
+    }
     env.stack.stop();
     Ok(report)
 }

@@ -36,6 +36,8 @@ pub struct Report {
     /// Latency (result completed − publish) of jobs published during the fault window.
     pub fault_p50_ms: f64,
     pub fault_p99_ms: f64,
+    /// p99 latency of the P0 jobs published in the fault window.
+    pub fault_p0_p99_ms: f64,
     /// From the end of the fault until every job published before that end had completed.
     pub recovery_ms: f64,
     /// Checks particular to the scenario.
@@ -114,17 +116,23 @@ pub(crate) async fn measure(case: u32, name: &str, env: &Env, published: &[Publi
     // The fault window: at least two seconds, for faults that are a single instant.
     let window_end = fault.end_ms.max(fault.start_ms + 2_000);
     let mut in_window: Vec<f64> = Vec::new();
+    let mut p0_in_window: Vec<f64> = Vec::new();
     let mut recovery_ms: f64 = 0.0;
     for p in &acked {
         let Some(r) = results.get(&p.id) else { continue };
         if p.publish_ms >= fault.start_ms && p.publish_ms <= window_end {
-            in_window.push(r.completed_at_ms.saturating_sub(p.publish_ms) as f64);
+            let latency = r.completed_at_ms.saturating_sub(p.publish_ms) as f64;
+            in_window.push(latency);
+            if p.priority == jetinfer_schemas::Priority::P0 {
+                p0_in_window.push(latency);
+            }
         }
         if p.publish_ms <= fault.end_ms {
             recovery_ms = recovery_ms.max(r.completed_at_ms.saturating_sub(fault.end_ms) as f64);
         }
     }
     in_window.sort_by(f64::total_cmp);
+    p0_in_window.sort_by(f64::total_cmp);
     Ok(Report {
         case,
         name: name.to_string(),
@@ -136,6 +144,7 @@ pub(crate) async fn measure(case: u32, name: &str, env: &Env, published: &[Publi
         errors,
         fault_p50_ms: percentile(&in_window, 0.50),
         fault_p99_ms: percentile(&in_window, 0.99),
+        fault_p0_p99_ms: percentile(&p0_in_window, 0.99),
         recovery_ms,
         checks: Vec::new(),
     })

@@ -418,7 +418,10 @@ fn ceiling(models: &Path, model: &str, batch: u32, seconds: f64, dyn_len: i64, l
     let _ = std::fs::write(log_root.join("ceiling.log"), &out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("the ceiling run failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+        // libtorch appends a long backtrace: show the lines that say what went wrong.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let why: Vec<&str> = stderr.lines().filter(|l| l.contains("rror") || l.contains("xception")).take(4).collect();
+        bail!("the ceiling run failed ({}): {}", out.status, why.join(" | "));
     }
     let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).context("the ceiling run printed no JSON")?;
     Ok(serde_json::from_str(line)?)
