@@ -204,7 +204,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Drain: announce "not accepting", stop listening, finish what we hold.
     heartbeat_stop.cancel();
     let _ = heartbeat.await;
-    let _ = requests.unsubscribe().await;
+    // Requests already on their way are answered (all `retry`: we no longer accept), not
+    // dropped: a dropped request would cost its jobs a timeout and a counted failure.
+    if requests.drain().await.is_ok() {
+        let leftovers = async {
+            while let Some(msg) = requests.next().await {
+                if let Some(reply) = msg.reply {
+                    service.handle(&nats, reply, msg.payload).await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), leftovers).await;
+    }
     in_flight.close();
     if tokio::time::timeout(Duration::from_millis(config.drain_ms), in_flight.wait())
         .await
