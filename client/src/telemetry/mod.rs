@@ -77,20 +77,33 @@ impl Telemetry {
     }
 
     /// Exports what is still buffered and stops the exporter. Blocking work, so it runs
-    /// off the async threads (the gRPC client needs them to make progress).
+    /// off the async threads (the gRPC client needs them to make progress); bounded by
+    /// [`SHUTDOWN_FLUSH_LIMIT`] so an unreachable collector cannot hold up an exit.
     pub async fn shutdown(self) {
         if let Some(provider) = self.provider {
-            let _ = tokio::task::spawn_blocking(move || {
+            let flush = tokio::task::spawn_blocking(move || {
                 let _ = provider.force_flush();
                 let _ = provider.shutdown();
-            })
-            .await;
+            });
+            if tokio::time::timeout(SHUTDOWN_FLUSH_LIMIT, flush)
+                .await
+                .is_err()
+            {
+                tracing::warn!("trace export did not finish in time; the last spans are lost");
+            }
         }
     }
 }
 
-/// The OTLP endpoint from the environment, when export is wanted.
+/// How long [`Telemetry::shutdown`] waits for the last spans to be exported.
+pub const SHUTDOWN_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The OTLP endpoint from the environment, when export is wanted (not when
+/// `OTEL_SDK_DISABLED=true`, as the OpenTelemetry specification says).
 pub fn otlp_endpoint() -> Option<String> {
+    if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return None;
+    }
     [
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
