@@ -41,6 +41,11 @@ pub struct Config {
     /// Most jobs the stream holds; beyond it producers get an error (DiscardNew).
     #[arg(long, env = "JETINFER_STREAM_MAX_MSGS", default_value_t = 1_000_000)]
     pub stream_max_msgs: i64,
+    /// Most jobs waiting per subject (one priority and model); beyond it producers of that
+    /// subject get an error, so a P2 burst cannot fill the stream and lock P0 out. 0 = no
+    /// per-subject limit.
+    #[arg(long, env = "JETINFER_STREAM_MAX_MSGS_PER_SUBJECT", default_value_t = 250_000)]
+    pub stream_max_msgs_per_subject: i64,
     /// Most bytes the stream holds (DiscardNew).
     #[arg(long, env = "JETINFER_STREAM_MAX_BYTES", default_value_t = 8 << 30)]
     pub stream_max_bytes: i64,

@@ -14,8 +14,9 @@ pub fn consumer_name(p: Priority) -> String {
 }
 
 /// Creates the stream, or updates its limits: WorkQueue retention (a job leaves the stream
-/// when acked), DiscardNew so producers get an error when it is full, a duplicate window
-/// for `Nats-Msg-Id` de-duplication.
+/// when acked), DiscardNew so producers get an error when it is full — in all, and per
+/// subject, so one priority's burst cannot lock the others out — and a duplicate window for
+/// `Nats-Msg-Id` de-duplication.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     cfg: &Config,
@@ -26,6 +27,8 @@ pub async fn ensure_stream(
         retention: stream::RetentionPolicy::WorkQueue,
         discard: stream::DiscardPolicy::New,
         max_messages: cfg.stream_max_msgs,
+        max_messages_per_subject: if cfg.stream_max_msgs_per_subject > 0 { cfg.stream_max_msgs_per_subject } else { -1 },
+        discard_new_per_subject: cfg.stream_max_msgs_per_subject > 0,
         max_bytes: cfg.stream_max_bytes,
         duplicate_window: Duration::from_secs(cfg.duplicate_window_s),
         storage: match cfg.storage {

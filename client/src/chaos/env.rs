@@ -51,7 +51,7 @@ impl Env {
         }
         let workers = if case == 2 { 1 } else { 2 };
         let extra_dispatcher_args: &[&str] = match case {
-            14 => &["--stream-max-msgs", "3000"],
+            14 => &["--stream-max-msgs-per-subject", "3000"],
             15 => &["--aging-ms", "1000"],
             _ => &[],
         };

@@ -36,7 +36,7 @@ pub const SCENARIOS: &[(u32, &str)] = &[
     (11, "sticky CUDA error from a poison job (injected)"),
     (12, "hung forward from a poison job (injected)"),
     (13, "a model file whose sha256 does not match"),
-    (14, "P2 burst of 10,000 against a 3,000-job stream limit"),
+    (14, "P2 burst of 10,000 against a 3,000-job per-subject limit"),
     (15, "P0 flood (20 x jobs, at most 15,000) while P2 trickles in"),
     (16, "deadlines pass while jobs are queued"),
     (17, "a producer's clock runs 1.5 s behind"),
