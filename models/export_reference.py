@@ -24,7 +24,9 @@ Models (leading batch dimension left out):
 Writes OUT/<model>.pt, OUT/models.reference.cuda.toml (resnet50 and minilm on cuda:0 in
 f16, trivial on cpu) and OUT/models.reference.cpu.toml (trivial and tokpool on cpu). The
 token models carry `pad = [0, 0]`: the worker pads each batch to its longest sequence
-(mask 0 marks padding), so sequences of different lengths batch together.
+(mask 0 marks padding), so sequences of different lengths batch together. All but
+`trivial` set `shape_buckets = true` (batch sizes and padded lengths rounded up to a few
+buckets, each warmed at load; see worker/src/pad.rs).
 """
 import argparse
 import sys
@@ -167,6 +169,8 @@ max_batch_size = 32
 max_queue_delay_ms = 1
 inputs = [{ dtype = "i64", shape = [-1] }, { dtype = "i64", shape = [-1] }]
 pad = [0, 0]
+shape_buckets = true
+warm_lengths = [16, 32]
 """
 
 RESNET50 = """[[models]]
@@ -178,6 +182,7 @@ dtype = "f16"
 max_batch_size = 128
 max_queue_delay_ms = 2
 inputs = [{ dtype = "u8", shape = [3, 224, 224] }]
+shape_buckets = true
 """
 
 MINILM = """[[models]]
@@ -190,6 +195,8 @@ max_batch_size = 256
 max_queue_delay_ms = 2
 inputs = [{ dtype = "i64", shape = [-1] }, { dtype = "i64", shape = [-1] }]
 pad = [0, 0]
+shape_buckets = true
+warm_lengths = [16, 32, 48, 64, 80, 96, 112, 128]
 """
 
 EXPORTS = {

@@ -22,7 +22,10 @@ use crate::executor::{kind_of, parse_device};
 
 /// Flags of `jetinfer-worker ceiling`.
 #[derive(clap::Parser, Debug)]
-#[command(name = "jetinfer-worker ceiling", about = "Runs one model alone in a tight loop and prints its throughput as JSON")]
+#[command(
+    name = "jetinfer-worker ceiling",
+    about = "Runs one model alone in a tight loop and prints its throughput as JSON"
+)]
 pub struct CeilingArgs {
     /// The models TOML (device, dtype and input spec come from it).
     #[arg(long, env = "JETINFER_MODELS")]
@@ -46,7 +49,8 @@ pub struct CeilingArgs {
 /// more than it saves when batch sizes vary (see docs/benchmarks.md). libtorch keeps this
 /// setting per thread, so each executor thread calls this before it runs a model.
 pub fn apply_jit_settings() {
-    let optimize = std::env::var("JETINFER_JIT_OPTIMIZE").map_or(true, |v| !matches!(v.as_str(), "0" | "false" | "off"));
+    let optimize = std::env::var("JETINFER_JIT_OPTIMIZE")
+        .map_or(true, |v| !matches!(v.as_str(), "0" | "false" | "off"));
     tch::jit::set_graph_executor_optimize(optimize);
 }
 
@@ -71,7 +75,8 @@ pub fn run(args: &CeilingArgs) -> anyhow::Result<serde_json::Value> {
     let batch = args.batch.unwrap_or(m.max_batch_size as i64).max(1);
     apply_jit_settings();
     let _guard = tch::no_grad_guard();
-    let mut module = CModule::load_on_device(&m.path, device).with_context(|| format!("loading {}", m.path.display()))?;
+    let mut module = CModule::load_on_device(&m.path, device)
+        .with_context(|| format!("loading {}", m.path.display()))?;
     module.set_eval();
     if m.dtype.is_float() && m.dtype != DType::F32 {
         module.to(device, kind_of(m.dtype), false);
@@ -82,7 +87,11 @@ pub fn run(args: &CeilingArgs) -> anyhow::Result<serde_json::Value> {
         .iter()
         .map(|s| {
             let mut shape = vec![batch];
-            shape.extend(s.shape.iter().map(|&d| if d < 0 { args.dyn_len } else { d }));
+            shape.extend(
+                s.shape
+                    .iter()
+                    .map(|&d| if d < 0 { args.dyn_len } else { d }),
+            );
             let kind = kind_of(s.dtype);
             if s.dtype.is_float() {
                 Tensor::randn(shape.as_slice(), (kind, Device::Cpu))
@@ -126,14 +135,20 @@ pub fn run(args: &CeilingArgs) -> anyhow::Result<serde_json::Value> {
     })?;
     // With copies, batch sizes varying as the pipeline's do (uniform in batch/2..=batch):
     // TorchScript and cuDNN specialise per shape, so a fixed-size loop can flatter.
-    let sizes: Vec<i64> = (0..97).map(|k| batch / 2 + (k * 37) % (batch - batch / 2 + 1)).map(|b| b.max(1)).collect();
+    let sizes: Vec<i64> = (0..97)
+        .map(|k| batch / 2 + (k * 37) % (batch - batch / 2 + 1))
+        .map(|b| b.max(1))
+        .collect();
     let mut k = 0;
     let mut varying_jobs = 0i64;
     let varying = timed_loop(secs, || {
         let b = sizes[k % sizes.len()];
         k += 1;
         varying_jobs += b;
-        let inputs: Vec<IValue> = host.iter().map(|t| IValue::Tensor(to_device(&t.narrow(0, 0, b)))).collect();
+        let inputs: Vec<IValue> = host
+            .iter()
+            .map(|t| IValue::Tensor(to_device(&t.narrow(0, 0, b))))
+            .collect();
         let out = module.forward_is(&inputs)?;
         for t in tensors(out) {
             let _ = t.to(Device::Cpu);
@@ -168,7 +183,10 @@ struct Loop {
 }
 
 /// Warms up for a third of `secs`, then runs `step` for `secs`.
-fn timed_loop(secs: Duration, mut step: impl FnMut() -> Result<IValue, tch::TchError>) -> anyhow::Result<Loop> {
+fn timed_loop(
+    secs: Duration,
+    mut step: impl FnMut() -> Result<IValue, tch::TchError>,
+) -> anyhow::Result<Loop> {
     let warm = Instant::now();
     while warm.elapsed() < secs / 3 {
         step()?;
@@ -182,7 +200,11 @@ fn timed_loop(secs: Duration, mut step: impl FnMut() -> Result<IValue, tch::TchE
     }
     let elapsed = start.elapsed();
     times.sort_by(|a, b| a.total_cmp(b));
-    Ok(Loop { iters: times.len() as u64, elapsed, p50_ms: times.get(times.len() / 2).copied().unwrap_or(0.0) })
+    Ok(Loop {
+        iters: times.len() as u64,
+        elapsed,
+        p50_ms: times.get(times.len() / 2).copied().unwrap_or(0.0),
+    })
 }
 
 fn tensors(v: IValue) -> Vec<Tensor> {
@@ -201,4 +223,3 @@ fn device_name(device: Device) -> String {
         other => format!("{other:?}"),
     }
 }
-

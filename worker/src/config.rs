@@ -90,6 +90,13 @@ pub struct ModelConfig {
     /// different lengths batch together (see `pad.rs`). Absent: only equal shapes batch.
     #[serde(default)]
     pub pad: Option<Vec<i64>>,
+    /// Round batch sizes (and padded lengths) up to a few buckets, each warmed at load, so
+    /// libtorch sees few distinct shapes (see `pad.rs`).
+    #[serde(default)]
+    pub shape_buckets: bool,
+    /// Lengths of dynamic dimensions warmed at load (with `shape_buckets`).
+    #[serde(default)]
+    pub warm_lengths: Vec<i64>,
 }
 
 fn cpu() -> String {

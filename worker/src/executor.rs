@@ -208,12 +208,12 @@ fn load(config: &ModelConfig, device: Device) -> Result<Model, JobError> {
     // Warm-up at batch 1 and the largest batch: the first call of a TorchScript module
     // compiles and allocates; jobs should not pay for that.
     let _guard = tch::no_grad_guard();
-    for n in [1, config.max_batch_size as usize] {
+    for (n, len) in crate::pad::warm_shapes(config) {
         let sample: Vec<Tensor<'static>> = config
             .inputs
             .iter()
             .map(|s| {
-                let shape: Vec<i64> = s.shape.iter().map(|&d| d.max(1)).collect();
+                let shape: Vec<i64> = s.shape.iter().map(|&d| if d < 0 { len } else { d }).collect();
                 let count: i64 = shape.iter().product();
                 Tensor::owned(s.dtype, shape, vec![0; count as usize * s.dtype.size()])
             })
@@ -277,11 +277,9 @@ fn run_batch(
     let mut args = Vec::with_capacity(m.config.inputs.len());
     for i in 0..m.config.inputs.len() {
         let first = &inputs[0][i];
-        let pad = m.config.pad.as_ref().map(|p| p[i]);
-        let (bytes, shape) = crate::pad::stack(inputs, i, pad);
-        let mut t = tch::Tensor::f_from_data_size(&bytes, &shape, kind_of(first.dtype))
+        // Padding, shape buckets and the pinned host buffer: see pad.rs.
+        let mut t = crate::pad::to_device(inputs, i, &m.config, device, kind_of(first.dtype))
             .map_err(torch_error)?;
-        t = t.f_to(device).map_err(torch_error)?;
         if first.dtype.is_float() && first.dtype != m.config.dtype {
             t = t.f_to_kind(kind_of(m.config.dtype)).map_err(torch_error)?;
         }
@@ -300,6 +298,7 @@ fn run_batch(
     let mut per_job: Vec<Vec<Tensor<'static>>> =
         (0..n).map(|_| Vec::with_capacity(tensors.len())).collect();
     for t in tensors {
+        let t = crate::pad::unbucket(t, n);
         let t = t
             .f_to(Device::Cpu)
             .map_err(torch_error)?

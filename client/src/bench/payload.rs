@@ -36,8 +36,8 @@ struct File {
 pub fn load_model(path: &Path, name: &str) -> Result<BenchModel, BenchError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| BenchError::Setup(format!("cannot read {}: {e}", path.display())))?;
-    let file: File = toml::from_str(&text)
-        .map_err(|e| BenchError::Setup(format!("{}: {e}", path.display())))?;
+    let file: File =
+        toml::from_str(&text).map_err(|e| BenchError::Setup(format!("{}: {e}", path.display())))?;
     let names: Vec<String> = file.models.iter().map(|m| m.name.clone()).collect();
     file.models
         .into_iter()
@@ -68,7 +68,8 @@ pub fn make_pool(model: &BenchModel, opts: &PayloadOptions) -> Vec<Vec<Tensor<'s
     let mut rng = rand::rng();
     (0..opts.pool.max(1))
         .map(|_| {
-            let len = rng.random_range(opts.dyn_len.0.max(1)..=opts.dyn_len.1.max(opts.dyn_len.0.max(1)));
+            let len =
+                rng.random_range(opts.dyn_len.0.max(1)..=opts.dyn_len.1.max(opts.dyn_len.0.max(1)));
             model
                 .inputs
                 .iter()
@@ -79,7 +80,11 @@ pub fn make_pool(model: &BenchModel, opts: &PayloadOptions) -> Vec<Vec<Tensor<'s
                         .map(|&d| if d < 0 { len } else { d })
                         .collect();
                     let count: i64 = shape.iter().product();
-                    Tensor::owned(spec.dtype, shape, random_bytes(spec.dtype, count as usize, opts.int_max, &mut rng))
+                    Tensor::owned(
+                        spec.dtype,
+                        shape,
+                        random_bytes(spec.dtype, count as usize, opts.int_max, &mut rng),
+                    )
                 })
                 .collect()
         })
@@ -106,8 +111,12 @@ fn random_bytes(dtype: DType, count: usize, int_max: i64, rng: &mut impl Rng) ->
                 out.extend_from_slice(&(sign | (14 << 10) | mantissa).to_le_bytes())
             }
             DType::I64 => out.extend_from_slice(&rng.random_range(1..int_max).to_le_bytes()),
-            DType::I32 => out.extend_from_slice(&(rng.random_range(1..int_max) as i32).to_le_bytes()),
-            DType::I16 => out.extend_from_slice(&(rng.random_range(1..int_max.min(i16::MAX as i64)) as i16).to_le_bytes()),
+            DType::I32 => {
+                out.extend_from_slice(&(rng.random_range(1..int_max) as i32).to_le_bytes())
+            }
+            DType::I16 => out.extend_from_slice(
+                &(rng.random_range(1..int_max.min(i16::MAX as i64)) as i16).to_le_bytes(),
+            ),
             DType::I8 => out.push(rng.random_range(1..int_max.min(127)) as u8),
             DType::U8 => out.push(rng.random::<u8>()),
             DType::Bool => out.push(1),
@@ -128,12 +137,25 @@ mod tests {
             dtype: None,
             device: None,
             inputs: vec![
-                InputSpec { dtype: DType::I64, shape: vec![-1] },
-                InputSpec { dtype: DType::I64, shape: vec![-1] },
-                InputSpec { dtype: DType::U8, shape: vec![3, 2] },
+                InputSpec {
+                    dtype: DType::I64,
+                    shape: vec![-1],
+                },
+                InputSpec {
+                    dtype: DType::I64,
+                    shape: vec![-1],
+                },
+                InputSpec {
+                    dtype: DType::U8,
+                    shape: vec![3, 2],
+                },
             ],
         };
-        let opts = PayloadOptions { dyn_len: (5, 9), int_max: 50, pool: 8 };
+        let opts = PayloadOptions {
+            dyn_len: (5, 9),
+            int_max: 50,
+            pool: 8,
+        };
         let pool = make_pool(&model, &opts);
         assert_eq!(pool.len(), 8);
         for s in &pool {

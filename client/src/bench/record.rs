@@ -91,7 +91,9 @@ impl Recorder {
 
     /// Latency by the stored result's clock, ms.
     pub fn stored(&mut self, prio: usize, ms: u64) {
-        let _ = self.lat[prio].stored_ms.record(ms.clamp(1, MAX_LATENCY_US / 1000));
+        let _ = self.lat[prio]
+            .stored_ms
+            .record(ms.clamp(1, MAX_LATENCY_US / 1000));
     }
 }
 

@@ -64,7 +64,14 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    pub fn new(system: &str, load: Load, duration_s: f64, warmup_s: f64, r: &RunResult, cpu: CpuReport) -> RunReport {
+    pub fn new(
+        system: &str,
+        load: Load,
+        duration_s: f64,
+        warmup_s: f64,
+        r: &RunResult,
+        cpu: CpuReport,
+    ) -> RunReport {
         let rec = &r.rec;
         let window = r.window_s.max(1e-9);
         let per_priority: Vec<PriorityReport> = (0..3)
@@ -144,7 +151,9 @@ impl RunReport {
             println!(
                 "  cpu: service {s:.2} s, servers {} s, jobs per service cpu-s {}",
                 self.cpu.servers_s.map_or("-".into(), |v| format!("{v:.2}")),
-                self.cpu.jobs_per_service_cpu_s.map_or("-".into(), |v| format!("{v:.0}")),
+                self.cpu
+                    .jobs_per_service_cpu_s
+                    .map_or("-".into(), |v| format!("{v:.0}")),
             );
         }
     }
@@ -183,19 +192,36 @@ impl BenchReport {
         }
         if let (Some(p), Some(b)) = (find("jetinfer"), find("bare-loop")) {
             if b.jobs_per_s > 0.0 {
-                ratios.insert("jetinfer/bare-loop jobs_per_s".into(), p.jobs_per_s / b.jobs_per_s);
+                ratios.insert(
+                    "jetinfer/bare-loop jobs_per_s".into(),
+                    p.jobs_per_s / b.jobs_per_s,
+                );
             }
-            ratios.insert("added_p50_ms over bare-loop".into(), p.all.latency_ms.p50 - b.all.latency_ms.p50);
-            ratios.insert("added_p99_ms over bare-loop".into(), p.all.latency_ms.p99 - b.all.latency_ms.p99);
+            ratios.insert(
+                "added_p50_ms over bare-loop".into(),
+                p.all.latency_ms.p50 - b.all.latency_ms.p50,
+            );
+            ratios.insert(
+                "added_p99_ms over bare-loop".into(),
+                p.all.latency_ms.p99 - b.all.latency_ms.p99,
+            );
         }
         if let (Some(p), Some(py)) = (find("jetinfer"), find("python")) {
             if py.jobs_per_s > 0.0 {
-                ratios.insert("jetinfer/python jobs_per_s".into(), p.jobs_per_s / py.jobs_per_s);
+                ratios.insert(
+                    "jetinfer/python jobs_per_s".into(),
+                    p.jobs_per_s / py.jobs_per_s,
+                );
             }
-            if let (Some(a), Some(b)) = (p.cpu.jobs_per_service_cpu_s, py.cpu.jobs_per_service_cpu_s) {
+            if let (Some(a), Some(b)) =
+                (p.cpu.jobs_per_service_cpu_s, py.cpu.jobs_per_service_cpu_s)
+            {
                 ratios.insert("jetinfer/python jobs_per_service_cpu_s".into(), a / b);
             }
-            ratios.insert("jetinfer p99_ms - python p99_ms".into(), p.all.latency_ms.p99 - py.all.latency_ms.p99);
+            ratios.insert(
+                "jetinfer p99_ms - python p99_ms".into(),
+                p.all.latency_ms.p99 - py.all.latency_ms.p99,
+            );
         }
         self.ratios = ratios;
     }

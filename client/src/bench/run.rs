@@ -106,7 +106,12 @@ impl Shared {
 /// Runs the load against whatever consumes `spec.subject_prefix` and writes results plus
 /// notices the way jetinfer workers do. `notices` should be a connection of its own, so
 /// publishing never delays the notices we time.
-pub async fn run(client: &Client, notices: &async_nats::Client, spec: RunSpec, bar: &ProgressBar) -> RunResult {
+pub async fn run(
+    client: &Client,
+    notices: &async_nats::Client,
+    spec: RunSpec,
+    bar: &ProgressBar,
+) -> RunResult {
     let mut sub = notices
         .subscribe("jetinfer.done.>")
         .await
@@ -146,13 +151,24 @@ pub async fn run(client: &Client, notices: &async_nats::Client, spec: RunSpec, b
                 else {
                     continue;
                 };
-                let Some(f) = shared.flights.lock().unwrap().remove(&n) else { continue };
+                let Some(f) = shared.flights.lock().unwrap().remove(&n) else {
+                    continue;
+                };
                 let measured = shared.measured(f.start);
                 let secs = now.duration_since(shared.t0).as_secs_f64();
-                let in_window = secs >= shared.warmup.as_secs_f64() && secs < shared.duration.as_secs_f64();
+                let in_window =
+                    secs >= shared.warmup.as_secs_f64() && secs < shared.duration.as_secs_f64();
                 let us = now.duration_since(f.start).as_micros() as u64;
-                shared.rec.lock().unwrap().notice(f.prio, secs, in_window, measured.then_some(us));
-                shared.to_fetch.lock().unwrap().push((n, f.prio, f.published_ms, measured));
+                shared
+                    .rec
+                    .lock()
+                    .unwrap()
+                    .notice(f.prio, secs, in_window, measured.then_some(us));
+                shared
+                    .to_fetch
+                    .lock()
+                    .unwrap()
+                    .push((n, f.prio, f.published_ms, measured));
                 shared.done.fetch_add(1, Ordering::Relaxed);
                 if let Some(s) = &shared.slots {
                     s.add_permits(1);
@@ -179,15 +195,22 @@ pub async fn run(client: &Client, notices: &async_nats::Client, spec: RunSpec, b
                     continue;
                 }
                 for chunk in batch.chunks(256) {
-                    let ids: Vec<String> = chunk.iter().map(|(n, ..)| format!("{id_prefix}{n}")).collect();
+                    let ids: Vec<String> = chunk
+                        .iter()
+                        .map(|(n, ..)| format!("{id_prefix}{n}"))
+                        .collect();
                     let raw = match store.get_many_raw(&ids).await {
                         Ok(r) => r,
                         Err(_) => continue,
                     };
                     let mut rec = shared.rec.lock().unwrap();
-                    for ((_, prio, published_ms, measured), (id, bytes)) in chunk.iter().zip(ids.iter().zip(raw)) {
+                    for ((_, prio, published_ms, measured), (id, bytes)) in
+                        chunk.iter().zip(ids.iter().zip(raw))
+                    {
                         let Some(bytes) = bytes else {
-                            *rec.errors.entry("notice_without_result".into()).or_default() += 1;
+                            *rec.errors
+                                .entry("notice_without_result".into())
+                                .or_default() += 1;
                             continue;
                         };
                         account(&mut rec, id, &bytes, *prio, *published_ms, *measured);
@@ -205,9 +228,15 @@ pub async fn run(client: &Client, notices: &async_nats::Client, spec: RunSpec, b
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 let secs = shared.t0.elapsed().as_secs_f64();
-                let (sent, done) = (shared.sent.load(Ordering::Relaxed), shared.done.load(Ordering::Relaxed));
+                let (sent, done) = (
+                    shared.sent.load(Ordering::Relaxed),
+                    shared.done.load(Ordering::Relaxed),
+                );
                 bar.set_position((secs * 10.0) as u64);
-                bar.set_message(format!("sent {sent}, done {done}, in flight {}", sent.saturating_sub(done)));
+                bar.set_message(format!(
+                    "sent {sent}, done {done}, in flight {}",
+                    sent.saturating_sub(done)
+                ));
             }
         })
     };
@@ -247,7 +276,11 @@ pub async fn run(client: &Client, notices: &async_nats::Client, spec: RunSpec, b
                             break;
                         }
                         tokio::time::sleep_until(next.into()).await;
-                        let permit = publishing.clone().acquire_owned().await.expect("never closed");
+                        let permit = publishing
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("never closed");
                         let ctx = ctx.clone();
                         tasks.spawn(async move {
                             ctx.publish(prio, next).await;
@@ -262,7 +295,11 @@ pub async fn run(client: &Client, notices: &async_nats::Client, spec: RunSpec, b
         Load::Closed { mix, .. } => {
             let ctx = ctx.clone();
             publishers.push(tokio::spawn(async move {
-                let slots = ctx.shared.slots.clone().expect("closed loop has slots: this is a bug");
+                let slots = ctx
+                    .shared
+                    .slots
+                    .clone()
+                    .expect("closed loop has slots: this is a bug");
                 let total: u32 = mix.iter().sum::<u32>().max(1);
                 let mut rng = rand::rngs::SmallRng::from_os_rng();
                 let mut tasks = tokio::task::JoinSet::new();
@@ -313,14 +350,28 @@ pub async fn run(client: &Client, notices: &async_nats::Client, spec: RunSpec, b
     let mut missing = 0;
     let mut without_notice = 0;
     for chunk in left.chunks(256) {
-        let ids: Vec<String> = chunk.iter().map(|(n, _)| format!("{id_prefix}{n}")).collect();
-        let raw = client.store().get_many_raw(&ids).await.unwrap_or_else(|_| vec![None; ids.len()]);
+        let ids: Vec<String> = chunk
+            .iter()
+            .map(|(n, _)| format!("{id_prefix}{n}"))
+            .collect();
+        let raw = client
+            .store()
+            .get_many_raw(&ids)
+            .await
+            .unwrap_or_else(|_| vec![None; ids.len()]);
         let mut rec = shared.rec.lock().unwrap();
         for ((_, f), (id, bytes)) in chunk.iter().zip(ids.iter().zip(raw)) {
             match bytes {
                 Some(b) => {
                     without_notice += 1;
-                    account(&mut rec, id, &b, f.prio, f.published_ms, shared.measured(f.start));
+                    account(
+                        &mut rec,
+                        id,
+                        &b,
+                        f.prio,
+                        f.published_ms,
+                        shared.measured(f.start),
+                    );
                 }
                 None => missing += 1,
             }
@@ -338,13 +389,24 @@ pub async fn run(client: &Client, notices: &async_nats::Client, spec: RunSpec, b
 }
 
 /// Adds one stored result to the recorder.
-fn account(rec: &mut Recorder, id: &str, bytes: &[u8], prio: usize, published_ms: u64, measured: bool) {
+fn account(
+    rec: &mut Recorder,
+    id: &str,
+    bytes: &[u8],
+    prio: usize,
+    published_ms: u64,
+    measured: bool,
+) {
     match decode_owned(id, bytes) {
         Ok(r) => {
             if r.status == Status::Ok {
                 rec.ok += 1;
             } else {
-                let code = r.error.as_ref().map(|e| e.code.as_str().to_string()).unwrap_or_else(|| r.status.as_str().to_string());
+                let code = r
+                    .error
+                    .as_ref()
+                    .map(|e| e.code.as_str().to_string())
+                    .unwrap_or_else(|| r.status.as_str().to_string());
                 *rec.errors.entry(code).or_default() += 1;
             }
             if measured {
@@ -380,16 +442,38 @@ impl PublishCtx {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}{n}", self.id_prefix);
         let sample = &self.pool[(n as usize) % self.pool.len()];
-        let mut job = Job::new(id.as_str(), self.model.as_str(), sample.iter().map(Tensor::borrowed).collect());
+        let mut job = Job::new(
+            id.as_str(),
+            self.model.as_str(),
+            sample.iter().map(Tensor::borrowed).collect(),
+        );
         // Every job must run: the cache would answer repeated samples.
         job.cache = Some(false);
         let payload = encode(&job);
-        let published_ms = self.shared.wall_t0_ms + start.saturating_duration_since(self.shared.t0).as_millis() as u64;
+        let published_ms = self.shared.wall_t0_ms
+            + start.saturating_duration_since(self.shared.t0).as_millis() as u64;
         // Insert before publishing: the notice can beat the publish acknowledgement.
-        self.shared.flights.lock().unwrap().insert(n, Flight { prio, start, published_ms });
+        self.shared.flights.lock().unwrap().insert(
+            n,
+            Flight {
+                prio,
+                start,
+                published_ms,
+            },
+        );
         self.shared.sent.fetch_add(1, Ordering::Relaxed);
-        let subject = format!("{}.{}.{}", self.prefix, Priority::ALL[prio].as_str(), self.model);
-        if self.client.publish_raw(&subject, &id, payload.into()).await.is_err() {
+        let subject = format!(
+            "{}.{}.{}",
+            self.prefix,
+            Priority::ALL[prio].as_str(),
+            self.model
+        );
+        if self
+            .client
+            .publish_raw(&subject, &id, payload.into())
+            .await
+            .is_err()
+        {
             self.shared.flights.lock().unwrap().remove(&n);
             self.shared.rec.lock().unwrap().publish_errors += 1;
             self.shared.done.fetch_add(1, Ordering::Relaxed);

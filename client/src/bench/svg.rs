@@ -13,7 +13,8 @@ use super::report::BenchReport;
 const W: f64 = 1100.0;
 const H: f64 = 420.0;
 const COLORS: [&str; 9] = [
-    "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf",
+    "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#17becf",
 ];
 
 struct Panel {
@@ -46,8 +47,18 @@ pub fn render(report: &BenchReport) -> String {
         esc(&report.model),
         esc(&report.storage)
     );
-    let left = Panel { x0: 70.0, y0: 40.0, w: 420.0, h: 320.0 };
-    let right = Panel { x0: 620.0, y0: 40.0, w: 420.0, h: 320.0 };
+    let left = Panel {
+        x0: 70.0,
+        y0: 40.0,
+        w: 420.0,
+        h: 320.0,
+    };
+    let right = Panel {
+        x0: 620.0,
+        y0: 40.0,
+        w: 420.0,
+        h: 320.0,
+    };
 
     // Series: (name, color, points).
     let mut lat_series = Vec::new();
@@ -70,19 +81,41 @@ pub fn render(report: &BenchReport) -> String {
 
     // Left: latency by percentile.
     let max_nines = 4.0;
-    let all_ms: Vec<f64> = lat_series.iter().flat_map(|(_, _, p)| p.iter().map(|&(_, ms)| ms)).filter(|&v| v > 0.0).collect();
-    let lo = all_ms.iter().cloned().fold(f64::INFINITY, f64::min).max(1e-3);
+    let all_ms: Vec<f64> = lat_series
+        .iter()
+        .flat_map(|(_, _, p)| p.iter().map(|&(_, ms)| ms))
+        .filter(|&v| v > 0.0)
+        .collect();
+    let lo = all_ms
+        .iter()
+        .cloned()
+        .fold(f64::INFINITY, f64::min)
+        .max(1e-3);
     let hi = all_ms.iter().cloned().fold(0.0, f64::max).max(lo * 10.0);
     let (llo, lhi) = (lo.log10().floor(), hi.log10().ceil());
     axes(&mut s, &left, "percentile", "latency (ms, log)");
     for (k, label) in ["0", "90", "99", "99.9", "99.99"].iter().enumerate() {
         let x = left.px(k as f64 / max_nines);
-        let _ = writeln!(s, r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##, left.y0, left.y0 + left.h, left.y0 + left.h + 15.0);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
+            left.y0,
+            left.y0 + left.h,
+            left.y0 + left.h + 15.0
+        );
     }
     let mut e = llo;
     while e <= lhi {
         let y = left.py((e - llo) / (lhi - llo).max(1e-9));
-        let _ = writeln!(s, r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##, left.x0, left.x0 + left.w, left.x0 - 4.0, y + 4.0, fmt_ms(10f64.powf(e)));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            left.x0,
+            left.x0 + left.w,
+            left.x0 - 4.0,
+            y + 4.0,
+            fmt_ms(10f64.powf(e))
+        );
         e += 1.0;
     }
     for (_, color, pts) in &lat_series {
@@ -91,31 +124,76 @@ pub fn render(report: &BenchReport) -> String {
             .filter(|&&(_, ms)| ms > 0.0)
             .map(|&(pct, ms)| {
                 let nines = -(1.0 - pct / 100.0).max(1e-12).log10();
-                format!("{:.1},{:.1}", left.px(nines / max_nines), left.py((ms.log10() - llo) / (lhi - llo).max(1e-9)))
+                format!(
+                    "{:.1},{:.1}",
+                    left.px(nines / max_nines),
+                    left.py((ms.log10() - llo) / (lhi - llo).max(1e-9))
+                )
             })
             .collect();
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{}"/>"#, path.join(" "));
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{}"/>"#,
+            path.join(" ")
+        );
     }
 
     // Right: completions per second.
-    let tmax = tput_series.iter().map(|(_, _, p)| p.len()).max().unwrap_or(1).max(1) as f64;
-    let ymax = tput_series.iter().flat_map(|(_, _, p)| p.iter().map(|&(_, v)| v)).fold(1.0, f64::max) * 1.1;
-    axes(&mut s, &right, "seconds since start", "completions per second");
+    let tmax = tput_series
+        .iter()
+        .map(|(_, _, p)| p.len())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let ymax = tput_series
+        .iter()
+        .flat_map(|(_, _, p)| p.iter().map(|&(_, v)| v))
+        .fold(1.0, f64::max)
+        * 1.1;
+    axes(
+        &mut s,
+        &right,
+        "seconds since start",
+        "completions per second",
+    );
     for k in 0..=4 {
         let f = k as f64 / 4.0;
         let (x, y) = (right.px(f), right.py(f));
-        let _ = writeln!(s, r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{:.0}</text><text x="{x:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>"##, right.x0, right.x0 + right.w, right.x0 - 4.0, y + 4.0, f * ymax, right.y0 + right.h + 15.0, f * tmax);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{:.0}</text><text x="{x:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>"##,
+            right.x0,
+            right.x0 + right.w,
+            right.x0 - 4.0,
+            y + 4.0,
+            f * ymax,
+            right.y0 + right.h + 15.0,
+            f * tmax
+        );
     }
     for (_, color, pts) in &tput_series {
-        let path: Vec<String> = pts.iter().map(|&(t, v)| format!("{:.1},{:.1}", right.px(t / tmax), right.py(v / ymax))).collect();
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{}"/>"#, path.join(" "));
+        let path: Vec<String> = pts
+            .iter()
+            .map(|&(t, v)| format!("{:.1},{:.1}", right.px(t / tmax), right.py(v / ymax)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{}"/>"#,
+            path.join(" ")
+        );
     }
 
     // Legend.
     for (i, (name, color, _)) in lat_series.iter().enumerate() {
         let x = 70.0 + (i % 6) as f64 * 170.0;
         let y = H - 30.0 + (i / 6) as f64 * 14.0;
-        let _ = writeln!(s, r#"<rect x="{x}" y="{}" width="12" height="4" fill="{color}"/><text x="{}" y="{y}">{}</text>"#, y - 5.0, x + 16.0, esc(name));
+        let _ = writeln!(
+            s,
+            r#"<rect x="{x}" y="{}" width="12" height="4" fill="{color}"/><text x="{}" y="{y}">{}</text>"#,
+            y - 5.0,
+            x + 16.0,
+            esc(name)
+        );
     }
     s.push_str("</svg>\n");
     s
@@ -149,5 +227,7 @@ fn fmt_ms(v: f64) -> String {
 }
 
 fn esc(t: &str) -> String {
-    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -54,7 +54,11 @@ pub struct BenchArgs {
     pub model: String,
     /// The models TOML (the workers' file; payloads follow its input spec). Relative paths
     /// are also tried from the repository root.
-    #[arg(long, env = "JETINFER_MODELS", default_value = "models/out/models.toml")]
+    #[arg(
+        long,
+        env = "JETINFER_MODELS",
+        default_value = "models/out/models.toml"
+    )]
     pub models: PathBuf,
     /// Open loop: total offered jobs per second, split over priorities by --mix.
     #[arg(long, conflicts_with_all = ["concurrency", "rates"])]
@@ -100,7 +104,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// Extra dispatcher arguments (split on spaces, repeatable).
-    #[arg(long = "dispatcher-arg", value_delimiter = ' ', allow_hyphen_values = true)]
+    #[arg(
+        long = "dispatcher-arg",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
     pub dispatcher_args: Vec<String>,
     /// Extra worker arguments (split on spaces, repeatable).
     #[arg(long = "worker-arg", value_delimiter = ' ', allow_hyphen_values = true)]
@@ -147,29 +155,47 @@ pub struct BenchArgs {
 pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let models_path = resolve(&args.models);
     let model = load_model(&models_path, &args.model)?;
-    let mix: [u32; 3] = args.mix.as_slice().try_into().context("--mix takes three weights: P0,P1,P2")?;
+    let mix: [u32; 3] = args
+        .mix
+        .as_slice()
+        .try_into()
+        .context("--mix takes three weights: P0,P1,P2")?;
     if args.dyn_len.len() != 2 || args.rates.as_ref().is_some_and(|r| r.len() != 3) {
         bail!("--dyn-len takes MIN,MAX and --rates takes P0,P1,P2");
     }
     let load = match (&args.rate, &args.rates, args.concurrency) {
         (Some(rate), _, _) => {
             let total: f64 = mix.iter().map(|&w| w as f64).sum::<f64>().max(1.0);
-            Load::Open { rates: mix.map(|w| rate * w as f64 / total), arrival: args.arrival }
+            Load::Open {
+                rates: mix.map(|w| rate * w as f64 / total),
+                arrival: args.arrival,
+            }
         }
-        (_, Some(r), _) => Load::Open { rates: [r[0], r[1], r[2]], arrival: args.arrival },
-        (_, _, c) => Load::Closed { concurrency: c.unwrap_or(4 * model.max_batch_size as usize), mix },
+        (_, Some(r), _) => Load::Open {
+            rates: [r[0], r[1], r[2]],
+            arrival: args.arrival,
+        },
+        (_, _, c) => Load::Closed {
+            concurrency: c.unwrap_or(4 * model.max_batch_size as usize),
+            mix,
+        },
     };
     if args.duration_s <= args.warmup_s {
         bail!("--duration-s must be longer than --warmup-s");
     }
-    let opts = PayloadOptions { dyn_len: (args.dyn_len[0], args.dyn_len[1]), int_max: args.int_max, pool: args.pool };
+    let opts = PayloadOptions {
+        dyn_len: (args.dyn_len[0], args.dyn_len[1]),
+        int_max: args.int_max,
+        pool: args.pool,
+    };
     let pool = Arc::new(make_pool(&model, &opts));
     let run_id = format!("{:08x}", rand::random::<u32>());
     let log_root = match &args.log_dir {
         Some(d) => d.clone(),
         None => repo_root()?.join("target/bench-logs").join(&run_id),
     };
-    std::fs::create_dir_all(&log_root).with_context(|| format!("creating {}", log_root.display()))?;
+    std::fs::create_dir_all(&log_root)
+        .with_context(|| format!("creating {}", log_root.display()))?;
     println!("bench {run_id}: model {} ({models_path:?}), load {load:?}, {} s ({} s warm-up), storage {}", model.name, args.duration_s, args.warmup_s, args.storage.as_str());
 
     let mut report = BenchReport {
@@ -182,20 +208,44 @@ pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     if args.ceiling {
         let batch = args.ceiling_batch.unwrap_or(model.max_batch_size);
-        let c = ceiling(&models_path, &model.name, batch, args.ceiling_seconds, args.dyn_len[1], &log_root)?;
+        let c = ceiling(
+            &models_path,
+            &model.name,
+            batch,
+            args.ceiling_seconds,
+            args.dyn_len[1],
+            &log_root,
+        )?;
         println!("ceiling: {c}");
         report.ceiling = Some(c);
     }
     let external = global.nats_url.is_some() && global.redis_url.is_some();
-    let base = Base { global, args: &args, load: &load, pool: pool.clone(), run_id: &run_id, log_root: &log_root, models: &models_path };
+    let base = Base {
+        global,
+        args: &args,
+        load: &load,
+        pool: pool.clone(),
+        run_id: &run_id,
+        log_root: &log_root,
+        models: &models_path,
+    };
     if args.bare_loop {
         report.runs.push(base.measure(System::Bare).await?);
     }
     if !args.no_pipeline {
-        report.runs.push(base.measure(if external { System::External } else { System::Jetinfer }).await?);
+        report.runs.push(
+            base.measure(if external {
+                System::External
+            } else {
+                System::Jetinfer
+            })
+            .await?,
+        );
     }
     if let Some(cmd) = &args.python_worker {
-        report.runs.push(base.measure(System::Python(cmd.clone())).await?);
+        report
+            .runs
+            .push(base.measure(System::Python(cmd.clone())).await?);
     }
     report.compute_ratios();
     for r in &report.runs {
@@ -205,15 +255,21 @@ pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
         println!("{k}: {v:.3}");
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("report: {}", path.display());
     }
     if let Some(path) = &args.svg {
-        std::fs::write(path, svg::render(&report)).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, svg::render(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("plot: {}", path.display());
     }
     let failed = report.runs.iter().any(|r| r.missing > 0 || r.ok == 0);
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 enum System {
@@ -251,7 +307,12 @@ impl Base<'_> {
                 .workers(args.workers)
                 .models(self.models)
                 .dispatcher_args(["--storage".to_string(), args.storage.as_str().into()])
-                .dispatcher_args(args.dispatcher_args.iter().filter(|a| !a.is_empty()).cloned())
+                .dispatcher_args(
+                    args.dispatcher_args
+                        .iter()
+                        .filter(|a| !a.is_empty())
+                        .cloned(),
+                )
                 .worker_args(args.worker_args.iter().filter(|a| !a.is_empty()).cloned()),
             System::External => builder
                 .nats_url(self.global.nats_url())
@@ -261,16 +322,29 @@ impl Base<'_> {
             System::Bare | System::Python(_) => builder.workers(0).dispatcher(false),
         };
         println!("{name}: starting its stack (logs in {})", log_dir.display());
-        let mut stack = builder.start().await.with_context(|| format!("starting the stack for {name}"))?;
+        let mut stack = builder
+            .start()
+            .await
+            .with_context(|| format!("starting the stack for {name}"))?;
         let store_cfg = self.global.store_config(stack.redis_url());
         let client = super::connect(stack.nats_url(), &store_cfg).await?;
-        let notices = async_nats::connect(stack.nats_url()).await.context("second NATS connection")?;
+        let notices = async_nats::connect(stack.nats_url())
+            .await
+            .context("second NATS connection")?;
         let stop = tokio_util::sync::CancellationToken::new();
         let mut extra: Option<Process> = None;
         let prefix = match &system {
             System::Bare => {
-                let nats = async_nats::connect(stack.nats_url()).await.context("bare loop connection")?;
-                bare::start(nats, client.store().clone(), args.storage.js(), stop.clone()).await?;
+                let nats = async_nats::connect(stack.nats_url())
+                    .await
+                    .context("bare loop connection")?;
+                bare::start(
+                    nats,
+                    client.store().clone(),
+                    args.storage.js(),
+                    stop.clone(),
+                )
+                .await?;
                 bare::BARE_PREFIX.to_string()
             }
             System::Python(cmd) => {
@@ -291,7 +365,8 @@ impl Base<'_> {
                     ],
                     log_dir.join("python-worker.log"),
                 )?;
-                wait_for_consumer(&js, &mut p, Duration::from_secs_f64(args.startup_timeout_s)).await?;
+                wait_for_consumer(&js, &mut p, Duration::from_secs_f64(args.startup_timeout_s))
+                    .await?;
                 extra = Some(p);
                 JOBS_PREFIX.to_string()
             }
@@ -351,15 +426,29 @@ impl Base<'_> {
             jobs_per_service_cpu_s: per(service_s),
             jobs_per_total_cpu_s: per(service_s.zip(servers_s).map(|(a, b)| a + b)),
         };
-        println!("{name}: measured in {:.1} s", started.elapsed().as_secs_f64());
-        let report = RunReport::new(name, self.load.clone(), args.duration_s, args.warmup_s, &result, cpu);
+        println!(
+            "{name}: measured in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let report = RunReport::new(
+            name,
+            self.load.clone(),
+            args.duration_s,
+            args.warmup_s,
+            &result,
+            cpu,
+        );
         stop.cancel();
         if let Some(mut p) = extra {
             p.kill();
         }
         if report.missing > 0 || report.ok == 0 {
             let _ = stack.check_alive("the benchmark ran");
-            eprintln!("{name}: {} jobs missing; logs in {}", report.missing, log_dir.display());
+            eprintln!(
+                "{name}: {} jobs missing; logs in {}",
+                report.missing,
+                log_dir.display()
+            );
         }
         if !matches!(system, System::External) {
             stack.stop();
@@ -369,7 +458,10 @@ impl Base<'_> {
 }
 
 /// The jobs stream as the dispatcher makes it (for a baseline that runs without one).
-async fn create_jobs_stream(js: &jetstream::Context, storage: stream::StorageType) -> anyhow::Result<()> {
+async fn create_jobs_stream(
+    js: &jetstream::Context,
+    storage: stream::StorageType,
+) -> anyhow::Result<()> {
     js.get_or_create_stream(stream::Config {
         name: JOBS_STREAM.into(),
         subjects: vec![format!("{JOBS_PREFIX}.>")],
@@ -385,7 +477,11 @@ async fn create_jobs_stream(js: &jetstream::Context, storage: stream::StorageTyp
 }
 
 /// Waits until the baseline worker has made its consumer on the jobs stream.
-async fn wait_for_consumer(js: &jetstream::Context, p: &mut Process, timeout: Duration) -> anyhow::Result<()> {
+async fn wait_for_consumer(
+    js: &jetstream::Context,
+    p: &mut Process,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(mut s) = js.get_stream(JOBS_STREAM).await {
@@ -406,13 +502,32 @@ async fn wait_for_consumer(js: &jetstream::Context, p: &mut Process, timeout: Du
 }
 
 /// Runs `jetinfer-worker ceiling` and returns the JSON it prints last.
-fn ceiling(models: &Path, model: &str, batch: u32, seconds: f64, dyn_len: i64, log_root: &Path) -> anyhow::Result<serde_json::Value> {
+fn ceiling(
+    models: &Path,
+    model: &str,
+    batch: u32,
+    seconds: f64,
+    dyn_len: i64,
+    log_root: &Path,
+) -> anyhow::Result<serde_json::Value> {
     let worker = binary("jetinfer-worker")?;
-    println!("ceiling: {} ceiling --model {model} --batch {batch} --seconds {seconds}", worker.display());
+    println!(
+        "ceiling: {} ceiling --model {model} --batch {batch} --seconds {seconds}",
+        worker.display()
+    );
     let out = std::process::Command::new(&worker)
         .args(["ceiling", "--models"])
         .arg(models)
-        .args(["--model", model, "--batch", &batch.to_string(), "--seconds", &seconds.to_string(), "--dyn-len", &dyn_len.to_string()])
+        .args([
+            "--model",
+            model,
+            "--batch",
+            &batch.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+            "--dyn-len",
+            &dyn_len.to_string(),
+        ])
         .output()
         .with_context(|| format!("running {}", worker.display()))?;
     let _ = std::fs::write(log_root.join("ceiling.log"), &out.stderr);
@@ -420,10 +535,22 @@ fn ceiling(models: &Path, model: &str, batch: u32, seconds: f64, dyn_len: i64, l
     if !out.status.success() {
         // libtorch appends a long backtrace: show the lines that say what went wrong.
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let why: Vec<&str> = stderr.lines().filter(|l| l.contains("rror") || l.contains("xception")).take(4).collect();
-        bail!("the ceiling run failed ({}): {}", out.status, why.join(" | "));
+        let why: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("rror") || l.contains("xception"))
+            .take(4)
+            .collect();
+        bail!(
+            "the ceiling run failed ({}): {}",
+            out.status,
+            why.join(" | ")
+        );
     }
-    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).context("the ceiling run printed no JSON")?;
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("the ceiling run printed no JSON")?;
     Ok(serde_json::from_str(line)?)
 }
 
@@ -431,9 +558,15 @@ fn ceiling(models: &Path, model: &str, batch: u32, seconds: f64, dyn_len: i64, l
 fn host_description() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     format!("{n} × {cpu}")
 }
 
