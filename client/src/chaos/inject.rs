@@ -241,13 +241,14 @@ async fn p0_saturation(env: &mut Env, flood: usize, checks: &mut Vec<Check>) -> 
     let flood_results = wait_for(env, &flood_ids, Duration::from_secs(120)).await;
     let flood_end = flood_results.iter().map(|r| r.completed_at_ms).max().unwrap_or(0);
     let flood_start = flood.accepted.iter().map(|(_, at)| *at).min().unwrap_or(0);
+    // Aging bounds a P2 job's wait relative to the other work waiting with it: with the pool
+    // saturated by P0 alone, about two aging periods (2 s here); when the steady load is
+    // itself beyond capacity (the long version on a small machine), P2 waits like the P1
+    // jobs beside it. Either way it must not starve until the flood is gone.
+    let drain = flood_end.saturating_sub(flood_start);
     checks.push(check(
-        format!(
-            "{}/20 P2 jobs done, slowest in {worst} ms, under a P0 flood that took {} ms to drain",
-            p2.len(),
-            flood_end.saturating_sub(flood_start)
-        ),
-        p2.len() == 20 && worst < 6_000,
+        format!("{}/20 P2 jobs done, slowest in {worst} ms, under a P0 flood that took {drain} ms to drain", p2.len()),
+        p2.len() == 20 && worst < (drain / 4).max(6_000),
     ));
     checks.push(check(format!("{}/{} flood jobs completed", flood_results.len(), flood_ids.len()), flood_results.len() == flood_ids.len()));
     Ok(())
