@@ -53,6 +53,7 @@ impl Env {
         let extra_dispatcher_args: &[&str] = match case {
             14 => &["--stream-max-msgs-per-subject", "3000"],
             15 => &["--aging-ms", "1000"],
+            17 => &["--clock-skew-tolerance-ms", "30000"],
             _ => &[],
         };
         let mut builder = LocalStack::builder()

@@ -39,7 +39,7 @@ pub const SCENARIOS: &[(u32, &str)] = &[
     (14, "P2 burst of 10,000 against a 3,000-job per-subject limit"),
     (15, "P0 flood (20 x jobs, at most 15,000) while P2 trickles in"),
     (16, "deadlines pass while jobs are queued"),
-    (17, "a producer's clock runs 1.5 s behind"),
+    (17, "a producer's clock runs 20 s behind (tolerance 30 s)"),
 ];
 
 /// How hard to push.
