@@ -115,18 +115,21 @@ fn dtype_of(k: Kind) -> Result<DType, JobError> {
 /// its own code.
 pub(crate) fn torch_error(e: tch::TchError) -> JobError {
     let text = e.to_string();
-    let first = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("libtorch error")
-        .trim()
-        .to_string();
-    let code = if text.contains("out of memory") {
-        ErrorCode::ResourceExhausted
-    } else {
-        ErrorCode::Internal
-    };
-    JobError::new(code, first)
+    let code = if text.contains("out of memory") { ErrorCode::ResourceExhausted } else { ErrorCode::Internal };
+    JobError::new(code, telling_line(&text))
+}
+
+/// The line of a libtorch error worth showing. A TorchScript failure starts with "The
+/// following operation failed in the TorchScript interpreter" and names the real cause
+/// (e.g. "CUDA out of memory. Tried to allocate …") further down, after the traceback.
+fn telling_line(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let pick = lines
+        .iter()
+        .find(|l| l.contains("out of memory"))
+        .or_else(|| lines.iter().rev().find(|l| l.starts_with("RuntimeError:")))
+        .or_else(|| lines.first());
+    pick.map_or_else(|| "libtorch error".to_string(), |l| l.trim_start_matches("RuntimeError: ").to_string())
 }
 
 /// Starts the thread of one device: loads and warms its models, then serves batches.
@@ -347,5 +350,20 @@ fn flatten(v: IValue) -> Result<Vec<tch::Tensor>, JobError> {
             ErrorCode::Internal,
             "model returned neither a tensor nor a tuple of tensors",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::telling_line;
+
+    #[test]
+    fn picks_the_cause_out_of_a_torchscript_traceback() {
+        let text = "Internal torch error: The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript (most recent call last):\n  File \"x.py\", line 5\nRuntimeError: CUDA out of memory. Tried to allocate 84.00 GiB. GPU 0 has a total capacity of 79.19 GiB\n";
+        assert_eq!(telling_line(text), "CUDA out of memory. Tried to allocate 84.00 GiB. GPU 0 has a total capacity of 79.19 GiB");
+        let other = "Internal torch error: The following operation failed.\nRuntimeError: shape mismatch\n";
+        assert_eq!(telling_line(other), "shape mismatch");
+        assert_eq!(telling_line("just one line"), "just one line");
+        assert_eq!(telling_line(""), "libtorch error");
     }
 }
