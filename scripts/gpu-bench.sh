@@ -25,6 +25,8 @@ if [ "${DRY:-0}" = 1 ]; then
   $PY models/export_reference.py --out "$RES/ref" --only trivial,tokpool
   M=$RES/ref/models.reference.cpu.toml
 else
+  # The bundle may carry gzipped binaries (the working tree a call may carry is 64 MiB).
+  for f in "$G"/bin/*.gz "$G"/services/bin/*.gz; do [ -e "$f" ] && gunzip -f "$f" && chmod +x "${f%.gz}"; done
   B=$G/bin/jetinfer; python=python3
   TORCH_LIB=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')
   export LD_LIBRARY_PATH="$TORCH_LIB:$G/services/lib:${LD_LIBRARY_PATH:-}"
@@ -33,7 +35,7 @@ else
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
   python3 -c 'import torch,sys;print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "python", sys.version.split()[0])'
   nproc; grep -m1 "model name" /proc/cpuinfo
-  IMG=resnet50; TXT=minilm; SAT=12; D=10; W=3; CEIL=4; DYN=16,128
+  IMG=resnet50; TXT=minilm; SAT=12; D=10; W=3; CEIL=${CEIL_S:-4}; DYN=16,128
   t0=$(date +%s)
   python3 models/export_reference.py --out "$RES/ref" --only resnet50,minilm,trivial || exit 1
   echo "export took $(( $(date +%s) - t0 )) s"
@@ -41,6 +43,10 @@ else
   rm -f "$RES"/ref/*.pt.bak
 fi
 PYW="$python bench/python/worker.py"
+# NO_PYTHON=1 leaves the Python baseline out (it adds ~40 s per run); PULL sets the
+# dispatcher's --pull-batch for the MiniLM runs.
+PY_ARGS=(--python-worker "$PYW"); [ "${NO_PYTHON:-0}" = 1 ] && PY_ARGS=()
+PULL=${PULL:-32}
 jobs_per_s() { $python -c "import json,sys;r=json.load(open(sys.argv[1]));print([x for x in r['runs'] if x['system']=='jetinfer'][0]['jobs_per_s'])" "$1"; }
 bench() { # name, args...
   local name=$1; shift
@@ -68,30 +74,32 @@ resnet-mem)
   ;;
 resnet)
   bench resnet-sat --model $IMG --concurrency 512 --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
-    --python-worker "$PYW" --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+    "${PY_ARGS[@]}" --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
   C=$(jobs_per_s "$RES/resnet-sat.json")
   R=$($python -c "print(round(0.8*$C))")
   bench resnet-80pct --model $IMG --rate "$R" --arrival poisson --duration-s $D --warmup-s $W \
-    --python-worker "$PYW" --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+    "${PY_ARGS[@]}" --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
   ;;
 minilm)
   bench minilm-sat --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
-    --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256" --worker-arg "--slots 1024"
+    --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL" --worker-arg "--slots 1024"
   ;;
 isolation)
   C=$(jobs_per_s "$RES/minilm-sat.json")
   P0=$($python -c "print(round(0.05*$C))"); P2=$($python -c "print(round(2*$C))")
-  bench isolation-idle --model $TXT --rates "$P0,0,0" --duration-s $D --warmup-s $W --dyn-len $DYN
-  bench isolation-p2x2 --model $TXT --rates "$P0,0,$P2" --duration-s $D --warmup-s $W --dyn-len $DYN --drain-s 60
+  bench isolation-idle --model $TXT --rates "$P0,0,0" --duration-s $D --warmup-s $W --dyn-len $DYN --dispatcher-arg "--pull-batch $PULL"
+  bench isolation-p2x2 --model $TXT --rates "$P0,0,$P2" --duration-s $D --warmup-s $W --dyn-len $DYN --drain-s 60 --dispatcher-arg "--pull-batch $PULL"
   ;;
 trivial)
-  bench trivial-sat --model trivial --concurrency 256 --duration-s $D --warmup-s $W --bare-loop --python-worker "$PYW"
+  bench trivial-sat --model trivial --concurrency 256 --duration-s $D --warmup-s $W --bare-loop "${PY_ARGS[@]}"
   ;;
 esac; done
 ls -la "$RES"
 for f in "$RES"/*.json; do $python - "$f" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
+if "runs" not in r:
+    sys.exit(0)
 print(sys.argv[1].split('/')[-1], {k: round(v, 3) for k, v in r["ratios"].items()})
 for x in r["runs"]:
     a = x["all"]["latency_ms"]
