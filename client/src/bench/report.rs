@@ -35,6 +35,8 @@ pub struct CpuReport {
     pub jobs_per_service_cpu_s: Option<f64>,
     /// Completed jobs per CPU-second of service and servers together.
     pub jobs_per_total_cpu_s: Option<f64>,
+    /// CPU seconds per process (`worker-0`, `dispatcher`, `nats-server`, …).
+    pub per_process: BTreeMap<String, f64>,
 }
 
 /// One measured run.
@@ -155,6 +157,15 @@ impl RunReport {
                     .jobs_per_service_cpu_s
                     .map_or("-".into(), |v| format!("{v:.0}")),
             );
+        }
+        if !self.cpu.per_process.is_empty() {
+            let parts: Vec<String> = self
+                .cpu
+                .per_process
+                .iter()
+                .map(|(n, s)| format!("{n} {s:.2}"))
+                .collect();
+            println!("  cpu-s per process: {}", parts.join(", "));
         }
     }
 }

@@ -393,6 +393,25 @@ impl Base<'_> {
             pids.iter().map(|&p| cpu_seconds(p)).sum()
         };
         let (svc0, srv0) = (sum(&service_pids), sum(&server_pids));
+        // Per process too, so a report says which one the CPU went to.
+        let mut named: Vec<(String, u32)> = stack
+            .workers()
+            .iter()
+            .map(|w| (w.name().to_string(), w.pid()))
+            .collect();
+        if let Some(d) = stack.dispatcher() {
+            named.push(("dispatcher".into(), d.pid()));
+        }
+        if let Some(p) = &extra {
+            named.push(("python-worker".into(), p.pid()));
+        }
+        if let Some(n) = stack.nats_server() {
+            named.push(("nats-server".into(), n.pid()));
+        }
+        if let Some(r) = stack.redis_server() {
+            named.push(("redis-server".into(), r.pid()));
+        }
+        let before: Vec<Option<f64>> = named.iter().map(|(_, p)| cpu_seconds(*p)).collect();
 
         let bar = ProgressBar::new((args.duration_s * 10.0) as u64);
         bar.set_style(
@@ -420,9 +439,15 @@ impl Base<'_> {
         let service_s = svc0.zip(svc1).map(|(a, b)| b - a);
         let servers_s = srv0.zip(srv1).map(|(a, b)| b - a);
         let per = |s: Option<f64>| s.filter(|&v| v > 0.0).map(|v| completed as f64 / v);
+        let per_process = named
+            .iter()
+            .zip(before)
+            .filter_map(|((n, p), b)| Some((n.clone(), cpu_seconds(*p)? - b?)))
+            .collect();
         let cpu = CpuReport {
             service_s,
             servers_s,
+            per_process,
             jobs_per_service_cpu_s: per(service_s),
             jobs_per_total_cpu_s: per(service_s.zip(servers_s).map(|(a, b)| a + b)),
         };
