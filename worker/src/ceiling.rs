@@ -7,7 +7,9 @@
 //! forward + synchronize (the GPU's own limit; `jobs_per_s`, the ceiling the ratios use);
 //! `with_copies` adds what every pipeline batch must also do — the host → device copy of
 //! the inputs and the device → host copy of the outputs — as the executor does them;
-//! `varying_batch` does the same with batch sizes that vary as the pipeline's do.
+//! `varying_batch` does the same with batch sizes that vary as the pipeline's do, after
+//! running each size once (`first_use_ms_per_size`: what a batch of a never-seen shape
+//! costs).
 //! Prints one JSON line on stdout.
 
 use std::path::PathBuf;
@@ -139,12 +141,7 @@ pub fn run(args: &CeilingArgs) -> anyhow::Result<serde_json::Value> {
         .map(|k| batch / 2 + (k * 37) % (batch - batch / 2 + 1))
         .map(|b| b.max(1))
         .collect();
-    let mut k = 0;
-    let mut varying_jobs = 0i64;
-    let varying = timed_loop(secs, || {
-        let b = sizes[k % sizes.len()];
-        k += 1;
-        varying_jobs += b;
+    let run_size = |b: i64| -> Result<(), tch::TchError> {
         let inputs: Vec<IValue> = host
             .iter()
             .map(|t| IValue::Tensor(to_device(&t.narrow(0, 0, b))))
@@ -153,6 +150,25 @@ pub fn run(args: &CeilingArgs) -> anyhow::Result<serde_json::Value> {
         for t in tensors(out) {
             let _ = t.to(Device::Cpu);
         }
+        Ok(())
+    };
+    // First use of each size, timed on its own: what a batch of a new shape costs.
+    let mut distinct = sizes.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let first_use = Instant::now();
+    for &b in &distinct {
+        run_size(b)?;
+    }
+    let first_use_ms = first_use.elapsed().as_secs_f64() * 1e3 / distinct.len() as f64;
+    // Then the steady state over the same sizes.
+    let mut k = 0;
+    let mut varying_jobs = 0i64;
+    let varying = timed_loop(secs, || {
+        let b = sizes[k % sizes.len()];
+        k += 1;
+        varying_jobs += b;
+        run_size(b)?;
         Ok(IValue::None)
     })?;
     // Jobs of the measured part only: the warm-up ran the first iterations.
@@ -171,6 +187,7 @@ pub fn run(args: &CeilingArgs) -> anyhow::Result<serde_json::Value> {
         "with_copies_ms_p50": with_copies.p50_ms,
         "varying_batch_jobs_per_s": varying_measured / varying.elapsed.as_secs_f64(),
         "varying_batch_ms_p50": varying.p50_ms,
+        "first_use_ms_per_size": first_use_ms,
         "jit_optimize": std::env::var("JETINFER_JIT_OPTIMIZE").unwrap_or_else(|_| "1".into()),
         "iterations": forward.iters + with_copies.iters + varying.iters,
     }))
