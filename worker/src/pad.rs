@@ -77,10 +77,13 @@ pub(crate) fn unbucket(t: tch::Tensor, n: usize) -> tch::Tensor {
 }
 
 thread_local! {
-    /// This executor thread's pinned host buffer (one device per thread). Reusing it is
-    /// safe: a batch ends with a blocking device → host copy of its outputs, so the
-    /// previous batch's host → device copy has finished by the time it is overwritten.
-    static STAGING: RefCell<Option<tch::Tensor>> = const { RefCell::new(None) };
+    /// This executor thread's pinned host buffers (one device per thread), one per model
+    /// input: the copy of input 0 may still be in flight while input 1 is written, so the
+    /// inputs of one batch never share a buffer. Reusing them across batches is safe: the
+    /// device is synchronised before the first input of a batch is written (normally a
+    /// no-op, as a batch ends with a blocking device → host copy of its outputs; it matters
+    /// when a forward failed and its jobs are re-run).
+    static STAGING: RefCell<Vec<Option<tch::Tensor>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Input `i` of every job as one batch tensor on `device` (wire dtype; the caller casts).
@@ -99,8 +102,15 @@ pub(crate) fn to_device(
         fill(&mut bytes, jobs, i, pad, &shape, per_job);
         return tch::Tensor::f_from_data_size(&bytes, &shape, kind);
     }
+    if let (0, Device::Cuda(d)) = (i, device) {
+        tch::Cuda::synchronize(d as i64);
+    }
     STAGING.with(|cell| {
-        let mut slot = cell.borrow_mut();
+        let mut slots = cell.borrow_mut();
+        if slots.len() <= i {
+            slots.resize_with(i + 1, || None);
+        }
+        let slot = &mut slots[i];
         if slot.as_ref().is_none_or(|t| (t.numel()) < total) {
             // Grow to what this batch needs (with headroom, so a slightly larger batch
             // does not reallocate): pinning is slow, so it happens rarely.
