@@ -35,7 +35,8 @@ pub struct CpuReport {
     pub jobs_per_service_cpu_s: Option<f64>,
     /// Completed jobs per CPU-second of service and servers together.
     pub jobs_per_total_cpu_s: Option<f64>,
-    /// CPU seconds per process (`worker-0`, `dispatcher`, `nats-server`, …).
+    /// CPU seconds per process (`worker-0`, `dispatcher`, `nats-server`, …, and the load
+    /// generator itself, `jetinfer-bench`).
     pub per_process: BTreeMap<String, f64>,
 }
 

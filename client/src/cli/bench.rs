@@ -411,6 +411,9 @@ impl Base<'_> {
         if let Some(r) = stack.redis_server() {
             named.push(("redis-server".into(), r.pid()));
         }
+        // The load generator shares the machine: its own CPU says how much it took (the
+        // bare loop's consumer runs inside it too).
+        named.push(("jetinfer-bench".into(), std::process::id()));
         let before: Vec<Option<f64>> = named.iter().map(|(_, p)| cpu_seconds(*p)).collect();
 
         let bar = ProgressBar::new((args.duration_s * 10.0) as u64);
