@@ -5,9 +5,9 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use futures::StreamExt;
-use tracing::Instrument;
 use jetinfer_schemas::names::{done_subject, job_subject};
 use jetinfer_schemas::{encode, Job, JobResult, Limits, Priority};
+use tracing::Instrument;
 
 use crate::store::{ResultStore, StoreConfig, StoreError};
 

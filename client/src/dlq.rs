@@ -2,7 +2,9 @@
 //! with the reason, how many runs they lost, and their original subject.
 
 use async_nats::jetstream;
-use jetinfer_schemas::names::{DLQ_FAILURES_HEADER, DLQ_REASON_HEADER, DLQ_STREAM, DLQ_SUBJECT_HEADER};
+use jetinfer_schemas::names::{
+    DLQ_FAILURES_HEADER, DLQ_REASON_HEADER, DLQ_STREAM, DLQ_SUBJECT_HEADER,
+};
 
 /// One dead letter.
 #[derive(Debug, Clone)]
@@ -30,8 +32,15 @@ pub async fn dead_letters(js: &jetstream::Context) -> Result<Vec<DeadLetter>, as
         return Ok(out);
     }
     for seq in state.first_sequence..=state.last_sequence {
-        let Ok(m) = stream.get_raw_message(seq).await else { continue }; // deleted
-        let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string()).unwrap_or_default();
+        let Ok(m) = stream.get_raw_message(seq).await else {
+            continue;
+        }; // deleted
+        let header = |name: &str| {
+            m.headers
+                .get(name)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default()
+        };
         out.push(DeadLetter {
             seq,
             id: header(async_nats::header::NATS_MESSAGE_ID.as_ref()),

@@ -184,7 +184,8 @@ impl ResultStore {
     /// a result exists, and how many of its runs were lost so far (see [`Keys::failures`]).
     pub async fn job_state(&self, id: &str) -> Result<(bool, u32), StoreError> {
         let mut pipe = redis::pipe();
-        pipe.exists(self.keys.result(id)).get(self.keys.failures(id));
+        pipe.exists(self.keys.result(id))
+            .get(self.keys.failures(id));
         let mut conn = self.pool.get().await?;
         let (exists, failures): (bool, Option<u32>) = pipe.query_async(&mut conn).await?;
         Ok((exists, failures.unwrap_or(0)))
@@ -198,7 +199,11 @@ impl ResultStore {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.incr(self.keys.failures(id), 1).cmd("PEXPIRE").arg(self.keys.failures(id)).arg(self.result_ttl_ms).ignore();
+            pipe.incr(self.keys.failures(id), 1)
+                .cmd("PEXPIRE")
+                .arg(self.keys.failures(id))
+                .arg(self.result_ttl_ms)
+                .ignore();
         }
         let mut conn = self.pool.get().await?;
         Ok(pipe.query_async(&mut conn).await?)
@@ -208,7 +213,9 @@ impl ResultStore {
     /// (dead-letter replay).
     pub async fn forget(&self, id: &str) -> Result<(), StoreError> {
         let mut conn = self.pool.get().await?;
-        let _: u32 = conn.del(&[self.keys.result(id), self.keys.failures(id)]).await?;
+        let _: u32 = conn
+            .del(&[self.keys.result(id), self.keys.failures(id)])
+            .await?;
         Ok(())
     }
 
@@ -219,7 +226,11 @@ impl ResultStore {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("HINCRBY").arg(self.keys.executions()).arg(*id).arg(1).ignore();
+            pipe.cmd("HINCRBY")
+                .arg(self.keys.executions())
+                .arg(*id)
+                .arg(1)
+                .ignore();
         }
         let mut conn = self.pool.get().await?;
         let () = pipe.query_async(&mut conn).await?;

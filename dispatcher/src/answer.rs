@@ -8,7 +8,8 @@ use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::AckKind;
 use jetinfer_client::{ResultStore, ResultWrite};
 use jetinfer_schemas::names::{
-    dlq_subject, done_subject, job_subject, DLQ_FAILURES_HEADER, DLQ_REASON_HEADER, DLQ_SUBJECT_HEADER,
+    dlq_subject, done_subject, job_subject, DLQ_FAILURES_HEADER, DLQ_REASON_HEADER,
+    DLQ_SUBJECT_HEADER,
 };
 use jetinfer_schemas::{encode, now_ms, JobError, JobResult};
 
@@ -84,14 +85,24 @@ impl Answerer {
         headers.insert(async_nats::header::NATS_MESSAGE_ID, job.id.as_str());
         headers.insert(DLQ_REASON_HEADER, error.message.as_str());
         headers.insert(DLQ_FAILURES_HEADER, job.failures.to_string().as_str());
-        headers.insert(DLQ_SUBJECT_HEADER, job_subject(job.priority, &job.route.model).as_str());
-        let published = match self.js.publish_with_headers(dlq_subject(&job.route.model), headers, job.payload.clone()).await {
+        headers.insert(
+            DLQ_SUBJECT_HEADER,
+            job_subject(job.priority, &job.route.model).as_str(),
+        );
+        let published = match self
+            .js
+            .publish_with_headers(dlq_subject(&job.route.model), headers, job.payload.clone())
+            .await
+        {
             Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = published {
             tracing::warn!(id = %job.id, error = %e, "cannot write the dead letter; the job comes back later");
-            let _ = job.acker.ack_with(AckKind::Nak(Some(STORE_RETRY_DELAY))).await;
+            let _ = job
+                .acker
+                .ack_with(AckKind::Nak(Some(STORE_RETRY_DELAY)))
+                .await;
             return;
         }
         tracing::warn!(parent: &*job.span, id = %job.id, failures = job.failures, "job is poison; copied to the dead-letter stream");

@@ -44,7 +44,11 @@ pub struct Config {
     /// Most jobs waiting per subject (one priority and model); beyond it producers of that
     /// subject get an error, so a P2 burst cannot fill the stream and lock P0 out. 0 = no
     /// per-subject limit.
-    #[arg(long, env = "JETINFER_STREAM_MAX_MSGS_PER_SUBJECT", default_value_t = 250_000)]
+    #[arg(
+        long,
+        env = "JETINFER_STREAM_MAX_MSGS_PER_SUBJECT",
+        default_value_t = 250_000
+    )]
     pub stream_max_msgs_per_subject: i64,
     /// Most bytes the stream holds (DiscardNew).
     #[arg(long, env = "JETINFER_STREAM_MAX_BYTES", default_value_t = 8 << 30)]
@@ -64,7 +68,11 @@ pub struct Config {
     /// A producer's absolute `deadline_ms` is extended by this much, so that a producer
     /// whose clock runs behind ours does not see its jobs expire early. (Jobs without a
     /// deadline use the JetStream timestamp, the server's clock, and need no tolerance.)
-    #[arg(long, env = "JETINFER_CLOCK_SKEW_TOLERANCE_MS", default_value_t = 1_000)]
+    #[arg(
+        long,
+        env = "JETINFER_CLOCK_SKEW_TOLERANCE_MS",
+        default_value_t = 1_000
+    )]
     pub clock_skew_tolerance_ms: u64,
     /// Jobs held at once per priority (p0,p1,p2): queued here plus running on workers.
     #[arg(long, env = "JETINFER_IN_FLIGHT", value_delimiter = ',', default_values_t = [64usize, 128, 256])]

@@ -13,7 +13,11 @@ use tokio_util::sync::CancellationToken;
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 /// Probes the store until `shutdown`, publishing reachability on `tx`.
-pub(crate) async fn watch_store(store: ResultStore, tx: watch::Sender<bool>, shutdown: CancellationToken) {
+pub(crate) async fn watch_store(
+    store: ResultStore,
+    tx: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     loop {
         tokio::select! {
@@ -21,7 +25,10 @@ pub(crate) async fn watch_store(store: ResultStore, tx: watch::Sender<bool>, shu
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let ok = matches!(tokio::time::timeout(Duration::from_secs(1), store.ping()).await, Ok(Ok(())));
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(1), store.ping()).await,
+            Ok(Ok(()))
+        );
         if *tx.borrow() != ok {
             if ok {
                 tracing::info!("result store reachable again; resuming");

@@ -159,7 +159,11 @@ impl Intake {
             }
         };
         if answered {
-            tracing::debug!(id, delivered, "job already has a result; acking without running");
+            tracing::debug!(
+                id,
+                delivered,
+                "job already has a result; acking without running"
+            );
             let _ = acker.ack().await;
             return;
         }

@@ -68,7 +68,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     // Serves until exit, so /readyz can be asked during the drain too.
-    let ops = http::start(&config, &name, nats.clone(), store.clone(), CancellationToken::new()).await?;
+    let ops = http::start(
+        &config,
+        &name,
+        nats.clone(),
+        store.clone(),
+        CancellationToken::new(),
+    )
+    .await?;
     let stream = stream::ensure_stream(&js, &config).await?;
     stream::ensure_dlq_stream(&js, &config).await?;
     let tasks = TaskTracker::new();

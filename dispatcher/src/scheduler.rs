@@ -109,9 +109,16 @@ impl Scheduler {
     /// Queues a job unless it is out of attempts or past its deadline.
     fn admit(&mut self, job: HeldJob) {
         if job.failures >= self.config.max_attempts {
-            let msg = format!("{} runs of this job were lost (workers died, timed out or could not run it)", job.failures);
+            let msg = format!(
+                "{} runs of this job were lost (workers died, timed out or could not run it)",
+                job.failures
+            );
             let answer = self.answer.clone();
-            self.tasks.spawn(async move { answer.dead_letter(job, JobError::new(ErrorCode::Poison, msg)).await });
+            self.tasks.spawn(async move {
+                answer
+                    .dead_letter(job, JobError::new(ErrorCode::Poison, msg))
+                    .await
+            });
             return;
         }
         if job.is_expired(now_ms()) {
@@ -126,8 +133,10 @@ impl Scheduler {
         let answer = self.answer.clone();
         crate::telemetry::failed(job.priority, &job.route.model, error.code);
         let span = job.span.clone();
-        self.tasks
-            .spawn(tracing::Instrument::instrument(async move { answer.fail_held(job, error).await }, span));
+        self.tasks.spawn(tracing::Instrument::instrument(
+            async move { answer.fail_held(job, error).await },
+            span,
+        ));
     }
 
     /// Dead workers, expired jobs, and jobs for models nobody serves.
@@ -206,7 +215,8 @@ impl Scheduler {
     }
 
     fn dispatch(&mut self, place: crate::workers::Placement, jobs: Vec<HeldJob>, suspects: u32) {
-        self.workers.reserve(&place.worker, jobs.len() as u32, suspects);
+        self.workers
+            .reserve(&place.worker, jobs.len() as u32, suspects);
         let bundle = Bundle {
             place,
             jobs,

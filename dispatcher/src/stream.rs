@@ -27,7 +27,11 @@ pub async fn ensure_stream(
         retention: stream::RetentionPolicy::WorkQueue,
         discard: stream::DiscardPolicy::New,
         max_messages: cfg.stream_max_msgs,
-        max_messages_per_subject: if cfg.stream_max_msgs_per_subject > 0 { cfg.stream_max_msgs_per_subject } else { -1 },
+        max_messages_per_subject: if cfg.stream_max_msgs_per_subject > 0 {
+            cfg.stream_max_msgs_per_subject
+        } else {
+            -1
+        },
         discard_new_per_subject: cfg.stream_max_msgs_per_subject > 0,
         max_bytes: cfg.stream_max_bytes,
         duplicate_window: Duration::from_secs(cfg.duplicate_window_s),

@@ -40,7 +40,9 @@ const TIMEOUT_FACTOR: f64 = 4.0;
 /// `TIMEOUT_FACTOR` times that, from the model's announced batch time; until a batch time is
 /// known, the configured maximum.
 fn bundle_timeout(slots: u32, model: &ModelInfo, max: Duration) -> Duration {
-    let Some(batch_ms) = model.batch_ms else { return max };
+    let Some(batch_ms) = model.batch_ms else {
+        return max;
+    };
     let batches = (slots as f64 / model.max_batch_size.max(1) as f64).ceil() + 1.0;
     let t = MIN_BUNDLE_TIMEOUT.as_secs_f64() + TIMEOUT_FACTOR * batches * batch_ms / 1e3;
     Duration::from_secs_f64(t).clamp(MIN_BUNDLE_TIMEOUT, max.max(MIN_BUNDLE_TIMEOUT))
@@ -120,11 +122,9 @@ impl Workers {
     }
 
     fn serves<'h>(hb: &'h Heartbeat, route: &Route) -> Option<&'h ModelInfo> {
-        hb.models
-            .iter()
-            .find(|m| {
-                m.name == route.model && route.version.as_ref().is_none_or(|v| *v == m.version)
-            })
+        hb.models.iter().find(|m| {
+            m.name == route.model && route.version.as_ref().is_none_or(|v| *v == m.version)
+        })
     }
 
     /// The accepting worker serving `route` with the most free slots.
@@ -180,7 +180,9 @@ impl Workers {
     /// and none announced the route in that time. When no worker at all was heard (NATS
     /// outage, whole pool restarting) nothing is declared unknown: the jobs wait.
     pub fn surely_unknown(&self, route: &Route, now: Instant, memory: Duration) -> bool {
-        let hearing = self.last_heard.is_some_and(|t| now.saturating_duration_since(t) <= memory);
+        let hearing = self
+            .last_heard
+            .is_some_and(|t| now.saturating_duration_since(t) <= memory);
         hearing && !self.knows(route, now, memory)
     }
 
@@ -255,18 +257,31 @@ mod tests {
         let second = w.place_suspect(&route("m", None)).unwrap();
         assert_ne!(second.worker, first.worker);
         w.reserve(&second.worker, 1, 1);
-        assert!(w.place_suspect(&route("m", None)).is_none(), "every worker holds a suspect");
+        assert!(
+            w.place_suspect(&route("m", None)).is_none(),
+            "every worker holds a suspect"
+        );
         w.release(&first.worker, 1, 1);
-        assert_eq!(w.place_suspect(&route("m", None)).unwrap().worker, first.worker);
+        assert_eq!(
+            w.place_suspect(&route("m", None)).unwrap().worker,
+            first.worker
+        );
     }
 
     #[test]
     fn bundle_timeout_follows_the_model_batch_time() {
         let mut m = hb("a", "m", "1", 16).models.remove(0);
         let max = Duration::from_secs(30);
-        assert_eq!(bundle_timeout(16, &m, max), max, "no batch time yet: the maximum");
+        assert_eq!(
+            bundle_timeout(16, &m, max),
+            max,
+            "no batch time yet: the maximum"
+        );
         m.batch_ms = Some(10.0); // 16 slots / batch 8 = 2 batches ahead, +1 running
-        assert_eq!(bundle_timeout(16, &m, max), Duration::from_secs_f64(2.0 + 4.0 * 3.0 * 0.010));
+        assert_eq!(
+            bundle_timeout(16, &m, max),
+            Duration::from_secs_f64(2.0 + 4.0 * 3.0 * 0.010)
+        );
         m.batch_ms = Some(60_000.0);
         assert_eq!(bundle_timeout(16, &m, max), max, "capped at the maximum");
     }
@@ -293,6 +308,10 @@ mod tests {
         assert!(!w.knows(&route("m", Some("9")), t0, Duration::from_secs(10)));
         assert!(w.surely_unknown(&route("x", None), t0, Duration::from_secs(10)));
         // Nobody heard for a while (NATS outage): nothing is declared unknown.
-        assert!(!w.surely_unknown(&route("x", None), t0 + Duration::from_secs(20), Duration::from_secs(10)));
+        assert!(!w.surely_unknown(
+            &route("x", None),
+            t0 + Duration::from_secs(20),
+            Duration::from_secs(10)
+        ));
     }
 }

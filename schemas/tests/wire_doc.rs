@@ -7,13 +7,22 @@ use jetinfer_schemas::tensor::inputs_digest;
 use jetinfer_schemas::{encode, Job, JobResult, Keys, Limits, Status, Tensor, Timings};
 
 fn doc() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/wire-format.md")).expect("docs/wire-format.md")
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/wire-format.md"
+    ))
+    .expect("docs/wire-format.md")
 }
 
 /// The bytes of the first fenced block after `heading`: hex before each `#` comment.
 fn hex_block(doc: &str, heading: &str) -> Vec<u8> {
-    let start = doc.find(heading).unwrap_or_else(|| panic!("heading {heading:?} in the doc"));
-    let block = doc[start..].split("```").nth(1).expect("a fenced block after the heading");
+    let start = doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("heading {heading:?} in the doc"));
+    let block = doc[start..]
+        .split("```")
+        .nth(1)
+        .expect("a fenced block after the heading");
     let hex: String = block
         .lines()
         .map(|l| l.split('#').next().unwrap_or(""))
@@ -26,7 +35,10 @@ fn hex_block(doc: &str, heading: &str) -> Vec<u8> {
 fn the_documented_job_decodes_and_encodes_to_the_same_bytes() {
     let bytes = hex_block(&doc(), "### 9.1 Job");
     let job = jetinfer_schemas::decode_job(&bytes, &Limits::default()).unwrap();
-    assert_eq!(job, Job::new("j1", "mlp", vec![Tensor::from_f32(vec![2], &[1.0, 2.0])]));
+    assert_eq!(
+        job,
+        Job::new("j1", "mlp", vec![Tensor::from_f32(vec![2], &[1.0, 2.0])])
+    );
     assert_eq!(encode(&job), bytes);
 }
 
@@ -41,10 +53,20 @@ fn the_documented_error_result_decodes() {
 #[test]
 fn the_documented_ok_result_is_what_a_worker_writes() {
     let bytes = hex_block(&doc(), "### 9.3 Ok result");
-    let mut r = JobResult::ok("j1", "mlp", "1", vec![Tensor::from_f32(vec![4], &[0.5, -1.0, 2.0, 0.0])]);
+    let mut r = JobResult::ok(
+        "j1",
+        "mlp",
+        "1",
+        vec![Tensor::from_f32(vec![4], &[0.5, -1.0, 2.0, 0.0])],
+    );
     r.worker = "w-1".into();
     r.meta = BTreeMap::new();
-    r.timings = Timings { queued_ms: 1.5, batch_size: 4, compute_ms: 0.25, total_ms: 2.0 };
+    r.timings = Timings {
+        queued_ms: 1.5,
+        batch_size: 4,
+        compute_ms: 0.25,
+        total_ms: 2.0,
+    };
     r.completed_at_ms = 1_700_000_000_000;
     assert_eq!(hex::encode(encode(&r)), hex::encode(&bytes));
 }
@@ -53,6 +75,9 @@ fn the_documented_ok_result_is_what_a_worker_writes() {
 fn the_documented_cache_digest_test_vector() {
     let doc = doc();
     let digest = inputs_digest(&[Tensor::from_f32(vec![2], &[1.0, 2.0])]);
-    assert!(doc.contains(&format!("digest:       {digest}")), "doc's digest differs from {digest}");
+    assert!(
+        doc.contains(&format!("digest:       {digest}")),
+        "doc's digest differs from {digest}"
+    );
     assert!(doc.contains(&Keys::default().cache("mlp", "1", &digest)));
 }

@@ -350,7 +350,12 @@ async fn bad_jobs(client: &Client, prefix: &str, n: usize) {
                 job_bytes(id, "mlp", vec![Tensor::from_f32(vec![15], &[0.0; 15])])
             };
             let subject = subject.clone();
-            async move { client.publish_raw(&subject, id, Bytes::from(payload)).await.expect("publish") }
+            async move {
+                client
+                    .publish_raw(&subject, id, Bytes::from(payload))
+                    .await
+                    .expect("publish")
+            }
         })
         .buffer_unordered(256)
         .collect::<Vec<_>>()
@@ -373,7 +378,13 @@ async fn memory_stays_flat_across_ten_thousand_bad_jobs() {
     bad_jobs(&client, &format!("{run}-load"), 10_000).await;
     let (w1, d1) = (rss_kb(worker_pid), rss_kb(dispatcher_pid));
     eprintln!("worker RSS {w0} -> {w1} KiB, dispatcher RSS {d0} -> {d1} KiB over 10,000 bad jobs");
-    assert!(w1 < w0 + 16 * 1024, "worker memory grew from {w0} to {w1} KiB");
-    assert!(d1 < d0 + 16 * 1024, "dispatcher memory grew from {d0} to {d1} KiB");
+    assert!(
+        w1 < w0 + 16 * 1024,
+        "worker memory grew from {w0} to {w1} KiB"
+    );
+    assert!(
+        d1 < d0 + 16 * 1024,
+        "dispatcher memory grew from {d0} to {d1} KiB"
+    );
     stack.check_alive("after 12,000 bad jobs").unwrap();
 }

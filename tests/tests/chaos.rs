@@ -6,12 +6,26 @@ use std::time::Duration;
 use jetinfer_client::chaos::{self, ChaosOptions};
 
 async fn scenario(case: u32) {
-    let opts = ChaosOptions { jobs: 300, rate: 150.0, redis_outage: Duration::from_secs(3), log_dir: None };
-    let report = chaos::run(case, &opts).await.unwrap_or_else(|e| panic!("case {case}: {e}"));
+    let opts = ChaosOptions {
+        jobs: 300,
+        rate: 150.0,
+        redis_outage: Duration::from_secs(3),
+        log_dir: None,
+    };
+    let report = chaos::run(case, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("case {case}: {e}"));
     eprintln!("{}\n{}", chaos::Report::header(), report.row());
-    assert_eq!(report.published, opts.jobs, "case {case}: every publish should be acknowledged (producers retry)");
+    assert_eq!(
+        report.published, opts.jobs,
+        "case {case}: every publish should be acknowledged (producers retry)"
+    );
     assert_eq!(report.lost, 0, "case {case}: lost jobs");
-    assert_eq!(report.wrong, 0, "case {case}: wrong results, errors {:?}", report.errors);
+    assert_eq!(
+        report.wrong, 0,
+        "case {case}: wrong results, errors {:?}",
+        report.errors
+    );
     for c in &report.checks {
         assert!(c.ok, "case {case}: {}", c.what);
     }

@@ -9,11 +9,20 @@ use jetinfer_tests::{golden, run_id};
 
 fn jetinfer(stack: &LocalStack, args: &[&str]) -> String {
     let out = std::process::Command::new(binary("jetinfer").unwrap())
-        .args(["--nats-url", stack.nats_url(), "--redis-url", stack.redis_url()])
+        .args([
+            "--nats-url",
+            stack.nats_url(),
+            "--redis-url",
+            stack.redis_url(),
+        ])
         .args(args)
         .output()
         .expect("running jetinfer");
-    assert!(out.status.success(), "jetinfer {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "jetinfer {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -32,7 +41,10 @@ async fn a_worker_killing_job_is_dead_lettered_and_can_be_replayed() {
     let mut values = inputs[0].to_f32_vec();
     values[0] = -777.0;
     inputs[0] = Tensor::from_f32(inputs[0].shape.clone(), &values);
-    client.submit(Priority::P1, &Job::new(id.clone(), "mlp", inputs)).await.unwrap();
+    client
+        .submit(Priority::P1, &Job::new(id.clone(), "mlp", inputs))
+        .await
+        .unwrap();
 
     // Each run kills its worker (sticky CUDA error, injected): restart them like a supervisor.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -40,8 +52,16 @@ async fn a_worker_killing_job_is_dead_lettered_and_can_be_replayed() {
         if let Some(r) = client.get(&id).await.unwrap() {
             break r;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the poison job was never answered");
-        let running = stack.workers().iter_mut().map(|w| w.is_running()).filter(|&up| up).count();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poison job was never answered"
+        );
+        let running = stack
+            .workers()
+            .iter_mut()
+            .map(|w| w.is_running())
+            .filter(|&up| up)
+            .count();
         for _ in running..2 {
             stack.start_worker(Vec::<String>::new()).unwrap();
         }
@@ -50,13 +70,19 @@ async fn a_worker_killing_job_is_dead_lettered_and_can_be_replayed() {
     assert_eq!(result.error_code(), Some(ErrorCode::Poison), "{result:?}");
 
     let listed = jetinfer(&stack, &["dlq", "list"]);
-    assert!(listed.contains(&id), "dlq list does not show {id}:\n{listed}");
+    assert!(
+        listed.contains(&id),
+        "dlq list does not show {id}:\n{listed}"
+    );
     assert!(listed.contains("1 dead letter(s)"), "{listed}");
 
     let replayed = jetinfer(&stack, &["dlq", "replay", &id]);
     assert!(replayed.contains("1 dead letter(s) replayed"), "{replayed}");
     let after = jetinfer(&stack, &["dlq", "list"]);
-    assert!(!after.contains(&format!(" {id} ")), "the replayed letter is still listed:\n{after}");
+    assert!(
+        !after.contains(&format!(" {id} ")),
+        "the replayed letter is still listed:\n{after}"
+    );
     // Replay removed the poison result so the job runs again (and, the fault being still
     // injected, comes back as poison in time).
     let pending = client.get(&id).await.unwrap();

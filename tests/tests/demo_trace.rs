@@ -111,7 +111,10 @@ async fn every_demo_job_is_one_complete_trace() {
         .iter()
         .find(|s| s.name == "worker.job" && s.span_id == batch.links[0].1)
         .expect("the batch's first job");
-    println!("{}", render_tree(&spans, &job.trace_id, std::slice::from_ref(&batch)));
+    println!(
+        "{}",
+        render_tree(&spans, &job.trace_id, std::slice::from_ref(&batch))
+    );
 }
 
 /// Span names per trace id.

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jetinfer_schemas::{now_ms, ErrorCode, JobError, Timings};
 use jetinfer_schemas::worker::RunOutcome;
+use jetinfer_schemas::{now_ms, ErrorCode, JobError, Timings};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,7 +45,11 @@ impl Batcher {
                     _ => break,
                 }
             }
-            let groups = if self.pad { vec![jobs] } else { by_shapes(jobs) };
+            let groups = if self.pad {
+                vec![jobs]
+            } else {
+                by_shapes(jobs)
+            };
             for group in groups {
                 self.submit(group).await;
             }
@@ -154,7 +158,10 @@ fn by_shapes(jobs: Vec<Pending>) -> Vec<Vec<Pending>> {
         }
         groups.entry(key).or_default().push(p);
     }
-    let mut out: Vec<Vec<Pending>> = order.into_iter().filter_map(|k| groups.remove(&k)).collect();
+    let mut out: Vec<Vec<Pending>> = order
+        .into_iter()
+        .filter_map(|k| groups.remove(&k))
+        .collect();
     out.extend(alone);
     out
 }

@@ -115,7 +115,11 @@ fn dtype_of(k: Kind) -> Result<DType, JobError> {
 /// its own code.
 pub(crate) fn torch_error(e: tch::TchError) -> JobError {
     let text = e.to_string();
-    let code = if text.contains("out of memory") { ErrorCode::ResourceExhausted } else { ErrorCode::Internal };
+    let code = if text.contains("out of memory") {
+        ErrorCode::ResourceExhausted
+    } else {
+        ErrorCode::Internal
+    };
     JobError::new(code, telling_line(&text))
 }
 
@@ -123,13 +127,20 @@ pub(crate) fn torch_error(e: tch::TchError) -> JobError {
 /// following operation failed in the TorchScript interpreter" and names the real cause
 /// (e.g. "CUDA out of memory. Tried to allocate …") further down, after the traceback.
 fn telling_line(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let pick = lines
         .iter()
         .find(|l| l.contains("out of memory"))
         .or_else(|| lines.iter().rev().find(|l| l.starts_with("RuntimeError:")))
         .or_else(|| lines.first());
-    pick.map_or_else(|| "libtorch error".to_string(), |l| l.trim_start_matches("RuntimeError: ").to_string())
+    pick.map_or_else(
+        || "libtorch error".to_string(),
+        |l| l.trim_start_matches("RuntimeError: ").to_string(),
+    )
 }
 
 /// Starts the thread of one device: loads and warms its models, then serves batches.
@@ -216,7 +227,11 @@ fn load(config: &ModelConfig, device: Device) -> Result<Model, JobError> {
             .inputs
             .iter()
             .map(|s| {
-                let shape: Vec<i64> = s.shape.iter().map(|&d| if d < 0 { len } else { d }).collect();
+                let shape: Vec<i64> = s
+                    .shape
+                    .iter()
+                    .map(|&d| if d < 0 { len } else { d })
+                    .collect();
                 let count: i64 = shape.iter().product();
                 Tensor::owned(s.dtype, shape, vec![0; count as usize * s.dtype.size()])
             })
@@ -233,14 +248,25 @@ fn load(config: &ModelConfig, device: Device) -> Result<Model, JobError> {
 /// Errors after which the CUDA context is unusable (they are "sticky": every later call
 /// fails too), so the worker must stop and be restarted.
 fn is_sticky(e: &JobError) -> bool {
-    const STICKY: [&str; 5] =
-        ["illegal memory access", "device-side assert", "unspecified launch failure", "misaligned address", "illegal instruction"];
+    const STICKY: [&str; 5] = [
+        "illegal memory access",
+        "device-side assert",
+        "unspecified launch failure",
+        "misaligned address",
+        "illegal instruction",
+    ];
     STICKY.iter().any(|m| e.message.contains(m))
 }
 
 /// Runs a batch within the model's known safe size. Out of memory: halve, remember, retry;
 /// another failure: run the jobs one by one so only the culprit fails. `Err` = sticky error.
-fn run_adaptive(m: &Model, device: Device, faults: &Faults, inputs: &[Vec<Tensor<'static>>], safe: &mut usize) -> Result<Vec<JobOutput>, String> {
+fn run_adaptive(
+    m: &Model,
+    device: Device,
+    faults: &Faults,
+    inputs: &[Vec<Tensor<'static>>],
+    safe: &mut usize,
+) -> Result<Vec<JobOutput>, String> {
     if inputs.len() > *safe {
         let size = *safe;
         let mut out = Vec::with_capacity(inputs.len());
@@ -361,7 +387,8 @@ mod tests {
     fn picks_the_cause_out_of_a_torchscript_traceback() {
         let text = "Internal torch error: The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript (most recent call last):\n  File \"x.py\", line 5\nRuntimeError: CUDA out of memory. Tried to allocate 84.00 GiB. GPU 0 has a total capacity of 79.19 GiB\n";
         assert_eq!(telling_line(text), "CUDA out of memory. Tried to allocate 84.00 GiB. GPU 0 has a total capacity of 79.19 GiB");
-        let other = "Internal torch error: The following operation failed.\nRuntimeError: shape mismatch\n";
+        let other =
+            "Internal torch error: The following operation failed.\nRuntimeError: shape mismatch\n";
         assert_eq!(telling_line(other), "shape mismatch");
         assert_eq!(telling_line("just one line"), "just one line");
         assert_eq!(telling_line(""), "libtorch error");

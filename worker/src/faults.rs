@@ -33,20 +33,51 @@ pub(crate) enum Injected {
 /// libtorch's own wording, so message-based classification treats injected and real
 /// errors alike.
 const OOM_MESSAGE: &str = "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which 1.06 GiB is free. (injected by jetinfer --inject-faults)";
-const STICKY_MESSAGE: &str = "CUDA error: an illegal memory access was encountered (injected by jetinfer --inject-faults)";
+const STICKY_MESSAGE: &str =
+    "CUDA error: an illegal memory access was encountered (injected by jetinfer --inject-faults)";
 
 impl Faults {
     pub fn parse(spec: &str) -> Result<Faults, String> {
         let mut f = Faults::default();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (key, value) = item.split_once('=').ok_or_else(|| format!("fault {item:?} is not key=value"))?;
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("fault {item:?} is not key=value"))?;
             let bad = |e: String| format!("fault {key}: {e}");
             match key {
-                "oom_above" => f.oom_above = Some(value.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?),
-                "sticky_on" => f.sticky_on = Some(value.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?),
-                "hang_on" => f.hang_on = Some(value.parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?),
-                "exit_after_store" => f.exit_after_store = Some(value.parse().map_err(|e: std::num::ParseIntError| bad(e.to_string()))?),
-                other => return Err(format!("unknown fault {other:?} (oom_above, sticky_on, hang_on, exit_after_store)")),
+                "oom_above" => {
+                    f.oom_above = Some(
+                        value
+                            .parse()
+                            .map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
+                    )
+                }
+                "sticky_on" => {
+                    f.sticky_on = Some(
+                        value
+                            .parse()
+                            .map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?,
+                    )
+                }
+                "hang_on" => {
+                    f.hang_on = Some(
+                        value
+                            .parse()
+                            .map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?,
+                    )
+                }
+                "exit_after_store" => {
+                    f.exit_after_store = Some(
+                        value
+                            .parse()
+                            .map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
+                    )
+                }
+                other => {
+                    return Err(format!(
+                        "unknown fault {other:?} (oom_above, sticky_on, hang_on, exit_after_store)"
+                    ))
+                }
             }
         }
         Ok(f)
@@ -58,7 +89,8 @@ impl Faults {
 
     /// The fault this batch triggers, if any.
     pub(crate) fn check(&self, batch: &[Vec<Tensor<'_>>]) -> Option<Injected> {
-        let holds = |v: Option<f32>| v.is_some_and(|v| batch.iter().any(|job| first_value(job) == Some(v)));
+        let holds =
+            |v: Option<f32>| v.is_some_and(|v| batch.iter().any(|job| first_value(job) == Some(v)));
         if holds(self.hang_on) {
             return Some(Injected::Hang);
         }
@@ -86,8 +118,13 @@ mod tests {
         assert_eq!(f.oom_above, Some(4));
         let job = |v: f32| vec![Tensor::from_f32(vec![2], &[v, 0.0])];
         assert!(f.check(&vec![job(1.0); 4]).is_none());
-        assert!(matches!(f.check(&vec![job(1.0); 5]), Some(Injected::Error(_))));
-        assert!(matches!(f.check(&[job(1.0), job(-777.0)]), Some(Injected::Error(e)) if e.to_string().contains("illegal memory")));
+        assert!(matches!(
+            f.check(&vec![job(1.0); 5]),
+            Some(Injected::Error(_))
+        ));
+        assert!(
+            matches!(f.check(&[job(1.0), job(-777.0)]), Some(Injected::Error(e)) if e.to_string().contains("illegal memory"))
+        );
         assert!(Faults::parse("nope=1").is_err());
         assert!(Faults::parse("").unwrap().is_empty());
     }

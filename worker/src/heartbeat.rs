@@ -32,7 +32,10 @@ impl Announcer {
             models: self
                 .models
                 .iter()
-                .map(|(info, time)| ModelInfo { batch_ms: time.get(), ..info.clone() })
+                .map(|(info, time)| ModelInfo {
+                    batch_ms: time.get(),
+                    ..info.clone()
+                })
                 .collect(),
             slots: self.slots,
             free_slots: self.free.available_permits() as u32,

@@ -76,7 +76,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let store = ResultStore::new(&store_config)?;
     // Up before the models load (so /healthz answers during warm-up), and until exit (so
     // /readyz reports the drain).
-    let ops = http::start(&config, &id, nats.clone(), store.clone(), CancellationToken::new()).await?;
+    let ops = http::start(
+        &config,
+        &id,
+        nats.clone(),
+        store.clone(),
+        CancellationToken::new(),
+    )
+    .await?;
     let writer = results::Writer {
         store: store.clone(),
         nats: nats.clone(),
@@ -85,10 +92,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         abort_after_writes: None,
         writes: Default::default(),
     };
-    let faults = faults::Faults::parse(config.inject_faults.as_deref().unwrap_or("")).map_err(anyhow::Error::msg)?;
-    let writer = results::Writer { abort_after_writes: faults.exit_after_store, ..writer };
+    let faults = faults::Faults::parse(config.inject_faults.as_deref().unwrap_or(""))
+        .map_err(anyhow::Error::msg)?;
+    let writer = results::Writer {
+        abort_after_writes: faults.exit_after_store,
+        ..writer
+    };
     if !faults.is_empty() {
-        tracing::warn!(?faults, "fault injection is ON: this worker fails on purpose");
+        tracing::warn!(
+            ?faults,
+            "fault injection is ON: this worker fails on purpose"
+        );
     }
     let faults = Arc::new(faults);
     // Cancelled on a sticky device error: stop taking work and exit non-zero.
@@ -112,7 +126,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut models = Vec::new();
     let mut devices = Vec::new();
     for (device, configs) in by_device {
-        let state = executor::DeviceState { faults: faults.clone(), ..Default::default() };
+        let state = executor::DeviceState {
+            faults: faults.clone(),
+            ..Default::default()
+        };
         device_states.push((device.clone(), state.clone()));
         let (exec, loaded) = executor::spawn_device(device.clone(), configs.clone(), state);
         let loaded = loaded.await.unwrap_or_default();
@@ -144,7 +161,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 inputs: m.inputs,
                 batch_ms: None,
             };
-            models.push(service::ServedModel { info, queue, batch_time });
+            models.push(service::ServedModel {
+                info,
+                queue,
+                batch_time,
+            });
         }
         devices.push(device);
     }
@@ -158,14 +179,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let announcer = heartbeat::Announcer {
         nats: nats.clone(),
         worker: id.clone(),
-        models: models.iter().map(|m| (m.info.clone(), m.batch_time.clone())).collect(),
+        models: models
+            .iter()
+            .map(|m| (m.info.clone(), m.batch_time.clone()))
+            .collect(),
         devices,
         slots,
         free: free.clone(),
         accepting: accepting.clone(),
     };
     ops.models_ready(
-        models.iter().map(|m| (m.info.name.clone(), m.info.version.clone(), telemetry::device_of(&m.info.name))),
+        models.iter().map(|m| {
+            (
+                m.info.name.clone(),
+                m.info.version.clone(),
+                telemetry::device_of(&m.info.name),
+            )
+        }),
         slots,
         accepting.clone(),
     );
@@ -184,7 +214,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Duration::from_millis(config.heartbeat_ms),
         heartbeat_stop.clone(),
     ));
-    tokio::spawn(watchdog(device_states, Duration::from_millis(config.forward_timeout_ms)));
+    tokio::spawn(watchdog(
+        device_states,
+        Duration::from_millis(config.forward_timeout_ms),
+    ));
     tracing::info!(id = %id, slots, "worker ready");
 
     let in_flight = TaskTracker::new();
@@ -226,7 +259,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let _ = nats.flush().await;
     if fatal.is_cancelled() {
         // The supervisor restarts us with a fresh CUDA context.
-        anyhow::bail!("worker {id} stopped after a sticky device error; its jobs go to other workers");
+        anyhow::bail!(
+            "worker {id} stopped after a sticky device error; its jobs go to other workers"
+        );
     }
     tracing::info!(id = %id, "worker stopped");
     Ok(())
@@ -240,9 +275,16 @@ async fn watchdog(devices: Vec<(String, executor::DeviceState)>, limit: Duration
         tick.tick().await;
         let now = jetinfer_schemas::now_ms();
         for (device, state) in &devices {
-            let since = state.busy_since_ms.load(std::sync::atomic::Ordering::Relaxed);
+            let since = state
+                .busy_since_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
             if since != 0 && now.saturating_sub(since) > limit.as_millis() as u64 {
-                tracing::error!(device, running_ms = now - since, limit_ms = limit.as_millis() as u64, "forward hung; exiting");
+                tracing::error!(
+                    device,
+                    running_ms = now - since,
+                    limit_ms = limit.as_millis() as u64,
+                    "forward hung; exiting"
+                );
                 std::process::exit(EXIT_HUNG);
             }
         }

@@ -57,7 +57,11 @@ impl Writer {
             });
         }
         if self.record_executions {
-            let ran: Vec<&str> = finished.iter().filter(|f| f.result.timings.batch_size > 0).map(|f| f.ctx.id.as_str()).collect();
+            let ran: Vec<&str> = finished
+                .iter()
+                .filter(|f| f.result.timings.batch_size > 0)
+                .map(|f| f.ctx.id.as_str())
+                .collect();
             if let Err(e) = self.store.record_executions(&ran).await {
                 tracing::warn!(error = %e, "cannot record executions");
             }
@@ -84,9 +88,15 @@ impl Writer {
         };
         crate::telemetry::written(&finished, write_started, outcome == RunOutcome::Stored);
         drop(writes);
-        let n = self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let n = self
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         if self.abort_after_writes.is_some_and(|k| n >= k) {
-            tracing::error!(writes = n, "injected fault: aborting after storing results, before replying");
+            tracing::error!(
+                writes = n,
+                "injected fault: aborting after storing results, before replying"
+            );
             std::process::abort();
         }
         for f in finished {

@@ -148,7 +148,9 @@ impl Service {
             attempt: run_job.attempt,
             published_ms: run_job.published_ms,
             // The worker's own clock from here on: receipt + time left (see RunJob::remaining_ms).
-            deadline_ms: run_job.remaining_ms.map_or(run_job.deadline_ms, |left| now_ms() + left),
+            deadline_ms: run_job
+                .remaining_ms
+                .map_or(run_job.deadline_ms, |left| now_ms() + left),
             cache_key: None,
             done,
             _slot: Some(slot),

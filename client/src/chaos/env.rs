@@ -11,11 +11,16 @@ use super::{ChaosError, ChaosOptions};
 
 /// Settings that make faults visible within seconds rather than minutes.
 const DISPATCHER_ARGS: &[&str] = &[
-    "--ack-wait-ms", "4000",
-    "--heartbeat-timeout-ms", "2000",
-    "--unknown-model-after-ms", "2000",
-    "--max-attempts", "3",
-    "--dispatch-timeout-ms", "10000",
+    "--ack-wait-ms",
+    "4000",
+    "--heartbeat-timeout-ms",
+    "2000",
+    "--unknown-model-after-ms",
+    "2000",
+    "--max-attempts",
+    "3",
+    "--dispatch-timeout-ms",
+    "10000",
 ];
 
 pub(crate) struct Env {
@@ -29,15 +34,23 @@ pub(crate) struct Env {
 
 impl Env {
     pub async fn start(case: u32, opts: &ChaosOptions) -> Result<Env, ChaosError> {
-        let (nats, redis) = tokio::task::spawn_blocking(|| Ok::<_, crate::local::LocalError>((NatsServer::start()?, RedisServer::start_persistent()?)))
-            .await
-            .map_err(|e| ChaosError::Setup(e.to_string()))??;
+        let (nats, redis) = tokio::task::spawn_blocking(|| {
+            Ok::<_, crate::local::LocalError>((
+                NatsServer::start()?,
+                RedisServer::start_persistent()?,
+            ))
+        })
+        .await
+        .map_err(|e| ChaosError::Setup(e.to_string()))??;
         let root = repo_root()?;
         let mut worker_args: Vec<String> = vec!["--record-executions".into()];
         let mut models = root.join("models/out/models.toml");
         match case {
             10 => worker_args.extend(["--inject-faults".into(), "oom_above=4".into()]),
-            11 => worker_args.extend(["--inject-faults".into(), format!("sticky_on={}", super::inject::POISON_STICKY)]),
+            11 => worker_args.extend([
+                "--inject-faults".into(),
+                format!("sticky_on={}", super::inject::POISON_STICKY),
+            ]),
             12 => worker_args.extend([
                 "--inject-faults".into(),
                 format!("hang_on={}", super::inject::POISON_HANG),
@@ -74,15 +87,23 @@ impl Env {
             wait_for_workers(&stack.connect_nats().await?, 2, Duration::from_secs(60)).await?;
         }
         let client = stack.client().await?;
-        let golden = Golden::load(root.join("models/out")).map_err(|e| ChaosError::Setup(e.to_string()))?;
-        Ok(Env { stack, nats, redis, client, samples: golden.samples("mlp") })
+        let golden =
+            Golden::load(root.join("models/out")).map_err(|e| ChaosError::Setup(e.to_string()))?;
+        Ok(Env {
+            stack,
+            nats,
+            redis,
+            client,
+            samples: golden.samples("mlp"),
+        })
     }
 }
 
 /// A copy of the models file in which `pair`'s checksum is wrong (case 13).
 fn bad_sha_models(root: &std::path::Path) -> Result<std::path::PathBuf, ChaosError> {
     let src = root.join("models/out/models.toml");
-    let text = std::fs::read_to_string(&src).map_err(|e| ChaosError::Setup(format!("{}: {e}", src.display())))?;
+    let text = std::fs::read_to_string(&src)
+        .map_err(|e| ChaosError::Setup(format!("{}: {e}", src.display())))?;
     let mut out = String::new();
     let mut in_pair = false;
     for line in text.lines() {

@@ -55,7 +55,13 @@ impl Load {
                 set.spawn(async move {
                     let publish_ms = now_ms();
                     let acked = publish_patiently(&client, priority, &job).await;
-                    Published { id: job.id.to_string(), sample, publish_ms, acked, priority }
+                    Published {
+                        id: job.id.to_string(),
+                        sample,
+                        publish_ms,
+                        acked,
+                        priority,
+                    }
                 });
             }
             let mut out: Vec<Published> = set.join_all().await;
@@ -95,23 +101,41 @@ pub(crate) struct Burst {
 
 /// Publishes `n` jobs as fast as JetStream takes them (256 in flight), once each: a
 /// refusal (stream full) is counted, not retried.
-pub(crate) async fn burst(client: &Client, samples: &[Sample], n: usize, priority: Priority, prefix: &str) -> Burst {
+pub(crate) async fn burst(
+    client: &Client,
+    samples: &[Sample],
+    n: usize,
+    priority: Priority,
+    prefix: &str,
+) -> Burst {
     use futures::StreamExt;
     let results: Vec<(String, u64, Result<(), String>)> = futures::stream::iter(0..n)
         .map(|i| {
-            let mut job = Job::new(format!("{prefix}-{i}"), "mlp", samples[i % samples.len()].inputs.clone());
+            let mut job = Job::new(
+                format!("{prefix}-{i}"),
+                "mlp",
+                samples[i % samples.len()].inputs.clone(),
+            );
             job.cache = Some(false);
             job.deadline_ms = Some(now_ms() + 3_600_000);
             async move {
                 let at = now_ms();
-                let r = client.submit(priority, &job).await.map(|_| ()).map_err(|e| e.to_string());
+                let r = client
+                    .submit(priority, &job)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
                 (job.id.to_string(), at, r)
             }
         })
         .buffer_unordered(256)
         .collect()
         .await;
-    let mut b = Burst { accepted: Vec::new(), refused: 0, first_refusal: None };
+    let mut b = Burst {
+        accepted: Vec::new(),
+        refused: 0,
+        first_refusal: None,
+    };
     for (id, at, r) in results {
         match r {
             Ok(()) => b.accepted.push((id, at)),

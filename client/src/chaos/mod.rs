@@ -25,7 +25,10 @@ pub use report::Report;
 pub const SCENARIOS: &[(u32, &str)] = &[
     (1, "kill -9 a worker holding a batch"),
     (2, "worker dies after storing results, before the ack"),
-    (3, "SIGSTOP a worker past the heartbeat timeout, then SIGCONT"),
+    (
+        3,
+        "SIGSTOP a worker past the heartbeat timeout, then SIGCONT",
+    ),
     (4, "SIGSTOP a worker shorter than the timeout"),
     (5, "kill -9 the dispatcher, start a new one"),
     (6, "kill -9 nats-server (file storage) and restart it"),
@@ -36,8 +39,14 @@ pub const SCENARIOS: &[(u32, &str)] = &[
     (11, "sticky CUDA error from a poison job (injected)"),
     (12, "hung forward from a poison job (injected)"),
     (13, "a model file whose sha256 does not match"),
-    (14, "P2 burst of 10,000 against a 3,000-job per-subject limit"),
-    (15, "P0 flood (20 x jobs, at most 15,000) while P2 trickles in"),
+    (
+        14,
+        "P2 burst of 10,000 against a 3,000-job per-subject limit",
+    ),
+    (
+        15,
+        "P0 flood (20 x jobs, at most 15,000) while P2 trickles in",
+    ),
     (16, "deadlines pass while jobs are queued"),
     (17, "a producer's clock runs 20 s behind (tolerance 30 s)"),
 ];
@@ -57,7 +66,12 @@ pub struct ChaosOptions {
 
 impl Default for ChaosOptions {
     fn default() -> Self {
-        ChaosOptions { jobs: 600, rate: 300.0, redis_outage: Duration::from_secs(5), log_dir: None }
+        ChaosOptions {
+            jobs: 600,
+            rate: 300.0,
+            redis_outage: Duration::from_secs(5),
+            log_dir: None,
+        }
     }
 }
 
@@ -78,7 +92,11 @@ pub enum ChaosError {
 
 /// Runs one scenario and reports on it.
 pub async fn run(case: u32, opts: &ChaosOptions) -> Result<Report, ChaosError> {
-    let name = SCENARIOS.iter().find(|(c, _)| *c == case).map(|(_, n)| *n).ok_or(ChaosError::UnknownScenario(case))?;
+    let name = SCENARIOS
+        .iter()
+        .find(|(c, _)| *c == case)
+        .map(|(_, n)| *n)
+        .ok_or(ChaosError::UnknownScenario(case))?;
     let mut env = env::Env::start(case, opts).await?;
     let load = load::Load::start(env.client.clone(), &env.samples, opts, case);
     // The fault comes a third of the way into the publishing.
@@ -91,7 +109,10 @@ pub async fn run(case: u32, opts: &ChaosOptions) -> Result<Report, ChaosError> {
     if case == 14 {
         // P0's bound is its default deadline (5 s): a P2 burst must not push P0 past it.
         let p99 = report.fault_p0_p99_ms;
-        report.checks.push(inject::Check { what: format!("P0 p99 during the burst {p99:.0} ms (bound 5000 ms)"), ok: p99 < 5_000.0 });
+        report.checks.push(inject::Check {
+            what: format!("P0 p99 during the burst {p99:.0} ms (bound 5000 ms)"),
+            ok: p99 < 5_000.0,
+        });
     }
     env.stack.stop();
     Ok(report)

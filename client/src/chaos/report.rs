@@ -53,7 +53,17 @@ impl Report {
     pub fn header() -> String {
         format!(
             "{:>4}  {:<58} {:>9} {:>9} {:>5} {:>5} {:>5} {:>9} {:>9} {:>10}  {}",
-            "case", "scenario", "published", "completed", "lost", "dup", "wrong", "p50 ms", "p99 ms", "recover ms", "result"
+            "case",
+            "scenario",
+            "published",
+            "completed",
+            "lost",
+            "dup",
+            "wrong",
+            "p50 ms",
+            "p99 ms",
+            "recover ms",
+            "result"
         )
     }
 
@@ -76,14 +86,25 @@ impl Report {
 }
 
 /// Waits up to `settle` for every acknowledged job's result, then computes the figures.
-pub(crate) async fn measure(case: u32, name: &str, env: &Env, published: &[Published], fault: &Fault, settle: Duration) -> Result<Report, ChaosError> {
+pub(crate) async fn measure(
+    case: u32,
+    name: &str,
+    env: &Env,
+    published: &[Published],
+    fault: &Fault,
+    settle: Duration,
+) -> Result<Report, ChaosError> {
     let acked: Vec<&Published> = published.iter().filter(|p| p.acked).collect();
     let ids: Vec<String> = acked.iter().map(|p| p.id.clone()).collect();
     let store = env.client.store();
     let deadline = tokio::time::Instant::now() + settle;
     let mut results = BTreeMap::new();
     loop {
-        let missing: Vec<String> = ids.iter().filter(|id| !results.contains_key(*id)).cloned().collect();
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !results.contains_key(*id))
+            .cloned()
+            .collect();
         for chunk in missing.chunks(500) {
             if let Ok(got) = store.get_many(chunk).await {
                 for (id, r) in chunk.iter().zip(got) {
@@ -102,16 +123,23 @@ pub(crate) async fn measure(case: u32, name: &str, env: &Env, published: &[Publi
     let mut wrong = 0;
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     for p in &acked {
-        let Some(r) = results.get(&p.id) else { continue };
+        let Some(r) = results.get(&p.id) else {
+            continue;
+        };
         if let Some(code) = r.error_code() {
             *errors.entry(code.as_str().to_string()).or_default() += 1;
         }
-        if r.status != Status::Ok || compare(&env.samples[p.sample].outputs, &r.outputs, ATOL, RTOL).is_err() {
+        if r.status != Status::Ok
+            || compare(&env.samples[p.sample].outputs, &r.outputs, ATOL, RTOL).is_err()
+        {
             wrong += 1;
         }
     }
     let executions = store.executions().await?;
-    let duplicates = ids.iter().filter(|id| executions.get(*id).is_some_and(|&n| n > 1)).count();
+    let duplicates = ids
+        .iter()
+        .filter(|id| executions.get(*id).is_some_and(|&n| n > 1))
+        .count();
 
     // The fault window: at least two seconds, for faults that are a single instant.
     let window_end = fault.end_ms.max(fault.start_ms + 2_000);
@@ -119,7 +147,9 @@ pub(crate) async fn measure(case: u32, name: &str, env: &Env, published: &[Publi
     let mut p0_in_window: Vec<f64> = Vec::new();
     let mut recovery_ms: f64 = 0.0;
     for p in &acked {
-        let Some(r) = results.get(&p.id) else { continue };
+        let Some(r) = results.get(&p.id) else {
+            continue;
+        };
         if p.publish_ms >= fault.start_ms && p.publish_ms <= window_end {
             let latency = r.completed_at_ms.saturating_sub(p.publish_ms) as f64;
             in_window.push(latency);

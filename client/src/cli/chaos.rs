@@ -45,7 +45,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         redis_outage: Duration::from_secs(args.redis_outage_s),
         log_dir: args.log_dir.clone(),
     };
-    let cases: Vec<u32> = if args.cases.is_empty() { SCENARIOS.iter().map(|(c, _)| *c).collect() } else { args.cases.clone() };
+    let cases: Vec<u32> = if args.cases.is_empty() {
+        SCENARIOS.iter().map(|(c, _)| *c).collect()
+    } else {
+        args.cases.clone()
+    };
     let mut reports: Vec<Report> = Vec::new();
     println!("{}", Report::header());
     for case in cases {
@@ -64,5 +68,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     }
     let failed = reports.iter().filter(|r| !r.passed()).count();
     println!("{} scenario(s), {failed} failed", reports.len());
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -35,23 +35,42 @@ pub enum DlqCommand {
 pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<ExitCode> {
     let client = global.client().await?;
     let js = jetstream::new(client.nats().clone());
-    let letters = dead_letters(&js).await.map_err(|e| anyhow::anyhow!("reading the dead-letter stream: {e}"))?;
+    let letters = dead_letters(&js)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the dead-letter stream: {e}"))?;
     match args.command {
         DlqCommand::List => {
-            println!("{:>6}  {:<40} {:>8}  {:<28} reason", "seq", "job id", "failures", "subject");
+            println!(
+                "{:>6}  {:<40} {:>8}  {:<28} reason",
+                "seq", "job id", "failures", "subject"
+            );
             for l in &letters {
-                println!("{:>6}  {:<40} {:>8}  {:<28} {}", l.seq, l.id, l.failures, l.subject, l.reason);
+                println!(
+                    "{:>6}  {:<40} {:>8}  {:<28} {}",
+                    l.seq, l.id, l.failures, l.subject, l.reason
+                );
             }
             println!("{} dead letter(s)", letters.len());
         }
         DlqCommand::Replay { ids } => {
-            let stream = js.get_stream(DLQ_STREAM).await.context("dead-letter stream")?;
+            let stream = js
+                .get_stream(DLQ_STREAM)
+                .await
+                .context("dead-letter stream")?;
             let mut n = 0;
-            for l in letters.iter().filter(|l| ids.is_empty() || ids.contains(&l.id)) {
+            for l in letters
+                .iter()
+                .filter(|l| ids.is_empty() || ids.contains(&l.id))
+            {
                 client.store().forget(&l.id).await?;
                 let msg_id = format!("{}:replay:{}", l.id, jetinfer_schemas::now_ms());
-                client.publish_raw(&l.subject, &msg_id, l.payload.clone()).await?;
-                stream.delete_message(l.seq).await.with_context(|| format!("removing dead letter {}", l.seq))?;
+                client
+                    .publish_raw(&l.subject, &msg_id, l.payload.clone())
+                    .await?;
+                stream
+                    .delete_message(l.seq)
+                    .await
+                    .with_context(|| format!("removing dead letter {}", l.seq))?;
                 println!("replayed {} to {}", l.id, l.subject);
                 n += 1;
             }
