@@ -7,9 +7,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use jetinfer_client::telemetry::http::{nats_state, serve, Readiness, ReadyCheck};
+use jetinfer_client::telemetry::http::{nats_state, redis_state, serve, Readiness, ReadyCheck};
 use jetinfer_client::ResultStore;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -77,12 +76,7 @@ pub(crate) async fn start(
         let (nats, store, id, view) = (nats.clone(), store.clone(), id.clone(), view.clone());
         Box::pin(async move {
             let (nats_ok, nats_word) = nats_state(&nats);
-            let redis = tokio::time::timeout(Duration::from_secs(2), store.ping()).await;
-            let (redis_ok, redis_word) = match redis {
-                Ok(Ok(())) => (true, "ok".to_string()),
-                Ok(Err(e)) => (false, e.to_string()),
-                Err(_) => (false, "no answer within 2 s".to_string()),
-            };
+            let (redis_ok, redis_word) = redis_state(&store).await;
             let (serving, models, slots) = view.snapshot();
             Readiness {
                 ready: nats_ok && redis_ok && serving,

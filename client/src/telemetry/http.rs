@@ -103,3 +103,12 @@ pub fn nats_state(nats: &async_nats::Client) -> (bool, &'static str) {
         async_nats::connection::State::Disconnected => (false, "disconnected"),
     }
 }
+
+/// Whether Redis answers a PING within 2 s, and a word for the readiness body.
+pub async fn redis_state(store: &crate::ResultStore) -> (bool, String) {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), store.ping()).await {
+        Ok(Ok(())) => (true, "ok".to_string()),
+        Ok(Err(e)) => (false, e.to_string()),
+        Err(_) => (false, "no answer within 2 s".to_string()),
+    }
+}
