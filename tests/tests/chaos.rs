@@ -6,11 +6,15 @@ use std::time::Duration;
 use jetinfer_client::chaos::{self, ChaosOptions};
 
 async fn scenario(case: u32) {
+    // Logs stay after the run (target/chaos-logs/case-N/), so a failure can be read.
+    let log_dir = jetinfer_client::local::repo_root()
+        .unwrap()
+        .join("target/chaos-logs");
     let opts = ChaosOptions {
         jobs: 300,
         rate: 150.0,
         redis_outage: Duration::from_secs(3),
-        log_dir: None,
+        log_dir: Some(log_dir),
     };
     let report = chaos::run(case, &opts)
         .await
@@ -20,7 +24,10 @@ async fn scenario(case: u32) {
         report.published, opts.jobs,
         "case {case}: every publish should be acknowledged (producers retry)"
     );
-    assert_eq!(report.lost, 0, "case {case}: lost jobs");
+    assert_eq!(
+        report.lost, 0,
+        "case {case}: lost jobs (process logs in target/chaos-logs/case-{case}/)"
+    );
     assert_eq!(
         report.wrong, 0,
         "case {case}: wrong results, errors {:?}",

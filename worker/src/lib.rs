@@ -250,10 +250,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let _ = tokio::time::timeout(Duration::from_secs(2), leftovers).await;
     }
     in_flight.close();
-    if tokio::time::timeout(Duration::from_millis(config.drain_ms), in_flight.wait())
-        .await
-        .is_err()
-    {
+    // After a sticky device error nothing more can run here: hand back quickly and exit, so
+    // the supervisor's replacement takes over, rather than idling through a full drain.
+    let drain = if fatal.is_cancelled() {
+        FATAL_DRAIN
+    } else {
+        Duration::from_millis(config.drain_ms)
+    };
+    if tokio::time::timeout(drain, in_flight.wait()).await.is_err() {
         tracing::warn!("drain deadline passed; unfinished jobs will be dispatched again");
     }
     let _ = nats.flush().await;
@@ -290,6 +294,9 @@ async fn watchdog(devices: Vec<(String, executor::DeviceState)>, limit: Duration
         }
     }
 }
+
+/// How long a worker with an unusable device waits for its requests to answer.
+const FATAL_DRAIN: Duration = Duration::from_secs(2);
 
 /// Exit status of a worker whose forward hung.
 pub const EXIT_HUNG: i32 = 3;

@@ -99,6 +99,24 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Keeps `n` workers running, as a supervisor would: replaces those that exited (the
+    /// poison scenarios kill them on purpose).
+    pub fn supervise(&mut self, n: usize) -> Result<(), ChaosError> {
+        let running = self
+            .stack
+            .workers()
+            .iter_mut()
+            .map(|w| w.is_running())
+            .filter(|&up| up)
+            .count();
+        for _ in running..n {
+            self.stack.start_worker(Vec::<String>::new())?;
+        }
+        Ok(())
+    }
+}
+
 /// A copy of the models file in which `pair`'s checksum is wrong (case 13).
 fn bad_sha_models(root: &std::path::Path) -> Result<std::path::PathBuf, ChaosError> {
     let src = root.join("models/out/models.toml");

@@ -104,7 +104,7 @@ pub async fn run(case: u32, opts: &ChaosOptions) -> Result<Report, ChaosError> {
     let fault = inject::inject(case, &mut env, opts).await?;
     let published = load.finish().await;
     let settle = Duration::from_secs(60) + opts.redis_outage;
-    let mut report = report::measure(case, name, &env, &published, &fault, settle).await?;
+    let mut report = report::measure(case, name, &mut env, &published, &fault, settle).await?;
     report.checks.extend(fault.checks);
     if case == 14 {
         // P0's bound is its default deadline (5 s): a P2 burst must not push P0 past it.

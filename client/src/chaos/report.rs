@@ -89,17 +89,22 @@ impl Report {
 pub(crate) async fn measure(
     case: u32,
     name: &str,
-    env: &Env,
+    env: &mut Env,
     published: &[Published],
     fault: &Fault,
     settle: Duration,
 ) -> Result<Report, ChaosError> {
     let acked: Vec<&Published> = published.iter().filter(|p| p.acked).collect();
     let ids: Vec<String> = acked.iter().map(|p| p.id.clone()).collect();
-    let store = env.client.store();
+    let client = env.client.clone();
+    let store = client.store();
     let deadline = tokio::time::Instant::now() + settle;
     let mut results = BTreeMap::new();
     loop {
+        if matches!(case, 11 | 12) {
+            // Workers that died of the poison job are replaced for as long as we wait.
+            env.supervise(2)?;
+        }
         let missing: Vec<String> = ids
             .iter()
             .filter(|id| !results.contains_key(*id))
