@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use nats::NatsServer;
-pub use paths::{binary, repo_root};
+pub use paths::{binary, repo_root, resolve_path};
 pub use process::Process;
 pub use redis::RedisServer;
 pub use stack::{LocalStack, LocalStackBuilder};

@@ -20,7 +20,7 @@ use jetinfer_client::bench::payload::{load_model, make_pool, PayloadOptions};
 use jetinfer_client::bench::report::{BenchReport, CpuReport, RunReport};
 use jetinfer_client::bench::run::{self, Arrival, Load, RunSpec};
 use jetinfer_client::bench::{bare, cpu_seconds, svg};
-use jetinfer_client::local::{binary, repo_root, LocalStack, Process};
+use jetinfer_client::local::{binary, repo_root, resolve_path, LocalStack, Process};
 use jetinfer_schemas::names::{JOBS_PREFIX, JOBS_STREAM};
 
 use super::Global;
@@ -153,7 +153,7 @@ pub struct BenchArgs {
 }
 
 pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let models_path = resolve(&args.models);
+    let models_path = resolve_path(&args.models);
     let model = load_model(&models_path, &args.model)?;
     let mix: [u32; 3] = args
         .mix
@@ -596,15 +596,4 @@ fn host_description() -> String {
         .map(|n| n.get())
         .unwrap_or(0);
     format!("{n} × {cpu}")
-}
-
-/// A relative path as given if it exists from here, else from the repository root.
-fn resolve(path: &Path) -> PathBuf {
-    if path.is_absolute() || path.exists() {
-        return path.to_path_buf();
-    }
-    match repo_root() {
-        Ok(root) if root.join(path).exists() => root.join(path),
-        _ => path.to_path_buf(),
-    }
 }

@@ -11,14 +11,14 @@ mod plan;
 mod publish;
 mod report;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use jetinfer_client::golden::{compare, Golden};
-use jetinfer_client::local::{repo_root, LocalStack};
+use jetinfer_client::local::{repo_root, resolve_path, LocalStack};
 use jetinfer_schemas::Status;
 
 use self::report::{Outcome, Verdict};
@@ -90,7 +90,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
         .as_slice()
         .try_into()
         .context("--mix takes three weights: P0,P1,P2")?;
-    let golden_dir = resolve(&args.golden);
+    let golden_dir = resolve_path(&args.golden);
     let golden = Golden::load(&golden_dir)?;
     let models: Vec<_> = golden
         .models()
@@ -161,7 +161,7 @@ async fn start_stack(global: &Global, args: &DemoArgs, run: &str) -> anyhow::Res
     };
     let mut builder = LocalStack::builder()
         .workers(args.workers)
-        .models(resolve(&args.models))
+        .models(resolve_path(&args.models))
         .dispatcher_args(
             args.dispatcher_args
                 .iter()
@@ -356,15 +356,4 @@ fn progress(len: usize, what: &str) -> ProgressBar {
     );
     bar.set_prefix(what.to_string());
     bar
-}
-
-/// A relative path as given if it exists from here, else from the repository root.
-fn resolve(path: &Path) -> PathBuf {
-    if path.is_absolute() || path.exists() {
-        return path.to_path_buf();
-    }
-    match repo_root() {
-        Ok(root) if root.join(path).exists() => root.join(path),
-        _ => path.to_path_buf(),
-    }
 }

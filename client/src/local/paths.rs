@@ -4,6 +4,18 @@ use std::path::{Path, PathBuf};
 
 use super::LocalError;
 
+/// A relative path as given if it exists from here, else from the repository root (so the
+/// CLI's default `models/out/...` paths work from any folder of the checkout).
+pub fn resolve_path(path: &Path) -> PathBuf {
+    if path.is_absolute() || path.exists() {
+        return path.to_path_buf();
+    }
+    match repo_root() {
+        Ok(root) if root.join(path).exists() => root.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// The repository root: `$JETINFER_ROOT`, else the nearest folder above the current
 /// executable, then above the current directory, whose `Cargo.toml` has `[workspace]`.
 pub fn repo_root() -> Result<PathBuf, LocalError> {
