@@ -180,15 +180,31 @@ impl ResultStore {
         Ok(replies.into_iter().map(|r| r.is_some()).collect())
     }
 
-    /// What intake needs to know of a job before queueing it, in one round trip: whether
-    /// a result exists, and how many of its runs were lost so far (see [`Keys::failures`]).
-    pub async fn job_state(&self, id: &str) -> Result<(bool, u32), StoreError> {
+    /// What intake needs to know of jobs before queueing them, in one round trip for all
+    /// of them: per job, whether a result exists, and how many of its runs were lost so far
+    /// (see [`Keys::failures`]).
+    pub async fn job_states(&self, ids: &[&str]) -> Result<Vec<(bool, u32)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
-        pipe.exists(self.keys.result(id))
-            .get(self.keys.failures(id));
+        for id in ids {
+            pipe.exists(self.keys.result(id))
+                .get(self.keys.failures(id));
+        }
         let mut conn = self.pool.get().await?;
-        let (exists, failures): (bool, Option<u32>) = pipe.query_async(&mut conn).await?;
-        Ok((exists, failures.unwrap_or(0)))
+        // The pipeline answers one flat list: EXISTS, GET, EXISTS, GET, …
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        replies
+            .chunks(2)
+            .map(|pair| -> Result<(bool, u32), StoreError> {
+                let exists: bool =
+                    redis::from_redis_value_ref(&pair[0]).map_err(redis::RedisError::from)?;
+                let failures: Option<u32> =
+                    redis::from_redis_value_ref(&pair[1]).map_err(redis::RedisError::from)?;
+                Ok((exists, failures.unwrap_or(0)))
+            })
+            .collect()
     }
 
     /// Counts one lost run for each job (a worker died, timed out or could not run it) and

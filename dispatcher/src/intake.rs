@@ -1,13 +1,21 @@
 //! Intake: one task per priority pulls from its durable consumer, but only as many jobs as
 //! the priority's in-flight cap allows (a permit per job), triages each message and hands
 //! good jobs to the scheduler.
+//!
+//! Messages are triaged in groups: the first one is awaited, then whatever else the pull
+//! has already delivered (up to `--pull-batch`) joins it, so a group costs one Redis round
+//! trip (`job_states`) and one hand-over to the scheduler, however many jobs it holds. Under
+//! load groups are large and per-job costs shrink; when idle a group is one job and nothing
+//! waits for company.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
-use futures::StreamExt;
+use futures::future::join_all;
+use futures::{FutureExt, StreamExt};
 use jetinfer_schemas::names::parse_job_subject;
 use jetinfer_schemas::{decode_job, limits::is_valid_job_id, JobError, Priority};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -71,21 +79,104 @@ impl Intake {
                     _ = shutdown.cancelled() => return,
                     m = messages.next() => m,
                 };
-                match next {
-                    Some(Ok(msg)) => self.triage(msg, permit).await,
+                let first = match next {
+                    Some(Ok(msg)) => msg,
                     // A missed heartbeat or a reconnect: the pull goes on (the documented
                     // `while let Some(Ok(..))` loop would stop for good here).
                     Some(Err(e)) => {
-                        tracing::warn!(priority = %self.priority, error = %e, "pull error")
+                        tracing::warn!(priority = %self.priority, error = %e, "pull error");
+                        continue;
                     }
                     None => break,
+                };
+                let (group, pull_ended) = self.delivered_with(first, permit, &mut messages, batch);
+                self.triage(group).await;
+                if pull_ended {
+                    break;
                 }
             }
         }
     }
 
-    /// Decodes and checks one message; answers what can never run; queues the rest.
-    async fn triage(&self, msg: Message, permit: OwnedSemaphorePermit) {
+    /// `first` and the messages the pull has already delivered, as many as there are
+    /// permits for, up to `max`, without waiting for more. Also says whether the pull ended.
+    fn delivered_with(
+        &self,
+        first: Message,
+        permit: OwnedSemaphorePermit,
+        messages: &mut (impl futures::Stream<Item = Result<Message, MessagesError>> + Unpin),
+        max: usize,
+    ) -> (Vec<(Message, OwnedSemaphorePermit)>, bool) {
+        let mut group = vec![(first, permit)];
+        while group.len() < max {
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                break;
+            };
+            match messages.next().now_or_never() {
+                Some(Some(Ok(msg))) => group.push((msg, permit)),
+                Some(Some(Err(e))) => {
+                    tracing::warn!(priority = %self.priority, error = %e, "pull error");
+                    break;
+                }
+                Some(None) => return (group, true),
+                None => break,
+            }
+        }
+        (group, false)
+    }
+
+    /// Triages a group of messages: answers what can never run, then, with one Redis
+    /// round trip for the group, acks jobs that already have a result and queues the rest.
+    async fn triage(&self, group: Vec<(Message, OwnedSemaphorePermit)>) {
+        let mut jobs = Vec::with_capacity(group.len());
+        for (msg, permit) in group {
+            if let Some(job) = self.check(msg, permit).await {
+                jobs.push(job);
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let states = self.job_states(&jobs).await;
+        let mut queued = Vec::with_capacity(jobs.len());
+        for (mut job, (answered, failures)) in jobs.into_iter().zip(states) {
+            if answered {
+                // A redelivery (lost ack) or a resubmission after the duplicate window:
+                // ack it, don't run it again.
+                tracing::debug!(parent: &*job.span, id = %job.id, delivered = job.attempt, "job already has a result; acking without running");
+                let _ = job.acker.ack().await;
+                continue;
+            }
+            job.failures = failures;
+            queued.push(job);
+        }
+        if !queued.is_empty() && self.scheduler.send(Command::Enqueue(queued)).await.is_err() {
+            tracing::debug!("scheduler stopped; messages will be redelivered");
+        }
+    }
+
+    /// Per job, whether it has a result and its lost runs so far. Redis down: wait for it,
+    /// holding the messages (a nak would spend their redelivery budget).
+    async fn job_states(&self, jobs: &[HeldJob]) -> Vec<(bool, u32)> {
+        let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        loop {
+            match self.answer.store.job_states(&ids).await {
+                Ok(states) => return states,
+                Err(e) => {
+                    tracing::warn!(jobs = ids.len(), error = %e, "result store unreachable; holding the jobs until it returns");
+                    join_all(jobs.iter().map(|j| j.acker.ack_with(AckKind::Progress))).await;
+                    let mut health = self.store_health.clone();
+                    tokio::select! {
+                        _ = health::until_reachable(&mut health) => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes and checks one message; answers what can never run (and returns `None`).
+    async fn check(&self, msg: Message, permit: OwnedSemaphorePermit) -> Option<HeldJob> {
         let (delivered, published_ms) = match msg.info() {
             Ok(info) => (
                 info.delivered.max(1) as u32,
@@ -123,7 +214,10 @@ impl Intake {
         let limits = self.config.limits();
         let job = match decode_job(&msg.payload, &limits) {
             Ok(job) => job,
-            Err(e) => return refuse(header_id, e).await,
+            Err(e) => {
+                refuse(header_id, e).await;
+                return None;
+            }
         };
         if let Err(e) = job.validate(&limits) {
             let id = if is_valid_job_id(&job.id) {
@@ -131,7 +225,8 @@ impl Intake {
             } else {
                 header_id
             };
-            return refuse(id, e).await;
+            refuse(id, e).await;
+            return None;
         }
         let id = job.id.to_string();
         if job.model != subject_model {
@@ -139,33 +234,8 @@ impl Intake {
                 "job model {:?} differs from the subject's {subject_model:?}",
                 job.model
             ));
-            return refuse(Some(id), e).await;
-        }
-        // A redelivery (lost ack) or a resubmission after the duplicate window may find the
-        // job already answered: ack it, don't run it again. Redis down: wait for it, holding
-        // the message (nak would spend its redelivery budget).
-        let (answered, failures) = loop {
-            match self.answer.store.job_state(&id).await {
-                Ok(state) => break state,
-                Err(e) => {
-                    tracing::warn!(id, error = %e, "result store unreachable; holding the job until it returns");
-                    let _ = acker.ack_with(AckKind::Progress).await;
-                    let mut health = self.store_health.clone();
-                    tokio::select! {
-                        _ = health::until_reachable(&mut health) => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        };
-        if answered {
-            tracing::debug!(
-                id,
-                delivered,
-                "job already has a result; acking without running"
-            );
-            let _ = acker.ack().await;
-            return;
+            refuse(Some(id), e).await;
+            return None;
         }
         let deadline_ms = match job.deadline_ms {
             // The producer's clock: allow for it running behind ours.
@@ -195,7 +265,8 @@ impl Intake {
             deadline_ms,
             published_ms,
             attempt: delivered,
-            failures,
+            // Known after the group's Redis round trip (`triage`).
+            failures: 0,
             traceparent,
             meta: job.meta.clone().unwrap_or_default(),
             since: Instant::now(),
@@ -205,8 +276,6 @@ impl Intake {
             _permit: permit,
         };
         drop(job);
-        if self.scheduler.send(Command::Enqueue(held)).await.is_err() {
-            tracing::debug!("scheduler stopped; message will be redelivered");
-        }
+        Some(held)
     }
 }

@@ -27,9 +27,13 @@ use crate::workers::Workers;
 /// How often the scheduler looks for dead workers, expired jobs and unknown models.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
 
+/// Most events handled in one go before a scheduling pass (so a flood of events cannot
+/// postpone scheduling indefinitely).
+const DRAIN_AT_MOST: usize = 256;
+
 pub(crate) enum Command {
-    /// A triaged job from intake.
-    Enqueue(HeldJob),
+    /// Triaged jobs from intake (what one pull had delivered).
+    Enqueue(Vec<HeldJob>),
     Heartbeat(Heartbeat),
     /// A bundle came back: its slots are free again; `retry` jobs go back to the queues.
     Returned {
@@ -62,7 +66,15 @@ impl Scheduler {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(cmd) = rx.recv() => self.handle(cmd),
+                Some(cmd) = rx.recv() => {
+                    self.handle(cmd);
+                    // Take in what else has arrived before placing work, so that bundles
+                    // are formed from everything queued, not one event at a time.
+                    for _ in 0..DRAIN_AT_MOST {
+                        let Ok(cmd) = rx.try_recv() else { break };
+                        self.handle(cmd);
+                    }
+                }
                 _ = sweep.tick() => self.sweep(),
                 _ = progress.tick() => {
                     // Queued jobs must not reach AckWait while they wait for a worker.
@@ -86,7 +98,11 @@ impl Scheduler {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Enqueue(job) => self.admit(job),
+            Command::Enqueue(jobs) => {
+                for job in jobs {
+                    self.admit(job);
+                }
+            }
             Command::Heartbeat(hb) => self.workers.heartbeat(hb, Instant::now()),
             Command::Returned {
                 worker,

@@ -1,7 +1,12 @@
-//! The dynamic batcher of one model: collects jobs until the batch is full or the oldest
-//! has waited `max_queue_delay_ms`, splits them by input shapes (a batch stacks samples,
-//! so shapes must agree), hands each group to the device's executor, and passes the
-//! outputs to the result writer.
+//! The dynamic batcher of one model: collects jobs into a batch, splits it by input shapes
+//! (a batch stacks samples, so shapes must agree), hands each group to the device's
+//! executor, and passes the outputs to the result writer.
+//!
+//! When a batch goes adapts to the load: while the device is idle, at once with whatever
+//! has arrived (a lone job is not held back waiting for company); while the device is
+//! busy, when the batch is full, when the device becomes idle, or when the oldest job has
+//! waited `max_queue_delay_ms`. So batches are small when traffic is light and grow to
+//! the maximum under load, where the device's own busy time is the batching window.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::batch_time::BatchTime;
+use crate::device_load::DeviceLoad;
 use crate::executor::{ExecBatch, ExecOutput};
 use crate::job::Pending;
 use crate::results::{Finished, Writer};
@@ -32,17 +38,33 @@ pub(crate) struct Batcher {
     pub batch_time: Arc<BatchTime>,
     /// Cancelled when the device reports a sticky error: the worker must stop.
     pub fatal: CancellationToken,
+    /// Batches in flight on the model's device (shared by the device's batchers).
+    pub load: DeviceLoad,
 }
 
 impl Batcher {
     pub async fn run(self, mut rx: mpsc::Receiver<Pending>) {
+        let mut device = self.load.watch();
         while let Some(first) = rx.recv().await {
             let mut jobs = vec![first];
             let until = tokio::time::Instant::now() + self.max_queue_delay;
             while jobs.len() < self.max_batch_size {
-                match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(p)) => jobs.push(p),
-                    _ => break,
+                // What has arrived already joins without waiting.
+                if let Ok(p) = rx.try_recv() {
+                    jobs.push(p);
+                    continue;
+                }
+                if *device.borrow_and_update() == 0 {
+                    break; // idle device: go now
+                }
+                tokio::select! {
+                    p = rx.recv() => match p {
+                        Some(p) => jobs.push(p),
+                        None => break,
+                    },
+                    // Became idle: take what has arrived (above), then go.
+                    _ = device.wait_for(|n| *n == 0) => {}
+                    _ = tokio::time::sleep_until(until) => break,
                 }
             }
             let groups = if self.pad {
@@ -87,6 +109,7 @@ impl Batcher {
         let batch = crate::telemetry::Batch::start(&self.model, &ctxs);
         let (reply, outputs) = oneshot::channel();
         let writer = self.writer.clone();
+        self.load.submitted();
         if self
             .exec
             .send(ExecBatch {
@@ -97,6 +120,7 @@ impl Batcher {
             .await
             .is_err()
         {
+            self.load.finished();
             tracing::error!(model = %self.model, "executor thread is gone");
         }
         let (batch_time, fatal) = (self.batch_time.clone(), self.fatal.clone());

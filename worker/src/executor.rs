@@ -45,6 +45,8 @@ pub(crate) struct DeviceState {
     /// Unix ms when the running forward started; 0 while idle (read by the watchdog).
     pub busy_since_ms: Arc<AtomicU64>,
     pub faults: Arc<Faults>,
+    /// Batches handed to this device and not finished (the batchers' idle signal).
+    pub load: crate::device_load::DeviceLoad,
 }
 
 struct Model {
@@ -202,6 +204,7 @@ pub(crate) fn spawn_device(
                         ExecOutput { started, compute_ms, outputs: Vec::new(), fatal: Some(why) }
                     }
                 };
+                state.load.finished();
                 let _ = batch.reply.send(output);
             }
         })

@@ -17,6 +17,7 @@ pub mod config;
 
 mod batch_time;
 mod batcher;
+mod device_load;
 mod executor;
 pub mod faults;
 mod heartbeat;
@@ -131,7 +132,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             ..Default::default()
         };
         device_states.push((device.clone(), state.clone()));
-        let (exec, loaded) = executor::spawn_device(device.clone(), configs.clone(), state);
+        let (exec, loaded) = executor::spawn_device(device.clone(), configs.clone(), state.clone());
         let loaded = loaded.await.unwrap_or_default();
         for (index, (m, ok)) in configs.into_iter().zip(loaded).enumerate() {
             if let Err(why) = ok {
@@ -152,6 +153,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 tasks: batchers.clone(),
                 batch_time: batch_time.clone(),
                 fatal: fatal.clone(),
+                load: state.load.clone(),
             };
             batchers.spawn(batcher.run(rx));
             let info = ModelInfo {

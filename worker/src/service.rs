@@ -197,13 +197,28 @@ impl Service {
     /// Answers the runnable jobs whose outputs are cached (one `MGET`); the rest stay.
     /// Jobs that already have a result (a run whose reply was lost: the worker died after
     /// storing, or the dispatcher gave up waiting) are reported stored, not run again.
+    ///
+    /// Only jobs that may have run before are looked up: suspects (a run of theirs was
+    /// lost, which is how a stored-but-unreplied job comes back) and JetStream
+    /// redeliveries. A first run was checked by the dispatcher's intake moments ago, and
+    /// skipping the lookup saves a Redis round trip per bundle on the common path.
     async fn skip_answered(&self, runnable: &mut Vec<Runnable>) {
-        let ids: Vec<&str> = runnable.iter().map(|r| r.ctx.id.as_str()).collect();
+        let maybe_ran = |r: &Runnable| r.suspect || r.ctx.attempt > 1;
+        let ids: Vec<&str> = runnable
+            .iter()
+            .filter(|r| maybe_ran(r))
+            .map(|r| r.ctx.id.as_str())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
         let Ok(found) = self.store.exists_many(&ids).await else {
             return; // store unreachable: run them; SET NX keeps any earlier result
         };
+        let mut found = found.into_iter();
         let mut keep = Vec::with_capacity(runnable.len());
-        for (r, exists) in runnable.drain(..).zip(found) {
+        for r in runnable.drain(..) {
+            let exists = maybe_ran(&r) && found.next().unwrap_or(false);
             if exists {
                 tracing::debug!(id = %r.ctx.id, "result already stored; not running again");
                 let _ = r.ctx.done.send(RunOutcome::Stored);
