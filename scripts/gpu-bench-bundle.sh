@@ -20,5 +20,6 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux_2_28_x86_64 -d .gpu-perf/whl nats-py==2.16.0 redis==8.1.0
 # gzip: the working tree plus what a call carries must stay under 64 MiB.
 gzip -9 -f .gpu-perf/bin/* .gpu-perf/services/bin/nats-server
-grep -qx '/.gpu-perf/' .git/info/exclude 2>/dev/null || echo '/.gpu-perf/' >> .git/info/exclude
+EXCLUDE=$(git rev-parse --git-path info/exclude) && mkdir -p "$(dirname "$EXCLUDE")"
+grep -qx '/.gpu-perf/' "$EXCLUDE" 2>/dev/null || echo '/.gpu-perf/' >> "$EXCLUDE"
 du -sh .gpu-perf

@@ -14,5 +14,6 @@ for b in jetinfer jetinfer-dispatcher jetinfer-worker; do
   cp target/gpu/release/$b .gpu/bin/ && strip .gpu/bin/$b
 done
 cp -r models/out .gpu/models
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+EXCLUDE=$(git rev-parse --git-path info/exclude) && mkdir -p "$(dirname "$EXCLUDE")"
+grep -qx '/.gpu/' "$EXCLUDE" 2>/dev/null || echo '/.gpu/' >> "$EXCLUDE"
 du -sh .gpu

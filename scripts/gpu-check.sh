@@ -11,7 +11,7 @@ export JETINFER_NATS_SERVER="$PWD/.gpu/services/bin/nats-server"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch;print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 ldd .gpu/bin/jetinfer-worker | grep -E "torch_cuda|c10_cuda"
-for jobs in 600 3000; do
+for jobs in ${JOBS:-600 3000}; do
   .gpu/bin/jetinfer demo --jobs $jobs --workers 1 --models .gpu/models/models.cuda.toml --golden .gpu/models \
     --atol 2e-2 --rtol 2e-2 --log-dir "$OUT/logs-$jobs" 2>&1 | tee "$OUT/demo-$jobs.txt"
   echo "demo exit: $?"
