@@ -120,6 +120,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 
     ops_ready.stream_ready();
+    // A bundle is one NATS message: it must fit the server's max_payload.
+    let max_bundle_bytes = answer
+        .nats
+        .server_info()
+        .max_payload
+        .saturating_sub(dispatch::BUNDLE_ENVELOPE_BYTES);
     let scheduler = scheduler::Scheduler {
         queues: queue::ReadyQueues::new(Duration::from_millis(config.aging_ms)),
         workers: workers::Workers::new(
@@ -132,6 +138,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks: tasks.clone(),
         started: Instant::now(),
         store_health,
+        max_bundle_bytes,
     };
     tracing::info!(
         stream = jetinfer_schemas::names::JOBS_STREAM,

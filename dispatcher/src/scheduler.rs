@@ -56,6 +56,9 @@ pub(crate) struct Scheduler {
     pub tasks: TaskTracker,
     pub started: Instant,
     pub store_health: tokio::sync::watch::Receiver<bool>,
+    /// The most job bytes one run request may carry (the NATS server's max_payload, less
+    /// the request's envelope).
+    pub max_bundle_bytes: usize,
 }
 
 impl Scheduler {
@@ -230,18 +233,23 @@ impl Scheduler {
         }
     }
 
+    /// Sends `jobs` to the placed worker: one run request, or several where together they
+    /// would not fit one NATS message (150 KB images reach the 1 MiB default in 7 jobs).
     fn dispatch(&mut self, place: crate::workers::Placement, jobs: Vec<HeldJob>, suspects: u32) {
-        self.workers
-            .reserve(&place.worker, jobs.len() as u32, suspects);
-        let bundle = Bundle {
-            place,
-            jobs,
-            suspects,
-            config: self.config.clone(),
-            answer: self.answer.clone(),
-            scheduler: self.tx.clone(),
-        };
-        self.tasks.spawn(bundle.run());
+        let size = |j: &HeldJob| j.payload.len() + crate::dispatch::JOB_ENVELOPE_BYTES;
+        for jobs in crate::dispatch::split_by_size(jobs, size, self.max_bundle_bytes) {
+            self.workers
+                .reserve(&place.worker, jobs.len() as u32, suspects);
+            let bundle = Bundle {
+                place: place.clone(),
+                jobs,
+                suspects,
+                config: self.config.clone(),
+                answer: self.answer.clone(),
+                scheduler: self.tx.clone(),
+            };
+            self.tasks.spawn(bundle.run());
+        }
     }
 }
 

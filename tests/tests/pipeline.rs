@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use jetinfer_client::local::{LocalStack, NatsServer};
 use jetinfer_schemas::Priority;
 use jetinfer_tests::{assert_all_correct, publish_samples, run_id, stack};
 
@@ -72,4 +73,46 @@ async fn python_client_written_from_the_wire_doc_gets_correct_results() {
         );
         assert!(text.contains("PASS"), "{text}");
     }
+}
+
+/// Bundles are cut to the NATS server's max_payload. With an 8 KiB limit, 200 jobs queued
+/// before any worker exists would make 32-job bundles of about 11 KB: each one refused by
+/// the server, its jobs counted as lost runs and re-sent one by one as suspects. Cut to
+/// size, every job runs on its first try, in batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_are_cut_to_the_nats_servers_max_payload() {
+    // max_payload has no command-line flag: a config file sets it.
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(conf.path(), "max_payload: 8192\n").unwrap();
+    let nats =
+        NatsServer::start_with_args(["-c".to_string(), conf.path().display().to_string()]).unwrap();
+    let mut stack = LocalStack::builder()
+        .nats_url(nats.url())
+        .workers(0)
+        .env("RUST_LOG", "info")
+        .start()
+        .await
+        .unwrap();
+    let client = stack.client().await.unwrap();
+    let run = run_id("bundle-size");
+    let jobs = publish_samples(&client, "imgmean", 200, Priority::P1, &run).await;
+    stack.start_worker(Vec::<String>::new()).unwrap();
+    let results = assert_all_correct(&client, &jobs, Duration::from_secs(60)).await;
+
+    let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    let states = client.store().job_states(&ids).await.unwrap();
+    let lost: Vec<&str> = ids
+        .iter()
+        .zip(&states)
+        .filter(|(_, (_, failures))| *failures > 0)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} jobs had a lost run (a bundle too large for one message?), e.g. {:?}\n{}",
+        lost.len(),
+        &lost[..lost.len().min(3)],
+        stack.log_tails(20)
+    );
+    assert!(results.values().any(|r| r.timings.batch_size > 1));
 }

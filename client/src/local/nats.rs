@@ -41,7 +41,7 @@ impl NatsServer {
         NatsServer::start_with_args(Vec::<String>::new())
     }
 
-    /// Like [`NatsServer::start`], with extra command-line arguments (e.g. `--max_payload`).
+    /// Like [`NatsServer::start`], with extra command-line arguments (e.g. `-c <config file>`).
     pub fn start_with_args(
         extra_args: impl IntoIterator<Item = impl Into<String>>,
     ) -> Result<NatsServer, LocalError> {
