@@ -4,14 +4,17 @@ use clap::Parser;
 use jetinfer_dispatcher::Config;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     if config.ops.check_config {
         config.check()?;
         println!("{}", config.redacted());
         return Ok(());
     }
+    config.ops.runtime()?.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let telemetry =
         jetinfer_client::telemetry::init("jetinfer-dispatcher", config.ops.log_format, "info");
     let shutdown = CancellationToken::new();

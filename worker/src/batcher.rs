@@ -5,8 +5,12 @@
 //! When a batch goes adapts to the load: while the device is idle, at once with whatever
 //! has arrived (a lone job is not held back waiting for company); while the device is
 //! busy, when the batch is full, when the device becomes idle, or when the oldest job has
-//! waited `max_queue_delay_ms`. So batches are small when traffic is light and grow to
-//! the maximum under load, where the device's own busy time is the batching window.
+//! waited one batch time of the model (`max_queue_delay_ms` if that is longer; the bound
+//! keeps one model from waiting forever behind another's back-to-back full batches). So
+//! batches are small when traffic is light and grow to the maximum under load, where the
+//! device's own busy time is the batching window. (Cutting at a short fixed delay instead
+//! froze batches early: MiniLM ran batches of 100 at 84 % device time while 1,024 jobs
+//! were in flight.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,7 +51,7 @@ impl Batcher {
         let mut device = self.load.watch();
         while let Some(first) = rx.recv().await {
             let mut jobs = vec![first];
-            let until = tokio::time::Instant::now() + self.max_queue_delay;
+            let until = tokio::time::Instant::now() + self.busy_window();
             while jobs.len() < self.max_batch_size {
                 // What has arrived already joins without waiting.
                 if let Ok(p) = rx.try_recv() {
@@ -76,6 +80,15 @@ impl Batcher {
                 self.submit(group).await;
             }
         }
+    }
+
+    /// How long a batch may gather while the device is busy: about one batch of this model.
+    fn busy_window(&self) -> Duration {
+        let batch = self
+            .batch_time
+            .get()
+            .map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms / 1e3));
+        batch.max(self.max_queue_delay)
     }
 
     /// Sends one same-shape group to the executor (waiting while it is busy with the

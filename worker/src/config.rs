@@ -82,6 +82,8 @@ pub struct ModelConfig {
     #[serde(default = "f32")]
     pub dtype: DType,
     pub max_batch_size: u32,
+    /// While the device is busy, the longest a batch gathers jobs if one batch of the
+    /// model takes less (see `batcher.rs`); an idle device runs a batch at once.
     #[serde(default = "two_ms")]
     pub max_queue_delay_ms: u64,
     /// Per-sample input specs; `-1` marks a dynamic dimension.

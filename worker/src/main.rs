@@ -4,8 +4,7 @@ use clap::Parser;
 use jetinfer_worker::Config;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     // `jetinfer-worker ceiling …`: the model alone in a loop (for `jetinfer bench --ceiling`).
     if std::env::args().nth(1).as_deref() == Some("ceiling") {
         return jetinfer_worker::ceiling::main_from_args(std::env::args().skip(2));
@@ -21,6 +20,10 @@ async fn main() -> anyhow::Result<()> {
         println!("{shown:?}");
         return Ok(());
     }
+    config.ops.runtime()?.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let telemetry =
         jetinfer_client::telemetry::init("jetinfer-worker", config.ops.log_format, "info");
     let shutdown = CancellationToken::new();
