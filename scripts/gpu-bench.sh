@@ -69,8 +69,20 @@ ceilings)
   export JETINFER_JIT_OPTIMIZE=$best; echo "JETINFER_JIT_OPTIMIZE=$best from here on"
   ;;
 resnet-mem)
+  # The same with the stream in memory (the broker's disk out of the path), then 80 % of
+  # that rate, Poisson.
   bench resnet-sat-memory --model $IMG --concurrency 512 --duration-s $SAT --warmup-s $W --storage memory \
+    --ceiling --ceiling-seconds $CEIL --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+  C=$(jobs_per_s "$RES/resnet-sat-memory.json")
+  R=$($python -c "print(round(0.8*$C))")
+  bench resnet-80pct-memory --model $IMG --rate "$R" --arrival poisson --duration-s $D --warmup-s $W --storage memory \
     --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+  ;;
+disk)
+  # What the broker's disk takes: sequential writes, 1 MiB blocks, direct I/O, in the
+  # folder nats-server stores into (the system temp folder).
+  dd if=/dev/zero of="${TMPDIR:-/tmp}/jetinfer-dd" bs=1M count=2048 oflag=direct 2>&1 | tail -1
+  rm -f "${TMPDIR:-/tmp}/jetinfer-dd"; df -h "${TMPDIR:-/tmp}" | tail -1
   ;;
 resnet)
   bench resnet-sat --model $IMG --concurrency 512 --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \

@@ -57,24 +57,18 @@ pub struct OpsArgs {
     #[arg(long)]
     pub check_config: bool,
     /// Threads of the async runtime (NATS, Redis, scheduling; a worker's forward passes run
-    /// on their own device threads). Default: the machine's cores, at most
-    /// `DEFAULT_MAX_THREADS`: on a 16-core host, 16 threads spent twice the CPU per job of
-    /// 4 handing work between each other (docs/benchmarks.md).
+    /// on their own device threads). Default: one per core. Fewer bound the process's CPU
+    /// on a shared host; on the 16-core GPU host 4 threads gave the same jobs/s and the
+    /// same CPU per job as 16 (docs/benchmarks.md).
     #[arg(long, env = "JETINFER_THREADS")]
     pub threads: Option<usize>,
 }
-
-/// The default cap on runtime threads (see [`OpsArgs::threads`]).
-pub const DEFAULT_MAX_THREADS: usize = 4;
 
 impl OpsArgs {
     /// The multi-threaded tokio runtime sized by `--threads`.
     pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = self
-            .threads
-            .unwrap_or(cores.min(DEFAULT_MAX_THREADS))
-            .max(1);
+        let threads = self.threads.unwrap_or(cores).max(1);
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .enable_all()
