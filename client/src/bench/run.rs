@@ -104,10 +104,12 @@ impl Shared {
 }
 
 /// Runs the load against whatever consumes `spec.subject_prefix` and writes results plus
-/// notices the way jetinfer workers do. `notices` should be a connection of its own, so
-/// publishing never delays the notices we time.
+/// notices the way jetinfer workers do. `producers` holds one client per priority (P0, P1,
+/// P2; its own connection each, as separate producer services would have), so a flood at
+/// one priority does not queue the others' publishes in the load generator. `notices`
+/// should be a connection of its own too, so publishing never delays the notices we time.
 pub async fn run(
-    client: &Client,
+    producers: &[Client; 3],
     notices: &async_nats::Client,
     spec: RunSpec,
     bar: &ProgressBar,
@@ -181,7 +183,7 @@ pub async fn run(
     let fetch_stop = tokio_util::sync::CancellationToken::new();
     let fetcher = {
         let shared = shared.clone();
-        let store = client.store().clone();
+        let store = producers[0].store().clone();
         let id_prefix = id_prefix.clone();
         let stop = fetch_stop.clone();
         tokio::spawn(async move {
@@ -242,10 +244,9 @@ pub async fn run(
     };
 
     // Publishers.
-    let publishing = Arc::new(Semaphore::new(spec.max_publishing.max(1)));
     let counter = Arc::new(AtomicU64::new(0));
     let ctx = Arc::new(PublishCtx {
-        client: client.clone(),
+        producers: producers.clone(),
         shared: shared.clone(),
         prefix: spec.subject_prefix.clone(),
         model: spec.model.clone(),
@@ -261,7 +262,9 @@ pub async fn run(
                 if rate <= 0.0 {
                     continue;
                 }
-                let (ctx, publishing) = (ctx.clone(), publishing.clone());
+                // Each priority's producer awaits its own publish acknowledgements.
+                let publishing = Arc::new(Semaphore::new(spec.max_publishing.max(1)));
+                let ctx = ctx.clone();
                 publishers.push(tokio::spawn(async move {
                     let mut next = ctx.shared.t0;
                     let mut rng = rand::rngs::SmallRng::from_os_rng();
@@ -354,7 +357,7 @@ pub async fn run(
             .iter()
             .map(|(n, _)| format!("{id_prefix}{n}"))
             .collect();
-        let raw = client
+        let raw = producers[0]
             .store()
             .get_many_raw(&ids)
             .await
@@ -426,7 +429,8 @@ fn account(
 }
 
 struct PublishCtx {
-    client: Client,
+    /// One per priority.
+    producers: [Client; 3],
     shared: Arc<Shared>,
     prefix: String,
     model: String,
@@ -468,8 +472,7 @@ impl PublishCtx {
             Priority::ALL[prio].as_str(),
             self.model
         );
-        if self
-            .client
+        if self.producers[prio]
             .publish_raw(&subject, &id, payload.into())
             .await
             .is_err()

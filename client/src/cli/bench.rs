@@ -328,6 +328,12 @@ impl Base<'_> {
             .with_context(|| format!("starting the stack for {name}"))?;
         let store_cfg = self.global.store_config(stack.redis_url());
         let client = super::connect(stack.nats_url(), &store_cfg).await?;
+        // One producer connection per priority (see bench::run::run).
+        let producers = [
+            client.clone(),
+            super::connect(stack.nats_url(), &store_cfg).await?,
+            super::connect(stack.nats_url(), &store_cfg).await?,
+        ];
         let notices = async_nats::connect(stack.nats_url())
             .await
             .context("second NATS connection")?;
@@ -435,7 +441,7 @@ impl Base<'_> {
             max_publishing: args.max_publishing,
         };
         let started = Instant::now();
-        let result = run::run(&client, &notices, spec, &bar).await;
+        let result = run::run(&producers, &notices, spec, &bar).await;
         bar.finish_and_clear();
         let (svc1, srv1) = (sum(&service_pids), sum(&server_pids));
         let completed = result.rec.ok + result.rec.errors.values().sum::<u64>();
