@@ -78,6 +78,16 @@ resnet-mem)
   bench resnet-80pct-memory --model $IMG --rate "$R" --arrival poisson --duration-s $D --warmup-s $W --storage memory \
     --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
   ;;
+resnet-mem-t4)
+  # The memory run with 4 runtime threads per process instead of one per core.
+  bench resnet-sat-memory-t4 --model $IMG --concurrency 512 --duration-s $SAT --warmup-s $W --storage memory \
+    --dispatcher-arg "--in-flight 64,1024,256 --threads 4" --worker-arg "--slots 512 --threads 4"
+  ;;
+minilm-2k)
+  # Twice the jobs in flight: does throughput follow (latency-bound) or not (a limit)?
+  bench minilm-sat-2k --model $TXT --concurrency 2048 --duration-s $SAT --warmup-s $W \
+    --dyn-len $DYN --dispatcher-arg "--in-flight 64,4096,256 --pull-batch $PULL" --worker-arg "--slots 2048"
+  ;;
 disk)
   # What the broker's disk takes: sequential writes, 1 MiB blocks, direct I/O, in the
   # folder nats-server stores into (the system temp folder).
