@@ -6,7 +6,8 @@
 //! has already delivered (up to `--pull-batch`) joins it, so a group costs one Redis round
 //! trip (`job_states`) and one hand-over to the scheduler, however many jobs it holds. Under
 //! load groups are large and per-job costs shrink; when idle a group is one job and nothing
-//! waits for company.
+//! waits for company. The round trip runs on a task of its own (`admit`), so the intake
+//! reads the next group meanwhile.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
 use futures::future::join_all;
 use futures::{FutureExt, StreamExt};
+use jetinfer_client::ResultStore;
 use jetinfer_schemas::names::parse_job_subject;
 use jetinfer_schemas::{decode_job, limits::is_valid_job_id, JobError, Priority};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -125,8 +127,9 @@ impl Intake {
         (group, false)
     }
 
-    /// Triages a group of messages: answers what can never run, then, with one Redis
-    /// round trip for the group, acks jobs that already have a result and queues the rest.
+    /// Triages a group of messages: answers what can never run, then hands the rest to
+    /// [`admit`] on a task of its own, so the next pull is read while this group's Redis
+    /// round trip is under way.
     async fn triage(&self, group: Vec<(Message, OwnedSemaphorePermit)>) {
         let mut jobs = Vec::with_capacity(group.len());
         for (msg, permit) in group {
@@ -137,42 +140,10 @@ impl Intake {
         if jobs.is_empty() {
             return;
         }
-        let states = self.job_states(&jobs).await;
-        let mut queued = Vec::with_capacity(jobs.len());
-        for (mut job, (answered, failures)) in jobs.into_iter().zip(states) {
-            if answered {
-                // A redelivery (lost ack) or a resubmission after the duplicate window:
-                // ack it, don't run it again.
-                tracing::debug!(parent: &*job.span, id = %job.id, delivered = job.attempt, "job already has a result; acking without running");
-                let _ = job.acker.ack().await;
-                continue;
-            }
-            job.failures = failures;
-            queued.push(job);
-        }
-        if !queued.is_empty() && self.scheduler.send(Command::Enqueue(queued)).await.is_err() {
-            tracing::debug!("scheduler stopped; messages will be redelivered");
-        }
-    }
-
-    /// Per job, whether it has a result and its lost runs so far. Redis down: wait for it,
-    /// holding the messages (a nak would spend their redelivery budget).
-    async fn job_states(&self, jobs: &[HeldJob]) -> Vec<(bool, u32)> {
-        let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-        loop {
-            match self.answer.store.job_states(&ids).await {
-                Ok(states) => return states,
-                Err(e) => {
-                    tracing::warn!(jobs = ids.len(), error = %e, "result store unreachable; holding the jobs until it returns");
-                    join_all(jobs.iter().map(|j| j.acker.ack_with(AckKind::Progress))).await;
-                    let mut health = self.store_health.clone();
-                    tokio::select! {
-                        _ = health::until_reachable(&mut health) => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        }
+        let store = self.answer.store.clone();
+        let (scheduler, health) = (self.scheduler.clone(), self.store_health.clone());
+        // Bounded: every job holds one of the priority's in-flight permits.
+        tokio::spawn(admit(jobs, store, scheduler, health));
     }
 
     /// Decodes and checks one message; answers what can never run (and returns `None`).
@@ -277,5 +248,53 @@ impl Intake {
         };
         drop(job);
         Some(held)
+    }
+}
+
+/// With one Redis round trip for the group: acks the jobs that already have a result (a
+/// redelivery after a lost ack, or a resubmission after the duplicate window: they must
+/// not run again) and queues the rest with their count of lost runs.
+async fn admit(
+    jobs: Vec<HeldJob>,
+    store: ResultStore,
+    scheduler: mpsc::Sender<Command>,
+    health: watch::Receiver<bool>,
+) {
+    let states = job_states(&jobs, &store, health).await;
+    let mut queued = Vec::with_capacity(jobs.len());
+    for (mut job, (answered, failures)) in jobs.into_iter().zip(states) {
+        if answered {
+            tracing::debug!(parent: &*job.span, id = %job.id, delivered = job.attempt, "job already has a result; acking without running");
+            let _ = job.acker.ack().await;
+            continue;
+        }
+        job.failures = failures;
+        queued.push(job);
+    }
+    if !queued.is_empty() && scheduler.send(Command::Enqueue(queued)).await.is_err() {
+        tracing::debug!("scheduler stopped; messages will be redelivered");
+    }
+}
+
+/// Per job, whether it has a result and its lost runs so far. Redis down: wait for it,
+/// holding the messages (a nak would spend their redelivery budget).
+async fn job_states(
+    jobs: &[HeldJob],
+    store: &ResultStore,
+    mut health: watch::Receiver<bool>,
+) -> Vec<(bool, u32)> {
+    let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    loop {
+        match store.job_states(&ids).await {
+            Ok(states) => return states,
+            Err(e) => {
+                tracing::warn!(jobs = ids.len(), error = %e, "result store unreachable; holding the jobs until it returns");
+                join_all(jobs.iter().map(|j| j.acker.ack_with(AckKind::Progress))).await;
+                tokio::select! {
+                    _ = health::until_reachable(&mut health) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
     }
 }
