@@ -236,7 +236,7 @@ impl Intake {
             deadline_ms,
             published_ms,
             attempt: delivered,
-            // Known after the group's Redis round trip (`triage`).
+            // Known after the group's Redis round trip (`admit`).
             failures: 0,
             traceparent,
             meta: job.meta.clone().unwrap_or_default(),
