@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: setup build demo test gpu-bundle
+.PHONY: setup build demo test layout gpu-bundle
 
 setup:
 	scripts/setup.sh
@@ -15,5 +15,9 @@ build: setup
 demo: build
 	$(ENV) target/debug/jetinfer demo
 
-test: build
+# The crate graph and the imports inside each crate follow docs/architecture.md#crates.
+layout:
+	python3 scripts/ci/crate_rules.py
+
+test: build layout
 	$(ENV) cargo test --workspace -- --test-threads=2

@@ -23,12 +23,17 @@ if [ ! -f "$MARK" ] || [ "$(cat "$MARK")" != "$REQS" ]; then
   echo "$REQS" > "$MARK"
 fi
 
+# The package lists may be missing or stale on a fresh machine: update them before installing,
+# and let apt's own error reach the log if the install fails.
 if ! command -v redis-server >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1; then
-    (apt-get install -y -q redis-server >/dev/null 2>&1 || sudo apt-get install -y -q redis-server)
-  else
-    echo "setup: redis-server is required on PATH" >&2; exit 1
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: redis-server is required on PATH (no apt-get here to install it)" >&2; exit 1
   fi
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends redis-server
+  command -v redis-server >/dev/null 2>&1 || { echo "setup: redis-server still missing after apt-get install" >&2; exit 1; }
 fi
 
 "$VENV/bin/python" models/export.py --out models/out

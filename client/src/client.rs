@@ -9,16 +9,14 @@ use jetinfer_schemas::names::{done_subject, job_subject};
 use jetinfer_schemas::{encode, Job, JobResult, Limits, Priority};
 use tracing::Instrument;
 
-use crate::store::{ResultStore, StoreConfig, StoreError};
+use jetinfer_connect::{ConnectError, NatsSettings};
+use jetinfer_store::{ResultStore, StoreConfig, StoreError};
 
 /// What can go wrong talking to jetinfer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        url: String,
-        source: async_nats::ConnectError,
-    },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("the job is invalid: {0}")]
     InvalidJob(#[from] jetinfer_schemas::JobError),
     /// JetStream refused the job (stream full, no stream, server down): retry later with
@@ -51,15 +49,19 @@ pub struct Submitted {
 impl Client {
     /// Connects to NATS and prepares the Redis pool.
     pub async fn connect(nats_url: &str, redis: &StoreConfig) -> Result<Self, ClientError> {
-        let nats = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(5))
-            .connect(nats_url)
-            .await
-            .map_err(|source| ClientError::Connect {
-                url: nats_url.to_string(),
-                source,
-            })?;
+        Self::connect_with(
+            &NatsSettings::new(nats_url).retry_on_initial_connect(),
+            redis,
+        )
+        .await
+    }
+
+    /// Connects with explicit NATS settings (name, timeouts, retry) and prepares the Redis pool.
+    pub async fn connect_with(
+        nats: &NatsSettings,
+        redis: &StoreConfig,
+    ) -> Result<Self, ClientError> {
+        let nats = nats.connect().await?;
         Ok(Self::from_parts(nats, ResultStore::new(redis)?))
     }
 
@@ -103,7 +105,8 @@ impl Client {
             priority = %priority,
             trace_id = tracing::field::Empty,
         );
-        crate::telemetry::context::continue_trace(&span, None);
+        #[cfg(feature = "otel")]
+        crate::otel::record_trace_id(&span);
         let ack = self
             .publish_raw(
                 &job_subject(priority, &job.model),
@@ -130,7 +133,8 @@ impl Client {
         if !msg_id.is_empty() {
             headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
         }
-        crate::telemetry::context::inject_current(&mut headers);
+        #[cfg(feature = "otel")]
+        crate::otel::inject_current(&mut headers);
         let ack = self
             .js
             .publish_with_headers(subject.to_string(), headers, payload)

@@ -1,20 +1,15 @@
-//! The jetinfer client: publish inference jobs to NATS JetStream and read their results
-//! from Redis, from Rust. The `jetinfer` binary (CLI) is built on the same library.
+//! The jetinfer client library: publish inference jobs to NATS JetStream and read their
+//! results from Redis, from Rust.
 //!
-//! - [`client`]: [`Client`] — `submit`, `get`, `wait`.
-//! - [`store`]: [`ResultStore`] — the Redis result keys (`SET NX`, first result wins) and
-//!   the content-addressed cache; the dispatcher and workers write through it too.
-//! - [`npy`]: a minimal `.npy` reader/writer (inputs from NumPy without a NumPy crate).
-//! - [`json`]: tensors and results as JSON for the CLI and scripts.
-//! - [`golden`]: the golden inputs/outputs exported with the sample models, and
-//!   [`golden::compare`] to check results against them.
-//! - [`local`]: real nats-server, redis-server, dispatcher and worker processes on this
-//!   machine ([`local::LocalStack`]), for the demo and the black-box tests.
-//! - [`logging`]: logging set-up and the shutdown signal shared by the binaries.
-//! - [`telemetry`]: logs (text/JSON), OpenTelemetry traces over OTLP, the Prometheus
-//!   recorder and the `/metrics` `/healthz` `/readyz` endpoint, shared by the binaries.
-//! - [`bench`]: the load generator and measurements of `jetinfer bench`.
-//! - [`chaos`]: the fault suite of `jetinfer chaos`; [`dlq`]: the dead-letter stream.
+//! - [`Client`] (`client.rs`): connect, `submit`, `get`, `wait`, `wait_many`.
+//! - [`dlq`]: read and replay the dead-letter stream.
+//! - `otel.rs` (feature `otel`): the current span's W3C trace context in each published job,
+//!   so the producer's trace continues through the dispatcher and the worker.
+//!
+//! Connection settings come from `jetinfer-connect` ([`NatsSettings`]), the Redis contract
+//! from `jetinfer-store` ([`StoreConfig`], [`ResultStore`]); both are re-exported. The default
+//! features pull in only async-nats, redis/deadpool, tokio, futures, bytes, serde/rmp,
+//! thiserror and tracing.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), jetinfer_client::ClientError> {
@@ -29,17 +24,11 @@
 //! # Ok(()) }
 //! ```
 
-pub mod bench;
-pub mod chaos;
-pub mod client;
+mod client;
 pub mod dlq;
-pub mod golden;
-pub mod json;
-pub mod local;
-pub mod logging;
-pub mod npy;
-pub mod store;
-pub mod telemetry;
+#[cfg(feature = "otel")]
+mod otel;
 
 pub use client::{Client, ClientError, Submitted};
-pub use store::{ResultStore, ResultWrite, StoreConfig, StoreError};
+pub use jetinfer_connect::{redact_url, ConnectError, NatsSettings};
+pub use jetinfer_store::{decode_owned, ResultStore, ResultWrite, StoreConfig, StoreError};

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::AckKind;
-use jetinfer_client::{ResultStore, ResultWrite};
 use jetinfer_schemas::names::{
     dlq_subject, done_subject, job_subject, DLQ_FAILURES_HEADER, DLQ_REASON_HEADER,
     DLQ_SUBJECT_HEADER,
 };
 use jetinfer_schemas::{encode, now_ms, JobError, JobResult};
+use jetinfer_store::{ResultStore, ResultWrite};
 
 use crate::job::HeldJob;
 

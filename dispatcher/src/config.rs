@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use jetinfer_client::logging::redact_url;
 use jetinfer_schemas::{Limits, Priority};
 
 /// Where JetStream keeps the job stream.
@@ -19,10 +18,9 @@ pub enum Storage {
     about = "Moves jobs from JetStream priority subjects to jetinfer workers"
 )]
 pub struct Config {
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
+    /// Where NATS and Redis are.
+    #[command(flatten)]
+    pub connect: jetinfer_connect::ConnectArgs,
     /// Prefix of every Redis key.
     #[arg(long, env = "JETINFER_KEY_PREFIX", default_value = "jetinfer")]
     pub key_prefix: String,
@@ -102,7 +100,7 @@ pub struct Config {
     pub pull_batch: usize,
     /// Logs, metrics and health endpoint, and `--check-config`.
     #[command(flatten)]
-    pub ops: jetinfer_client::telemetry::OpsArgs,
+    pub ops: jetinfer_telemetry::OpsArgs,
 }
 
 impl Config {
@@ -143,12 +141,9 @@ impl Config {
         Duration::from_millis((self.ack_wait_ms / 3).max(100))
     }
 
-    /// The configuration for logs, with the credentials in URLs hidden.
+    /// The configuration for logs; credentials are hidden by `ConnectArgs`' `Debug`.
     pub fn redacted(&self) -> String {
-        let mut c = self.clone();
-        c.nats_url = redact_url(&c.nats_url);
-        c.redis_url = redact_url(&c.redis_url);
-        format!("{c:?}")
+        format!("{self:?}")
     }
 }
 

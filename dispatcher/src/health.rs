@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use jetinfer_client::ResultStore;
+use jetinfer_store::ResultStore;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jetinfer_client::telemetry::http::{nats_state, redis_state, serve, Readiness, ReadyCheck};
-use jetinfer_client::ResultStore;
 use jetinfer_schemas::worker::Heartbeat;
+use jetinfer_store::ResultStore;
+use jetinfer_telemetry::http::{nats_state, serve, Readiness, ReadyCheck};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -96,7 +96,7 @@ pub(crate) async fn start(
     let Some(addr) = config.ops.metrics_addr else {
         return Ok(ops);
     };
-    let metrics = jetinfer_client::telemetry::prometheus::install()?;
+    let metrics = jetinfer_telemetry::prometheus::install()?;
     telemetry::describe();
     // Without heartbeats the live-worker gauge would keep its last value.
     let sweeper = ops.clone();
@@ -113,7 +113,7 @@ pub(crate) async fn start(
         let (nats, store, name, view) = (nats.clone(), store.clone(), name.clone(), view.clone());
         Box::pin(async move {
             let (nats_ok, nats_word) = nats_state(&nats);
-            let (redis_ok, redis_word) = redis_state(&store).await;
+            let (redis_ok, redis_word) = store.health().await;
             let (stream_ok, workers) = view.snapshot();
             Readiness {
                 ready: nats_ok && redis_ok && stream_ok,

@@ -17,9 +17,9 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
 use futures::future::join_all;
 use futures::{FutureExt, StreamExt};
-use jetinfer_client::ResultStore;
 use jetinfer_schemas::names::parse_job_subject;
 use jetinfer_schemas::{decode_job, limits::is_valid_job_id, JobError, Priority};
+use jetinfer_store::ResultStore;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 

@@ -27,10 +27,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jetinfer_client::{ResultStore, StoreConfig};
 use jetinfer_schemas::names::HEARTBEAT_SUBJECT;
 use jetinfer_schemas::worker::Heartbeat;
 use jetinfer_schemas::{Keys, Priority};
+use jetinfer_store::{ResultStore, StoreConfig};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,13 +50,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .unwrap_or_else(|| format!("dispatcher-{:08x}", rand::random::<u32>()));
     tracing::info!(id = %name, config = %config.redacted(), "starting dispatcher");
 
-    let nats = async_nats::ConnectOptions::new()
+    let nats = config
+        .connect
+        .nats()
         .name(&name)
         .retry_on_initial_connect()
-        .connect(&config.nats_url)
+        .connect()
         .await?;
     let js = async_nats::jetstream::new(nats.clone());
-    let mut store_config = StoreConfig::new(&config.redis_url);
+    let mut store_config = StoreConfig::new(config.connect.redis_url());
     store_config.keys = Keys::new(&config.key_prefix);
     store_config.result_ttl = Duration::from_secs(config.result_ttl_s);
     let store = ResultStore::new(&store_config)?;

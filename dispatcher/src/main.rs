@@ -15,10 +15,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let telemetry =
-        jetinfer_client::telemetry::init("jetinfer-dispatcher", config.ops.log_format, "info");
+    let telemetry = jetinfer_telemetry::init("jetinfer-dispatcher", config.ops.log_format, "info");
     let shutdown = CancellationToken::new();
-    tokio::spawn(jetinfer_client::logging::cancel_on_signal(shutdown.clone()));
+    tokio::spawn(jetinfer_telemetry::signal::cancel_on_signal(
+        shutdown.clone(),
+    ));
     let result = jetinfer_dispatcher::run(config, shutdown).await;
     telemetry.shutdown().await;
     result

@@ -13,10 +13,10 @@
 use std::time::SystemTime;
 
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use jetinfer_client::telemetry::context::{
+use jetinfer_schemas::{now_ms, ErrorCode, Priority};
+use jetinfer_telemetry::context::{
     continue_trace, record_span, traceparent_of, unix_ms, wall_time_of, KeyValue,
 };
-use jetinfer_schemas::{now_ms, ErrorCode, Priority};
 use tracing::Span;
 
 use crate::job::HeldJob;

@@ -96,6 +96,11 @@ pub fn done_subject(id: &str) -> String {
     format!("jetinfer.done.{id}")
 }
 
+/// Durable consumer name of a priority (shared by every dispatcher: they split the work).
+pub fn consumer_name(p: Priority) -> String {
+    format!("jetinfer-dispatch-{}", p.as_str())
+}
+
 /// `jetinfer.worker.<worker id>.run`: where the dispatcher sends run requests.
 pub fn worker_run_subject(worker_id: &str) -> String {
     format!("jetinfer.worker.{worker_id}.run")

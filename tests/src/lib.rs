@@ -1,6 +1,6 @@
 //! Test harness for jetinfer's black-box tests (`tests/tests/*.rs`).
 //!
-//! Every test starts its own real stack through [`jetinfer_client::local::LocalStack`]:
+//! Every test starts its own real stack through [`jetinfer_devkit::local::LocalStack`]:
 //! a nats-server with JetStream on a free port, a redis-server on a private unix socket,
 //! the `jetinfer-dispatcher` and `jetinfer-worker` binaries built by
 //! `cargo build --workspace --bins`, all killed when the stack is dropped. The helpers here
@@ -14,9 +14,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use jetinfer_client::golden::{compare, Golden, Sample};
-use jetinfer_client::local::{repo_root, LocalStack};
 use jetinfer_client::Client;
+use jetinfer_devkit::golden::{compare, Golden, Sample};
+use jetinfer_devkit::local::{repo_root, LocalStack};
 use jetinfer_schemas::{Job, JobResult, Priority, Tensor};
 
 /// Tolerances for f32 models on the CPU.

@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use jetinfer_client::local::{binary, repo_root};
+use jetinfer_devkit::local::{binary, repo_root};
 
 #[test]
 fn bench_measures_pipeline_bare_loop_python_and_ceiling() {

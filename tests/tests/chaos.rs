@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use jetinfer_client::chaos::{self, ChaosOptions};
+use jetinfer_devkit::chaos::{self, ChaosOptions};
 
 async fn scenario(case: u32) {
     // Logs stay after the run (target/chaos-logs/case-N/), so a failure can be read.
-    let log_dir = jetinfer_client::local::repo_root()
+    let log_dir = jetinfer_devkit::local::repo_root()
         .unwrap()
         .join("target/chaos-logs");
     let opts = ChaosOptions {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use jetinfer_client::local::{binary, repo_root};
+use jetinfer_devkit::local::{binary, repo_root};
 use serde_json::Value;
 
 fn root() -> PathBuf {

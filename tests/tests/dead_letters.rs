@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jetinfer_client::local::{binary, LocalStack};
+use jetinfer_devkit::local::{binary, LocalStack};
 use jetinfer_schemas::{ErrorCode, Job, Priority, Tensor};
 use jetinfer_tests::{golden, run_id};
 

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use jetinfer_client::local::{binary, repo_root};
+use jetinfer_devkit::local::{binary, repo_root};
 use jetinfer_tests::otlp::{render_tree, ReceivedSpan, Receiver};
 
 const JOBS: usize = 90;

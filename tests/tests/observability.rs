@@ -7,17 +7,17 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use jetinfer_client::local::{repo_root, LocalStack};
-use jetinfer_client::telemetry::context::remote_context;
-use jetinfer_client::telemetry::{self, LogFormat};
+use jetinfer_devkit::local::{repo_root, LocalStack};
 use jetinfer_schemas::names::job_subject;
 use jetinfer_schemas::{Job, Priority, Status, Tensor};
+use jetinfer_telemetry::context::remote_context;
+use jetinfer_telemetry::{self, LogFormat};
 use jetinfer_tests::otlp::{render_tree, ReceivedSpan, Receiver};
 use jetinfer_tests::{assert_all_correct, golden, publish_samples, run_id};
 
 /// Makes `span` a child of the remote span in `traceparent`, as a producer's caller would.
 fn set_parent(span: &tracing::Span, traceparent: &str) {
-    jetinfer_client::telemetry::context::continue_trace(span, Some(traceparent));
+    jetinfer_telemetry::context::continue_trace(span, Some(traceparent));
 }
 
 fn one_span<'a>(spans: &'a [ReceivedSpan], trace: &str, name: &str) -> &'a ReceivedSpan {
@@ -41,7 +41,7 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
     // This process is the producer: its spans go to the same receiver.
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint());
     std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let producer = telemetry::init("test-producer", LogFormat::Text, "warn");
+    let producer = jetinfer_telemetry::init("test-producer", LogFormat::Text, "warn");
     assert!(producer.tracing_enabled());
     // Read at set-up only: the other test's processes must not inherit them.
     std::env::remove_var("OTEL_EXPORTER_OTLP_ENDPOINT");

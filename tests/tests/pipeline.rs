@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use jetinfer_client::local::{LocalStack, NatsServer};
+use jetinfer_devkit::local::{LocalStack, NatsServer};
 use jetinfer_schemas::Priority;
 use jetinfer_tests::{assert_all_correct, publish_samples, run_id, stack};
 
@@ -46,7 +46,7 @@ async fn five_hundred_jobs_over_three_priorities_and_two_workers_all_correct() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_written_from_the_wire_doc_gets_correct_results() {
     let stack = stack(1, &[]).await;
-    let root = jetinfer_client::local::repo_root().unwrap();
+    let root = jetinfer_devkit::local::repo_root().unwrap();
     for model in ["pair", "imgmean"] {
         let out = tokio::process::Command::new(root.join(".venv/bin/python"))
             .arg(root.join("examples/python/jetinfer_client.py"))

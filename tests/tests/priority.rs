@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use jetinfer_client::local::wait_for_workers;
+use jetinfer_devkit::local::wait_for_workers;
 use jetinfer_schemas::Priority;
 use jetinfer_tests::{assert_all_correct, publish_samples, run_id, stack};
 

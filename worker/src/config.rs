@@ -14,10 +14,9 @@ use serde::Deserialize;
     about = "Runs TorchScript models for jetinfer jobs"
 )]
 pub struct Config {
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
+    /// Where NATS and Redis are.
+    #[command(flatten)]
+    pub connect: jetinfer_connect::ConnectArgs,
     /// The models TOML file.
     #[arg(long, env = "JETINFER_MODELS")]
     pub models: PathBuf,
@@ -55,7 +54,7 @@ pub struct Config {
     pub drain_ms: u64,
     /// Logs, metrics and health endpoint, and `--check-config`.
     #[command(flatten)]
-    pub ops: jetinfer_client::telemetry::OpsArgs,
+    pub ops: jetinfer_telemetry::OpsArgs,
 }
 
 /// The models file: `[[models]]` tables.

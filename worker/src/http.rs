@@ -8,8 +8,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use jetinfer_client::telemetry::http::{nats_state, redis_state, serve, Readiness, ReadyCheck};
-use jetinfer_client::ResultStore;
+use jetinfer_store::ResultStore;
+use jetinfer_telemetry::http::{nats_state, serve, Readiness, ReadyCheck};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -69,14 +69,14 @@ pub(crate) async fn start(
     let Some(addr) = config.ops.metrics_addr else {
         return Ok(ops);
     };
-    let metrics = jetinfer_client::telemetry::prometheus::install()?;
+    let metrics = jetinfer_telemetry::prometheus::install()?;
     let id = id.to_string();
     let view = ops.clone();
     let ready: ReadyCheck = Arc::new(move || {
         let (nats, store, id, view) = (nats.clone(), store.clone(), id.clone(), view.clone());
         Box::pin(async move {
             let (nats_ok, nats_word) = nats_state(&nats);
-            let (redis_ok, redis_word) = redis_state(&store).await;
+            let (redis_ok, redis_word) = store.health().await;
             let (serving, models, slots) = view.snapshot();
             Readiness {
                 ready: nats_ok && redis_ok && serving,

@@ -37,11 +37,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use jetinfer_client::logging::redact_url;
-use jetinfer_client::{ResultStore, StoreConfig};
 use jetinfer_schemas::names::worker_run_subject;
 use jetinfer_schemas::worker::ModelInfo;
 use jetinfer_schemas::{Keys, Limits};
+use jetinfer_store::{ResultStore, StoreConfig};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -62,15 +61,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .id
         .clone()
         .unwrap_or_else(|| format!("worker-{:08x}", rand::random::<u32>()));
-    tracing::info!(id = %id, cuda = cuda_available(), cuda_devices = tch::Cuda::device_count(), config = ?redacted(&config), "starting worker");
+    tracing::info!(id = %id, cuda = cuda_available(), cuda_devices = tch::Cuda::device_count(), config = ?config, "starting worker");
     let file = ModelsFile::load(&config.models)?;
 
-    let nats = async_nats::ConnectOptions::new()
+    let nats = config
+        .connect
+        .nats()
         .name(&id)
         .retry_on_initial_connect()
-        .connect(&config.nats_url)
+        .connect()
         .await?;
-    let mut store_config = StoreConfig::new(&config.redis_url);
+    let mut store_config = StoreConfig::new(config.connect.redis_url());
     store_config.keys = Keys::new(&config.key_prefix);
     store_config.result_ttl = Duration::from_secs(config.result_ttl_s);
     store_config.cache_ttl = Duration::from_secs(config.cache_ttl_s);
@@ -320,13 +321,5 @@ fn verify_sha256(m: &ModelConfig) -> bool {
             tracing::error!(model = %m.name, path = %m.path.display(), error = %e, "cannot read model file; model refused");
             false
         }
-    }
-}
-
-fn redacted(c: &Config) -> Config {
-    Config {
-        nats_url: redact_url(&c.nats_url),
-        redis_url: redact_url(&c.redis_url),
-        ..c.clone()
     }
 }

@@ -11,23 +11,19 @@ fn main() -> anyhow::Result<()> {
     }
     let config = Config::parse();
     if config.ops.check_config {
-        use jetinfer_client::logging::redact_url;
-        let shown = Config {
-            nats_url: redact_url(&config.nats_url),
-            redis_url: redact_url(&config.redis_url),
-            ..config.clone()
-        };
-        println!("{shown:?}");
+        // `ConnectArgs` hides credentials in its `Debug` form.
+        println!("{config:?}");
         return Ok(());
     }
     config.ops.runtime()?.block_on(serve(config))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let telemetry =
-        jetinfer_client::telemetry::init("jetinfer-worker", config.ops.log_format, "info");
+    let telemetry = jetinfer_telemetry::init("jetinfer-worker", config.ops.log_format, "info");
     let shutdown = CancellationToken::new();
-    tokio::spawn(jetinfer_client::logging::cancel_on_signal(shutdown.clone()));
+    tokio::spawn(jetinfer_telemetry::signal::cancel_on_signal(
+        shutdown.clone(),
+    ));
     let result = jetinfer_worker::run(config, shutdown).await;
     telemetry.shutdown().await;
     result

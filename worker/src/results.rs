@@ -2,10 +2,10 @@
 //! `SET NX`, first result wins; cache entries), completion notices on
 //! `jetinfer.done.<id>`, then the outcome back to each job's run request.
 
-use jetinfer_client::{ResultStore, ResultWrite};
 use jetinfer_schemas::names::done_subject;
 use jetinfer_schemas::worker::RunOutcome;
 use jetinfer_schemas::{encode, CachedOutputs, JobResult, Status, Tensor, SCHEMA_VERSION};
+use jetinfer_store::{ResultStore, ResultWrite};
 
 use crate::job::JobCtx;
 

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::future::join_all;
-use jetinfer_client::ResultStore;
 use jetinfer_schemas::tensor::inputs_digest;
 use jetinfer_schemas::worker::{ModelInfo, RunJob, RunOutcome, RunReply, RunRequest};
 use jetinfer_schemas::{
     decode_job, encode, now_ms, CachedOutputs, ErrorCode, Job, JobError, Limits, Tensor, Timings,
     SCHEMA_VERSION,
 };
+use jetinfer_store::ResultStore;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::job::{JobCtx, Pending};

@@ -17,9 +17,9 @@ use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use jetinfer_client::telemetry::context::{continue_trace, record_span, KeyValue};
 use jetinfer_schemas::worker::RunJob;
 use jetinfer_schemas::{Priority, Status};
+use jetinfer_telemetry::context::{continue_trace, record_span, KeyValue};
 use tracing::Span;
 
 use crate::job::JobCtx;

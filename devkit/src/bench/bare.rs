@@ -1,0 +1,121 @@
+//! The bare loop: the least a queue-fed worker must do, written with the same clients as
+//! jetinfer (async-nats, the Redis [`ResultStore`]) — JetStream publish → pull → ack →
+//! Redis `SET` — so `jetinfer bench --bare-loop` can say how much the pipeline adds.
+//!
+//! It uses its own WorkQueue stream (`JETINFER_BARE`, subjects `jetinfer.bare.>`) with the
+//! same storage as the pipeline's, one durable pull consumer, pulls in batches, stores one
+//! minimal result per message in one pipeline per batch (`SET NX PX`, as the worker does),
+//! acks, and publishes the completion notice the benchmark times — the same notice the
+//! worker publishes, so both are measured the same way. It decodes nothing but the id
+//! header: no model, no dispatcher, no batching policy.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use jetinfer_schemas::names::done_subject;
+use jetinfer_schemas::{encode, now_ms, JobResult, Timings};
+use tokio_util::sync::CancellationToken;
+
+use super::BenchError;
+use jetinfer_client::{ResultStore, ResultWrite};
+
+/// The bare loop's stream.
+pub const BARE_STREAM: &str = "JETINFER_BARE";
+/// Its subject prefix (`jetinfer.bare.<p>.<model>`).
+pub const BARE_PREFIX: &str = "jetinfer.bare";
+
+/// Messages per pull, as the dispatcher's default `--pull-batch`.
+const PULL_BATCH: usize = 32;
+
+/// Creates (or recreates, empty) the bare stream and starts its consumer loop; it runs
+/// until `stop`.
+pub async fn start(
+    nats: async_nats::Client,
+    store: ResultStore,
+    storage: stream::StorageType,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, BenchError> {
+    let js = jetstream::new(nats.clone());
+    let nats_err = |e: String| BenchError::Setup(format!("bare loop: {e}"));
+    let _ = js.delete_stream(BARE_STREAM).await;
+    let stream = js
+        .create_stream(stream::Config {
+            name: BARE_STREAM.into(),
+            subjects: vec![format!("{BARE_PREFIX}.>")],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats_err(e.to_string()))?;
+    let consumer: consumer::PullConsumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("bare".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats_err(e.to_string()))?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(PULL_BATCH)
+        .messages()
+        .await
+        .map_err(|e| nats_err(e.to_string()))?;
+    Ok(tokio::spawn(serve(nats, store, messages, stop)))
+}
+
+async fn serve(
+    nats: async_nats::Client,
+    store: ResultStore,
+    messages: consumer::pull::Stream,
+    stop: CancellationToken,
+) {
+    // Take whatever has arrived, up to one pull batch, and handle it as one group.
+    let mut batches = messages.ready_chunks(PULL_BATCH);
+    loop {
+        let batch = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            b = batches.next() => b,
+        };
+        let Some(batch) = batch else { break };
+        let msgs: Vec<_> = batch.into_iter().filter_map(Result::ok).collect();
+        let ids: Vec<String> = msgs
+            .iter()
+            .map(|m| {
+                m.headers
+                    .as_ref()
+                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let completed = now_ms();
+        let writes: Vec<ResultWrite> = ids
+            .iter()
+            .map(|id| {
+                let mut r = JobResult::ok(id.as_str(), "bare", "0", Vec::new());
+                r.timings = Timings {
+                    batch_size: msgs.len() as u32,
+                    ..Timings::default()
+                };
+                r.completed_at_ms = completed;
+                ResultWrite {
+                    id,
+                    bytes: encode(&r),
+                }
+            })
+            .collect();
+        if store.put_results(&writes, &[]).await.is_err() {
+            // Leave them unacked: JetStream redelivers after AckWait.
+            continue;
+        }
+        for (m, id) in msgs.iter().zip(&ids) {
+            let _ = m.ack().await;
+            let _ = nats.publish(done_subject(id), "ok".into()).await;
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The Redis contract of jetinfer: results (`SET NX`, first result wins), the
+//! content-addressed cache and the lost-run counts. The client library reads results through
+//! it, the dispatcher and the workers write through it, so every process agrees on keys,
+//! TTLs and encoding. One file: [`ResultStore`] and its configuration [`StoreConfig`].
+
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, AsyncCommands};
+use deadpool_redis::{Config, Pool, Runtime};
+use jetinfer_schemas::{JobResult, Keys};
+
+/// Failure to reach or use Redis. Always transient from a job's point of view.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis config: {0}")]
+    Config(#[from] deadpool_redis::CreatePoolError),
+    #[error("stored result of {id} does not decode: {source}")]
+    Decode {
+        id: String,
+        source: rmp_serde::decode::Error,
+    },
+}
+
+/// TTLs and key prefix of the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+    pub keys: Keys,
+    pub result_ttl: Duration,
+    pub cache_ttl: Duration,
+    /// Pool size; each connection is multiplexed, so a few suffice.
+    pub pool_size: usize,
+}
+
+impl StoreConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreConfig {
+            url: url.into(),
+            keys: Keys::default(),
+            result_ttl: Duration::from_secs(24 * 3600),
+            cache_ttl: Duration::from_secs(3600),
+            pool_size: 8,
+        }
+    }
+}
+
+/// One result to write: the job id and its encoded [`JobResult`].
+pub struct ResultWrite<'a> {
+    pub id: &'a str,
+    pub bytes: Vec<u8>,
+}
+
+/// Handle to the result store; cheap to clone.
+#[derive(Clone)]
+pub struct ResultStore {
+    pool: Pool,
+    keys: Keys,
+    result_ttl_ms: u64,
+    cache_ttl_ms: u64,
+}
+
+impl ResultStore {
+    /// Creates the pool; connections are opened lazily, with explicit timeouts (redis'
+    /// defaults of 500 ms are too short for a loaded machine).
+    pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
+        let mut cfg = Config::from_url(config.url.clone());
+        cfg.pool = Some(deadpool_redis::PoolConfig {
+            max_size: config.pool_size,
+            timeouts: deadpool_redis::Timeouts {
+                wait: Some(Duration::from_secs(5)),
+                create: Some(Duration::from_secs(5)),
+                recycle: Some(Duration::from_secs(5)),
+            },
+            ..Default::default()
+        });
+        let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
+        Ok(ResultStore {
+            pool,
+            keys: config.keys.clone(),
+            result_ttl_ms: config.result_ttl.as_millis() as u64,
+            cache_ttl_ms: config.cache_ttl.as_millis() as u64,
+        })
+    }
+
+    /// The key names in use.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Round trip to Redis: is it reachable?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Whether Redis answers a PING within 2 s, and a word for health bodies.
+    pub async fn health(&self) -> (bool, String) {
+        match tokio::time::timeout(Duration::from_secs(2), self.ping()).await {
+            Ok(Ok(())) => (true, "ok".to_string()),
+            Ok(Err(e)) => (false, e.to_string()),
+            Err(_) => (false, "no answer within 2 s".to_string()),
+        }
+    }
+
+    /// The raw stored result of a job, if any.
+    pub async fn get_raw(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        Ok(conn.get(self.keys.result(id)).await?)
+    }
+
+    /// The decoded result of a job, if it is finished.
+    pub async fn get(&self, id: &str) -> Result<Option<JobResult<'static>>, StoreError> {
+        self.get_raw(id)
+            .await?
+            .map(|b| decode_owned(id, &b))
+            .transpose()
+    }
+
+    /// Results of many jobs in one round trip (`MGET`), in the order of `ids`.
+    pub async fn get_many(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Option<JobResult<'static>>>, StoreError> {
+        let raw = self.get_many_raw(ids).await?;
+        raw.into_iter()
+            .zip(ids)
+            .map(|(b, id)| b.map(|b| decode_owned(id, &b)).transpose())
+            .collect()
+    }
+
+    /// Raw stored results of many jobs in one round trip (`MGET`), in the order of `ids`;
+    /// lets a caller decode each on its own, so one bad value does not hide the others.
+    pub async fn get_many_raw(&self, ids: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.result(id)).collect();
+        let mut conn = self.pool.get().await?;
+        Ok(redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?)
+    }
+
+    /// Which of these jobs already have a result (one pipelined round trip).
+    pub async fn exists_many(&self, ids: &[&str]) -> Result<Vec<bool>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.exists(self.keys.result(id));
+        }
+        let mut conn = self.pool.get().await?;
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    /// Writes results with `SET NX PX` (the first result wins, a late or duplicate run
+    /// never overwrites it) and cache entries with `SET PX`, all in one pipeline.
+    /// Returns, per result, whether this write stored it (false: one was there already).
+    pub async fn put_results(
+        &self,
+        results: &[ResultWrite<'_>],
+        cache: &[(String, Vec<u8>)],
+    ) -> Result<Vec<bool>, StoreError> {
+        if results.is_empty() && cache.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for r in results {
+            pipe.cmd("SET")
+                .arg(self.keys.result(r.id))
+                .arg(&r.bytes)
+                .arg("NX")
+                .arg("PX")
+                .arg(self.result_ttl_ms);
+        }
+        for (key, bytes) in cache {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(bytes)
+                .arg("PX")
+                .arg(self.cache_ttl_ms)
+                .ignore();
+        }
+        let mut conn = self.pool.get().await?;
+        let replies: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        Ok(replies.into_iter().map(|r| r.is_some()).collect())
+    }
+
+    /// What intake needs to know of jobs before queueing them, in one round trip for all
+    /// of them: per job, whether a result exists, and how many of its runs were lost so far
+    /// (see [`Keys::failures`]).
+    pub async fn job_states(&self, ids: &[&str]) -> Result<Vec<(bool, u32)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.exists(self.keys.result(id))
+                .get(self.keys.failures(id));
+        }
+        let mut conn = self.pool.get().await?;
+        // The pipeline answers one flat list: EXISTS, GET, EXISTS, GET, …
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        replies
+            .chunks(2)
+            .map(|pair| -> Result<(bool, u32), StoreError> {
+                let exists: bool =
+                    redis::from_redis_value_ref(&pair[0]).map_err(redis::RedisError::from)?;
+                let failures: Option<u32> =
+                    redis::from_redis_value_ref(&pair[1]).map_err(redis::RedisError::from)?;
+                Ok((exists, failures.unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    /// Counts one lost run for each job (a worker died, timed out or could not run it) and
+    /// returns the new counts. The counters expire with the results.
+    pub async fn add_failures(&self, ids: &[&str]) -> Result<Vec<u32>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.incr(self.keys.failures(id), 1)
+                .cmd("PEXPIRE")
+                .arg(self.keys.failures(id))
+                .arg(self.result_ttl_ms)
+                .ignore();
+        }
+        let mut conn = self.pool.get().await?;
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    /// Removes a job's result and failure count, so that publishing it again runs it
+    /// (dead-letter replay).
+    pub async fn forget(&self, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let _: u32 = conn
+            .del(&[self.keys.result(id), self.keys.failures(id)])
+            .await?;
+        Ok(())
+    }
+
+    /// Adds one forward run to each job's count in `<prefix>:executions` (fault suite only).
+    pub async fn record_executions(&self, ids: &[&str]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HINCRBY")
+                .arg(self.keys.executions())
+                .arg(*id)
+                .arg(1)
+                .ignore();
+        }
+        let mut conn = self.pool.get().await?;
+        let () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Forward runs per job recorded by workers with `--record-executions`.
+    pub async fn executions(&self) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        Ok(conn.hgetall(self.keys.executions()).await?)
+    }
+
+    /// Cache entries for these keys (`MGET`), in order.
+    pub async fn get_cached(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.get().await?;
+        Ok(redis::cmd("MGET").arg(keys).query_async(&mut conn).await?)
+    }
+}
+
+/// Decodes a stored result into an owned value (as [`ResultStore::get`] does).
+pub fn decode_owned(id: &str, bytes: &[u8]) -> Result<JobResult<'static>, StoreError> {
+    rmp_serde::from_slice::<JobResult<'_>>(bytes)
+        .map(JobResult::into_owned)
+        .map_err(|source| StoreError::Decode {
+            id: id.to_string(),
+            source,
+        })
+}
