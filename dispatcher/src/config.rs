@@ -4,6 +4,14 @@ use std::time::Duration;
 
 use jetinfer_schemas::{Limits, Priority};
 
+/// A setting that cannot work, naming its flag.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A per-priority list flag (`--deadline-ms`, `--in-flight`) without three values.
+    #[error("{flag} needs three values (p0,p1,p2)")]
+    NotPerPriority { flag: &'static str, got: usize },
+}
+
 /// Where JetStream keeps the job stream.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
@@ -105,15 +113,16 @@ pub struct Config {
 
 impl Config {
     /// Rejects settings that cannot work, with a message naming the flag.
-    pub fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.deadline_ms.len() == 3,
-            "--deadline-ms needs three values (p0,p1,p2)"
-        );
-        anyhow::ensure!(
-            self.in_flight.len() == 3,
-            "--in-flight needs three values (p0,p1,p2)"
-        );
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let per_priority = [
+            ("--deadline-ms", self.deadline_ms.len()),
+            ("--in-flight", self.in_flight.len()),
+        ];
+        for (flag, got) in per_priority {
+            if got != 3 {
+                return Err(ConfigError::NotPerPriority { flag, got });
+            }
+        }
         Ok(())
     }
 
@@ -166,9 +175,17 @@ mod tests {
         assert_eq!(c.default_deadline(Priority::P0), Duration::from_secs(5));
         assert!(!c.redacted().contains("pw"));
         assert!(c.check().is_ok());
-        assert!(Config::try_parse_from(["d", "--in-flight", "1,2"])
+        let e = Config::try_parse_from(["d", "--in-flight", "1,2"])
             .unwrap()
             .check()
-            .is_err());
+            .unwrap_err();
+        assert_eq!(e.to_string(), "--in-flight needs three values (p0,p1,p2)");
+        assert_eq!(
+            e,
+            ConfigError::NotPerPriority {
+                flag: "--in-flight",
+                got: 2
+            }
+        );
     }
 }

@@ -1,120 +1,63 @@
 //! The dispatcher's `/metrics`, `/healthz` and `/readyz` (on `--metrics-addr`).
 //!
 //! Ready means: connected to NATS, Redis answers a PING, and the job stream and consumers
-//! exist. The body names the live workers and the models and versions they serve (from
-//! the heartbeats, which this module also turns into the worker gauges).
+//! exist. The body names the live workers and the models and versions they serve, as the
+//! scheduler's worker registry publishes them.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use jetinfer_schemas::worker::Heartbeat;
 use jetinfer_store::ResultStore;
 use jetinfer_telemetry::http::{nats_state, serve, Readiness, ReadyCheck};
-use serde_json::json;
+use serde_json::{json, Value};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::telemetry;
+use crate::workers::WorkersView;
 
-#[derive(Default)]
-struct State {
-    stream_ready: bool,
-    workers: BTreeMap<String, (Instant, Heartbeat)>,
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The Prometheus recorder could not be installed (the exporter's own error type).
+    #[error("cannot install the metrics recorder")]
+    Metrics(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot serve the health endpoint")]
+    Serve(#[source] std::io::Error),
 }
 
-/// What the health endpoints report; cheap to clone.
-#[derive(Clone)]
-pub(crate) struct Ops {
-    state: Arc<Mutex<State>>,
-    heartbeat_timeout: Duration,
+/// What `/readyz` reads: the dispatcher's state as its owners publish it.
+pub(crate) struct Sources {
+    pub nats: async_nats::Client,
+    pub store: ResultStore,
+    /// Set once the job stream and its consumers exist.
+    pub stream_ready: watch::Receiver<bool>,
+    /// The live workers, from the scheduler's registry.
+    pub workers: watch::Receiver<WorkersView>,
 }
 
-impl Ops {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock loses at most a health snapshot.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The stream and consumers exist.
-    pub fn stream_ready(&self) {
-        self.lock().stream_ready = true;
-    }
-
-    /// A worker's heartbeat: keep its models for the health body, update the gauges.
-    pub fn heartbeat(&self, hb: &Heartbeat) {
-        telemetry::worker_seen(&hb.worker, hb.free_slots);
-        let mut state = self.lock();
-        state
-            .workers
-            .insert(hb.worker.clone(), (Instant::now(), hb.clone()));
-        self.forget_dead(&mut state);
-    }
-
-    /// Drops workers silent for longer than the heartbeat timeout; sets the live count.
-    fn forget_dead(&self, state: &mut State) {
-        let timeout = self.heartbeat_timeout;
-        state
-            .workers
-            .retain(|_, (seen, hb)| seen.elapsed() <= timeout && hb.accepting);
-        telemetry::workers_live(state.workers.len());
-    }
-
-    fn snapshot(&self) -> (bool, serde_json::Value) {
-        let mut state = self.lock();
-        self.forget_dead(&mut state);
-        let workers: Vec<serde_json::Value> = state
-            .workers
-            .values()
-            .map(|(_, hb)| {
-                json!({
-                    "id": hb.worker,
-                    "free_slots": hb.free_slots,
-                    "slots": hb.slots,
-                    "devices": hb.devices,
-                    "models": hb.models.iter().map(|m| json!({"name": m.name, "version": m.version})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        (state.stream_ready, json!(workers))
-    }
-}
-
-/// Starts the endpoint when `--metrics-addr` is set (installing the metrics recorder
-/// first); returns the handle the dispatcher reports to either way.
+/// Starts the endpoint when `--metrics-addr` is set, installing the metrics recorder
+/// first; without it, does nothing.
 pub(crate) async fn start(
     config: &Config,
     name: &str,
-    nats: async_nats::Client,
-    store: ResultStore,
+    sources: Sources,
     shutdown: CancellationToken,
-) -> anyhow::Result<Ops> {
-    let ops = Ops {
-        state: Arc::default(),
-        heartbeat_timeout: Duration::from_millis(config.heartbeat_timeout_ms),
-    };
+) -> Result<(), HttpError> {
     let Some(addr) = config.ops.metrics_addr else {
-        return Ok(ops);
+        return Ok(());
     };
-    let metrics = jetinfer_telemetry::prometheus::install()?;
+    let metrics =
+        jetinfer_telemetry::prometheus::install().map_err(|e| HttpError::Metrics(Box::new(e)))?;
     telemetry::describe();
-    // Without heartbeats the live-worker gauge would keep its last value.
-    let sweeper = ops.clone();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! { _ = stop.cancelled() => break, _ = tick.tick() => { let mut s = sweeper.lock(); sweeper.forget_dead(&mut s); } }
-        }
-    });
     let name = name.to_string();
-    let view = ops.clone();
+    let sources = Arc::new(sources);
     let ready: ReadyCheck = Arc::new(move || {
-        let (nats, store, name, view) = (nats.clone(), store.clone(), name.clone(), view.clone());
+        let (sources, name) = (sources.clone(), name.clone());
         Box::pin(async move {
-            let (nats_ok, nats_word) = nats_state(&nats);
-            let (redis_ok, redis_word) = store.health().await;
-            let (stream_ok, workers) = view.snapshot();
+            let (nats_ok, nats_word) = nats_state(&sources.nats);
+            let (redis_ok, redis_word) = sources.store.health().await;
+            let stream_ok = *sources.stream_ready.borrow();
             Readiness {
                 ready: nats_ok && redis_ok && stream_ok,
                 body: json!({
@@ -124,11 +67,28 @@ pub(crate) async fn start(
                     "nats": nats_word,
                     "redis": redis_word,
                     "stream": if stream_ok { "ready" } else { "not yet created" },
-                    "workers": workers,
+                    "workers": workers_json(&sources.workers.borrow()),
                 }),
             }
         })
     });
-    serve(addr, metrics, ready, shutdown).await?;
-    Ok(ops)
+    serve(addr, metrics, ready, shutdown)
+        .await
+        .map_err(HttpError::Serve)?;
+    Ok(())
+}
+
+/// The live workers as `/readyz` lists them.
+fn workers_json(view: &WorkersView) -> Value {
+    view.iter()
+        .map(|hb| {
+            json!({
+                "id": hb.worker,
+                "free_slots": hb.free_slots,
+                "slots": hb.slots,
+                "devices": hb.devices,
+                "models": hb.models.iter().map(|m| json!({"name": m.name, "version": m.version})).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
 }

@@ -12,23 +12,27 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::header::IntoHeaderName;
 use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{AckKind, Message};
+use bytes::Bytes;
 use futures::future::join_all;
 use futures::{FutureExt, StreamExt};
 use jetinfer_schemas::names::parse_job_subject;
-use jetinfer_schemas::{decode_job, limits::is_valid_job_id, JobError, Priority};
+use jetinfer_schemas::{decode_job, limits::is_valid_job_id, Job, JobError, Priority};
 use jetinfer_store::ResultStore;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{Answerer, ErrorTarget};
 use crate::config::Config;
+use crate::events::Command;
 use crate::health;
-use crate::job::HeldJob;
-use crate::queue::Route;
-use crate::scheduler::Command;
+use crate::job::{Ack, HeldJob};
+use crate::route::Route;
+use crate::telemetry;
 
 pub(crate) struct Intake {
     pub priority: Priority,
@@ -148,84 +152,92 @@ impl Intake {
 
     /// Decodes and checks one message; answers what can never run (and returns `None`).
     async fn check(&self, msg: Message, permit: OwnedSemaphorePermit) -> Option<HeldJob> {
-        let (delivered, published_ms) = match msg.info() {
-            Ok(info) => (
-                info.delivered.max(1) as u32,
-                (info.published.unix_timestamp_nanos() / 1_000_000) as u64,
-            ),
-            Err(_) => (1, jetinfer_schemas::now_ms()),
-        };
+        let envelope = Envelope::of(&msg);
         let (msg, acker) = msg.split();
-        let header_id = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-            .map(|v| v.as_str().to_string())
-            .filter(|id| is_valid_job_id(id));
-        let subject_model = parse_job_subject(msg.subject.as_str())
-            .map(|(_, m)| m.to_string())
-            .unwrap_or_default();
-        crate::telemetry::received(self.priority, &subject_model, delivered);
-        let refuse = |id: Option<String>, error: JobError| {
-            let model = subject_model.clone();
-            let acker = &acker;
-            async move {
-                let t = ErrorTarget {
-                    id: id.as_deref(),
-                    model: &model,
-                    attempts: delivered,
-                    published_ms,
-                    meta: Default::default(),
-                };
-                crate::telemetry::failed(self.priority, &model, error.code);
-                self.answer.fail(acker, t, error).await;
+        telemetry::received(self.priority, &envelope.subject_model, envelope.delivered);
+        match self.validate(&msg.payload, &envelope) {
+            Ok(job) => Some(self.hold(job, &msg.payload, envelope, Box::new(acker), permit)),
+            Err((id, error)) => {
+                self.refuse(&acker, &envelope, id, error).await;
+                None
             }
-        };
+        }
+    }
 
+    /// The decoded job if it can run; otherwise the id to answer (when one is known) and
+    /// the error.
+    fn validate<'p>(
+        &self,
+        payload: &'p [u8],
+        envelope: &Envelope,
+    ) -> Result<Job<'p>, (Option<String>, JobError)> {
         let limits = self.config.limits();
-        let job = match decode_job(&msg.payload, &limits) {
-            Ok(job) => job,
-            Err(e) => {
-                refuse(header_id, e).await;
-                return None;
-            }
-        };
+        let job = decode_job(payload, &limits).map_err(|e| (envelope.header_id.clone(), e))?;
         if let Err(e) = job.validate(&limits) {
             let id = if is_valid_job_id(&job.id) {
                 Some(job.id.to_string())
             } else {
-                header_id
+                envelope.header_id.clone()
             };
-            refuse(id, e).await;
-            return None;
+            return Err((id, e));
         }
-        let id = job.id.to_string();
-        if job.model != subject_model {
+        if job.model != envelope.subject_model {
             let e = JobError::invalid_input(format!(
-                "job model {:?} differs from the subject's {subject_model:?}",
-                job.model
+                "job model {:?} differs from the subject's {:?}",
+                job.model, envelope.subject_model
             ));
-            refuse(Some(id), e).await;
-            return None;
+            return Err((Some(job.id.to_string()), e));
         }
+        Ok(job)
+    }
+
+    /// Answers a job that can never run with `error`.
+    async fn refuse(
+        &self,
+        acker: &Acker,
+        envelope: &Envelope,
+        id: Option<String>,
+        error: JobError,
+    ) {
+        let target = ErrorTarget {
+            id: id.as_deref(),
+            model: &envelope.subject_model,
+            attempts: envelope.delivered,
+            published_ms: envelope.published_ms,
+            meta: Default::default(),
+        };
+        telemetry::failed(self.priority, &envelope.subject_model, error.code);
+        self.answer.fail(acker, target, error).await;
+    }
+
+    /// The held job for a valid `job`, decoded from `payload`.
+    fn hold(
+        &self,
+        job: Job<'_>,
+        payload: &Bytes,
+        envelope: Envelope,
+        acker: Box<dyn Ack>,
+        permit: OwnedSemaphorePermit,
+    ) -> HeldJob {
+        let Envelope {
+            delivered,
+            published_ms,
+            traceparent,
+            ..
+        } = envelope;
         let deadline_ms = match job.deadline_ms {
             // The producer's clock: allow for it running behind ours.
             Some(d) => d.saturating_add(self.config.clock_skew_tolerance_ms),
             // JetStream's timestamp: the server's clock, relative to publish.
             None => published_ms + self.config.default_deadline(self.priority).as_millis() as u64,
         };
-        let traceparent = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("traceparent"))
-            .map(|v| v.as_str().to_string());
-        let held = HeldJob {
+        HeldJob {
             route: Route {
                 model: job.model.to_string(),
                 version: job.version.as_deref().map(str::to_string),
             },
             priority: self.priority,
-            span: crate::telemetry::job_span(
+            span: telemetry::job_span(
                 &job.id,
                 &job.model,
                 self.priority,
@@ -241,14 +253,55 @@ impl Intake {
             traceparent,
             meta: job.meta.clone().unwrap_or_default(),
             since: Instant::now(),
-            id,
-            payload: msg.payload.clone(),
+            id: job.id.to_string(),
+            payload: payload.clone(),
             acker,
             _permit: permit,
-        };
-        drop(job);
-        Some(held)
+        }
     }
+}
+
+/// What the message says about its job before the payload is decoded.
+struct Envelope {
+    /// JetStream's delivery count (1 on the first delivery).
+    delivered: u32,
+    /// When JetStream stored the message, Unix ms.
+    published_ms: u64,
+    /// The `Nats-Msg-Id` header, when it is a valid job id: who to answer when the
+    /// payload cannot be decoded.
+    header_id: Option<String>,
+    /// The model named by the subject (empty when the subject is not a job subject).
+    subject_model: String,
+    traceparent: Option<String>,
+}
+
+impl Envelope {
+    fn of(msg: &Message) -> Envelope {
+        let (delivered, published_ms) = match msg.info() {
+            Ok(info) => (
+                info.delivered.max(1) as u32,
+                (info.published.unix_timestamp_nanos() / 1_000_000) as u64,
+            ),
+            Err(_) => (1, jetinfer_schemas::now_ms()),
+        };
+        Envelope {
+            delivered,
+            published_ms,
+            header_id: header(msg, async_nats::header::NATS_MESSAGE_ID)
+                .filter(|id| is_valid_job_id(id)),
+            subject_model: parse_job_subject(msg.subject.as_str())
+                .map(|(_, m)| m.to_string())
+                .unwrap_or_default(),
+            traceparent: header(msg, "traceparent"),
+        }
+    }
+}
+
+fn header(msg: &Message, name: impl IntoHeaderName) -> Option<String> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_string())
 }
 
 /// With one Redis round trip for the group: acks the jobs that already have a result (a

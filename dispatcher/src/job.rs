@@ -1,16 +1,39 @@
 //! A job the dispatcher holds: what scheduling needs, the untouched payload for the
-//! worker, and the JetStream handle that acks it.
+//! worker, and the handle that acks its JetStream message.
+//!
+//! The handle is an [`Ack`] trait object, so that scheduling logic can hold jobs in unit
+//! tests without a JetStream message.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use async_nats::jetstream::message::Acker;
+use async_nats::jetstream::AckKind;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use jetinfer_schemas::worker::RunJob;
 use jetinfer_schemas::Priority;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::queue::Route;
+use crate::route::Route;
+use crate::telemetry::JobSpan;
+
+/// Acknowledges one JetStream message: `ack` once its result is stored, `ack_with` for
+/// in-progress acks, naks and terms.
+pub(crate) trait Ack: Send + Sync {
+    fn ack(&self) -> BoxFuture<'_, Result<(), async_nats::Error>>;
+    fn ack_with(&self, kind: AckKind) -> BoxFuture<'_, Result<(), async_nats::Error>>;
+}
+
+impl Ack for Acker {
+    fn ack(&self) -> BoxFuture<'_, Result<(), async_nats::Error>> {
+        Box::pin(Acker::ack(self))
+    }
+
+    fn ack_with(&self, kind: AckKind) -> BoxFuture<'_, Result<(), async_nats::Error>> {
+        Box::pin(Acker::ack_with(self, kind))
+    }
+}
 
 pub(crate) struct HeldJob {
     pub id: String,
@@ -29,11 +52,11 @@ pub(crate) struct HeldJob {
     pub traceparent: Option<String>,
     /// The job's span here (its trace continues the producer's); ends when the job is
     /// dropped, i.e. acked, answered or handed back.
-    pub span: crate::telemetry::JobSpan,
+    pub span: JobSpan,
     pub meta: BTreeMap<String, String>,
     /// When it entered this dispatcher's queues (ordering and aging).
     pub since: Instant,
-    pub acker: Acker,
+    pub acker: Box<dyn Ack>,
     /// One of the priority's in-flight slots, released when the job is dropped (answered).
     pub _permit: OwnedSemaphorePermit,
 }

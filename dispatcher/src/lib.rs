@@ -7,6 +7,10 @@
 //! to a worker ([`dispatch`]); their JetStream messages stay un-acked, with in-progress
 //! acks, until the worker replies that the results are stored in Redis.
 //!
+//! Modules import downhill only: types ([`route`], [`job`], [`events`], [`telemetry`]),
+//! pure state ([`queue`], [`workers`], [`sizing`]), then the actors and their helpers,
+//! then this file, which wires them together.
+//!
 //! This crate does not link libtorch.
 
 pub mod config;
@@ -14,34 +18,61 @@ pub mod stream;
 
 mod answer;
 mod dispatch;
+mod effects;
+mod events;
 mod health;
 mod http;
 mod intake;
 mod job;
 mod queue;
+mod route;
 mod scheduler;
+mod sizing;
 pub mod telemetry;
 mod workers;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use jetinfer_schemas::names::HEARTBEAT_SUBJECT;
 use jetinfer_schemas::worker::Heartbeat;
 use jetinfer_schemas::{Keys, Priority};
-use jetinfer_store::{ResultStore, StoreConfig};
-use tokio::sync::{mpsc, Semaphore};
+use jetinfer_store::{ResultStore, StoreConfig, StoreError};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::Config;
+pub use config::{Config, ConfigError};
+pub use http::HttpError;
+pub use stream::StreamError;
 
 /// How long in-flight bundles may take to finish after shutdown is requested.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Why the dispatcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration")]
+    Config(#[from] ConfigError),
+    #[error("cannot connect to NATS")]
+    Nats(#[from] jetinfer_connect::ConnectError),
+    #[error("cannot set up the result store")]
+    Store(#[from] StoreError),
+    #[error("cannot start the metrics and health endpoint")]
+    Http(#[from] HttpError),
+    #[error("cannot set up JetStream")]
+    Stream(#[from] StreamError),
+    #[error("cannot subscribe to {subject}")]
+    Subscribe {
+        subject: &'static str,
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+}
+
 /// Runs a dispatcher until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     config.check()?;
     let config = Arc::new(config);
     let name = config
@@ -49,11 +80,114 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .clone()
         .unwrap_or_else(|| format!("dispatcher-{:08x}", rand::random::<u32>()));
     tracing::info!(id = %name, config = %config.redacted(), "starting dispatcher");
+    let answer = connect(&config, &name).await?;
 
+    let (stream_ready_tx, stream_ready) = watch::channel(false);
+    let (workers_view_tx, workers_view) = watch::channel(Vec::new());
+    let sources = http::Sources {
+        nats: answer.nats.clone(),
+        store: answer.store.clone(),
+        stream_ready,
+        workers: workers_view,
+    };
+    // Serves until exit, so /readyz can be asked during the drain too.
+    http::start(&config, &name, sources, CancellationToken::new()).await?;
+    let stream = stream::ensure_stream(&answer.js, &config).await?;
+    stream::ensure_dlq_stream(&answer.js, &config).await?;
+    let tasks = TaskTracker::new();
+    let (health_tx, store_health) = watch::channel(true);
+    tasks.spawn(health::watch_store(
+        answer.store.clone(),
+        health_tx,
+        shutdown.clone(),
+    ));
+    let (tx, rx) = mpsc::channel(config.in_flight.iter().sum::<usize>() + 64);
+    let heartbeats = answer
+        .nats
+        .subscribe(HEARTBEAT_SUBJECT)
+        .await
+        .map_err(|source| Error::Subscribe {
+            subject: HEARTBEAT_SUBJECT,
+            source,
+        })?;
+    tasks.spawn(forward_heartbeats(heartbeats, tx.clone(), shutdown.clone()));
+    let intakes = Intakes {
+        config: &config,
+        answer: &answer,
+        scheduler: &tx,
+        store_health: &store_health,
+    };
+    intakes.start(&stream, &tasks, &shutdown).await?;
+    stream_ready_tx.send_replace(true);
+
+    // A bundle is one NATS message: it must fit the server's max_payload.
+    let max_bundle_bytes = answer
+        .nats
+        .server_info()
+        .max_payload
+        .saturating_sub(sizing::BUNDLE_ENVELOPE_BYTES);
+    let nats = answer.nats.clone();
+    let effects = effects::Live {
+        config: config.clone(),
+        answer,
+        scheduler: tx,
+        tasks: tasks.clone(),
+    };
+    let scheduler = scheduler::Scheduler::new(
+        &config,
+        max_bundle_bytes,
+        effects,
+        store_health,
+        workers_view_tx,
+    );
+    tracing::info!(
+        stream = jetinfer_schemas::names::JOBS_STREAM,
+        "dispatcher ready"
+    );
+    scheduler.run(rx, shutdown).await;
+    drain(tasks, &nats).await;
+    Ok(())
+}
+
+/// What every priority's intake shares.
+struct Intakes<'a> {
+    config: &'a Arc<Config>,
+    answer: &'a answer::Answerer,
+    scheduler: &'a mpsc::Sender<events::Command>,
+    store_health: &'a watch::Receiver<bool>,
+}
+
+impl Intakes<'_> {
+    /// Sets up each priority's consumer and starts its intake on `tasks`.
+    async fn start(
+        &self,
+        stream: &async_nats::jetstream::stream::Stream,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Error> {
+        for p in Priority::ALL {
+            let consumer = stream::ensure_consumer(stream, self.config, p).await?;
+            let intake = intake::Intake {
+                priority: p,
+                consumer,
+                permits: Arc::new(Semaphore::new(self.config.in_flight_cap(p))),
+                config: self.config.clone(),
+                answer: self.answer.clone(),
+                scheduler: self.scheduler.clone(),
+                store_health: self.store_health.clone(),
+            };
+            tasks.spawn(intake.run(shutdown.child_token()));
+        }
+        Ok(())
+    }
+}
+
+/// Connects to NATS and the result store: what answering jobs needs.
+async fn connect(config: &Config, name: &str) -> Result<answer::Answerer, Error> {
     let nats = config
         .connect
         .nats()
-        .name(&name)
+        .name(name)
         .retry_on_initial_connect()
         .connect()
         .await?;
@@ -62,92 +196,40 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     store_config.keys = Keys::new(&config.key_prefix);
     store_config.result_ttl = Duration::from_secs(config.result_ttl_s);
     let store = ResultStore::new(&store_config)?;
-    let answer = answer::Answerer {
-        store: store.clone(),
-        nats: nats.clone(),
-        js: js.clone(),
-        name: name.clone(),
-    };
+    Ok(answer::Answerer {
+        store,
+        nats,
+        js,
+        name: name.to_string(),
+    })
+}
 
-    // Serves until exit, so /readyz can be asked during the drain too.
-    let ops = http::start(
-        &config,
-        &name,
-        nats.clone(),
-        store.clone(),
-        CancellationToken::new(),
-    )
-    .await?;
-    let stream = stream::ensure_stream(&js, &config).await?;
-    stream::ensure_dlq_stream(&js, &config).await?;
-    let tasks = TaskTracker::new();
-    let (health_tx, store_health) = tokio::sync::watch::channel(true);
-    tasks.spawn(health::watch_store(store, health_tx, shutdown.clone()));
-    let (tx, rx) = mpsc::channel(config.in_flight.iter().sum::<usize>() + 64);
-
-    // Heartbeats feed the registry.
-    let mut heartbeats = nats.subscribe(HEARTBEAT_SUBJECT).await?;
-    let hb_tx = tx.clone();
-    let ops_ready = ops.clone();
-    let hb_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        loop {
-            let msg = tokio::select! { biased; _ = hb_shutdown.cancelled() => break, m = heartbeats.next() => m };
-            let Some(msg) = msg else { break };
-            match rmp_serde::from_slice::<Heartbeat>(&msg.payload) {
-                Ok(hb) => {
-                    ops.heartbeat(&hb);
-                    if hb_tx.send(scheduler::Command::Heartbeat(hb)).await.is_err() {
-                        break;
-                    }
+/// Feeds worker heartbeats to the scheduler's registry until `shutdown`.
+async fn forward_heartbeats(
+    mut heartbeats: async_nats::Subscriber,
+    scheduler: mpsc::Sender<events::Command>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! { biased; _ = shutdown.cancelled() => break, m = heartbeats.next() => m };
+        let Some(msg) = msg else { break };
+        match rmp_serde::from_slice::<Heartbeat>(&msg.payload) {
+            Ok(hb) => {
+                if scheduler
+                    .send(events::Command::Heartbeat(hb))
+                    .await
+                    .is_err()
+                {
+                    break;
                 }
-                Err(e) => tracing::warn!(error = %e, "unreadable heartbeat"),
             }
+            Err(e) => tracing::warn!(error = %e, "unreadable heartbeat"),
         }
-    });
-
-    let intake_stop = shutdown.child_token();
-    for p in Priority::ALL {
-        let consumer = stream::ensure_consumer(&stream, &config, p).await?;
-        let intake = intake::Intake {
-            priority: p,
-            consumer,
-            permits: Arc::new(Semaphore::new(config.in_flight_cap(p))),
-            config: config.clone(),
-            answer: answer.clone(),
-            scheduler: tx.clone(),
-            store_health: store_health.clone(),
-        };
-        tasks.spawn(intake.run(intake_stop.clone()));
     }
+}
 
-    ops_ready.stream_ready();
-    // A bundle is one NATS message: it must fit the server's max_payload.
-    let max_bundle_bytes = answer
-        .nats
-        .server_info()
-        .max_payload
-        .saturating_sub(dispatch::BUNDLE_ENVELOPE_BYTES);
-    let scheduler = scheduler::Scheduler {
-        queues: queue::ReadyQueues::new(Duration::from_millis(config.aging_ms)),
-        workers: workers::Workers::new(
-            Duration::from_millis(config.heartbeat_timeout_ms),
-            Duration::from_millis(config.dispatch_timeout_ms),
-        ),
-        config: config.clone(),
-        answer,
-        tx,
-        tasks: tasks.clone(),
-        started: Instant::now(),
-        store_health,
-        max_bundle_bytes,
-    };
-    tracing::info!(
-        stream = jetinfer_schemas::names::JOBS_STREAM,
-        "dispatcher ready"
-    );
-    scheduler.run(rx, shutdown.clone()).await;
-
+/// Waits for in-flight bundles and answers to finish, up to [`DRAIN_DEADLINE`].
+async fn drain(tasks: TaskTracker, nats: &async_nats::Client) {
     tasks.close();
     if tokio::time::timeout(DRAIN_DEADLINE, tasks.wait())
         .await
@@ -157,5 +239,4 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     nats.flush().await.ok();
     tracing::info!("dispatcher stopped");
-    Ok(())
 }

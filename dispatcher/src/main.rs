@@ -22,5 +22,5 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let result = jetinfer_dispatcher::run(config, shutdown).await;
     telemetry.shutdown().await;
-    result
+    Ok(result?)
 }

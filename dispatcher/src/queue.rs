@@ -1,7 +1,8 @@
 //! Ready queues: jobs pulled from JetStream and waiting for a worker, one FIFO per
 //! priority and route (model, optional version), ordered across priorities with aging.
 //!
-//! Pure state, no I/O: the scheduler actor owns it and tests drive it with explicit times.
+//! Pure state, no I/O and no metrics: the scheduler actor owns it, counts what goes in and
+//! out, and tests drive it with explicit times.
 //!
 //! Aging: a job's effective class is `rank - waited / aging`, so a P2 job that has waited
 //! two aging periods competes with fresh P0 work and P2 cannot starve under P0 load.
@@ -11,12 +12,7 @@ use std::time::{Duration, Instant};
 
 use jetinfer_schemas::Priority;
 
-/// Where a job may run: its model, and the version when the job named one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct Route {
-    pub model: String,
-    pub version: Option<String>,
-}
+use crate::route::Route;
 
 struct Entry<T> {
     since: Instant,
@@ -51,7 +47,6 @@ impl<T> ReadyQueues<T> {
         let at = q.iter().position(|e| e.since > since).unwrap_or(q.len());
         q.insert(at, Entry { since, item });
         self.len += 1;
-        crate::telemetry::queue_push(priority);
     }
 
     /// Lower is served first: the class rank minus the aging credit of the head job.
@@ -98,7 +93,6 @@ impl<T> ReadyQueues<T> {
                 self.by_priority[p.rank()].remove(route);
             }
             self.len -= 1;
-            crate::telemetry::queue_pop(p);
             out.push((p, e.item, e.since));
         }
         out
@@ -115,7 +109,6 @@ impl<T> ReadyQueues<T> {
                 let mut keep = VecDeque::with_capacity(q.len());
                 for e in q.drain(..) {
                     if remove(p, route, &e.item) {
-                        crate::telemetry::queue_pop(p);
                         out.push((p, route.clone(), e.item));
                     } else {
                         keep.push_back(e);

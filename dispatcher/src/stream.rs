@@ -2,12 +2,39 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::context::{CreateStreamError, GetStreamError};
+use async_nats::jetstream::stream::{ConsumerError, ConsumerUpdateError};
 use async_nats::jetstream::{self, consumer, stream};
 use jetinfer_connect::streams::{priority_consumer, JobsStream};
 use jetinfer_schemas::names::{consumer_name, JOBS_STREAM};
 use jetinfer_schemas::Priority;
 
 use crate::config::{Config, Storage};
+
+/// Why a stream or consumer could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("cannot create or update stream {stream}")]
+    Create {
+        stream: String,
+        #[source]
+        source: CreateStreamError,
+    },
+    #[error("cannot look up stream {stream}")]
+    Get {
+        stream: String,
+        #[source]
+        source: GetStreamError,
+    },
+    /// Creating failed (`create`), and so did updating the existing consumer (`source`).
+    #[error("cannot create or update consumer {consumer} (create: {create})")]
+    Consumer {
+        consumer: String,
+        create: ConsumerError,
+        #[source]
+        source: ConsumerUpdateError,
+    },
+}
 
 /// The jobs stream's definition from the dispatcher's flags.
 fn jobs_stream(cfg: &Config) -> JobsStream {
@@ -28,16 +55,28 @@ fn jobs_stream(cfg: &Config) -> JobsStream {
 pub async fn ensure_stream(
     js: &jetstream::Context,
     cfg: &Config,
-) -> Result<stream::Stream, anyhow::Error> {
+) -> Result<stream::Stream, StreamError> {
     js.create_or_update_stream(jobs_stream(cfg).config())
-        .await?;
-    Ok(js.get_stream(JOBS_STREAM).await?)
+        .await
+        .map_err(|source| StreamError::Create {
+            stream: JOBS_STREAM.to_string(),
+            source,
+        })?;
+    js.get_stream(JOBS_STREAM)
+        .await
+        .map_err(|source| StreamError::Get {
+            stream: JOBS_STREAM.to_string(),
+            source,
+        })
 }
 
 /// Creates or updates the dead-letter stream (`jetinfer dlq` reads and replays it).
-pub async fn ensure_dlq_stream(js: &jetstream::Context, cfg: &Config) -> Result<(), anyhow::Error> {
-    js.create_or_update_stream(jobs_stream(cfg).dlq_config())
-        .await?;
+pub async fn ensure_dlq_stream(js: &jetstream::Context, cfg: &Config) -> Result<(), StreamError> {
+    let config = jobs_stream(cfg).dlq_config();
+    let stream = config.name.clone();
+    js.create_or_update_stream(config)
+        .await
+        .map_err(|source| StreamError::Create { stream, source })?;
     Ok(())
 }
 
@@ -46,7 +85,7 @@ pub async fn ensure_consumer(
     stream: &stream::Stream,
     cfg: &Config,
     p: Priority,
-) -> Result<consumer::PullConsumer, anyhow::Error> {
+) -> Result<consumer::PullConsumer, StreamError> {
     // Held jobs plus the prefetch buffer.
     let max_ack_pending = (cfg.in_flight_cap(p) + cfg.pull_batch * 2) as i64;
     let config = priority_consumer(p, cfg.ack_wait(), max_ack_pending);
@@ -55,7 +94,14 @@ pub async fn ensure_consumer(
         Err(e) => {
             // An older dispatcher created it with other settings: update to ours.
             tracing::info!(consumer = %consumer_name(p), error = %e, "updating existing consumer");
-            stream.update_consumer(config).await.map_err(Into::into)
+            stream
+                .update_consumer(config)
+                .await
+                .map_err(|source| StreamError::Consumer {
+                    consumer: consumer_name(p),
+                    create: e,
+                    source,
+                })
         }
     }
 }

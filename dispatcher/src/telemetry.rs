@@ -10,7 +10,7 @@
 //! Metrics are listed with their meaning in docs/metrics.md. Queue depth is counted from
 //! pushes and pops, never sampled.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use jetinfer_schemas::{now_ms, ErrorCode, Priority};
@@ -18,8 +18,6 @@ use jetinfer_telemetry::context::{
     continue_trace, record_span, traceparent_of, unix_ms, wall_time_of, KeyValue,
 };
 use tracing::Span;
-
-use crate::job::HeldJob;
 
 pub(crate) const JOBS_RECEIVED: &str = "jetinfer_jobs_received_total";
 pub(crate) const JOBS_COMPLETED: &str = "jetinfer_jobs_completed_total";
@@ -197,7 +195,7 @@ impl Drop for JobSpan {
 }
 
 /// The span of a job in this dispatcher, continuing the producer's trace. It lives as
-/// long as the [`HeldJob`] (ends at ack, error answer or hand-back). Records the wait in
+/// long as the job is held (ends at ack, error answer or hand-back). Records the wait in
 /// JetStream as a child span, from the message's publish time.
 pub(crate) fn job_span(
     id: &str,
@@ -228,41 +226,50 @@ pub(crate) fn job_span(
     JobSpan { span, priority }
 }
 
-/// A job goes to `worker`: records its wait in the ready queues and the queue-wait
-/// histogram, and returns the dispatch span (ends when the run request ends) and the
-/// `traceparent` the worker continues (the producer's when spans are not exported).
-pub(crate) fn dispatch(job: &HeldJob, worker: &str) -> (Span, Option<String>) {
+/// A job goes to `worker`: records its wait in the ready queues (since `queued_since`)
+/// under `job_span` and the queue-wait histogram, and returns the dispatch span (ends when
+/// the run request ends) and the `traceparent` the worker continues (the producer's,
+/// `producer_traceparent`, when spans are not exported).
+pub(crate) fn dispatch(
+    job_span: &Span,
+    priority: Priority,
+    queued_since: Instant,
+    published_ms: u64,
+    attempt: u32,
+    producer_traceparent: Option<&str>,
+    worker: &str,
+) -> (Span, Option<String>) {
     let now = SystemTime::now();
     record_span(
         "dispatcher.queue",
-        &job.span,
-        wall_time_of(job.since),
+        job_span,
+        wall_time_of(queued_since),
         now,
         vec![],
     );
-    histogram!(QUEUE_WAIT, "priority" => job.priority.as_str())
-        .record(now_ms().saturating_sub(job.published_ms) as f64 / 1e3);
+    histogram!(QUEUE_WAIT, "priority" => priority.as_str())
+        .record(now_ms().saturating_sub(published_ms) as f64 / 1e3);
     gauge!(WORKER_IN_FLIGHT, "worker" => worker.to_string()).increment(1.0);
     let span = tracing::info_span!(
-        parent: &*job.span,
+        parent: job_span,
         "dispatcher.dispatch",
         otel.kind = "producer",
         worker = %worker,
-        attempt = job.attempt,
+        attempt = attempt,
     );
-    let traceparent = traceparent_of(&span).or_else(|| job.traceparent.clone());
+    let traceparent = traceparent_of(&span).or_else(|| producer_traceparent.map(str::to_string));
     (span, traceparent)
 }
 
-/// A run request to `worker` ended; `stored` jobs are acked.
+/// A run request to `worker` that carried `sent` jobs ended.
 pub(crate) fn bundle_ended(worker: &str, sent: usize) {
     gauge!(WORKER_IN_FLIGHT, "worker" => worker.to_string()).decrement(sent as f64);
 }
 
 /// A job was acked with its result stored by a worker.
-pub(crate) fn completed(job: &HeldJob) {
-    let p = job.priority.as_str();
-    counter!(JOBS_COMPLETED, "priority" => p, "model" => job.route.model.clone()).increment(1);
+pub(crate) fn completed(priority: Priority, model: &str, published_ms: u64) {
+    let p = priority.as_str();
+    counter!(JOBS_COMPLETED, "priority" => p, "model" => model.to_string()).increment(1);
     histogram!(JOB_DURATION, "priority" => p)
-        .record(now_ms().saturating_sub(job.published_ms) as f64 / 1e3);
+        .record(now_ms().saturating_sub(published_ms) as f64 / 1e3);
 }

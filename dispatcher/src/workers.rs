@@ -1,16 +1,22 @@
 //! The worker registry: who is alive (heartbeats), what each serves, and how many of its
-//! slots this dispatcher has filled. Pure state, owned by the scheduler actor.
+//! slots this dispatcher has filled. Pure state, owned by the scheduler actor, which
+//! publishes its [`WorkersView`] for the health endpoint.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jetinfer_schemas::worker::{Heartbeat, ModelInfo};
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::Route;
+use crate::route::Route;
+
+/// The live workers as the health endpoint shows them: the accepting workers in the
+/// registry, ordered by id, each with its last heartbeat.
+pub(crate) type WorkersView = Vec<Arc<Heartbeat>>;
 
 struct WorkerState {
-    hb: Heartbeat,
+    hb: Arc<Heartbeat>,
     last_seen: Instant,
     /// Jobs this dispatcher has sent and not yet seen answered.
     in_flight: u32,
@@ -58,6 +64,8 @@ pub(crate) struct Workers {
     heartbeat_timeout: Duration,
     /// `--dispatch-timeout-ms`: the longest a bundle may take.
     max_bundle_timeout: Duration,
+    /// Whether a worker joined, left or sent a heartbeat since the last [`Workers::view`].
+    changed: bool,
 }
 
 impl Workers {
@@ -68,18 +76,36 @@ impl Workers {
             last_heard: None,
             heartbeat_timeout,
             max_bundle_timeout,
+            changed: false,
         }
+    }
+
+    /// The accepting workers and their last heartbeats, when anything changed since the
+    /// last call.
+    pub fn view(&mut self) -> Option<WorkersView> {
+        if !std::mem::take(&mut self.changed) {
+            return None;
+        }
+        let mut view: WorkersView = self
+            .workers
+            .values()
+            .filter(|w| w.hb.accepting)
+            .map(|w| w.hb.clone())
+            .collect();
+        view.sort_by(|a, b| a.worker.cmp(&b.worker));
+        Some(view)
     }
 
     pub fn heartbeat(&mut self, hb: Heartbeat, now: Instant) {
         self.last_heard = Some(now);
+        self.changed = true;
         for m in &hb.models {
             self.model_seen
                 .insert((m.name.clone(), m.version.clone()), now);
         }
         match self.workers.get_mut(&hb.worker) {
             Some(w) => {
-                w.hb = hb;
+                w.hb = Arc::new(hb);
                 w.last_seen = now;
             }
             None => {
@@ -88,7 +114,7 @@ impl Workers {
                 self.workers.insert(
                     id,
                     WorkerState {
-                        hb,
+                        hb: Arc::new(hb),
                         last_seen: now,
                         in_flight: 0,
                         suspects: 0,
@@ -116,15 +142,16 @@ impl Workers {
     /// Forgets a worker now (heartbeats stopped, or a request found no responder).
     pub fn remove(&mut self, id: &str) {
         if let Some(w) = self.workers.remove(id) {
+            self.changed = true;
             tracing::warn!(worker = %id, in_flight = w.in_flight, "worker gone; its jobs will be dispatched again");
             w.gone.cancel();
         }
     }
 
     fn serves<'h>(hb: &'h Heartbeat, route: &Route) -> Option<&'h ModelInfo> {
-        hb.models.iter().find(|m| {
-            m.name == route.model && route.version.as_ref().is_none_or(|v| *v == m.version)
-        })
+        hb.models
+            .iter()
+            .find(|m| route.matches(&m.name, &m.version))
     }
 
     /// The accepting worker serving `route` with the most free slots.
@@ -190,9 +217,7 @@ impl Workers {
     /// models stay known for a while, so their jobs wait instead of failing).
     pub fn knows(&self, route: &Route, now: Instant, memory: Duration) -> bool {
         self.model_seen.iter().any(|((name, version), seen)| {
-            *name == route.model
-                && route.version.as_ref().is_none_or(|v| v == version)
-                && now.saturating_duration_since(*seen) <= memory
+            route.matches(name, version) && now.saturating_duration_since(*seen) <= memory
         })
     }
 }
@@ -284,6 +309,25 @@ mod tests {
         );
         m.batch_ms = Some(60_000.0);
         assert_eq!(bundle_timeout(16, &m, max), max, "capped at the maximum");
+    }
+
+    #[test]
+    fn the_view_lists_accepting_workers_when_something_changed() {
+        let now = Instant::now();
+        let mut w = Workers::new(Duration::from_secs(3), Duration::from_secs(30));
+        assert!(w.view().is_none(), "nothing heard yet");
+        w.heartbeat(hb("b", "m", "1", 4), now);
+        w.heartbeat(hb("a", "m", "1", 4), now);
+        let mut draining = hb("c", "m", "1", 4);
+        draining.accepting = false;
+        w.heartbeat(draining, now);
+        let ids: Vec<String> = w.view().unwrap().iter().map(|h| h.worker.clone()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(w.view().is_none(), "unchanged since the last view");
+        w.remove("a");
+        assert_eq!(w.view().unwrap().len(), 1);
+        w.expire(now + Duration::from_secs(4));
+        assert!(w.view().unwrap().is_empty());
     }
 
     #[test]
