@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::batch_time::BatchTime;
 use crate::device_load::DeviceLoad;
-use crate::executor::{ExecBatch, ExecOutput};
+use crate::exec_batch::{ExecBatch, ExecOutput};
 use crate::gather::{gather, window};
 use crate::job::{JobCtx, Pending};
 use crate::results::{Finished, Writer};

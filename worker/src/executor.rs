@@ -19,34 +19,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ModelConfig;
 use crate::device_load::DeviceLoad;
+use crate::exec_batch::{ExecBatch, ExecOutput, JobOutput, StickyError};
 use crate::faults::Faults;
 use crate::forward::{run_batch, Model};
 use crate::loading::{apply_jit_settings, load_for_serving, parse_device, warm_up, LoadError};
 use crate::torch_error::is_sticky;
-
-/// A batch for one model: per job, its input tensors (same shapes within a batch).
-pub(crate) struct ExecBatch {
-    /// Index of the model among the thread's models.
-    pub model: usize,
-    pub inputs: Vec<Vec<Tensor<'static>>>,
-    pub reply: oneshot::Sender<ExecOutput>,
-}
-
-/// Per job, its outputs or the error that stopped it; plus the batch's timing.
-pub(crate) struct ExecOutput {
-    pub started: Instant,
-    pub compute_ms: f64,
-    pub outputs: Vec<JobOutput>,
-    /// A sticky device error: no job of this batch ran, and none will on this device.
-    pub fatal: Option<StickyError>,
-}
-
-/// An error after which the device's CUDA context is unusable (see [`is_sticky`]).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}", .0.message)]
-pub(crate) struct StickyError(JobError);
-
-pub(crate) type JobOutput = Result<Vec<Tensor<'static>>, JobError>;
 
 /// Per model (in the order given), whether it loaded.
 pub(crate) type LoadReport = Vec<Result<(), LoadError>>;

@@ -23,6 +23,7 @@ mod batch_time;
 mod batcher;
 mod buckets;
 mod device_load;
+mod exec_batch;
 mod executor;
 mod forward;
 mod gather;
