@@ -1,18 +1,6 @@
-//! The dynamic batcher of one model: collects jobs into a batch, splits it by input shapes
-//! (a batch stacks samples, so shapes must agree), hands each group to the device's
-//! executor, and passes the outputs to the result writer.
-//!
-//! When a batch goes adapts to the load: while the device is idle, at once with whatever
-//! has arrived (a lone job is not held back waiting for company); while the device is
-//! busy, when the batch is full, when the device becomes idle, or when the oldest job has
-//! waited one batch time of the model (`max_queue_delay_ms` if that is longer; the bound
-//! keeps one model from waiting forever behind another's back-to-back full batches) and no
-//! other batch is already waiting for the device (it would run first anyway). So
-//! batches are small when traffic is light and grow to the maximum under load, where the
-//! device's own busy time is the batching window. (Cutting at a fixed delay instead froze
-//! batches early: MiniLM ran batches of 100 at 84 % device time with 1,024 jobs in flight,
-//! ResNet-50 batches of 82 at 96 %: each batch was cut after the delay and then waited
-//! behind the running one, while more jobs arrived.)
+//! The dynamic batcher of one model: collects jobs into a batch (when a batch goes: see
+//! `gather.rs`), splits it by input shapes (a batch stacks samples, so shapes must agree),
+//! hands each group to the device's executor, and passes the outputs to the result writer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,12 +14,18 @@ use tokio_util::task::TaskTracker;
 
 use crate::batch_time::BatchTime;
 use crate::device_load::DeviceLoad;
-use crate::executor::{ExecBatch, ExecOutput};
-use crate::job::Pending;
+use crate::exec_batch::{ExecBatch, ExecOutput};
+use crate::gather::{gather, window};
+use crate::job::{JobCtx, Pending};
 use crate::results::{Finished, Writer};
+use crate::telemetry::JobTrace;
 
 pub(crate) struct Batcher {
     pub model: String,
+    /// The version it serves (for the batch span).
+    pub version: String,
+    /// The device that runs it (for the batch span).
+    pub device: String,
     /// The model's index on its executor thread.
     pub exec_index: usize,
     pub max_batch_size: usize,
@@ -52,30 +46,8 @@ impl Batcher {
     pub async fn run(self, mut rx: mpsc::Receiver<Pending>) {
         let mut device = self.load.watch();
         while let Some(first) = rx.recv().await {
-            let mut jobs = vec![first];
-            let until = tokio::time::Instant::now() + self.busy_window();
-            while jobs.len() < self.max_batch_size {
-                // What has arrived already joins without waiting.
-                if let Ok(p) = rx.try_recv() {
-                    jobs.push(p);
-                    continue;
-                }
-                let in_flight = *device.borrow_and_update();
-                if in_flight == 0 {
-                    break; // idle device: go now
-                }
-                tokio::select! {
-                    p = rx.recv() => match p {
-                        Some(p) => jobs.push(p),
-                        None => break,
-                    },
-                    // A batch finished or started: look again (above).
-                    _ = device.changed() => {}
-                    // With a batch already waiting for the device, this one could not run
-                    // before that one anyway: it keeps gathering, whatever its age.
-                    _ = tokio::time::sleep_until(until), if in_flight < 2 => break,
-                }
-            }
+            let window = window(self.batch_time.get(), self.max_queue_delay);
+            let jobs = gather(first, &mut rx, &mut device, self.max_batch_size, window).await;
             let groups = if self.pad {
                 vec![jobs]
             } else {
@@ -85,15 +57,6 @@ impl Batcher {
                 self.submit(group).await;
             }
         }
-    }
-
-    /// How long a batch may gather while the device is busy: about one batch of this model.
-    fn busy_window(&self) -> Duration {
-        let batch = self
-            .batch_time
-            .get()
-            .map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms / 1e3));
-        batch.max(self.max_queue_delay)
     }
 
     /// Sends one same-shape group to the executor (waiting while it is busy with the
@@ -124,7 +87,9 @@ impl Batcher {
             return;
         }
         let (ctxs, inputs): (Vec<_>, Vec<_>) = live.into_iter().map(|p| (p.ctx, p.inputs)).unzip();
-        let batch = crate::telemetry::Batch::start(&self.model, &ctxs);
+        let traces: Vec<&JobTrace> = ctxs.iter().map(|c| &c.trace).collect();
+        let batch =
+            crate::telemetry::Batch::start(&self.model, &self.version, &self.device, &traces);
         let (reply, outputs) = oneshot::channel();
         let writer = self.writer.clone();
         self.load.submitted();
@@ -160,7 +125,7 @@ impl Batcher {
     }
 }
 
-fn finish(ctxs: Vec<crate::job::JobCtx>, out: ExecOutput) -> Vec<Finished> {
+fn finish(ctxs: Vec<JobCtx>, out: ExecOutput) -> Vec<Finished> {
     let batch_size = ctxs.len() as u32;
     let started_ms = now_ms().saturating_sub(out.started.elapsed().as_millis() as u64);
     ctxs.into_iter()

@@ -82,7 +82,7 @@ pub struct ModelConfig {
     pub dtype: DType,
     pub max_batch_size: u32,
     /// While the device is busy, the longest a batch gathers jobs if one batch of the
-    /// model takes less (see `batcher.rs`); an idle device runs a batch at once.
+    /// model takes less (see `gather.rs`); an idle device runs a batch at once.
     #[serde(default = "two_ms")]
     pub max_queue_delay_ms: u64,
     /// Per-sample input specs; `-1` marks a dynamic dimension.
@@ -110,46 +110,82 @@ fn two_ms() -> u64 {
     2
 }
 
+/// Why the models file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelsFileError {
+    #[error("cannot read models file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("models file {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("model name {0:?} is not [A-Za-z0-9_-]")]
+    Name(String),
+    #[error("model {model} version {version:?} is invalid")]
+    Version { model: String, version: String },
+    #[error("model {0}: max_batch_size must be at least 1")]
+    MaxBatchSize(String),
+    #[error("model {0}: inputs must list at least one input")]
+    NoInputs(String),
+    #[error("model {0}: pad needs one value per input")]
+    PadCount(String),
+}
+
 impl ModelsFile {
     /// Reads and checks the file; relative model paths are resolved against its folder.
-    pub fn load(path: &Path) -> anyhow::Result<ModelsFile> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read models file {}: {e}", path.display()))?;
-        let mut file: ModelsFile = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("models file {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<ModelsFile, ModelsFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelsFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut file: ModelsFile =
+            toml::from_str(&text).map_err(|source| ModelsFileError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         for m in &mut file.models {
-            anyhow::ensure!(
-                jetinfer_schemas::limits::is_valid_model_name(&m.name),
-                "model name {:?} is not [A-Za-z0-9_-]",
-                m.name
-            );
-            anyhow::ensure!(
-                jetinfer_schemas::limits::is_valid_version(&m.version),
-                "model {} version {:?} is invalid",
-                m.name,
-                m.version
-            );
-            anyhow::ensure!(
-                m.max_batch_size >= 1,
-                "model {}: max_batch_size must be at least 1",
-                m.name
-            );
-            anyhow::ensure!(
-                !m.inputs.is_empty(),
-                "model {}: inputs must list at least one input",
-                m.name
-            );
-            anyhow::ensure!(
-                m.pad.as_ref().is_none_or(|p| p.len() == m.inputs.len()),
-                "model {}: pad needs one value per input",
-                m.name
-            );
+            m.check()?;
             if m.path.is_relative() {
                 m.path = dir.join(&m.path);
             }
         }
         Ok(file)
+    }
+}
+
+impl ModelConfig {
+    fn check(&self) -> Result<(), ModelsFileError> {
+        let name = || self.name.clone();
+        if !jetinfer_schemas::limits::is_valid_model_name(&self.name) {
+            return Err(ModelsFileError::Name(name()));
+        }
+        if !jetinfer_schemas::limits::is_valid_version(&self.version) {
+            return Err(ModelsFileError::Version {
+                model: name(),
+                version: self.version.clone(),
+            });
+        }
+        if self.max_batch_size < 1 {
+            return Err(ModelsFileError::MaxBatchSize(name()));
+        }
+        if self.inputs.is_empty() {
+            return Err(ModelsFileError::NoInputs(name()));
+        }
+        if self
+            .pad
+            .as_ref()
+            .is_some_and(|p| p.len() != self.inputs.len())
+        {
+            return Err(ModelsFileError::PadCount(name()));
+        }
+        Ok(())
     }
 }
 
@@ -181,7 +217,14 @@ inputs = [{ dtype = "u8", shape = [3, 224, 224] }]
         assert_eq!(f.models[0].path, dir.join("resnet50.pt"));
         assert_eq!(f.models[0].inputs[0].shape, vec![3, 224, 224]);
         std::fs::write(&p, "[[models]]\nname = \"a.b\"\nversion = \"1\"\npath = \"x\"\nmax_batch_size = 1\ninputs = []\n").unwrap();
-        assert!(ModelsFile::load(&p).is_err());
+        assert!(matches!(
+            ModelsFile::load(&p),
+            Err(ModelsFileError::Name(n)) if n == "a.b"
+        ));
+        assert!(matches!(
+            ModelsFile::load(&dir.join("absent.toml")),
+            Err(ModelsFileError::Read { .. })
+        ));
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -1,7 +1,7 @@
 //! How many batches a device has been handed and not yet finished. The batchers read it to
-//! decide when a batch should go: at once while the device is idle (waiting for company
-//! would only add latency), and only when full (or after the model's queue delay) while the
-//! device is busy, so that batches grow with the load.
+//! decide when a batch goes (see `gather.rs`): at once while the device is idle (waiting
+//! for company would only add latency), later while it is busy, so that batches grow with
+//! the load.
 
 use std::sync::Arc;
 

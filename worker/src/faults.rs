@@ -36,48 +36,52 @@ const OOM_MESSAGE: &str = "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0
 const STICKY_MESSAGE: &str =
     "CUDA error: an illegal memory access was encountered (injected by jetinfer --inject-faults)";
 
+/// A `--inject-faults` spec that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultsError {
+    #[error("fault {0:?} is not key=value")]
+    NotKeyValue(String),
+    #[error("fault {key}: not a whole number")]
+    Count {
+        key: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("fault {key}: not a number")]
+    Value {
+        key: String,
+        #[source]
+        source: std::num::ParseFloatError,
+    },
+    #[error("unknown fault {0:?} (oom_above, sticky_on, hang_on, exit_after_store)")]
+    Unknown(String),
+}
+
 impl Faults {
-    pub fn parse(spec: &str) -> Result<Faults, String> {
+    pub fn parse(spec: &str) -> Result<Faults, FaultsError> {
         let mut f = Faults::default();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (key, value) = item
                 .split_once('=')
-                .ok_or_else(|| format!("fault {item:?} is not key=value"))?;
-            let bad = |e: String| format!("fault {key}: {e}");
+                .ok_or_else(|| FaultsError::NotKeyValue(item.to_string()))?;
+            let count = |v: &str| {
+                v.parse::<u64>().map_err(|source| FaultsError::Count {
+                    key: key.to_string(),
+                    source,
+                })
+            };
+            let float = |v: &str| {
+                v.parse::<f32>().map_err(|source| FaultsError::Value {
+                    key: key.to_string(),
+                    source,
+                })
+            };
             match key {
-                "oom_above" => {
-                    f.oom_above = Some(
-                        value
-                            .parse()
-                            .map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
-                    )
-                }
-                "sticky_on" => {
-                    f.sticky_on = Some(
-                        value
-                            .parse()
-                            .map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?,
-                    )
-                }
-                "hang_on" => {
-                    f.hang_on = Some(
-                        value
-                            .parse()
-                            .map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?,
-                    )
-                }
-                "exit_after_store" => {
-                    f.exit_after_store = Some(
-                        value
-                            .parse()
-                            .map_err(|e: std::num::ParseIntError| bad(e.to_string()))?,
-                    )
-                }
-                other => {
-                    return Err(format!(
-                        "unknown fault {other:?} (oom_above, sticky_on, hang_on, exit_after_store)"
-                    ))
-                }
+                "oom_above" => f.oom_above = Some(count(value)? as usize),
+                "sticky_on" => f.sticky_on = Some(float(value)?),
+                "hang_on" => f.hang_on = Some(float(value)?),
+                "exit_after_store" => f.exit_after_store = Some(count(value)?),
+                other => return Err(FaultsError::Unknown(other.to_string())),
             }
         }
         Ok(f)
@@ -125,7 +129,11 @@ mod tests {
         assert!(
             matches!(f.check(&[job(1.0), job(-777.0)]), Some(Injected::Error(e)) if e.to_string().contains("illegal memory"))
         );
-        assert!(Faults::parse("nope=1").is_err());
+        assert!(matches!(Faults::parse("nope=1"), Err(FaultsError::Unknown(k)) if k == "nope"));
+        assert!(matches!(
+            Faults::parse("oom_above=x"),
+            Err(FaultsError::Count { .. })
+        ));
         assert!(Faults::parse("").unwrap().is_empty());
     }
 }

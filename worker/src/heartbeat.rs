@@ -1,47 +1,42 @@
 //! Heartbeats: every period the worker announces its models, slots and devices on
 //! `jetinfer.workers.heartbeat`; dispatchers route by them and declare it dead when they stop.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use jetinfer_schemas::names::HEARTBEAT_SUBJECT;
-use jetinfer_schemas::worker::{Heartbeat, ModelInfo};
+use jetinfer_schemas::worker::Heartbeat;
 use jetinfer_schemas::{encode, now_ms, SCHEMA_VERSION};
 use tokio::sync::Semaphore;
-
-use crate::batch_time::BatchTime;
 use tokio_util::sync::CancellationToken;
+
+use crate::roster::RosterRx;
 
 pub(crate) struct Announcer {
     pub nats: async_nats::Client,
     pub worker: String,
-    /// Each model with its recent batch time (announced as `batch_ms`).
-    pub models: Vec<(ModelInfo, Arc<BatchTime>)>,
-    pub devices: Vec<String>,
-    pub slots: u32,
+    /// The models, devices, slots and drain state to announce.
+    pub roster: RosterRx,
+    /// The service's free slots.
     pub free: Arc<Semaphore>,
-    pub accepting: Arc<AtomicBool>,
 }
 
 impl Announcer {
     pub async fn send(&self) {
+        // Copied out, so the snapshot is not held during the GPU query.
+        let (models, slots, devices, accepting) = {
+            let r = self.roster.borrow();
+            (r.announced(), r.slots, r.devices.clone(), r.accepting)
+        };
         let hb = Heartbeat {
             v: SCHEMA_VERSION,
             worker: self.worker.clone(),
-            models: self
-                .models
-                .iter()
-                .map(|(info, time)| ModelInfo {
-                    batch_ms: time.get(),
-                    ..info.clone()
-                })
-                .collect(),
-            slots: self.slots,
+            models,
+            slots,
             free_slots: self.free.available_permits() as u32,
-            devices: self.devices.clone(),
-            gpu_memory_bytes: crate::gpu::used_bytes(&self.devices),
-            accepting: self.accepting.load(Ordering::Relaxed),
+            gpu_memory_bytes: crate::gpu::used_bytes(&devices),
+            devices,
+            accepting,
             sent_at_ms: now_ms(),
         };
         if let Err(e) = self
@@ -53,7 +48,8 @@ impl Announcer {
         }
     }
 
-    /// Sends a heartbeat every `period` until `stop`, then one last (not accepting).
+    /// Sends a heartbeat every `period` until `stop`, then one last (the roster's owner
+    /// has set `accepting` to false before stopping it).
     pub async fn run(self, period: Duration, stop: CancellationToken) {
         let mut tick = tokio::time::interval(period);
         loop {
@@ -63,7 +59,6 @@ impl Announcer {
                 _ = tick.tick() => self.send().await,
             }
         }
-        self.accepting.store(false, Ordering::Relaxed);
         self.send().await;
         let _ = self.nats.flush().await;
     }

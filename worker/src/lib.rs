@@ -5,48 +5,60 @@
 //! - [`service`]: a run request from a dispatcher → decode, check against the model's
 //!   input spec ([`spec`]), answer invalid/expired/unknown/cached jobs directly, queue the
 //!   rest; reply once every result is stored.
-//! - [`batcher`]: one task per model forms dynamic batches (max size, max queue delay).
+//! - [`batcher`]: one task per model forms dynamic batches (when one goes: [`gather`]).
 //! - [`executor`]: one OS thread per device owns the modules and runs batches (no-grad).
 //! - [`results`]: one Redis pipeline per batch (`SET NX`, cache), completion notices.
 //! - [`heartbeat`]: announces models and free slots every second.
 //!
-//! [`config`] holds the flags and the models TOML.
+//! [`config`] holds the flags and the models TOML; [`roster`] is the snapshot of what the
+//! worker serves, published here and read by the service, heartbeat and health endpoint.
 
 pub mod ceiling;
 pub mod config;
+mod error;
+pub mod faults;
+pub mod telemetry;
 
 mod batch_time;
 mod batcher;
+mod buckets;
 mod device_load;
+mod exec_batch;
 mod executor;
-pub mod faults;
+mod forward;
+mod gather;
+mod gpu;
 mod heartbeat;
+mod http;
 mod job;
+mod loading;
 mod pad;
 mod results;
+mod roster;
 mod service;
 mod spec;
-// Observability (issue 5): spans, metrics, health endpoint, GPU memory.
-mod gpu;
-mod http;
-pub mod telemetry;
+mod staging;
+mod startup;
+mod torch_error;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use jetinfer_schemas::names::worker_run_subject;
-use jetinfer_schemas::worker::ModelInfo;
 use jetinfer_schemas::{Keys, Limits};
 use jetinfer_store::{ResultStore, StoreConfig};
-use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{Config, ModelConfig, ModelsFile};
+pub use config::{Config, ModelConfig, ModelsFile, ModelsFileError};
+pub use error::WorkerError;
+pub use http::HttpError;
+pub use loading::{DeviceError, LoadError};
+
+use roster::{Roster, RosterTx};
+use service::Service;
 
 /// Whether libtorch in this process can use CUDA (false when libtorch_cuda was dropped at
 /// link time, or there is no GPU).
@@ -56,18 +68,88 @@ pub fn cuda_available() -> bool {
 
 /// Runs a worker until `shutdown` is cancelled, then drains: stops taking work, finishes
 /// what it holds (within `--drain-ms`), and exits.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), WorkerError> {
     let id = config
         .id
         .clone()
         .unwrap_or_else(|| format!("worker-{:08x}", rand::random::<u32>()));
     tracing::info!(id = %id, cuda = cuda_available(), cuda_devices = tch::Cuda::device_count(), config = ?config, "starting worker");
     let file = ModelsFile::load(&config.models)?;
+    let (nats, store) = connect(&config, &id).await?;
+    let (roster_tx, roster) = watch::channel(Roster::default());
+    // Up before the models load (so /healthz answers during warm-up), and until exit (so
+    // /readyz reports the drain).
+    http::start(
+        &config,
+        &id,
+        nats.clone(),
+        store.clone(),
+        roster.clone(),
+        CancellationToken::new(),
+    )
+    .await?;
+    let shared = shared(&config, &id, &nats, &store)?;
+    let started = startup::start_models(file.models, config.slots, &shared).await;
+    if started.models.is_empty() {
+        return Err(WorkerError::NoModels);
+    }
+    let slots = started.slots;
+    telemetry::describe(slots);
+    roster_tx.send_replace(Roster {
+        models: started.models,
+        devices: started.devices,
+        slots,
+        accepting: true,
+    });
+    let free = Arc::new(Semaphore::new(slots as usize));
+    let service = Arc::new(Service {
+        roster: roster.clone(),
+        queues: started.queues,
+        slots: free.clone(),
+        writer: shared.writer,
+        store,
+        limits: Limits::default(),
+    });
 
+    let mut requests = nats.subscribe(worker_run_subject(&id)).await?;
+    let heartbeat_stop = CancellationToken::new();
+    let announcer = heartbeat::Announcer {
+        nats: nats.clone(),
+        worker: id.clone(),
+        roster,
+        free,
+    };
+    let heartbeat = tokio::spawn(announcer.run(
+        Duration::from_millis(config.heartbeat_ms),
+        heartbeat_stop.clone(),
+    ));
+    tokio::spawn(watchdog(
+        started.device_states,
+        Duration::from_millis(config.forward_timeout_ms),
+    ));
+    tracing::info!(id = %id, slots, "worker ready");
+
+    let fatal = shared.fatal;
+    let in_flight = serve(&mut requests, &service, &nats, &shutdown, &fatal).await;
+    stop_accepting(&roster_tx, heartbeat_stop, heartbeat).await;
+    drain(requests, &service, &nats, in_flight, &fatal, &config).await;
+    if fatal.is_cancelled() {
+        // The supervisor restarts us with a fresh CUDA context.
+        return Err(WorkerError::DeviceLost { id });
+    }
+    tracing::info!(id = %id, "worker stopped");
+    Ok(())
+}
+
+/// Connects to NATS (retrying until it answers) and sets up the result store.
+async fn connect(
+    config: &Config,
+    id: &str,
+) -> Result<(async_nats::Client, ResultStore), WorkerError> {
     let nats = config
         .connect
         .nats()
-        .name(&id)
+        .name(id)
         .retry_on_initial_connect()
         .connect()
         .await?;
@@ -76,153 +158,49 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     store_config.result_ttl = Duration::from_secs(config.result_ttl_s);
     store_config.cache_ttl = Duration::from_secs(config.cache_ttl_s);
     let store = ResultStore::new(&store_config)?;
-    // Up before the models load (so /healthz answers during warm-up), and until exit (so
-    // /readyz reports the drain).
-    let ops = http::start(
-        &config,
-        &id,
-        nats.clone(),
-        store.clone(),
-        CancellationToken::new(),
-    )
-    .await?;
-    let writer = results::Writer {
-        store: store.clone(),
-        nats: nats.clone(),
-        worker_id: id.clone(),
-        record_executions: config.record_executions,
-        abort_after_writes: None,
-        writes: Default::default(),
-    };
-    let faults = faults::Faults::parse(config.inject_faults.as_deref().unwrap_or(""))
-        .map_err(anyhow::Error::msg)?;
-    let writer = results::Writer {
-        abort_after_writes: faults.exit_after_store,
-        ..writer
-    };
+    Ok((nats, store))
+}
+
+/// The result writer, the injected faults and the fatal-error token every batcher shares.
+fn shared(
+    config: &Config,
+    id: &str,
+    nats: &async_nats::Client,
+    store: &ResultStore,
+) -> Result<startup::Shared, WorkerError> {
+    let faults = faults::Faults::parse(config.inject_faults.as_deref().unwrap_or(""))?;
     if !faults.is_empty() {
         tracing::warn!(
             ?faults,
             "fault injection is ON: this worker fails on purpose"
         );
     }
-    let faults = Arc::new(faults);
-    // Cancelled on a sticky device error: stop taking work and exit non-zero.
-    let fatal = CancellationToken::new();
-    let mut device_states = Vec::new();
-
-    // Load every model on its device's thread; a model that fails is refused, the rest served.
-    let verified: Vec<ModelConfig> = file.models.into_iter().filter(verify_sha256).collect();
-    let mut by_device: BTreeMap<String, Vec<ModelConfig>> = BTreeMap::new();
-    for m in verified {
-        by_device.entry(m.device.clone()).or_default().push(m);
-    }
-    let max_batch = by_device
-        .values()
-        .flatten()
-        .map(|m| m.max_batch_size)
-        .max()
-        .unwrap_or(1);
-    let slots = config.slots.unwrap_or(max_batch * 2).max(1);
-    let batchers = TaskTracker::new();
-    let mut models = Vec::new();
-    let mut devices = Vec::new();
-    for (device, configs) in by_device {
-        let state = executor::DeviceState {
-            faults: faults.clone(),
-            ..Default::default()
-        };
-        device_states.push((device.clone(), state.clone()));
-        let (exec, loaded) = executor::spawn_device(device.clone(), configs.clone(), state.clone());
-        let loaded = loaded.await.unwrap_or_default();
-        for (index, (m, ok)) in configs.into_iter().zip(loaded).enumerate() {
-            if let Err(why) = ok {
-                tracing::error!(model = %m.name, version = %m.version, device = %device, why, "model refused; serving the others");
-                continue;
-            }
-            telemetry::model_device(&m.name, &device);
-            let (queue, rx) = mpsc::channel(slots as usize);
-            let batch_time = Arc::new(batch_time::BatchTime::default());
-            let batcher = batcher::Batcher {
-                model: m.name.clone(),
-                exec_index: index,
-                max_batch_size: m.max_batch_size as usize,
-                max_queue_delay: Duration::from_millis(m.max_queue_delay_ms),
-                pad: m.pad.is_some(),
-                exec: exec.clone(),
-                writer: writer.clone(),
-                tasks: batchers.clone(),
-                batch_time: batch_time.clone(),
-                fatal: fatal.clone(),
-                load: state.load.clone(),
-            };
-            batchers.spawn(batcher.run(rx));
-            let info = ModelInfo {
-                name: m.name,
-                version: m.version,
-                max_batch_size: m.max_batch_size,
-                inputs: m.inputs,
-                batch_ms: None,
-            };
-            models.push(service::ServedModel {
-                info,
-                queue,
-                batch_time,
-            });
-        }
-        devices.push(device);
-    }
-    anyhow::ensure!(
-        !models.is_empty(),
-        "no model could be loaded; see the errors above"
-    );
-
-    let free = Arc::new(Semaphore::new(slots as usize));
-    let accepting = Arc::new(AtomicBool::new(true));
-    let announcer = heartbeat::Announcer {
+    let writer = results::Writer {
+        store: store.clone(),
         nats: nats.clone(),
-        worker: id.clone(),
-        models: models
-            .iter()
-            .map(|m| (m.info.clone(), m.batch_time.clone()))
-            .collect(),
-        devices,
-        slots,
-        free: free.clone(),
-        accepting: accepting.clone(),
+        worker_id: id.to_string(),
+        record_executions: config.record_executions,
+        abort_after_writes: faults.exit_after_store,
+        writes: Default::default(),
     };
-    ops.models_ready(
-        models.iter().map(|m| {
-            (
-                m.info.name.clone(),
-                m.info.version.clone(),
-                telemetry::device_of(&m.info.name),
-            )
-        }),
-        slots,
-        accepting.clone(),
-    );
-    let service = Arc::new(service::Service {
-        models,
-        slots: free,
-        accepting: accepting.clone(),
+    Ok(startup::Shared {
         writer,
-        store,
-        limits: Limits::default(),
-    });
+        faults: Arc::new(faults),
+        // Cancelled on a sticky device error: stop taking work and exit non-zero.
+        fatal: CancellationToken::new(),
+        batchers: TaskTracker::new(),
+    })
+}
 
-    let mut requests = nats.subscribe(worker_run_subject(&id)).await?;
-    let heartbeat_stop = CancellationToken::new();
-    let heartbeat = tokio::spawn(announcer.run(
-        Duration::from_millis(config.heartbeat_ms),
-        heartbeat_stop.clone(),
-    ));
-    tokio::spawn(watchdog(
-        device_states,
-        Duration::from_millis(config.forward_timeout_ms),
-    ));
-    tracing::info!(id = %id, slots, "worker ready");
-
+/// Answers run requests until `shutdown` or a sticky device error; returns the requests
+/// still being handled.
+async fn serve(
+    requests: &mut async_nats::Subscriber,
+    service: &Arc<Service>,
+    nats: &async_nats::Client,
+    shutdown: &CancellationToken,
+    fatal: &CancellationToken,
+) -> TaskTracker {
     let in_flight = TaskTracker::new();
     loop {
         let msg = tokio::select! {
@@ -236,17 +214,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let (service, nats) = (service.clone(), nats.clone());
         in_flight.spawn(async move { service.handle(&nats, reply, msg.payload).await });
     }
+    in_flight
+}
 
-    // Drain: announce "not accepting", stop listening, finish what we hold.
+/// Announces "not accepting": the service sends new jobs back, and the last heartbeat
+/// tells the dispatchers.
+async fn stop_accepting(
+    roster: &RosterTx,
+    heartbeat_stop: CancellationToken,
+    heartbeat: tokio::task::JoinHandle<()>,
+) {
+    roster.send_modify(|r| r.accepting = false);
     heartbeat_stop.cancel();
     let _ = heartbeat.await;
+}
+
+/// Stops listening and finishes what the worker holds, within `--drain-ms`.
+async fn drain(
+    mut requests: async_nats::Subscriber,
+    service: &Service,
+    nats: &async_nats::Client,
+    in_flight: TaskTracker,
+    fatal: &CancellationToken,
+    config: &Config,
+) {
     // Requests already on their way are answered (all `retry`: we no longer accept), not
     // dropped: a dropped request would cost its jobs a timeout and a counted failure.
     if requests.drain().await.is_ok() {
         let leftovers = async {
             while let Some(msg) = requests.next().await {
                 if let Some(reply) = msg.reply {
-                    service.handle(&nats, reply, msg.payload).await;
+                    service.handle(nats, reply, msg.payload).await;
                 }
             }
         };
@@ -255,23 +253,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     in_flight.close();
     // After a sticky device error nothing more can run here: hand back quickly and exit, so
     // the supervisor's replacement takes over, rather than idling through a full drain.
-    let drain = if fatal.is_cancelled() {
+    let deadline = if fatal.is_cancelled() {
         FATAL_DRAIN
     } else {
         Duration::from_millis(config.drain_ms)
     };
-    if tokio::time::timeout(drain, in_flight.wait()).await.is_err() {
+    if tokio::time::timeout(deadline, in_flight.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain deadline passed; unfinished jobs will be dispatched again");
     }
     let _ = nats.flush().await;
-    if fatal.is_cancelled() {
-        // The supervisor restarts us with a fresh CUDA context.
-        anyhow::bail!(
-            "worker {id} stopped after a sticky device error; its jobs go to other workers"
-        );
-    }
-    tracing::info!(id = %id, "worker stopped");
-    Ok(())
 }
 
 /// A forward that runs longer than `limit` is hung (a CUDA call cannot be cancelled): the
@@ -303,23 +296,3 @@ const FATAL_DRAIN: Duration = Duration::from_secs(2);
 
 /// Exit status of a worker whose forward hung.
 pub const EXIT_HUNG: i32 = 3;
-
-/// Checks a model file against its configured SHA-256; a mismatch refuses the model.
-fn verify_sha256(m: &ModelConfig) -> bool {
-    let Some(want) = &m.sha256 else { return true };
-    match std::fs::read(&m.path) {
-        Ok(bytes) => {
-            let got = hex::encode(Sha256::digest(&bytes));
-            if got.eq_ignore_ascii_case(want) {
-                true
-            } else {
-                tracing::error!(model = %m.name, path = %m.path.display(), want, got, "sha256 mismatch; model refused");
-                false
-            }
-        }
-        Err(e) => {
-            tracing::error!(model = %m.name, path = %m.path.display(), error = %e, "cannot read model file; model refused");
-            false
-        }
-    }
-}

@@ -7,7 +7,9 @@ use tokio_util::sync::CancellationToken;
 fn main() -> anyhow::Result<()> {
     // `jetinfer-worker ceiling …`: the model alone in a loop (for `jetinfer bench --ceiling`).
     if std::env::args().nth(1).as_deref() == Some("ceiling") {
-        return jetinfer_worker::ceiling::main_from_args(std::env::args().skip(2));
+        return Ok(jetinfer_worker::ceiling::main_from_args(
+            std::env::args().skip(2),
+        )?);
     }
     let config = Config::parse();
     if config.ops.check_config {
@@ -26,5 +28,5 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let result = jetinfer_worker::run(config, shutdown).await;
     telemetry.shutdown().await;
-    result
+    Ok(result?)
 }

@@ -9,131 +9,17 @@
 //! masked by the attention mask) should be padded: outputs are split per job as they
 //! come out.
 //!
-//! Shape buckets (`shape_buckets = true`): every new input shape costs libtorch a lot the
-//! first time (cuDNN plans, allocator growth; measured on the H100: a loop over varying
-//! batch sizes ran at half the rate of a fixed one), and a dynamic batcher produces many
-//! shapes. With buckets a batch is rounded up to one of a few sizes ([`bucket`]: powers of
-//! two up to an eighth of the largest batch, then multiples of that eighth) by repeating
-//! its first job, padded lengths are rounded up to a multiple of 16, the executor warms
-//! every bucket at load ([`warm_shapes`]), and the extra rows are cut off the outputs
-//! ([`unbucket`]).
-//!
-//! On CUDA the batch is written once, straight into a pinned host buffer kept by the
-//! executor thread, and copied to the device without blocking ([`to_device`]): no
-//! intermediate `Vec`, no pageable staging copy.
-
-use std::cell::RefCell;
+//! Shape buckets ([`crate::buckets`]) round a batch up by repeating its first job and
+//! round padded lengths up; the bytes are written by [`fill`], on the device path straight
+//! into the pinned buffer of [`crate::staging`].
 
 use jetinfer_schemas::{DType, Tensor};
-use tch::{Device, Kind, TchError};
 
+use crate::buckets::{bucket, LENGTH_MULTIPLE};
 use crate::config::ModelConfig;
 
-/// Padded dimensions are rounded up to a multiple of this when buckets are on.
-const LENGTH_MULTIPLE: i64 = 16;
-
-/// The batch size a batch of `n` runs at: `n` itself without buckets; with buckets the
-/// next power of two up to `max / 8`, then the next multiple of `max / 8` (at most `max`,
-/// and never less than `n`).
-pub(crate) fn bucket(n: usize, max: usize, buckets: bool) -> usize {
-    if !buckets || n == 0 {
-        return n;
-    }
-    let step = max.div_ceil(8).max(1);
-    let b = if n <= step {
-        n.next_power_of_two().min(step)
-    } else {
-        n.div_ceil(step) * step
-    };
-    b.min(max).max(n)
-}
-
-/// The (batch size, dynamic length) pairs to warm at load: batch 1 and the largest batch
-/// without buckets; every bucket times every `warm_lengths` entry with them.
-pub(crate) fn warm_shapes(config: &ModelConfig) -> Vec<(usize, i64)> {
-    let max = config.max_batch_size as usize;
-    if !config.shape_buckets {
-        return vec![(1, 1), (max, 1)];
-    }
-    let mut sizes: Vec<usize> = (1..=max).map(|n| bucket(n, max, true)).collect();
-    sizes.dedup();
-    let lengths = if config.warm_lengths.is_empty() {
-        vec![1]
-    } else {
-        config.warm_lengths.clone()
-    };
-    sizes
-        .iter()
-        .flat_map(|&n| lengths.iter().map(move |&l| (n, l)))
-        .collect()
-}
-
-/// Cuts bucket rows off an output: keeps the first `n` along dim 0.
-pub(crate) fn unbucket(t: tch::Tensor, n: usize) -> tch::Tensor {
-    match t.size().first() {
-        Some(&d) if d > n as i64 => t.narrow(0, 0, n as i64),
-        _ => t,
-    }
-}
-
-thread_local! {
-    /// This executor thread's pinned host buffers (one device per thread), one per model
-    /// input: the copy of input 0 may still be in flight while input 1 is written, so the
-    /// inputs of one batch never share a buffer. Reusing them across batches is safe: the
-    /// device is synchronised before the first input of a batch is written (normally a
-    /// no-op, as a batch ends with a blocking device → host copy of its outputs; it matters
-    /// when a forward failed and its jobs are re-run).
-    static STAGING: RefCell<Vec<Option<tch::Tensor>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Input `i` of every job as one batch tensor on `device` (wire dtype; the caller casts).
-pub(crate) fn to_device(
-    jobs: &[Vec<Tensor<'static>>],
-    i: usize,
-    config: &ModelConfig,
-    device: Device,
-    kind: Kind,
-) -> Result<tch::Tensor, TchError> {
-    let pad = config.pad.as_ref().map(|p| p[i]);
-    let (shape, per_job) = plan(jobs, i, pad, config);
-    let total: usize = shape[0] as usize * per_job;
-    if device == Device::Cpu || total == 0 {
-        let mut bytes = vec![0u8; total];
-        fill(&mut bytes, jobs, i, pad, &shape, per_job);
-        return tch::Tensor::f_from_data_size(&bytes, &shape, kind);
-    }
-    if let (0, Device::Cuda(d)) = (i, device) {
-        tch::Cuda::synchronize(d as i64);
-    }
-    STAGING.with(|cell| {
-        let mut slots = cell.borrow_mut();
-        if slots.len() <= i {
-            slots.resize_with(i + 1, || None);
-        }
-        let slot = &mut slots[i];
-        if slot.as_ref().is_none_or(|t| (t.numel()) < total) {
-            // Grow to what this batch needs (with headroom, so a slightly larger batch
-            // does not reallocate): pinning is slow, so it happens rarely.
-            let bytes = (total + total / 4) as i64;
-            *slot = Some(
-                tch::Tensor::f_zeros([bytes], (Kind::Uint8, Device::Cpu))?.f_pin_memory(device)?,
-            );
-        }
-        let staging = slot.as_ref().expect("just set: this is a bug");
-        // SAFETY: the buffer is a contiguous u8 tensor of at least `total` bytes owned by
-        // this thread; nothing else reads or writes it while this slice lives.
-        let buf = unsafe { std::slice::from_raw_parts_mut(staging.data_ptr() as *mut u8, total) };
-        fill(buf, jobs, i, pad, &shape, per_job);
-        let host = staging
-            .f_narrow(0, 0, total as i64)?
-            .f_view_dtype(kind)?
-            .f_view(shape.as_slice())?;
-        host.f_to_device_(device, kind, true, false)
-    })
-}
-
 /// The batch shape (rows, then the per-job target shape) and the bytes of one job.
-fn plan(
+pub(crate) fn plan(
     jobs: &[Vec<Tensor<'static>>],
     i: usize,
     pad: Option<i64>,
@@ -169,7 +55,7 @@ fn plan(
 
 /// Writes the jobs' input `i` into `buf` (rows × `per_job` bytes): each job padded to the
 /// target shape, the rows beyond the jobs filled with copies of the first job.
-fn fill(
+pub(crate) fn fill(
     buf: &mut [u8],
     jobs: &[Vec<Tensor<'static>>],
     i: usize,
@@ -199,7 +85,7 @@ fn fill(
 }
 
 /// Stacks input `i` of every job along a new dim 0 into bytes (the CPU path of
-/// [`to_device`]); returns the bytes and the batch shape.
+/// [`crate::staging::to_device`]); returns the bytes and the batch shape.
 #[cfg(test)]
 fn stack(
     jobs: &[Vec<Tensor<'static>>],
@@ -253,28 +139,12 @@ fn pad_bytes(dtype: DType, v: i64) -> Vec<u8> {
     match dtype {
         DType::F32 => (v as f32).to_le_bytes().to_vec(),
         DType::F64 => (v as f64).to_le_bytes().to_vec(),
-        DType::Bf16 => (((v as f32).to_bits() >> 16) as u16).to_le_bytes().to_vec(),
-        DType::F16 => f16_bits(v as f32).to_le_bytes().to_vec(),
+        DType::Bf16 => half::bf16::from_f32(v as f32).to_le_bytes().to_vec(),
+        DType::F16 => half::f16::from_f32(v as f32).to_le_bytes().to_vec(),
         DType::I64 => v.to_le_bytes().to_vec(),
         DType::I32 => (v as i32).to_le_bytes().to_vec(),
         DType::I16 => (v as i16).to_le_bytes().to_vec(),
         DType::I8 | DType::U8 | DType::Bool => vec![v as u8],
-    }
-}
-
-/// f32 → IEEE half (truncating; pad values are small integers, which are exact).
-fn f16_bits(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
-    if x == 0.0 {
-        sign
-    } else if exp >= 31 {
-        sign | 0x7c00
-    } else if exp <= 0 {
-        sign
-    } else {
-        sign | ((exp as u16) << 10) | ((b >> 13) & 0x3ff) as u16
     }
 }
 
@@ -324,19 +194,20 @@ mod tests {
         let (bytes, shape) = stack(&[vec![a.clone()], vec![a]], 0, None, &c);
         assert_eq!(shape, vec![2, 2, 2]);
         assert_eq!(bytes, vec![1, 2, 3, 4, 1, 2, 3, 4]);
-        assert_eq!(f16_bits(1.0), 0x3c00);
-        assert_eq!(f16_bits(-2.0), 0xc000);
     }
 
     #[test]
-    fn buckets_round_batches_and_lengths_up_and_repeat_the_first_job() {
-        let sizes: Vec<usize> = (1..=128).map(|n| bucket(n, 128, true)).collect();
-        let mut distinct = sizes.clone();
-        distinct.dedup();
-        assert_eq!(distinct, vec![1, 2, 4, 8, 16, 32, 48, 64, 80, 96, 112, 128]);
-        assert!(sizes.iter().enumerate().all(|(k, &b)| b > k));
-        assert_eq!(bucket(5, 3, true), 5, "never below n");
-        assert_eq!(bucket(37, 128, false), 37);
+    fn pad_values_in_every_dtype() {
+        assert_eq!(pad_bytes(DType::F16, 1), vec![0x00, 0x3c]);
+        assert_eq!(pad_bytes(DType::F16, -2), vec![0x00, 0xc0]);
+        assert_eq!(pad_bytes(DType::Bf16, 1), vec![0x80, 0x3f]);
+        assert_eq!(pad_bytes(DType::F32, 1), 1f32.to_le_bytes().to_vec());
+        assert_eq!(pad_bytes(DType::I32, -1), vec![0xff; 4]);
+        assert_eq!(pad_bytes(DType::U8, 7), vec![7]);
+    }
+
+    #[test]
+    fn buckets_round_lengths_up_and_repeat_the_first_job() {
         let c = config(32, true, &[vec![-1]]);
         let jobs = vec![vec![ids(&[1, 2, 3])], vec![ids(&[4])], vec![ids(&[5, 6])]];
         let (bytes, shape) = stack(&jobs, 0, Some(0), &c);
@@ -345,7 +216,7 @@ mod tests {
         assert_eq!(&v[..4], &[1., 2., 3., 0.]);
         assert_eq!(&v[16..18], &[4., 0.]);
         assert_eq!(&v[48..64], &v[0..16], "the bucket row repeats job 0");
-        let warm = warm_shapes(&ModelConfig {
+        let warm = crate::buckets::warm_shapes(&ModelConfig {
             warm_lengths: vec![16, 32],
             ..c
         });
@@ -355,7 +226,5 @@ mod tests {
             "1, 2, 4, then multiples of 4 up to 32; two lengths"
         );
         assert_eq!(warm[0], (1, 16));
-        let t = unbucket(tch::Tensor::zeros([4, 2], (Kind::Float, Device::Cpu)), 3);
-        assert_eq!(t.size(), vec![3, 2]);
     }
 }

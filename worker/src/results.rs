@@ -8,6 +8,7 @@ use jetinfer_schemas::{encode, CachedOutputs, JobResult, Status, Tensor, SCHEMA_
 use jetinfer_store::{ResultStore, ResultWrite};
 
 use crate::job::JobCtx;
+use crate::telemetry::{write_ended, write_started};
 
 /// A job with its result, ready to be written.
 pub(crate) struct Finished {
@@ -27,6 +28,30 @@ pub(crate) struct Writer {
     pub writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Each result encoded for its key, and the cache entry of each successful cacheable run.
+fn encoded(finished: &[Finished]) -> (Vec<ResultWrite<'_>>, Vec<(String, Vec<u8>)>) {
+    let mut writes = Vec::with_capacity(finished.len());
+    let mut cache = Vec::new();
+    for f in finished {
+        let r = &f.result;
+        if let (Some(key), Status::Ok, false) = (&f.ctx.cache_key, r.status, r.cached) {
+            let outputs = r.outputs.iter().map(Tensor::borrowed).collect();
+            cache.push((
+                key.clone(),
+                encode(&CachedOutputs {
+                    v: SCHEMA_VERSION,
+                    outputs,
+                }),
+            ));
+        }
+        writes.push(ResultWrite {
+            id: &f.ctx.id,
+            bytes: encode(r),
+        });
+    }
+    (writes, cache)
+}
+
 impl Writer {
     /// Writes the results and tells each job's request whether it is stored. If Redis is
     /// unreachable the jobs are reported `Retry`: the dispatcher does not ack them.
@@ -34,28 +59,10 @@ impl Writer {
         if finished.is_empty() {
             return;
         }
-        let mut writes = Vec::with_capacity(finished.len());
-        let mut cache = Vec::new();
         for f in finished.iter_mut() {
             f.result.worker.clone_from(&self.worker_id);
         }
-        for f in &finished {
-            let r = &f.result;
-            if let (Some(key), Status::Ok, false) = (&f.ctx.cache_key, r.status, r.cached) {
-                let outputs = r.outputs.iter().map(Tensor::borrowed).collect();
-                cache.push((
-                    key.clone(),
-                    encode(&CachedOutputs {
-                        v: SCHEMA_VERSION,
-                        outputs,
-                    }),
-                ));
-            }
-            writes.push(ResultWrite {
-                id: &f.ctx.id,
-                bytes: encode(r),
-            });
-        }
+        let (writes, cache) = encoded(&finished);
         if self.record_executions {
             let ran: Vec<&str> = finished
                 .iter()
@@ -66,7 +73,7 @@ impl Writer {
                 tracing::warn!(error = %e, "cannot record executions");
             }
         }
-        let write_started = crate::telemetry::write_started();
+        let started = write_started();
         let outcome = match self.store.put_results(&writes, &cache).await {
             Ok(stored) => {
                 for (f, newly) in finished.iter().zip(stored) {
@@ -86,7 +93,12 @@ impl Writer {
                 RunOutcome::Retry
             }
         };
-        crate::telemetry::written(&finished, write_started, outcome == RunOutcome::Stored);
+        let write = write_ended(started, finished.len(), outcome == RunOutcome::Stored);
+        for f in &finished {
+            let r = &f.result;
+            let code = r.error.as_ref().map(|e| e.code.as_str());
+            f.ctx.trace.written(&write, &f.ctx.model, r.status, code);
+        }
         drop(writes);
         let n = self
             .writes

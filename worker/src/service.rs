@@ -2,12 +2,11 @@
 //! (invalid input, unknown model, expired, cache hits) directly, queue the rest on their
 //! model's batcher, and reply once every job's result is stored.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::future::join_all;
 use jetinfer_schemas::tensor::inputs_digest;
-use jetinfer_schemas::worker::{ModelInfo, RunJob, RunOutcome, RunReply, RunRequest};
+use jetinfer_schemas::worker::{RunJob, RunOutcome, RunReply, RunRequest};
 use jetinfer_schemas::{
     decode_job, encode, now_ms, CachedOutputs, ErrorCode, Job, JobError, Limits, Tensor, Timings,
     SCHEMA_VERSION,
@@ -17,19 +16,15 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::job::{JobCtx, Pending};
 use crate::results::{Finished, Writer};
+use crate::roster::{Roster, RosterRx};
 use crate::spec::check_inputs;
 
-/// A served model: what heartbeats announce, and its batcher's queue.
-pub(crate) struct ServedModel {
-    pub info: ModelInfo,
-    pub queue: mpsc::Sender<Pending>,
-    pub batch_time: Arc<crate::batch_time::BatchTime>,
-}
-
 pub(crate) struct Service {
-    pub models: Vec<ServedModel>,
+    /// The served models and whether the worker accepts work.
+    pub roster: RosterRx,
+    /// Each model's batcher queue, in the roster's model order.
+    pub queues: Vec<mpsc::Sender<Pending>>,
     pub slots: Arc<Semaphore>,
-    pub accepting: Arc<AtomicBool>,
     pub writer: Writer,
     pub store: ResultStore,
     pub limits: Limits,
@@ -43,13 +38,34 @@ struct Runnable {
     suspect: bool,
 }
 
-impl Service {
-    fn find_model(&self, job: &Job<'_>) -> Option<usize> {
-        self.models.iter().position(|m| {
-            m.info.name == job.model && job.version.as_deref().is_none_or(|v| v == m.info.version)
-        })
-    }
+fn find_model(roster: &Roster, job: &Job<'_>) -> Option<usize> {
+    roster.models.iter().position(|m| {
+        m.info.name == job.model && job.version.as_deref().is_none_or(|v| v == m.info.version)
+    })
+}
 
+/// Whether a decoded job may run on `model` (its index in the roster, if served): an
+/// unknown model, a passed deadline or inputs that do not fit answer it at once.
+fn check_job(
+    roster: &Roster,
+    model: Option<usize>,
+    job: &Job<'_>,
+    deadline_ms: u64,
+) -> Result<usize, JobError> {
+    match model {
+        None => Err(JobError::new(
+            ErrorCode::UnknownModel,
+            format!("this worker does not serve {} {:?}", job.model, job.version),
+        )),
+        Some(_) if now_ms() >= deadline_ms => Err(JobError::new(
+            ErrorCode::Expired,
+            "deadline passed before the job reached the worker",
+        )),
+        Some(m) => check_inputs(&roster.models[m].info.inputs, &job.inputs).map(|()| m),
+    }
+}
+
+impl Service {
     /// Handles one run request and replies on `reply`.
     pub async fn handle(
         &self,
@@ -79,7 +95,7 @@ impl Service {
         answered.extend(from_cache);
         self.writer.write(answered).await;
         for r in runnable {
-            let queue = &self.models[r.model].queue;
+            let queue = &self.queues[r.model];
             if let Err(mpsc::error::SendError(p)) = queue
                 .send(Pending {
                     ctx: r.ctx,
@@ -115,7 +131,8 @@ impl Service {
         answered: &mut Vec<Finished>,
         runnable: &mut Vec<Runnable>,
     ) {
-        let slot = if self.accepting.load(Ordering::Relaxed) {
+        let roster = self.roster.borrow();
+        let slot = if roster.accepting {
             self.slots.clone().try_acquire_owned().ok()
         } else {
             None
@@ -137,12 +154,12 @@ impl Service {
                 return;
             }
         };
-        let model = self.find_model(&job);
+        let model = find_model(&roster, &job);
         let mut ctx = JobCtx {
             id: job.id.to_string(),
             model: job.model.to_string(),
             version: model
-                .map(|m| self.models[m].info.version.clone())
+                .map(|m| roster.models[m].info.version.clone())
                 .unwrap_or_default(),
             meta: job.meta.clone().unwrap_or_default(),
             attempt: run_job.attempt,
@@ -156,23 +173,13 @@ impl Service {
             _slot: Some(slot),
             trace,
         };
-        let checked = match model {
-            None => Err(JobError::new(
-                ErrorCode::UnknownModel,
-                format!("this worker does not serve {} {:?}", job.model, job.version),
-            )),
-            Some(_) if now_ms() >= ctx.deadline_ms => Err(JobError::new(
-                ErrorCode::Expired,
-                "deadline passed before the job reached the worker",
-            )),
-            Some(m) => check_inputs(&self.models[m].info.inputs, &job.inputs).map(|()| m),
-        };
+        let checked = check_job(&roster, model, &job, ctx.deadline_ms);
         ctx.trace
             .validated(&ctx.id, &ctx.model, &ctx.version, checked.is_ok());
         match checked {
             Ok(m) => {
                 if job.use_cache() {
-                    let info = &self.models[m].info;
+                    let info = &roster.models[m].info;
                     ctx.cache_key = Some(self.store.keys().cache(
                         &info.name,
                         &info.version,
@@ -258,7 +265,9 @@ impl Service {
                     .ok()
                     .map(|c| c.outputs.into_iter().map(Tensor::into_owned).collect())
             });
-            crate::telemetry::cache_lookup(&r.ctx, cached.is_some());
+            if r.ctx.cache_key.is_some() {
+                r.ctx.trace.cache_lookup(&r.ctx.model, cached.is_some());
+            }
             match cached {
                 Some(outputs) => {
                     let mut result = r.ctx.ok(outputs, Timings::default());

@@ -9,11 +9,10 @@
 //! (`follows_from`) to the `worker.job` span of every job in it, with model, version,
 //! device, batch size and compute time.
 //!
-//! Metrics are listed in docs/metrics.md.
+//! Metrics are listed in docs/metrics.md. Every function here takes plain values (names,
+//! statuses, a job's [`JobTrace`]), never the job structs of the worker.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -21,9 +20,6 @@ use jetinfer_schemas::worker::RunJob;
 use jetinfer_schemas::{Priority, Status};
 use jetinfer_telemetry::context::{continue_trace, record_span, KeyValue};
 use tracing::Span;
-
-use crate::job::JobCtx;
-use crate::results::Finished;
 
 pub(crate) const RESULTS: &str = "jetinfer_worker_results_total";
 pub(crate) const JOBS_FAILED: &str = "jetinfer_jobs_failed_total";
@@ -104,26 +100,6 @@ pub(crate) fn describe(slots: u32) {
     gauge!(IN_FLIGHT).set(0.0);
 }
 
-fn devices() -> &'static RwLock<HashMap<String, String>> {
-    static DEVICES: OnceLock<RwLock<HashMap<String, String>>> = OnceLock::new();
-    DEVICES.get_or_init(Default::default)
-}
-
-/// Remembers which device serves `model` (for batch spans).
-pub(crate) fn model_device(model: &str, device: &str) {
-    if let Ok(mut d) = devices().write() {
-        d.insert(model.to_string(), device.to_string());
-    }
-}
-
-pub(crate) fn device_of(model: &str) -> String {
-    devices()
-        .read()
-        .ok()
-        .and_then(|d| d.get(model).cloned())
-        .unwrap_or_default()
-}
-
 fn micros(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
 }
@@ -132,7 +108,7 @@ fn from_micros(us: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(us)
 }
 
-/// A job's span and timestamps, kept in its [`JobCtx`]; counts the job in flight until
+/// A job's span and timestamps, kept with the job; counts the job in flight until
 /// dropped (with its slot).
 pub(crate) struct JobTrace {
     pub span: Span,
@@ -191,27 +167,55 @@ impl Drop for JobTrace {
     }
 }
 
-/// The cache lookup of a cacheable job ended (`hit`: answered from the cache).
-pub(crate) fn cache_lookup(ctx: &JobCtx, hit: bool) {
-    if ctx.cache_key.is_none() {
-        return;
+impl JobTrace {
+    /// The cache lookup of a cacheable job of `model` ended (`hit`: answered from the
+    /// cache).
+    pub fn cache_lookup(&self, model: &str, hit: bool) {
+        let now = SystemTime::now();
+        let since = from_micros(self.waiting_since.load(Ordering::Relaxed));
+        record_span(
+            "worker.cache_lookup",
+            &self.span,
+            since,
+            now,
+            vec![KeyValue::new("hit", hit)],
+        );
+        self.waiting_since.store(micros(now), Ordering::Relaxed);
+        self.span.record("cache", if hit { "hit" } else { "miss" });
+        if hit {
+            counter!(CACHE_HITS, "model" => model.to_string()).increment(1);
+        } else {
+            counter!(CACHE_MISSES, "model" => model.to_string()).increment(1);
+        }
     }
-    let t = &ctx.trace;
-    let now = SystemTime::now();
-    let since = from_micros(t.waiting_since.load(Ordering::Relaxed));
-    record_span(
-        "worker.cache_lookup",
-        &t.span,
-        since,
-        now,
-        vec![KeyValue::new("hit", hit)],
-    );
-    t.waiting_since.store(micros(now), Ordering::Relaxed);
-    t.span.record("cache", if hit { "hit" } else { "miss" });
-    if hit {
-        counter!(CACHE_HITS, "model" => ctx.model.clone()).increment(1);
-    } else {
-        counter!(CACHE_MISSES, "model" => ctx.model.clone()).increment(1);
+
+    /// The job's result was part of `write` and has `status` (`code`: its error code;
+    /// none for an expired job).
+    pub fn written(&self, write: &Write, model: &str, status: Status, code: Option<&'static str>) {
+        record_span(
+            "worker.result_write",
+            &self.span,
+            write.started,
+            write.ended,
+            vec![
+                KeyValue::new("jobs", write.jobs as i64),
+                KeyValue::new("stored", write.stored),
+            ],
+        );
+        let status_word = status.as_str();
+        self.span.record("status", status_word);
+        if !write.stored {
+            return;
+        }
+        let p = self.priority.as_str();
+        counter!(RESULTS, "priority" => p, "model" => model.to_string(), "status" => status_word)
+            .increment(1);
+        if status != Status::Ok {
+            let code = code.unwrap_or("expired");
+            counter!(JOBS_FAILED, "priority" => p, "model" => model.to_string(), "code" => code)
+                .increment(1);
+            tracing::info!(parent: &self.span, code, "job answered with an error");
+        }
     }
 }
 
@@ -223,28 +227,26 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub fn start(model: &str, ctxs: &[JobCtx]) -> Batch {
-        let version = ctxs.first().map(|c| c.version.as_str()).unwrap_or("");
-        let device = device_of(model);
+    /// Starts the span of a forward of `model` on `device` over the jobs of `traces`.
+    pub fn start(model: &str, version: &str, device: &str, traces: &[&JobTrace]) -> Batch {
         let span = tracing::info_span!(
             parent: None,
             "worker.batch",
             model = %model,
             version = %version,
             device = %device,
-            batch_size = ctxs.len(),
+            batch_size = traces.len(),
             compute_ms = tracing::field::Empty,
         );
         let now = SystemTime::now();
-        for ctx in ctxs {
-            let t = &ctx.trace;
+        for t in traces {
             span.follows_from(&t.span);
             let since = from_micros(t.waiting_since.load(Ordering::Relaxed));
             record_span("worker.queue", &t.span, since, now, vec![]);
             histogram!(BATCH_QUEUE_WAIT, "priority" => t.priority.as_str())
                 .record(now.duration_since(since).unwrap_or_default().as_secs_f64());
         }
-        histogram!(BATCH_SIZE, "model" => model.to_string()).record(ctxs.len() as f64);
+        histogram!(BATCH_SIZE, "model" => model.to_string()).record(traces.len() as f64);
         Batch {
             span,
             model: model.to_string(),
@@ -258,48 +260,33 @@ impl Batch {
     }
 }
 
+/// One result write: its times, how many results it held, and whether it stored them.
+pub(crate) struct Write {
+    started: SystemTime,
+    ended: SystemTime,
+    jobs: usize,
+    stored: bool,
+}
+
 /// Marks the start of a result write (the same call returns the start time).
 pub(crate) fn write_started() -> SystemTime {
     SystemTime::now()
 }
 
-/// A group of results was written (`stored`: the pipeline succeeded).
-pub(crate) fn written(finished: &[Finished], started: SystemTime, stored: bool) {
-    let now = SystemTime::now();
+/// A write of `jobs` results that began at `started` ended (`stored`: the pipeline
+/// succeeded); each job's trace then records it with [`JobTrace::written`].
+pub(crate) fn write_ended(started: SystemTime, jobs: usize, stored: bool) -> Write {
+    let ended = SystemTime::now();
     histogram!(RESULT_WRITE).record(
-        now.duration_since(started)
+        ended
+            .duration_since(started)
             .unwrap_or_default()
             .as_secs_f64(),
     );
-    for f in finished {
-        let t = &f.ctx.trace;
-        record_span(
-            "worker.result_write",
-            &t.span,
-            started,
-            now,
-            vec![
-                KeyValue::new("jobs", finished.len() as i64),
-                KeyValue::new("stored", stored),
-            ],
-        );
-        let status = f.result.status.as_str();
-        t.span.record("status", status);
-        if !stored {
-            continue;
-        }
-        let (p, model) = (t.priority.as_str(), f.ctx.model.clone());
-        counter!(RESULTS, "priority" => p, "model" => model.clone(), "status" => status)
-            .increment(1);
-        if f.result.status != Status::Ok {
-            let code = f
-                .result
-                .error
-                .as_ref()
-                .map(|e| e.code.as_str())
-                .unwrap_or("expired");
-            counter!(JOBS_FAILED, "priority" => p, "model" => model, "code" => code).increment(1);
-            tracing::info!(parent: &t.span, code, "job answered with an error");
-        }
+    Write {
+        started,
+        ended,
+        jobs,
+        stored,
     }
 }
