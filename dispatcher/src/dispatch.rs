@@ -78,11 +78,10 @@ impl Bundle {
             retry,
             worker_failed,
         };
-        if let Err(mpsc::error::SendError(cmd)) = scheduler.send(returned).await {
+        let sent_back = scheduler.send(returned).await;
+        if let Err(mpsc::error::SendError(Command::Returned { retry, .. })) = sent_back {
             // The scheduler has stopped (shutdown): hand the jobs back to JetStream.
-            if let Command::Returned { retry, .. } = cmd {
-                join_all(retry.iter().map(|j| j.acker.ack_with(AckKind::Nak(None)))).await;
-            }
+            join_all(retry.iter().map(|j| j.acker.ack_with(AckKind::Nak(None)))).await;
         }
     }
 

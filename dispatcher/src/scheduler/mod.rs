@@ -29,6 +29,8 @@ use crate::telemetry;
 use crate::workers::{Placement, Workers, WorkersView};
 
 #[cfg(test)]
+mod harness;
+#[cfg(test)]
 mod tests;
 
 /// How often the scheduler looks for dead workers, expired jobs and unknown models.

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::header::IntoHeaderName;
 use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::message::Acker;
@@ -20,8 +19,7 @@ use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use futures::future::join_all;
 use futures::{FutureExt, StreamExt};
-use jetinfer_schemas::names::parse_job_subject;
-use jetinfer_schemas::{decode_job, limits::is_valid_job_id, Job, JobError, Priority};
+use jetinfer_schemas::{Job, JobError, Priority};
 use jetinfer_store::ResultStore;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +31,10 @@ use crate::health;
 use crate::job::{Ack, HeldJob};
 use crate::route::Route;
 use crate::telemetry;
+
+mod triage;
+
+use triage::{validate, Envelope};
 
 pub(crate) struct Intake {
     pub priority: Priority,
@@ -155,40 +157,13 @@ impl Intake {
         let envelope = Envelope::of(&msg);
         let (msg, acker) = msg.split();
         telemetry::received(self.priority, &envelope.subject_model, envelope.delivered);
-        match self.validate(&msg.payload, &envelope) {
+        match validate(&msg.payload, &envelope, &self.config.limits()) {
             Ok(job) => Some(self.hold(job, &msg.payload, envelope, Box::new(acker), permit)),
             Err((id, error)) => {
                 self.refuse(&acker, &envelope, id, error).await;
                 None
             }
         }
-    }
-
-    /// The decoded job if it can run; otherwise the id to answer (when one is known) and
-    /// the error.
-    fn validate<'p>(
-        &self,
-        payload: &'p [u8],
-        envelope: &Envelope,
-    ) -> Result<Job<'p>, (Option<String>, JobError)> {
-        let limits = self.config.limits();
-        let job = decode_job(payload, &limits).map_err(|e| (envelope.header_id.clone(), e))?;
-        if let Err(e) = job.validate(&limits) {
-            let id = if is_valid_job_id(&job.id) {
-                Some(job.id.to_string())
-            } else {
-                envelope.header_id.clone()
-            };
-            return Err((id, e));
-        }
-        if job.model != envelope.subject_model {
-            let e = JobError::invalid_input(format!(
-                "job model {:?} differs from the subject's {:?}",
-                job.model, envelope.subject_model
-            ));
-            return Err((Some(job.id.to_string()), e));
-        }
-        Ok(job)
     }
 
     /// Answers a job that can never run with `error`.
@@ -259,49 +234,6 @@ impl Intake {
             _permit: permit,
         }
     }
-}
-
-/// What the message says about its job before the payload is decoded.
-struct Envelope {
-    /// JetStream's delivery count (1 on the first delivery).
-    delivered: u32,
-    /// When JetStream stored the message, Unix ms.
-    published_ms: u64,
-    /// The `Nats-Msg-Id` header, when it is a valid job id: who to answer when the
-    /// payload cannot be decoded.
-    header_id: Option<String>,
-    /// The model named by the subject (empty when the subject is not a job subject).
-    subject_model: String,
-    traceparent: Option<String>,
-}
-
-impl Envelope {
-    fn of(msg: &Message) -> Envelope {
-        let (delivered, published_ms) = match msg.info() {
-            Ok(info) => (
-                info.delivered.max(1) as u32,
-                (info.published.unix_timestamp_nanos() / 1_000_000) as u64,
-            ),
-            Err(_) => (1, jetinfer_schemas::now_ms()),
-        };
-        Envelope {
-            delivered,
-            published_ms,
-            header_id: header(msg, async_nats::header::NATS_MESSAGE_ID)
-                .filter(|id| is_valid_job_id(id)),
-            subject_model: parse_job_subject(msg.subject.as_str())
-                .map(|(_, m)| m.to_string())
-                .unwrap_or_default(),
-            traceparent: header(msg, "traceparent"),
-        }
-    }
-}
-
-fn header(msg: &Message, name: impl IntoHeaderName) -> Option<String> {
-    msg.headers
-        .as_ref()
-        .and_then(|h| h.get(name))
-        .map(|v| v.as_str().to_string())
 }
 
 /// With one Redis round trip for the group: acks the jobs that already have a result (a

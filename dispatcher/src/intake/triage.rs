@@ -1,0 +1,143 @@
+//! Triage of one message before anything is held: what its envelope (JetStream info,
+//! headers, subject) says, and whether its payload is a job that can run. Pure, so unit
+//! tests feed it bytes.
+
+use async_nats::header::IntoHeaderName;
+use async_nats::jetstream::Message;
+use jetinfer_schemas::names::parse_job_subject;
+use jetinfer_schemas::{decode_job, limits::is_valid_job_id, Job, JobError, Limits};
+
+/// The decoded job if it can run; otherwise the id to answer (when one is known) and the
+/// error.
+pub(super) fn validate<'p>(
+    payload: &'p [u8],
+    envelope: &Envelope,
+    limits: &Limits,
+) -> Result<Job<'p>, (Option<String>, JobError)> {
+    let job = decode_job(payload, limits).map_err(|e| (envelope.header_id.clone(), e))?;
+    if let Err(e) = job.validate(limits) {
+        let id = if is_valid_job_id(&job.id) {
+            Some(job.id.to_string())
+        } else {
+            envelope.header_id.clone()
+        };
+        return Err((id, e));
+    }
+    if job.model != envelope.subject_model {
+        let e = JobError::invalid_input(format!(
+            "job model {:?} differs from the subject's {:?}",
+            job.model, envelope.subject_model
+        ));
+        return Err((Some(job.id.to_string()), e));
+    }
+    Ok(job)
+}
+
+/// What the message says about its job before the payload is decoded.
+pub(super) struct Envelope {
+    /// JetStream's delivery count (1 on the first delivery).
+    pub delivered: u32,
+    /// When JetStream stored the message, Unix ms.
+    pub published_ms: u64,
+    /// The `Nats-Msg-Id` header, when it is a valid job id: who to answer when the
+    /// payload cannot be decoded.
+    pub header_id: Option<String>,
+    /// The model named by the subject (empty when the subject is not a job subject).
+    pub subject_model: String,
+    pub traceparent: Option<String>,
+}
+
+impl Envelope {
+    pub fn of(msg: &Message) -> Envelope {
+        let (delivered, published_ms) = match msg.info() {
+            Ok(info) => (
+                info.delivered.max(1) as u32,
+                (info.published.unix_timestamp_nanos() / 1_000_000) as u64,
+            ),
+            Err(_) => (1, jetinfer_schemas::now_ms()),
+        };
+        Envelope {
+            delivered,
+            published_ms,
+            header_id: header(msg, async_nats::header::NATS_MESSAGE_ID)
+                .filter(|id| is_valid_job_id(id)),
+            subject_model: parse_job_subject(msg.subject.as_str())
+                .map(|(_, m)| m.to_string())
+                .unwrap_or_default(),
+            traceparent: header(msg, "traceparent"),
+        }
+    }
+}
+
+fn header(msg: &Message, name: impl IntoHeaderName) -> Option<String> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use jetinfer_schemas::tensor::Tensor;
+    use jetinfer_schemas::{encode, ErrorCode};
+
+    use super::*;
+
+    fn envelope(header_id: Option<&str>, subject_model: &str) -> Envelope {
+        Envelope {
+            delivered: 1,
+            published_ms: 0,
+            header_id: header_id.map(Into::into),
+            subject_model: subject_model.into(),
+            traceparent: None,
+        }
+    }
+
+    fn payload(id: &str, model: &str) -> Vec<u8> {
+        encode(&Job::new(
+            id,
+            model,
+            vec![Tensor::from_f32(vec![2], &[1.0, 2.0])],
+        ))
+    }
+
+    #[test]
+    fn a_valid_job_for_its_subject_passes() {
+        let bytes = payload("job-1", "m");
+        let job = validate(&bytes, &envelope(Some("job-1"), "m"), &Limits::default()).unwrap();
+        assert_eq!((&*job.id, &*job.model), ("job-1", "m"));
+    }
+
+    #[test]
+    fn an_undecodable_payload_is_answered_under_the_header_id() {
+        let (id, e) = validate(
+            b"not msgpack",
+            &envelope(Some("job-1"), "m"),
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (id.as_deref(), e.code),
+            (Some("job-1"), ErrorCode::BadPayload)
+        );
+    }
+
+    #[test]
+    fn a_job_for_another_model_than_its_subject_is_invalid_input() {
+        let bytes = payload("job-1", "m");
+        let (id, e) = validate(&bytes, &envelope(None, "other"), &Limits::default()).unwrap_err();
+        assert_eq!(
+            (id.as_deref(), e.code),
+            (Some("job-1"), ErrorCode::InvalidInput)
+        );
+    }
+
+    #[test]
+    fn an_invalid_job_id_falls_back_to_the_header_id() {
+        let bytes = payload("bad id with spaces", "m");
+        let (id, e) =
+            validate(&bytes, &envelope(Some("job-1"), "m"), &Limits::default()).unwrap_err();
+        assert_eq!(id.as_deref(), Some("job-1"));
+        assert_eq!(e.code, ErrorCode::BadPayload);
+    }
+}
