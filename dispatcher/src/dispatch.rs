@@ -94,6 +94,7 @@ impl Bundle {
                 let (span, traceparent) = telemetry::dispatch(
                     &j.span,
                     j.priority,
+                    &j.route,
                     j.since,
                     j.published_ms,
                     j.attempt,
@@ -166,7 +167,7 @@ async fn settle(answer: &Answerer, jobs: Vec<HeldJob>, reply: RunReply) -> Vec<H
         .into_iter()
         .zip(&stored)
     {
-        telemetry::completed(job.priority, &job.route.model, job.published_ms);
+        telemetry::completed(job.priority, &job.route, job.published_ms);
         if let Err(e) = res {
             tracing::warn!(parent: &*job.span, id = %job.id, error = %e, "ack failed; the redelivery will find the stored result");
         }

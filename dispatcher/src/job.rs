@@ -15,7 +15,7 @@ use jetinfer_schemas::worker::RunJob;
 use jetinfer_schemas::Priority;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::route::Route;
+use jetinfer_schemas::Route;
 use crate::telemetry::JobSpan;
 
 /// Acknowledges one JetStream message: `ack` once its result is stored, `ack_with` for

@@ -7,7 +7,7 @@
 //! to a worker ([`dispatch`]); their JetStream messages stay un-acked, with in-progress
 //! acks, until the worker replies that the results are stored in Redis.
 //!
-//! Modules import downhill only: types ([`route`], [`job`], [`events`], [`telemetry`]),
+//! Modules import downhill only: types ([`job`], [`events`], [`telemetry`]),
 //! pure state ([`queue`], [`workers`], [`sizing`]), then the actors and their helpers,
 //! then this file, which wires them together.
 //!
@@ -25,7 +25,6 @@ mod http;
 mod intake;
 mod job;
 mod queue;
-mod route;
 mod scheduler;
 mod sizing;
 pub mod telemetry;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use jetinfer_schemas::Priority;
 
-use crate::route::Route;
+use jetinfer_schemas::Route;
 
 struct Entry<T> {
     since: Instant,

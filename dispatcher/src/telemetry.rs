@@ -1,11 +1,13 @@
 //! The dispatcher's metrics and spans, in one place so the job path only calls one
 //! function at each point of interest.
 //!
-//! Spans of one job (all in the producer's trace, from its `traceparent`):
-//! `dispatcher.job` (from receipt to ack) with children `jetstream.wait` (publish →
-//! receipt, from the message's JetStream timestamp), `dispatcher.queue` (waiting for a
-//! worker in the ready queues) and one `dispatcher.dispatch` per run request to a worker,
-//! whose context goes to the worker in `RunJob.traceparent`.
+//! Spans of one job (all in the producer's trace, from its `traceparent`), named and
+//! attributed after the OpenTelemetry messaging conventions (`messaging.*`; our own
+//! attributes under `jetinfer.*`): `dispatcher.job`, exported as `process <subject>` (from
+//! receipt to ack), with children `jetstream.wait` (publish → receipt, from the message's
+//! JetStream timestamp), `dispatcher.queue` (waiting for a worker in the ready queues) and
+//! one `dispatcher.dispatch`, exported as `send jetinfer.worker.{id}.run`, per run request to
+//! a worker, whose context goes to the worker in `RunJob.traceparent`.
 //!
 //! Metrics are listed with their meaning in docs/metrics.md. Queue depth is counted from
 //! pushes and pops, never sampled.
@@ -13,7 +15,8 @@
 use std::time::{Instant, SystemTime};
 
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use jetinfer_schemas::{now_ms, ErrorCode, Priority};
+use jetinfer_schemas::names::{consumer_name, job_subject, worker_run_subject};
+use jetinfer_schemas::{now_ms, ErrorCode, Priority, Route};
 use jetinfer_telemetry::context::{
     continue_trace, record_span, traceparent_of, unix_ms, wall_time_of, KeyValue,
 };
@@ -21,7 +24,7 @@ use tracing::Span;
 
 pub(crate) const JOBS_RECEIVED: &str = "jetinfer_jobs_received_total";
 pub(crate) const JOBS_COMPLETED: &str = "jetinfer_jobs_completed_total";
-pub(crate) const JOBS_FAILED: &str = "jetinfer_jobs_failed_total";
+pub(crate) const JOBS_FAILED: &str = "jetinfer_dispatcher_jobs_failed_total";
 pub(crate) const QUEUE_PUSHES: &str = "jetinfer_queue_pushes_total";
 pub(crate) const QUEUE_POPS: &str = "jetinfer_queue_pops_total";
 pub(crate) const QUEUE_DEPTH: &str = "jetinfer_queue_depth_jobs";
@@ -33,7 +36,7 @@ pub(crate) const REDISPATCHES: &str = "jetinfer_redispatches_total";
 pub(crate) const DEAD_LETTERS: &str = "jetinfer_dead_letters_total";
 pub(crate) const WORKERS: &str = "jetinfer_workers";
 pub(crate) const WORKER_FREE_SLOTS: &str = "jetinfer_worker_free_slots";
-pub(crate) const WORKER_IN_FLIGHT: &str = "jetinfer_worker_in_flight_jobs";
+pub(crate) const WORKER_IN_FLIGHT: &str = "jetinfer_dispatcher_in_flight_jobs";
 
 /// Every metric the dispatcher exports, for docs and tests.
 pub const METRIC_NAMES: &[&str] = &[
@@ -88,12 +91,12 @@ pub(crate) fn describe() {
     describe_histogram!(
         JOB_DURATION,
         ::metrics::Unit::Seconds,
-        "Publish to ack, by priority (end-to-end latency of jobs run by a worker)"
+        "Publish to ack, by priority, model and version (end-to-end latency of jobs run by a worker)"
     );
     describe_histogram!(
         QUEUE_WAIT,
         ::metrics::Unit::Seconds,
-        "Publish to dispatch to a worker (time in JetStream plus the ready queues), by priority"
+        "Publish to dispatch to a worker (time in JetStream plus the ready queues), by priority, model and version"
     );
     describe_counter!(
         REDELIVERIES,
@@ -205,13 +208,19 @@ pub(crate) fn job_span(
     traceparent: Option<&str>,
     published_ms: u64,
 ) -> JobSpan {
+    let subject = job_subject(priority, model);
     let span = tracing::info_span!(
         "dispatcher.job",
+        otel.name = %format_args!("process {subject}"),
         otel.kind = "consumer",
-        job.id = %id,
-        model = %model,
-        priority = %priority,
-        delivered,
+        "messaging.system" = "nats",
+        "messaging.operation.type" = "process",
+        "messaging.destination.name" = %subject,
+        "messaging.consumer.group.name" = %consumer_name(priority),
+        "messaging.message.id" = %id,
+        "jetinfer.model" = %model,
+        "jetinfer.priority" = %priority,
+        "jetinfer.delivered" = delivered,
         trace_id = tracing::field::Empty,
     );
     continue_trace(&span, traceparent);
@@ -233,6 +242,7 @@ pub(crate) fn job_span(
 pub(crate) fn dispatch(
     job_span: &Span,
     priority: Priority,
+    route: &Route,
     queued_since: Instant,
     published_ms: u64,
     attempt: u32,
@@ -247,15 +257,25 @@ pub(crate) fn dispatch(
         now,
         vec![],
     );
-    histogram!(QUEUE_WAIT, "priority" => priority.as_str())
+    histogram!(
+        QUEUE_WAIT,
+        "priority" => priority.as_str(),
+        "model" => route.model.clone(),
+        "version" => version_label(route).to_string()
+    )
         .record(now_ms().saturating_sub(published_ms) as f64 / 1e3);
     gauge!(WORKER_IN_FLIGHT, "worker" => worker.to_string()).increment(1.0);
     let span = tracing::info_span!(
         parent: job_span,
         "dispatcher.dispatch",
+        otel.name = "send jetinfer.worker.{id}.run",
         otel.kind = "producer",
-        worker = %worker,
-        attempt = attempt,
+        "messaging.system" = "nats",
+        "messaging.operation.type" = "send",
+        "messaging.destination.name" = %worker_run_subject(worker),
+        "messaging.destination.template" = "jetinfer.worker.{id}.run",
+        "jetinfer.worker" = %worker,
+        "jetinfer.attempt" = attempt,
     );
     let traceparent = traceparent_of(&span).or_else(|| producer_traceparent.map(str::to_string));
     (span, traceparent)
@@ -266,10 +286,16 @@ pub(crate) fn bundle_ended(worker: &str, sent: usize) {
     gauge!(WORKER_IN_FLIGHT, "worker" => worker.to_string()).decrement(sent as f64);
 }
 
+/// The `version` label of a job's latency: the version it named, or `default`.
+pub(crate) fn version_label(route: &Route) -> &str {
+    route.version.as_deref().unwrap_or("default")
+}
+
 /// A job was acked with its result stored by a worker.
-pub(crate) fn completed(priority: Priority, model: &str, published_ms: u64) {
+pub(crate) fn completed(priority: Priority, route: &Route, published_ms: u64) {
+    let (model, version) = (route.model.as_str(), version_label(route));
     let p = priority.as_str();
     counter!(JOBS_COMPLETED, "priority" => p, "model" => model.to_string()).increment(1);
-    histogram!(JOB_DURATION, "priority" => p)
+    histogram!(JOB_DURATION, "priority" => p, "model" => model.to_string(), "version" => version.to_string())
         .record(now_ms().saturating_sub(published_ms) as f64 / 1e3);
 }

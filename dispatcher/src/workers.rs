@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use jetinfer_schemas::worker::{Heartbeat, ModelInfo};
 use tokio_util::sync::CancellationToken;
 
-use crate::route::Route;
+use jetinfer_schemas::Route;
 
 /// The live workers as the health endpoint shows them: the accepting workers in the
 /// registry, ordered by id, each with its last heartbeat.

@@ -10,6 +10,7 @@
 //! - [`names`]: subjects, stream and Redis key builders, [`Priority`].
 //! - [`error`]: the stable error codes.
 //! - [`limits`]: size limits and the identifier rules.
+//! - [`route`]: which served model a job may run on ([`route_matches`]).
 //!
 //! Every message is a MessagePack map written with `rmp_serde::to_vec_named`; unknown keys
 //! are ignored and fields added later are `#[serde(default)]`, so old readers keep working.
@@ -19,6 +20,7 @@ pub mod job;
 pub mod limits;
 pub mod names;
 pub mod result;
+pub mod route;
 pub mod tensor;
 pub mod worker;
 
@@ -26,6 +28,7 @@ pub use error::{ErrorCode, JobError};
 pub use job::{decode_job, Job};
 pub use limits::Limits;
 pub use names::{Keys, Priority};
+pub use route::{route_matches, Route};
 pub use result::{CachedOutputs, ErrorBody, JobResult, Status, Timings};
 pub use tensor::{DType, Tensor};
 

@@ -8,6 +8,7 @@ use futures::future::join_all;
 use jetinfer_schemas::tensor::inputs_digest;
 use jetinfer_schemas::worker::{RunJob, RunOutcome, RunReply, RunRequest};
 use jetinfer_schemas::{
+    route_matches,
     decode_job, encode, now_ms, CachedOutputs, ErrorCode, Job, JobError, Limits, Tensor, Timings,
     SCHEMA_VERSION,
 };
@@ -40,7 +41,7 @@ struct Runnable {
 
 fn find_model(roster: &Roster, job: &Job<'_>) -> Option<usize> {
     roster.models.iter().position(|m| {
-        m.info.name == job.model && job.version.as_deref().is_none_or(|v| v == m.info.version)
+        route_matches(&job.model, job.version.as_deref(), &m.info.name, &m.info.version)
     })
 }
 

@@ -1,13 +1,15 @@
 //! The worker's spans and metrics, so the job path calls one function at each point.
 //!
 //! Spans of one job, continuing the dispatcher's `dispatcher.dispatch` span (from
-//! `RunJob.traceparent`): `worker.job` (arrival to stored result, with `cache` and
-//! `status`), and children recorded with their times: `worker.validate` (decode and
+//! `RunJob.traceparent`), attributed after the OpenTelemetry messaging conventions
+//! (`messaging.*`; ours under `jetinfer.*`): `worker.job`, exported as
+//! `process jetinfer.worker.{id}.run` (arrival to stored result, with `jetinfer.cache` and
+//! `jetinfer.status`), and children recorded with their times: `worker.validate` (decode and
 //! input checks), `worker.cache_lookup` (the bundle's `MGET`, when the job may be cached),
 //! `worker.queue` (waiting in the model's batcher) and `worker.result_write` (the Redis
 //! pipeline that stored it). Each forward is one `worker.batch` span of its own, linked
 //! (`follows_from`) to the `worker.job` span of every job in it, with model, version,
-//! device, batch size and compute time.
+//! device, `messaging.batch.message_count` and compute time.
 //!
 //! Metrics are listed in docs/metrics.md. Every function here takes plain values (names,
 //! statuses, a job's [`JobTrace`]), never the job structs of the worker.
@@ -22,7 +24,7 @@ use jetinfer_telemetry::context::{continue_trace, record_span, KeyValue};
 use tracing::Span;
 
 pub(crate) const RESULTS: &str = "jetinfer_worker_results_total";
-pub(crate) const JOBS_FAILED: &str = "jetinfer_jobs_failed_total";
+pub(crate) const JOBS_FAILED: &str = "jetinfer_worker_jobs_failed_total";
 pub(crate) const IN_FLIGHT: &str = "jetinfer_worker_in_flight_jobs";
 pub(crate) const SLOTS: &str = "jetinfer_worker_slots";
 pub(crate) const BATCH_SIZE: &str = "jetinfer_batch_size_jobs";
@@ -69,12 +71,12 @@ pub(crate) fn describe(slots: u32) {
     describe_histogram!(
         FORWARD,
         ::metrics::Unit::Seconds,
-        "Forward time of one batch on its device (inputs to outputs on the CPU), by model"
+        "Forward time of one batch on its device (inputs to outputs on the CPU), by model and version"
     );
     describe_histogram!(
         BATCH_QUEUE_WAIT,
         ::metrics::Unit::Seconds,
-        "Time a job waited in its model's batcher, by priority"
+        "Time a job waited in its model's batcher, by priority, model and version"
     );
     describe_counter!(CACHE_HITS, "Jobs answered from the result cache, by model");
     describe_counter!(
@@ -123,14 +125,18 @@ impl JobTrace {
     pub fn start(run_job: &RunJob) -> Self {
         let span = tracing::info_span!(
             "worker.job",
+            otel.name = "process jetinfer.worker.{id}.run",
             otel.kind = "consumer",
-            job.id = tracing::field::Empty,
-            model = tracing::field::Empty,
-            version = tracing::field::Empty,
-            priority = %run_job.priority,
-            attempt = run_job.attempt,
-            cache = tracing::field::Empty,
-            status = tracing::field::Empty,
+            "messaging.system" = "nats",
+            "messaging.operation.type" = "process",
+            "messaging.destination.template" = "jetinfer.worker.{id}.run",
+            "messaging.message.id" = tracing::field::Empty,
+            "jetinfer.model" = tracing::field::Empty,
+            "jetinfer.version" = tracing::field::Empty,
+            "jetinfer.priority" = %run_job.priority,
+            "jetinfer.attempt" = run_job.attempt,
+            "jetinfer.cache" = tracing::field::Empty,
+            "jetinfer.status" = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
         continue_trace(&span, run_job.traceparent.as_deref());
@@ -146,9 +152,9 @@ impl JobTrace {
 
     /// The job is decoded and checked (`ok`: it may run).
     pub fn validated(&self, id: &str, model: &str, version: &str, ok: bool) {
-        self.span.record("job.id", id);
-        self.span.record("model", model);
-        self.span.record("version", version);
+        self.span.record("messaging.message.id", id);
+        self.span.record("jetinfer.model", model);
+        self.span.record("jetinfer.version", version);
         let now = SystemTime::now();
         record_span(
             "worker.validate",
@@ -181,7 +187,7 @@ impl JobTrace {
             vec![KeyValue::new("hit", hit)],
         );
         self.waiting_since.store(micros(now), Ordering::Relaxed);
-        self.span.record("cache", if hit { "hit" } else { "miss" });
+        self.span.record("jetinfer.cache", if hit { "hit" } else { "miss" });
         if hit {
             counter!(CACHE_HITS, "model" => model.to_string()).increment(1);
         } else {
@@ -203,7 +209,7 @@ impl JobTrace {
             ],
         );
         let status_word = status.as_str();
-        self.span.record("status", status_word);
+        self.span.record("jetinfer.status", status_word);
         if !write.stored {
             return;
         }
@@ -224,6 +230,7 @@ impl JobTrace {
 pub(crate) struct Batch {
     span: Span,
     model: String,
+    version: String,
 }
 
 impl Batch {
@@ -232,31 +239,38 @@ impl Batch {
         let span = tracing::info_span!(
             parent: None,
             "worker.batch",
-            model = %model,
-            version = %version,
-            device = %device,
-            batch_size = traces.len(),
-            compute_ms = tracing::field::Empty,
+            "messaging.batch.message_count" = traces.len(),
+            "jetinfer.model" = %model,
+            "jetinfer.version" = %version,
+            "jetinfer.device" = %device,
+            "jetinfer.compute_ms" = tracing::field::Empty,
         );
         let now = SystemTime::now();
         for t in traces {
             span.follows_from(&t.span);
             let since = from_micros(t.waiting_since.load(Ordering::Relaxed));
             record_span("worker.queue", &t.span, since, now, vec![]);
-            histogram!(BATCH_QUEUE_WAIT, "priority" => t.priority.as_str())
+            histogram!(
+                BATCH_QUEUE_WAIT,
+                "priority" => t.priority.as_str(),
+                "model" => model.to_string(),
+                "version" => version.to_string()
+            )
                 .record(now.duration_since(since).unwrap_or_default().as_secs_f64());
         }
         histogram!(BATCH_SIZE, "model" => model.to_string()).record(traces.len() as f64);
         Batch {
             span,
             model: model.to_string(),
+            version: version.to_string(),
         }
     }
 
     /// The forward finished in `compute_ms`.
     pub fn done(self, compute_ms: f64) {
-        self.span.record("compute_ms", compute_ms);
-        histogram!(FORWARD, "model" => self.model).record(compute_ms / 1e3);
+        self.span.record("jetinfer.compute_ms", compute_ms);
+        histogram!(FORWARD, "model" => self.model, "version" => self.version)
+            .record(compute_ms / 1e3);
     }
 }
 

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::events::Command;
 use crate::health;
 use crate::job::{Ack, HeldJob};
-use crate::route::Route;
+use jetinfer_schemas::Route;
 use crate::telemetry;
 
 mod triage;

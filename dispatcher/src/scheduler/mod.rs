@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::events::Command;
 use crate::job::HeldJob;
 use crate::queue::ReadyQueues;
-use crate::route::Route;
+use jetinfer_schemas::Route;
 use crate::sizing::{split_by_size, JOB_ENVELOPE_BYTES};
 use crate::telemetry;
 use crate::workers::{Placement, Workers, WorkersView};

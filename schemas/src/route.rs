@@ -1,17 +1,29 @@
-//! Where a job may run: its model, and the version when the job named one. Shared by the
-//! ready queues, the worker registry and the held job.
+//! Where a job may run: its model, and the version when the job named one. The one
+//! definition of route matching: the dispatcher's queues and worker registry and the
+//! worker's model lookup all use it.
 
 /// A job's route: its model, and the version when the job named one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct Route {
+pub struct Route {
     pub model: String,
     pub version: Option<String>,
+}
+
+/// Whether a job for `model` (at `version`, when it named one) may run on a served model
+/// `served_name` at `served_version`. A job that names no version runs on any version.
+pub fn route_matches(
+    model: &str,
+    version: Option<&str>,
+    served_name: &str,
+    served_version: &str,
+) -> bool {
+    model == served_name && version.is_none_or(|v| v == served_version)
 }
 
 impl Route {
     /// Whether a worker announcing `name` at `version` can run this route's jobs.
     pub fn matches(&self, name: &str, version: &str) -> bool {
-        self.model == name && self.version.as_deref().is_none_or(|v| v == version)
+        route_matches(&self.model, self.version.as_deref(), name, version)
     }
 }
 
