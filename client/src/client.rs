@@ -1,33 +1,30 @@
-//! [`Client`]: publish jobs to JetStream and read their results from Redis.
+//! [`Client`]: publish jobs to JetStream and read their results from Redis, one job
+//! ([`Client::wait`]) or many at once ([`Client::wait_many`]).
 
 use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
-use futures::StreamExt;
+use futures::stream::SelectAll;
+use futures::{FutureExt, StreamExt};
 use jetinfer_schemas::names::{done_subject, job_subject};
 use jetinfer_schemas::{encode, Job, JobResult, Limits, Priority};
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use jetinfer_connect::{ConnectError, NatsSettings};
-use jetinfer_store::{ResultStore, StoreConfig, StoreError};
+use jetinfer_connect::NatsSettings;
+use jetinfer_store::{ResultStore, StoreConfig};
 
-/// What can go wrong talking to jetinfer.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    #[error("the job is invalid: {0}")]
-    InvalidJob(#[from] jetinfer_schemas::JobError),
-    /// JetStream refused the job (stream full, no stream, server down): retry later with
-    /// the same id; de-duplication makes the retry safe.
-    #[error("JetStream did not accept the job: {0}")]
-    Rejected(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("no result for {id} within {timeout:?}")]
-    Timeout { id: String, timeout: Duration },
-}
+use crate::error::ClientError;
+use crate::gather::{id_of_notice, notice_subjects, Gather, MGET_CHUNK};
+
+/// The longest pause between two polls of Redis while waiting.
+const POLL_MAX: Duration = Duration::from_millis(500);
+/// The first pause between two polls; it doubles up to [`POLL_MAX`].
+const POLL_FIRST: Duration = Duration::from_millis(20);
+
+/// The completion notices one `wait_many` listens to.
+type Notices = SelectAll<async_nats::Subscriber>;
 
 /// A producer and result reader.
 #[derive(Clone)]
@@ -79,6 +76,11 @@ impl Client {
     /// The core NATS connection.
     pub fn nats(&self) -> &async_nats::Client {
         &self.nats
+    }
+
+    /// The JetStream context over [`Client::nats`].
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
     }
 
     /// The result store.
@@ -160,7 +162,7 @@ impl Client {
     ) -> Result<JobResult<'static>, ClientError> {
         let mut done = self.nats.subscribe(done_subject(id)).await.ok();
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut poll_every = Duration::from_millis(20);
+        let mut poll_every = POLL_FIRST;
         loop {
             if let Some(r) = self.store.get(id).await? {
                 return Ok(r);
@@ -179,7 +181,99 @@ impl Client {
                 }
                 None => tokio::time::sleep(nap).await,
             }
-            poll_every = (poll_every * 2).min(Duration::from_millis(500));
+            poll_every = (poll_every * 2).min(POLL_MAX);
+        }
+    }
+
+    /// Waits for the results of many jobs at once and returns them in the order of `ids`
+    /// (an id given twice gets its result twice). Listens for completion notices (each
+    /// id's `jetinfer.done.<id>`, or one `jetinfer.done.>` subscription for a long list)
+    /// and fetches the announced results; in between, polls Redis for all missing ids with
+    /// batched `MGET`s as a fallback, like [`Client::wait`]. At the deadline it fails with
+    /// [`ClientError::TimeoutMany`], which lists the missing ids and keeps every result
+    /// that arrived.
+    pub async fn wait_many<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+        timeout: Duration,
+    ) -> Result<Vec<JobResult<'static>>, ClientError> {
+        let mut gather = Gather::new(ids);
+        let deadline = Instant::now() + timeout;
+        let mut notices = if gather.is_complete() {
+            None
+        } else {
+            self.subscribe_notices(gather.unique_ids()).await
+        };
+        let mut poll_every = POLL_FIRST;
+        let mut next_sweep = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= next_sweep || now >= deadline {
+                // The sweep covers the announced ids too.
+                gather.take_announced();
+                let missing = gather.missing();
+                self.fetch_into(&mut gather, &missing).await?;
+                next_sweep = now + poll_every;
+                poll_every = (poll_every * 2).min(POLL_MAX);
+            } else {
+                let announced = gather.take_announced();
+                self.fetch_into(&mut gather, &announced).await?;
+            }
+            if gather.is_complete() || now >= deadline {
+                return gather.finish(timeout).map_err(ClientError::TimeoutMany);
+            }
+            let wake = next_sweep.min(deadline);
+            if !next_notice(notices.as_mut(), &mut gather, wake).await {
+                notices = None;
+            }
+        }
+    }
+
+    /// Subscribes to the completion notices of these ids; `None` when NATS refuses (the
+    /// wait then relies on polling alone).
+    async fn subscribe_notices(&self, unique_ids: &[String]) -> Option<Notices> {
+        let mut all = SelectAll::new();
+        for subject in notice_subjects(unique_ids) {
+            all.push(self.nats.subscribe(subject).await.ok()?);
+        }
+        Some(all)
+    }
+
+    /// Fetches the results of `ids` with `MGET`s of at most [`MGET_CHUNK`] keys.
+    async fn fetch_into(&self, gather: &mut Gather, ids: &[String]) -> Result<(), ClientError> {
+        for chunk in ids.chunks(MGET_CHUNK) {
+            let got = self.store.get_many(chunk).await?;
+            gather.fill(chunk, got);
+        }
+        Ok(())
+    }
+}
+
+/// Waits until a notice announces an id `gather` still waits for (taking the notices
+/// already queued behind it too) or until `wake`. Returns false when the notices ended
+/// (connection closed): the caller stops listening and polls.
+async fn next_notice(notices: Option<&mut Notices>, gather: &mut Gather, wake: Instant) -> bool {
+    let Some(notices) = notices else {
+        tokio::time::sleep_until(wake).await;
+        return true;
+    };
+    let sleep = tokio::time::sleep_until(wake);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            notice = notices.next() => {
+                let Some(notice) = notice else { return false };
+                if !id_of_notice(notice.subject.as_str()).is_some_and(|id| gather.announce(id)) {
+                    continue;
+                }
+                while let Some(Some(more)) = notices.next().now_or_never() {
+                    if let Some(id) = id_of_notice(more.subject.as_str()) {
+                        gather.announce(id);
+                    }
+                }
+                return true;
+            }
+            _ = &mut sleep => return true,
         }
     }
 }

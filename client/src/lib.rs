@@ -1,8 +1,12 @@
 //! The jetinfer client library: publish inference jobs to NATS JetStream and read their
 //! results from Redis, from Rust.
 //!
+//! - `error.rs`: [`ClientError`], and [`WaitManyTimeout`] (what a timed-out `wait_many`
+//!   gathered).
+//! - `gather.rs`: the bookkeeping of `wait_many` (pure state).
 //! - [`Client`] (`client.rs`): connect, `submit`, `get`, `wait`, `wait_many`.
-//! - [`dlq`]: read and replay the dead-letter stream.
+//! - [`ClientBuilder`] (`builder.rs`): `Client::builder(nats_url).redis(url).name(..).connect()`.
+//! - [`dlq`]: read and replay the dead-letter stream, with a typed [`dlq::DlqError`].
 //! - `otel.rs` (feature `otel`): the current span's W3C trace context in each published job,
 //!   so the producer's trace continues through the dispatcher and the worker.
 //!
@@ -24,11 +28,16 @@
 //! # Ok(()) }
 //! ```
 
+mod builder;
 mod client;
 pub mod dlq;
+mod error;
+mod gather;
 #[cfg(feature = "otel")]
 mod otel;
 
-pub use client::{Client, ClientError, Submitted};
+pub use builder::ClientBuilder;
+pub use client::{Client, Submitted};
+pub use error::{ClientError, WaitManyTimeout};
 pub use jetinfer_connect::{redact_url, ConnectError, NatsSettings};
 pub use jetinfer_store::{decode_owned, ResultStore, ResultWrite, StoreConfig, StoreError};

@@ -1,9 +1,11 @@
 //! W3C trace context across processes, and spans with explicit times.
 //!
 //! A job's trace travels as a `traceparent` header on its JetStream message (set by the
-//! client library's `otel` feature when it publishes), then inside the dispatcher's run request
-//! (`RunJob.traceparent`, from [`traceparent_of`] the dispatch span), and every process
-//! continues it with [`continue_trace`]. When tracing is off (no OTLP endpoint, so no
+//! client library's `otel` feature when it publishes, with `tracestate` when the producer's
+//! context has one), then inside the dispatcher's run request (`RunJob.traceparent`, from
+//! [`traceparent_of`] the dispatch span; [`tracestate_of`] gives the matching state), and
+//! every process continues it with [`continue_trace`], or [`continue_trace_with_state`] to
+//! keep the vendor entries of `tracestate` along the trace. When tracing is off (no OTLP endpoint, so no
 //! OpenTelemetry layer) these functions find no span context and do nothing beyond
 //! recording the producer's trace id on the job span for the logs.
 //!
@@ -56,12 +58,28 @@ pub fn traceparent_of(span: &Span) -> Option<String> {
     sc.is_valid().then(|| format_traceparent(&sc))
 }
 
+/// The `tracestate` of `span`'s trace, or `None` when it is empty or spans are not
+/// exported.
+pub fn tracestate_of(span: &Span) -> Option<String> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    let state = sc.trace_state().header();
+    (sc.is_valid() && !state.is_empty()).then_some(state)
+}
+
 /// Makes `span` continue the producer's trace (call it before the span is first
 /// entered), and records the trace id in the span's `trace_id` field (declare it as
 /// `trace_id = tracing::field::Empty`) so every log line inside the span names the trace,
 /// exported or not. Without a parent the span starts a trace of its own when exporting.
+/// Drops any `tracestate`; [`continue_trace_with_state`] keeps it.
 pub fn continue_trace(span: &Span, traceparent: Option<&str>) {
-    match traceparent.and_then(|tp| remote_context(tp, None)) {
+    continue_trace_with_state(span, traceparent, None);
+}
+
+/// [`continue_trace`], keeping the producer's `tracestate` (vendor entries) in the
+/// continued context, so spans under `span` carry it and pass it on.
+pub fn continue_trace_with_state(span: &Span, traceparent: Option<&str>, tracestate: Option<&str>) {
+    match traceparent.and_then(|tp| remote_context(tp, tracestate)) {
         Some(cx) => {
             let trace_id = cx.span().span_context().trace_id();
             // Fails only when no OpenTelemetry layer is installed: then the id is for logs.
@@ -136,5 +154,33 @@ mod tests {
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
         assert_eq!(traceparent_of(&span), None);
+        assert_eq!(tracestate_of(&span), None);
+    }
+
+    #[test]
+    fn with_a_tracer_the_state_travels_with_the_trace() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            let kept = tracing::info_span!("kept", trace_id = tracing::field::Empty);
+            continue_trace_with_state(&kept, Some(tp), Some("vendor=abc,other=1"));
+            let child = kept.in_scope(|| tracing::info_span!("child"));
+            assert_eq!(tracestate_of(&kept).as_deref(), Some("vendor=abc,other=1"));
+            assert_eq!(tracestate_of(&child).as_deref(), Some("vendor=abc,other=1"));
+            let next = traceparent_of(&child).unwrap();
+            assert!(
+                next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "{next}"
+            );
+
+            let dropped = tracing::info_span!("dropped", trace_id = tracing::field::Empty);
+            continue_trace(&dropped, Some(tp));
+            assert_eq!(tracestate_of(&dropped), None);
+            assert!(traceparent_of(&dropped).is_some());
+        });
     }
 }

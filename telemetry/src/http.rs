@@ -4,7 +4,8 @@
 //!
 //! Both health answers carry the same JSON body, built by the process's [`ReadyCheck`]
 //! (service, id, what it serves and the state of each dependency); `/readyz` answers 503
-//! while not ready, `/healthz` always 200.
+//! while not ready, `/healthz` always 200. Each scrape of `/metrics` refreshes the process
+//! metrics first ([`Metrics::render`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,8 +17,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::prometheus::Metrics;
 
 /// The answer of a readiness check.
 #[derive(Debug, Clone)]
@@ -33,7 +35,7 @@ pub type ReadyCheck =
 
 #[derive(Clone)]
 struct AppState {
-    metrics: PrometheusHandle,
+    metrics: Metrics,
     ready: ReadyCheck,
 }
 
@@ -41,7 +43,7 @@ struct AppState {
 /// free one; it is also logged).
 pub async fn serve(
     addr: SocketAddr,
-    metrics: PrometheusHandle,
+    metrics: Metrics,
     ready: ReadyCheck,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {

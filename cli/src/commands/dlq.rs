@@ -1,17 +1,15 @@
 //! `jetinfer dlq list|replay`: the dead-letter stream `JETINFER_DLQ`, where the dispatcher
 //! copies jobs that became `poison` with the reason.
 //!
-//! `replay` publishes a dead letter again to its original subject, after removing its
-//! `poison` result and failure count (so it really runs), under a fresh `Nats-Msg-Id`
-//! (`<id>:replay:<ms>`, since JetStream may still remember the original one), then removes
-//! it from the dead-letter stream.
+//! Both go through the client library's `dlq` module: `replay` publishes a dead letter
+//! again to its original subject, after removing its `poison` result and failure count (so
+//! it really runs), under a fresh `Nats-Msg-Id`, then removes it from the dead-letter
+//! stream.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use async_nats::jetstream;
-use jetinfer_client::dlq::dead_letters;
-use jetinfer_schemas::names::DLQ_STREAM;
+use jetinfer_client::dlq::{replay_letter, Selection};
 
 use super::Global;
 
@@ -34,10 +32,10 @@ pub enum DlqCommand {
 
 pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<ExitCode> {
     let client = global.client().await?;
-    let js = jetstream::new(client.nats().clone());
-    let letters = dead_letters(&js)
+    let letters = client
+        .dead_letters()
         .await
-        .map_err(|e| anyhow::anyhow!("reading the dead-letter stream: {e}"))?;
+        .context("reading the dead-letter stream")?;
     match args.command {
         DlqCommand::List => {
             println!(
@@ -53,25 +51,11 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<ExitCode> {
             println!("{} dead letter(s)", letters.len());
         }
         DlqCommand::Replay { ids } => {
-            let stream = js
-                .get_stream(DLQ_STREAM)
-                .await
-                .context("dead-letter stream")?;
+            let selection = Selection::ids_or_all(ids);
             let mut n = 0;
-            for l in letters
-                .iter()
-                .filter(|l| ids.is_empty() || ids.contains(&l.id))
-            {
-                client.store().forget(&l.id).await?;
-                let msg_id = format!("{}:replay:{}", l.id, jetinfer_schemas::now_ms());
-                client
-                    .publish_raw(&l.subject, &msg_id, l.payload.clone())
-                    .await?;
-                stream
-                    .delete_message(l.seq)
-                    .await
-                    .with_context(|| format!("removing dead letter {}", l.seq))?;
-                println!("replayed {} to {}", l.id, l.subject);
+            for l in letters.iter().filter(|l| selection.matches(l)) {
+                let done = replay_letter(&client, l).await?;
+                println!("replayed {} to {}", done.id, done.subject);
                 n += 1;
             }
             println!("{n} dead letter(s) replayed");

@@ -1,0 +1,79 @@
+//! The command-line flags every jetinfer service shares for its logs, metrics and runtime
+//! ([`OpsArgs`], flattened into each binary's configuration), and the log format.
+
+use std::net::SocketAddr;
+
+/// How log lines are written on stderr.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; job lines carry their span's fields, `trace_id` included.
+    #[default]
+    Text,
+    /// One JSON object per line, with the fields of every span the line is in
+    /// (`spans`), so each job line carries its `trace_id`.
+    Json,
+}
+
+/// Observability flags shared by the dispatcher and the worker.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OpsArgs {
+    /// Log format on stderr.
+    #[arg(long, env = "JETINFER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g.
+    /// 0.0.0.0:9464. Port 0 picks a free port; the bound address is logged at start
+    /// ("serving metrics and health"). Absent: no HTTP endpoint and no metrics recorder.
+    #[arg(long, env = "JETINFER_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Parse the configuration, print it (credentials redacted) and exit without
+    /// connecting to anything. Used to check deployment files against the binary.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Threads of the async runtime (NATS, Redis, scheduling; a worker's forward passes run
+    /// on their own device threads). Default: one per core. Fewer bound the process's CPU
+    /// on a shared host; on the 16-core GPU host 4 threads gave the same jobs/s and the
+    /// same CPU per job as 16 (docs/benchmarks.md).
+    #[arg(long, env = "JETINFER_THREADS")]
+    pub threads: Option<usize>,
+}
+
+impl OpsArgs {
+    /// The multi-threaded tokio runtime sized by `--threads`.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = self.threads.unwrap_or(cores).max(1);
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ops: OpsArgs,
+    }
+
+    #[test]
+    fn ops_flags_parse() {
+        let c = Cli::try_parse_from([
+            "x",
+            "--log-format",
+            "json",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--check-config",
+        ])
+        .unwrap();
+        assert_eq!(c.ops.log_format, LogFormat::Json);
+        assert_eq!(c.ops.metrics_addr.unwrap().port(), 0);
+        assert!(c.ops.check_config);
+        assert!(Cli::try_parse_from(["x", "--log-format", "xml"]).is_err());
+    }
+}
