@@ -97,24 +97,26 @@ impl Client {
         job: &Job<'_>,
     ) -> Result<Submitted, ClientError> {
         job.validate(&self.limits)?;
-        // The producer's span of the job's trace; `publish_raw` puts its context in the
-        // `traceparent` header (only when spans are exported).
+        // The producer's span of the job's trace, after the OpenTelemetry messaging
+        // conventions; with feature `otel`, `publish_raw` puts its context in the
+        // `traceparent`/`tracestate` headers (only when spans are exported).
+        let subject = job_subject(priority, &job.model);
         let span = tracing::info_span!(
             "jetinfer.publish",
+            otel.name = %format_args!("publish {subject}"),
             otel.kind = "producer",
-            job.id = %job.id,
-            model = %job.model,
-            priority = %priority,
+            "messaging.system" = "nats",
+            "messaging.operation.type" = "publish",
+            "messaging.destination.name" = %subject,
+            "messaging.message.id" = %job.id,
+            "jetinfer.model" = %job.model,
+            "jetinfer.priority" = %priority,
             trace_id = tracing::field::Empty,
         );
         #[cfg(feature = "otel")]
         crate::otel::record_trace_id(&span);
         let ack = self
-            .publish_raw(
-                &job_subject(priority, &job.model),
-                &job.id,
-                encode(job).into(),
-            )
+            .publish_raw(&subject, &job.id, encode(job).into())
             .instrument(span)
             .await?;
         Ok(Submitted {

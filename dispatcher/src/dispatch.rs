@@ -91,18 +91,23 @@ impl Bundle {
             .jobs
             .iter()
             .map(|j| {
-                let (span, traceparent) = telemetry::dispatch(
+                let producer = telemetry::TraceHeaders {
+                    traceparent: j.traceparent.as_deref().map(Into::into),
+                    tracestate: j.tracestate.as_deref().map(Into::into),
+                };
+                let (span, trace) = telemetry::dispatch(
                     &j.span,
                     j.priority,
                     &j.route,
                     j.since,
                     j.published_ms,
                     j.attempt,
-                    j.traceparent.as_deref(),
+                    producer,
                     &self.place.worker,
                 );
                 let job = RunJob {
-                    traceparent,
+                    traceparent: trace.traceparent.map(|v| v.into_owned()),
+                    tracestate: trace.tracestate.map(|v| v.into_owned()),
                     ..j.to_run_job()
                 };
                 (span, job)

@@ -15,8 +15,8 @@ use jetinfer_schemas::worker::RunJob;
 use jetinfer_schemas::Priority;
 use tokio::sync::OwnedSemaphorePermit;
 
-use jetinfer_schemas::Route;
 use crate::telemetry::JobSpan;
+use jetinfer_schemas::Route;
 
 /// Acknowledges one JetStream message: `ack` once its result is stored, `ack_with` for
 /// in-progress acks, naks and terms.
@@ -50,6 +50,7 @@ pub(crate) struct HeldJob {
     pub failures: u32,
     pub payload: Bytes,
     pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
     /// The job's span here (its trace continues the producer's); ends when the job is
     /// dropped, i.e. acked, answered or handed back.
     pub span: JobSpan,
@@ -77,6 +78,7 @@ impl HeldJob {
             attempt: self.attempt + self.failures,
             suspect: self.failures > 0,
             traceparent: self.traceparent.clone(),
+            tracestate: self.tracestate.clone(),
         }
     }
 }

@@ -18,7 +18,8 @@ use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, g
 use jetinfer_schemas::names::{consumer_name, job_subject, worker_run_subject};
 use jetinfer_schemas::{now_ms, ErrorCode, Priority, Route};
 use jetinfer_telemetry::context::{
-    continue_trace, record_span, traceparent_of, unix_ms, wall_time_of, KeyValue,
+    continue_trace_with_state, record_span, traceparent_of, tracestate_of, unix_ms, wall_time_of,
+    KeyValue,
 };
 use tracing::Span;
 
@@ -178,6 +179,22 @@ pub(crate) fn workers_live(n: usize) {
     gauge!(WORKERS).set(n as f64);
 }
 
+/// A job's W3C trace context as it travels: `traceparent` and its `tracestate`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TraceHeaders<'a> {
+    pub traceparent: Option<std::borrow::Cow<'a, str>>,
+    pub tracestate: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl TraceHeaders<'_> {
+    fn into_owned(self) -> TraceHeaders<'static> {
+        TraceHeaders {
+            traceparent: self.traceparent.map(|v| v.into_owned().into()),
+            tracestate: self.tracestate.map(|v| v.into_owned().into()),
+        }
+    }
+}
+
 /// The span of a job in this dispatcher; counts the job as held until dropped.
 pub(crate) struct JobSpan {
     span: Span,
@@ -206,6 +223,7 @@ pub(crate) fn job_span(
     priority: Priority,
     delivered: u32,
     traceparent: Option<&str>,
+    tracestate: Option<&str>,
     published_ms: u64,
 ) -> JobSpan {
     let subject = job_subject(priority, model);
@@ -223,7 +241,7 @@ pub(crate) fn job_span(
         "jetinfer.delivered" = delivered,
         trace_id = tracing::field::Empty,
     );
-    continue_trace(&span, traceparent);
+    continue_trace_with_state(&span, traceparent, tracestate);
     record_span(
         "jetstream.wait",
         &span,
@@ -246,9 +264,9 @@ pub(crate) fn dispatch(
     queued_since: Instant,
     published_ms: u64,
     attempt: u32,
-    producer_traceparent: Option<&str>,
+    producer: TraceHeaders<'_>,
     worker: &str,
-) -> (Span, Option<String>) {
+) -> (Span, TraceHeaders<'static>) {
     let now = SystemTime::now();
     record_span(
         "dispatcher.queue",
@@ -263,7 +281,7 @@ pub(crate) fn dispatch(
         "model" => route.model.clone(),
         "version" => version_label(route).to_string()
     )
-        .record(now_ms().saturating_sub(published_ms) as f64 / 1e3);
+    .record(now_ms().saturating_sub(published_ms) as f64 / 1e3);
     gauge!(WORKER_IN_FLIGHT, "worker" => worker.to_string()).increment(1.0);
     let span = tracing::info_span!(
         parent: job_span,
@@ -277,8 +295,15 @@ pub(crate) fn dispatch(
         "jetinfer.worker" = %worker,
         "jetinfer.attempt" = attempt,
     );
-    let traceparent = traceparent_of(&span).or_else(|| producer_traceparent.map(str::to_string));
-    (span, traceparent)
+    // With spans exported the worker continues the dispatch span; without, the producer's.
+    let headers = match traceparent_of(&span) {
+        Some(traceparent) => TraceHeaders {
+            traceparent: Some(traceparent.into()),
+            tracestate: tracestate_of(&span).map(Into::into),
+        },
+        None => producer.into_owned(),
+    };
+    (span, headers)
 }
 
 /// A run request to `worker` that carried `sent` jobs ended.

@@ -28,8 +28,8 @@ pub use error::{ErrorCode, JobError};
 pub use job::{decode_job, Job};
 pub use limits::Limits;
 pub use names::{Keys, Priority};
-pub use route::{route_matches, Route};
 pub use result::{CachedOutputs, ErrorBody, JobResult, Status, Timings};
+pub use route::{route_matches, Route};
 pub use tensor::{DType, Tensor};
 
 /// The schema version every message carries in its `v` field.

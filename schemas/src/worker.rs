@@ -82,6 +82,9 @@ pub struct RunJob {
     /// W3C trace context of the producer, when it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The W3C `tracestate` that goes with `traceparent` (vendor data), passed through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 /// A bundle of jobs for one worker, sent as a request to `jetinfer.worker.<id>.run`.
@@ -129,7 +132,8 @@ mod tests {
                 published_ms: 5,
                 attempt: 1,
                 suspect: false,
-                traceparent: None,
+                traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+                tracestate: Some("vendor=1".into()),
             }],
         };
         let back: RunRequest = rmp_serde::from_slice(&encode(&req)).unwrap();

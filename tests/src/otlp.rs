@@ -22,7 +22,10 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 #[derive(Debug, Clone)]
 pub struct ReceivedSpan {
     pub service: String,
+    /// The exported name (OpenTelemetry messaging names, e.g. `publish jetinfer.jobs.p1.mlp`).
     pub name: String,
+    /// What the span is in jetinfer's terms, the same for every subject: see [`role_of`].
+    pub role: String,
     pub trace_id: String,
     pub span_id: String,
     /// Empty for a root span.
@@ -32,6 +35,27 @@ pub struct ReceivedSpan {
     pub start_ns: u64,
     pub end_ns: u64,
     pub attributes: BTreeMap<String, String>,
+}
+
+/// The exported name of the dispatcher's run request span (one per job and attempt).
+pub const DISPATCH_SPAN: &str = "send jetinfer.worker.{id}.run";
+/// The exported name of a job's span in the worker.
+pub const WORKER_JOB_SPAN: &str = "process jetinfer.worker.{id}.run";
+
+/// A span's role, whatever subject its name carries: `publish` (the producer's),
+/// `dispatcher.job`, `dispatcher.dispatch`, `worker.job`; other spans keep their names.
+pub fn role_of(name: &str) -> &str {
+    if name.starts_with("publish jetinfer.jobs.") {
+        "publish"
+    } else if name.starts_with("process jetinfer.jobs.") {
+        "dispatcher.job"
+    } else if name == DISPATCH_SPAN {
+        "dispatcher.dispatch"
+    } else if name == WORKER_JOB_SPAN {
+        "worker.job"
+    } else {
+        name
+    }
 }
 
 impl ReceivedSpan {
@@ -79,6 +103,7 @@ impl TraceService for Collector {
                 for s in ss.spans {
                     got.push(ReceivedSpan {
                         service: service.clone(),
+                        role: role_of(&s.name).to_string(),
                         name: s.name,
                         trace_id: hex::encode(&s.trace_id),
                         span_id: hex::encode(&s.span_id),
@@ -192,16 +217,16 @@ pub fn render_tree(spans: &[ReceivedSpan], trace_id: &str, extra: &[ReceivedSpan
 
 fn line(s: &ReceivedSpan, t0: u64) -> String {
     const SHOWN: &[&str] = &[
-        "job.id",
-        "model",
-        "version",
-        "device",
-        "priority",
-        "worker",
-        "batch_size",
-        "cache",
-        "status",
-        "compute_ms",
+        "messaging.message.id",
+        "messaging.batch.message_count",
+        "jetinfer.model",
+        "jetinfer.version",
+        "jetinfer.device",
+        "jetinfer.priority",
+        "jetinfer.worker",
+        "jetinfer.cache",
+        "jetinfer.status",
+        "jetinfer.compute_ms",
         "hit",
         "valid",
         "stored",

@@ -43,19 +43,19 @@ async fn every_demo_job_is_one_complete_trace() {
         let by_trace = by_trace(spans);
         let published = by_trace
             .values()
-            .filter(|names| names.contains("jetinfer.publish"))
+            .filter(|names| names.contains("publish"))
             .count();
         published == JOBS
             && by_trace
                 .values()
-                .filter(|n| n.contains("jetinfer.publish"))
+                .filter(|n| n.contains("publish"))
                 .all(|n| n.contains("dispatcher.job") && n.contains("worker.result_write"))
     };
     let spans = receiver.wait_for(Duration::from_secs(20), complete).await;
     let traces = by_trace(&spans);
     let published: Vec<&String> = traces
         .iter()
-        .filter(|(_, n)| n.contains("jetinfer.publish"))
+        .filter(|(_, n)| n.contains("publish"))
         .map(|(t, _)| t)
         .collect();
     assert_eq!(published.len(), JOBS, "traces with a publish span");
@@ -85,12 +85,12 @@ async fn every_demo_job_is_one_complete_trace() {
     }
     // Every job's worker span is linked from exactly one batch span.
     let mut linked: BTreeMap<&str, usize> = BTreeMap::new();
-    for b in spans.iter().filter(|s| s.name == "worker.batch") {
+    for b in spans.iter().filter(|s| s.role == "worker.batch") {
         for (_, span) in &b.links {
             *linked.entry(span.as_str()).or_default() += 1;
         }
     }
-    for job in spans.iter().filter(|s| s.name == "worker.job") {
+    for job in spans.iter().filter(|s| s.role == "worker.job") {
         assert_eq!(
             linked.get(job.span_id.as_str()),
             Some(&1),
@@ -103,13 +103,13 @@ async fn every_demo_job_is_one_complete_trace() {
     // Print the trace whose forward served the most jobs.
     let batch = spans
         .iter()
-        .filter(|s| s.name == "worker.batch")
+        .filter(|s| s.role == "worker.batch")
         .max_by_key(|s| s.links.len())
         .expect("a batch span")
         .clone();
     let job = spans
         .iter()
-        .find(|s| s.name == "worker.job" && s.span_id == batch.links[0].1)
+        .find(|s| s.role == "worker.job" && s.span_id == batch.links[0].1)
         .expect("the batch's first job");
     println!(
         "{}",
@@ -123,7 +123,7 @@ fn by_trace(spans: &[ReceivedSpan]) -> BTreeMap<String, BTreeSet<String>> {
     for s in spans {
         out.entry(s.trace_id.clone())
             .or_default()
-            .insert(s.name.clone());
+            .insert(s.role.clone());
     }
     out
 }

@@ -12,7 +12,7 @@ use jetinfer_schemas::names::job_subject;
 use jetinfer_schemas::{Job, Priority, Status, Tensor};
 use jetinfer_telemetry::context::remote_context;
 use jetinfer_telemetry::{self, LogFormat};
-use jetinfer_tests::otlp::{render_tree, ReceivedSpan, Receiver};
+use jetinfer_tests::otlp::{render_tree, ReceivedSpan, Receiver, DISPATCH_SPAN, WORKER_JOB_SPAN};
 use jetinfer_tests::{assert_all_correct, golden, publish_samples, run_id};
 
 /// Makes `span` a child of the remote span in `traceparent`, as a producer's caller would.
@@ -23,7 +23,7 @@ fn set_parent(span: &tracing::Span, traceparent: &str) {
 fn one_span<'a>(spans: &'a [ReceivedSpan], trace: &str, name: &str) -> &'a ReceivedSpan {
     let found: Vec<&ReceivedSpan> = spans
         .iter()
-        .filter(|s| s.trace_id == trace && s.name == name)
+        .filter(|s| s.trace_id == trace && s.role == name)
         .collect();
     assert_eq!(
         found.len(),
@@ -93,7 +93,7 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
 
     let wanted = [
         "test.request",
-        "jetinfer.publish",
+        "publish",
         "dispatcher.job",
         "jetstream.wait",
         "dispatcher.queue",
@@ -108,17 +108,17 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
             let names: BTreeSet<&str> = spans
                 .iter()
                 .filter(|s| s.trace_id == trace_id)
-                .map(|s| s.name.as_str())
+                .map(|s| s.role.as_str())
                 .collect();
             // The dispatcher's job span ends at the ack, after the worker's spans.
             let job_spans: BTreeSet<&str> = spans
                 .iter()
-                .filter(|s| s.trace_id == trace_id && s.name == "worker.job")
+                .filter(|s| s.trace_id == trace_id && s.role == "worker.job")
                 .map(|s| s.span_id.as_str())
                 .collect();
             wanted.iter().all(|w| names.contains(w))
                 && spans.iter().any(|s| {
-                    s.name == "worker.batch"
+                    s.role == "worker.batch"
                         && s.links
                             .iter()
                             .any(|(_, sp)| job_spans.contains(sp.as_str()))
@@ -126,10 +126,44 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
         })
         .await;
     let tree_spans: Vec<ReceivedSpan> = spans.clone();
-    let publish = one_span(&spans, &trace_id, "jetinfer.publish");
+    let publish = one_span(&spans, &trace_id, "publish");
     let d_job = one_span(&spans, &trace_id, "dispatcher.job");
     let dispatch = one_span(&spans, &trace_id, "dispatcher.dispatch");
     let w_job = one_span(&spans, &trace_id, "worker.job");
+
+    // Names and attributes after the OpenTelemetry messaging conventions.
+    let subject = job_subject(Priority::P1, "mlp");
+    assert_eq!(publish.name, format!("publish {subject}"));
+    assert_eq!(d_job.name, format!("process {subject}"));
+    assert_eq!(dispatch.name, DISPATCH_SPAN);
+    assert_eq!(w_job.name, WORKER_JOB_SPAN);
+    for s in [publish, d_job, dispatch, w_job] {
+        assert_eq!(
+            s.attributes.get("messaging.system").map(String::as_str),
+            Some("nats")
+        );
+    }
+    for (s, operation) in [
+        (publish, "publish"),
+        (d_job, "process"),
+        (dispatch, "send"),
+        (w_job, "process"),
+    ] {
+        assert_eq!(
+            s.attributes
+                .get("messaging.operation.type")
+                .map(String::as_str),
+            Some(operation),
+            "{}",
+            s.name
+        );
+    }
+    assert_eq!(
+        publish.attributes.get("messaging.destination.name"),
+        Some(&subject)
+    );
+    assert_eq!(publish.attributes.get("messaging.message.id"), Some(&id));
+    assert_eq!(d_job.attributes.get("messaging.message.id"), Some(&id));
 
     // publish → dispatcher.job → dispatcher.dispatch → worker.job, across three processes.
     let request = one_span(&spans, &trace_id, "test.request");
@@ -141,13 +175,13 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
     assert_eq!(dispatch.parent_span_id, d_job.span_id);
     assert_eq!(w_job.service, "jetinfer-worker");
     assert_eq!(w_job.parent_span_id, dispatch.span_id);
-    assert_eq!(w_job.attributes.get("job.id"), Some(&id));
+    assert_eq!(w_job.attributes.get("messaging.message.id"), Some(&id));
     assert_eq!(
-        w_job.attributes.get("model").map(String::as_str),
+        w_job.attributes.get("jetinfer.model").map(String::as_str),
         Some("mlp")
     );
     assert_eq!(
-        w_job.attributes.get("status").map(String::as_str),
+        w_job.attributes.get("jetinfer.status").map(String::as_str),
         Some("ok")
     );
     for (child, parent) in [
@@ -168,7 +202,7 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
     let batch: Vec<ReceivedSpan> = spans
         .iter()
         .filter(|s| {
-            s.name == "worker.batch"
+            s.role == "worker.batch"
                 && s.links
                     .iter()
                     .any(|(t, sp)| *t == trace_id && *sp == w_job.span_id)
@@ -183,9 +217,15 @@ async fn one_job_is_one_trace_from_publish_through_dispatcher_to_worker() {
     );
     let b = &batch[0];
     assert_eq!(b.service, "jetinfer-worker");
-    assert_eq!(b.attributes.get("model").map(String::as_str), Some("mlp"));
-    assert_eq!(b.attributes.get("device").map(String::as_str), Some("cpu"));
-    assert!(b.attributes.contains_key("batch_size"));
+    assert_eq!(
+        b.attributes.get("jetinfer.model").map(String::as_str),
+        Some("mlp")
+    );
+    assert_eq!(
+        b.attributes.get("jetinfer.device").map(String::as_str),
+        Some("cpu")
+    );
+    assert!(b.attributes.contains_key("messaging.batch.message_count"));
     // No payloads in attributes: no value is as long as a tensor's bytes would make it.
     for s in spans.iter().filter(|s| s.trace_id == trace_id) {
         for (k, v) in &s.attributes {
@@ -386,13 +426,13 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
     // Values that this traffic must have produced.
     assert!(
         d_text.contains(
-            r#"jetinfer_jobs_failed_total{priority="p1",model="mlp",code="bad_payload"} 1"#
+            r#"jetinfer_dispatcher_jobs_failed_total{priority="p1",model="mlp",code="bad_payload"} 1"#
         ),
         "{d_text}"
     );
     assert!(
         w_text.contains(
-            r#"jetinfer_jobs_failed_total{priority="p2",model="mlp",code="invalid_input"} 1"#
+            r#"jetinfer_worker_jobs_failed_total{priority="p2",model="mlp",code="invalid_input"} 1"#
         ),
         "{w_text}"
     );
@@ -401,7 +441,9 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
         "{d_text}"
     );
     assert!(
-        d_text.contains(r#"jetinfer_job_duration_seconds_bucket{priority="p0",le="#),
+        d_text.contains(
+            r#"jetinfer_job_duration_seconds_bucket{priority="p0",model="mlp",version="default",le="#
+        ),
         "{d_text}"
     );
     assert!(

@@ -8,9 +8,8 @@ use futures::future::join_all;
 use jetinfer_schemas::tensor::inputs_digest;
 use jetinfer_schemas::worker::{RunJob, RunOutcome, RunReply, RunRequest};
 use jetinfer_schemas::{
-    route_matches,
-    decode_job, encode, now_ms, CachedOutputs, ErrorCode, Job, JobError, Limits, Tensor, Timings,
-    SCHEMA_VERSION,
+    decode_job, encode, now_ms, route_matches, CachedOutputs, ErrorCode, Job, JobError, Limits,
+    Tensor, Timings, SCHEMA_VERSION,
 };
 use jetinfer_store::ResultStore;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -41,7 +40,12 @@ struct Runnable {
 
 fn find_model(roster: &Roster, job: &Job<'_>) -> Option<usize> {
     roster.models.iter().position(|m| {
-        route_matches(&job.model, job.version.as_deref(), &m.info.name, &m.info.version)
+        route_matches(
+            &job.model,
+            job.version.as_deref(),
+            &m.info.name,
+            &m.info.version,
+        )
     })
 }
 

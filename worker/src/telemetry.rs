@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use jetinfer_schemas::worker::RunJob;
 use jetinfer_schemas::{Priority, Status};
-use jetinfer_telemetry::context::{continue_trace, record_span, KeyValue};
+use jetinfer_telemetry::context::{continue_trace_with_state, record_span, KeyValue};
 use tracing::Span;
 
 pub(crate) const RESULTS: &str = "jetinfer_worker_results_total";
@@ -139,7 +139,11 @@ impl JobTrace {
             "jetinfer.status" = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
-        continue_trace(&span, run_job.traceparent.as_deref());
+        continue_trace_with_state(
+            &span,
+            run_job.traceparent.as_deref(),
+            run_job.tracestate.as_deref(),
+        );
         gauge!(IN_FLIGHT).increment(1.0);
         let now = SystemTime::now();
         JobTrace {
@@ -187,7 +191,8 @@ impl JobTrace {
             vec![KeyValue::new("hit", hit)],
         );
         self.waiting_since.store(micros(now), Ordering::Relaxed);
-        self.span.record("jetinfer.cache", if hit { "hit" } else { "miss" });
+        self.span
+            .record("jetinfer.cache", if hit { "hit" } else { "miss" });
         if hit {
             counter!(CACHE_HITS, "model" => model.to_string()).increment(1);
         } else {
@@ -256,7 +261,7 @@ impl Batch {
                 "model" => model.to_string(),
                 "version" => version.to_string()
             )
-                .record(now.duration_since(since).unwrap_or_default().as_secs_f64());
+            .record(now.duration_since(since).unwrap_or_default().as_secs_f64());
         }
         histogram!(BATCH_SIZE, "model" => model.to_string()).record(traces.len() as f64);
         Batch {

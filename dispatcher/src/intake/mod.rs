@@ -29,8 +29,8 @@ use crate::config::Config;
 use crate::events::Command;
 use crate::health;
 use crate::job::{Ack, HeldJob};
-use jetinfer_schemas::Route;
 use crate::telemetry;
+use jetinfer_schemas::Route;
 
 mod triage;
 
@@ -198,6 +198,7 @@ impl Intake {
             delivered,
             published_ms,
             traceparent,
+            tracestate,
             ..
         } = envelope;
         let deadline_ms = match job.deadline_ms {
@@ -218,6 +219,7 @@ impl Intake {
                 self.priority,
                 delivered,
                 traceparent.as_deref(),
+                tracestate.as_deref(),
                 published_ms,
             ),
             deadline_ms,
@@ -226,6 +228,7 @@ impl Intake {
             // Known after the group's Redis round trip (`admit`).
             failures: 0,
             traceparent,
+            tracestate,
             meta: job.meta.clone().unwrap_or_default(),
             since: Instant::now(),
             id: job.id.to_string(),

@@ -45,6 +45,7 @@ pub(super) struct Envelope {
     /// The model named by the subject (empty when the subject is not a job subject).
     pub subject_model: String,
     pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 impl Envelope {
@@ -65,6 +66,7 @@ impl Envelope {
                 .map(|(_, m)| m.to_string())
                 .unwrap_or_default(),
             traceparent: header(msg, "traceparent"),
+            tracestate: header(msg, "tracestate"),
         }
     }
 }
@@ -90,6 +92,7 @@ mod tests {
             header_id: header_id.map(Into::into),
             subject_model: subject_model.into(),
             traceparent: None,
+            tracestate: None,
         }
     }
 

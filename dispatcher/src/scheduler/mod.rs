@@ -23,10 +23,10 @@ use crate::config::Config;
 use crate::events::Command;
 use crate::job::HeldJob;
 use crate::queue::ReadyQueues;
-use jetinfer_schemas::Route;
 use crate::sizing::{split_by_size, JOB_ENVELOPE_BYTES};
 use crate::telemetry;
 use crate::workers::{Placement, Workers, WorkersView};
+use jetinfer_schemas::Route;
 
 #[cfg(test)]
 mod harness;
