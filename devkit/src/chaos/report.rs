@@ -6,8 +6,8 @@ use std::time::Duration;
 use jetinfer_schemas::Status;
 use serde::Serialize;
 
+use super::check::{Check, Fault};
 use super::env::Env;
-use super::inject::{Check, Fault};
 use super::load::Published;
 use super::ChaosError;
 use crate::golden::compare;
