@@ -3,43 +3,28 @@
 //! result from Redis for batch size and status, and return what the [`Recorder`] saw.
 //!
 //! Tasks: one publisher per priority (open loop) or one (closed loop), each publish in its
-//! own task so acknowledgements overlap; one notice listener (`jetinfer.done.>`); one
-//! fetcher that reads results in `MGET` batches; one progress ticker. The in-flight table
-//! (job number → priority, intended start) is shared under a mutex: the notice listener
-//! removes what the publishers insert.
+//! own task so acknowledgements overlap ([`publish`]); one notice listener, one result
+//! fetcher and one progress ticker ([`observe`]). They share one [`shared::Shared`] state.
 
-use std::collections::HashMap;
+mod observe;
+mod publish;
+mod shared;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use indicatif::ProgressBar;
-use jetinfer_schemas::{encode, now_ms, Job, Priority, Status, Tensor};
-use rand::{Rng, SeedableRng};
+use jetinfer_client::Client;
+use jetinfer_schemas::{now_ms, Tensor};
 use tokio::sync::Semaphore;
 
 use super::record::Recorder;
-use jetinfer_client::decode_owned;
-use jetinfer_client::Client;
+use observe::FETCH_CHUNK;
+use publish::PublishCtx;
+use shared::{account, Flight, Shared};
 
-/// How arrivals are spaced in an open loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arrival {
-    Fixed,
-    Poisson,
-}
-
-/// The offered load.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Load {
-    /// Jobs per second per priority (P0, P1, P2), independent of completions.
-    Open { rates: [f64; 3], arrival: Arrival },
-    /// `concurrency` jobs in flight at all times; priority drawn by `mix` weights.
-    Closed { concurrency: usize, mix: [u32; 3] },
-}
+pub use super::load::{Arrival, Load};
 
 /// What to run.
 pub struct RunSpec {
@@ -75,34 +60,6 @@ pub struct RunResult {
     pub elapsed: Duration,
 }
 
-struct Flight {
-    prio: usize,
-    start: Instant,
-    published_ms: u64,
-}
-
-struct Shared {
-    t0: Instant,
-    wall_t0_ms: u64,
-    warmup: Duration,
-    duration: Duration,
-    flights: Mutex<HashMap<u64, Flight>>,
-    rec: Mutex<Recorder>,
-    /// Results to read: (job number, priority, publish wall ms, measured).
-    to_fetch: Mutex<Vec<(u64, usize, u64, bool)>>,
-    sent: AtomicU64,
-    done: AtomicU64,
-    /// Closed loop: one permit per job allowed in flight.
-    slots: Option<Arc<Semaphore>>,
-}
-
-impl Shared {
-    fn measured(&self, start: Instant) -> bool {
-        let at = start.saturating_duration_since(self.t0);
-        at >= self.warmup && at < self.duration
-    }
-}
-
 /// Runs the load against whatever consumes `spec.subject_prefix` and writes results plus
 /// notices the way jetinfer workers do. `producers` holds one client per priority (P0, P1,
 /// P2; its own connection each, as separate producer services would have), so a flood at
@@ -114,7 +71,7 @@ pub async fn run(
     spec: RunSpec,
     bar: &ProgressBar,
 ) -> RunResult {
-    let mut sub = notices
+    let sub = notices
         .subscribe("jetinfer.done.>")
         .await
         .expect("subscribing on a connected client fails only when it closes");
@@ -124,218 +81,24 @@ pub async fn run(
         Load::Closed { concurrency, .. } => Some(Arc::new(Semaphore::new((*concurrency).max(1)))),
         Load::Open { .. } => None,
     };
-    let shared = Arc::new(Shared {
-        t0: Instant::now(),
-        wall_t0_ms: now_ms(),
-        warmup: spec.warmup,
-        duration: spec.duration,
-        flights: Mutex::new(HashMap::new()),
-        rec: Mutex::new(Recorder::default()),
-        to_fetch: Mutex::new(Vec::new()),
-        sent: AtomicU64::new(0),
-        done: AtomicU64::new(0),
+    let shared = Arc::new(Shared::new(
+        Instant::now(),
+        now_ms(),
+        spec.warmup,
+        spec.duration,
         slots,
-    });
+    ));
     let id_prefix = format!("{}-", spec.id_prefix);
-
-    // Notice listener.
-    let listener = {
-        let shared = shared.clone();
-        let id_prefix = id_prefix.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = sub.next().await {
-                let now = Instant::now();
-                let Some(n) = msg
-                    .subject
-                    .strip_prefix("jetinfer.done.")
-                    .and_then(|id| id.strip_prefix(id_prefix.as_str()))
-                    .and_then(|n| n.parse::<u64>().ok())
-                else {
-                    continue;
-                };
-                let Some(f) = shared.flights.lock().unwrap().remove(&n) else {
-                    continue;
-                };
-                let measured = shared.measured(f.start);
-                let secs = now.duration_since(shared.t0).as_secs_f64();
-                let in_window =
-                    secs >= shared.warmup.as_secs_f64() && secs < shared.duration.as_secs_f64();
-                let us = now.duration_since(f.start).as_micros() as u64;
-                shared
-                    .rec
-                    .lock()
-                    .unwrap()
-                    .notice(f.prio, secs, in_window, measured.then_some(us));
-                shared
-                    .to_fetch
-                    .lock()
-                    .unwrap()
-                    .push((n, f.prio, f.published_ms, measured));
-                shared.done.fetch_add(1, Ordering::Relaxed);
-                if let Some(s) = &shared.slots {
-                    s.add_permits(1);
-                }
-            }
-        })
-    };
-
-    // Result fetcher: statuses, batch sizes, stored-clock latency.
+    let listener = observe::listener(shared.clone(), sub, id_prefix.clone());
     let fetch_stop = tokio_util::sync::CancellationToken::new();
-    let fetcher = {
-        let shared = shared.clone();
-        let store = producers[0].store().clone();
-        let id_prefix = id_prefix.clone();
-        let stop = fetch_stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let batch: Vec<_> = std::mem::take(&mut *shared.to_fetch.lock().unwrap());
-                if batch.is_empty() {
-                    if stop.is_cancelled() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                for chunk in batch.chunks(256) {
-                    let ids: Vec<String> = chunk
-                        .iter()
-                        .map(|(n, ..)| format!("{id_prefix}{n}"))
-                        .collect();
-                    let raw = match store.get_many_raw(&ids).await {
-                        Ok(r) => r,
-                        Err(_) => continue,
-                    };
-                    let mut rec = shared.rec.lock().unwrap();
-                    for ((_, prio, published_ms, measured), (id, bytes)) in
-                        chunk.iter().zip(ids.iter().zip(raw))
-                    {
-                        let Some(bytes) = bytes else {
-                            *rec.errors
-                                .entry("notice_without_result".into())
-                                .or_default() += 1;
-                            continue;
-                        };
-                        account(&mut rec, id, &bytes, *prio, *published_ms, *measured);
-                    }
-                }
-            }
-        })
-    };
-
-    // Progress ticker.
-    let ticker = {
-        let shared = shared.clone();
-        let bar = bar.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let secs = shared.t0.elapsed().as_secs_f64();
-                let (sent, done) = (
-                    shared.sent.load(Ordering::Relaxed),
-                    shared.done.load(Ordering::Relaxed),
-                );
-                bar.set_position((secs * 10.0) as u64);
-                bar.set_message(format!(
-                    "sent {sent}, done {done}, in flight {}",
-                    sent.saturating_sub(done)
-                ));
-            }
-        })
-    };
-
-    // Publishers.
-    let counter = Arc::new(AtomicU64::new(0));
-    let ctx = Arc::new(PublishCtx {
-        producers: producers.clone(),
-        shared: shared.clone(),
-        prefix: spec.subject_prefix.clone(),
-        model: spec.model.clone(),
-        pool: spec.pool.clone(),
-        id_prefix: id_prefix.clone(),
-        counter,
-    });
-    let end = shared.t0 + spec.duration;
-    let mut publishers = Vec::new();
-    match spec.load.clone() {
-        Load::Open { rates, arrival } => {
-            for (prio, rate) in rates.into_iter().enumerate() {
-                if rate <= 0.0 {
-                    continue;
-                }
-                // Each priority's producer awaits its own publish acknowledgements.
-                let publishing = Arc::new(Semaphore::new(spec.max_publishing.max(1)));
-                let ctx = ctx.clone();
-                publishers.push(tokio::spawn(async move {
-                    let mut next = ctx.shared.t0;
-                    let mut rng = rand::rngs::SmallRng::from_os_rng();
-                    let mut tasks = tokio::task::JoinSet::new();
-                    loop {
-                        let gap = match arrival {
-                            Arrival::Fixed => 1.0 / rate,
-                            Arrival::Poisson => -(1.0 - rng.random::<f64>()).ln() / rate,
-                        };
-                        next += Duration::from_secs_f64(gap);
-                        if next >= end {
-                            break;
-                        }
-                        tokio::time::sleep_until(next.into()).await;
-                        let permit = publishing
-                            .clone()
-                            .acquire_owned()
-                            .await
-                            .expect("never closed");
-                        let ctx = ctx.clone();
-                        tasks.spawn(async move {
-                            ctx.publish(prio, next).await;
-                            drop(permit);
-                        });
-                        while tasks.try_join_next().is_some() {}
-                    }
-                    while tasks.join_next().await.is_some() {}
-                }));
-            }
-        }
-        Load::Closed { mix, .. } => {
-            let ctx = ctx.clone();
-            publishers.push(tokio::spawn(async move {
-                let slots = ctx
-                    .shared
-                    .slots
-                    .clone()
-                    .expect("closed loop has slots: this is a bug");
-                let total: u32 = mix.iter().sum::<u32>().max(1);
-                let mut rng = rand::rngs::SmallRng::from_os_rng();
-                let mut tasks = tokio::task::JoinSet::new();
-                loop {
-                    let permit = tokio::select! {
-                        p = slots.acquire() => p.expect("never closed"),
-                        _ = tokio::time::sleep_until(end.into()) => break,
-                    };
-                    permit.forget();
-                    let now = Instant::now();
-                    if now >= end {
-                        break;
-                    }
-                    let mut pick = rng.random_range(0..total);
-                    let prio = mix.iter().position(|&w| {
-                        if pick < w {
-                            true
-                        } else {
-                            pick -= w;
-                            false
-                        }
-                    });
-                    let ctx = ctx.clone();
-                    tasks.spawn(async move { ctx.publish(prio.unwrap_or(1), now).await });
-                    while tasks.try_join_next().is_some() {}
-                }
-                while tasks.join_next().await.is_some() {}
-            }));
-        }
-    }
-    for p in publishers {
-        let _ = p.await;
-    }
+    let fetcher = observe::fetcher(
+        shared.clone(),
+        producers[0].store().clone(),
+        id_prefix.clone(),
+        fetch_stop.clone(),
+    );
+    let ticker = observe::ticker(shared.clone(), bar.clone());
+    publish_all(producers, &shared, &spec, &id_prefix).await;
 
     // Drain: wait for stragglers, then look the rest up in Redis once.
     let drain_end = Instant::now() + spec.drain;
@@ -349,37 +112,7 @@ pub async fn run(
     ticker.abort();
     fetch_stop.cancel();
     let _ = fetcher.await;
-    let left: Vec<(u64, Flight)> = shared.flights.lock().unwrap().drain().collect();
-    let mut missing = 0;
-    let mut without_notice = 0;
-    for chunk in left.chunks(256) {
-        let ids: Vec<String> = chunk
-            .iter()
-            .map(|(n, _)| format!("{id_prefix}{n}"))
-            .collect();
-        let raw = producers[0]
-            .store()
-            .get_many_raw(&ids)
-            .await
-            .unwrap_or_else(|_| vec![None; ids.len()]);
-        let mut rec = shared.rec.lock().unwrap();
-        for ((_, f), (id, bytes)) in chunk.iter().zip(ids.iter().zip(raw)) {
-            match bytes {
-                Some(b) => {
-                    without_notice += 1;
-                    account(
-                        &mut rec,
-                        id,
-                        &b,
-                        f.prio,
-                        f.published_ms,
-                        shared.measured(f.start),
-                    );
-                }
-                None => missing += 1,
-            }
-        }
-    }
+    let (missing, without_notice) = look_up_the_rest(&producers[0], &shared, &id_prefix).await;
     let rec = std::mem::take(&mut *shared.rec.lock().unwrap());
     RunResult {
         rec,
@@ -391,98 +124,66 @@ pub async fn run(
     }
 }
 
-/// Adds one stored result to the recorder.
-fn account(
-    rec: &mut Recorder,
-    id: &str,
-    bytes: &[u8],
-    prio: usize,
-    published_ms: u64,
-    measured: bool,
+/// Starts the publishers `spec.load` asks for and waits until they are done.
+async fn publish_all(
+    producers: &[Client; 3],
+    shared: &Arc<Shared>,
+    spec: &RunSpec,
+    id_prefix: &str,
 ) {
-    match decode_owned(id, bytes) {
-        Ok(r) => {
-            if r.status == Status::Ok {
-                rec.ok += 1;
-            } else {
-                let code = r
-                    .error
-                    .as_ref()
-                    .map(|e| e.code.as_str().to_string())
-                    .unwrap_or_else(|| r.status.as_str().to_string());
-                *rec.errors.entry(code).or_default() += 1;
-            }
-            if measured {
-                if r.timings.batch_size > 0 {
-                    rec.batch_size_sum += r.timings.batch_size as u64;
-                    rec.batch_size_n += 1;
-                    rec.compute_ms_sum += r.timings.compute_ms;
-                    rec.queued_ms_sum += r.timings.queued_ms;
-                }
-                if r.completed_at_ms > 0 {
-                    rec.stored(prio, r.completed_at_ms.saturating_sub(published_ms));
-                }
-            }
-        }
-        Err(_) => *rec.errors.entry("undecodable_result".into()).or_default() += 1,
+    let ctx = Arc::new(PublishCtx {
+        producers: producers.clone(),
+        shared: shared.clone(),
+        prefix: spec.subject_prefix.clone(),
+        model: spec.model.clone(),
+        pool: spec.pool.clone(),
+        id_prefix: id_prefix.to_string(),
+        counter: AtomicU64::new(0),
+    });
+    let end = shared.t0 + spec.duration;
+    let publishers = match spec.load.clone() {
+        Load::Open { rates, arrival } => rates
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, rate)| rate > 0.0)
+            .map(|(prio, rate)| {
+                publish::open_loop(ctx.clone(), prio, rate, arrival, end, spec.max_publishing)
+            })
+            .collect(),
+        Load::Closed { mix, .. } => vec![publish::closed_loop(ctx, mix, end)],
+    };
+    for p in publishers {
+        let _ = p.await;
     }
 }
 
-struct PublishCtx {
-    /// One per priority.
-    producers: [Client; 3],
-    shared: Arc<Shared>,
-    prefix: String,
-    model: String,
-    pool: Arc<Vec<Vec<Tensor<'static>>>>,
-    id_prefix: String,
-    counter: Arc<AtomicU64>,
-}
-
-impl PublishCtx {
-    /// Publishes one job whose intended start is `start`; failures are counted and, in a
-    /// closed loop, give their slot back.
-    async fn publish(&self, prio: usize, start: Instant) {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}{n}", self.id_prefix);
-        let sample = &self.pool[(n as usize) % self.pool.len()];
-        let mut job = Job::new(
-            id.as_str(),
-            self.model.as_str(),
-            sample.iter().map(Tensor::borrowed).collect(),
-        );
-        // Every job must run: the cache would answer repeated samples.
-        job.cache = Some(false);
-        let payload = encode(&job);
-        let published_ms = self.shared.wall_t0_ms
-            + start.saturating_duration_since(self.shared.t0).as_millis() as u64;
-        // Insert before publishing: the notice can beat the publish acknowledgement.
-        self.shared.flights.lock().unwrap().insert(
-            n,
-            Flight {
-                prio,
-                start,
-                published_ms,
-            },
-        );
-        self.shared.sent.fetch_add(1, Ordering::Relaxed);
-        let subject = format!(
-            "{}.{}.{}",
-            self.prefix,
-            Priority::ALL[prio].as_str(),
-            self.model
-        );
-        if self.producers[prio]
-            .publish_raw(&subject, &id, payload.into())
+/// Looks up in Redis the jobs whose notice never came: returns (missing, found without a
+/// notice), and accounts the found ones.
+async fn look_up_the_rest(client: &Client, shared: &Shared, id_prefix: &str) -> (u64, u64) {
+    let left: Vec<(u64, Flight)> = shared.flights.lock().unwrap().drain().collect();
+    let mut missing = 0;
+    let mut without_notice = 0;
+    for chunk in left.chunks(FETCH_CHUNK) {
+        let ids: Vec<String> = chunk
+            .iter()
+            .map(|(n, _)| format!("{id_prefix}{n}"))
+            .collect();
+        let raw = client
+            .store()
+            .get_many_raw(&ids)
             .await
-            .is_err()
-        {
-            self.shared.flights.lock().unwrap().remove(&n);
-            self.shared.rec.lock().unwrap().publish_errors += 1;
-            self.shared.done.fetch_add(1, Ordering::Relaxed);
-            if let Some(s) = &self.shared.slots {
-                s.add_permits(1);
+            .unwrap_or_else(|_| vec![None; ids.len()]);
+        let mut rec = shared.rec.lock().unwrap();
+        for ((_, f), (id, bytes)) in chunk.iter().zip(ids.iter().zip(raw)) {
+            match bytes {
+                Some(b) => {
+                    without_notice += 1;
+                    let measured = shared.measured(f.start);
+                    account(&mut rec, id, &b, f.prio, f.published_ms, measured);
+                }
+                None => missing += 1,
             }
         }
     }
+    (missing, without_notice)
 }
