@@ -191,25 +191,73 @@ fn load_model(dir: &Path, m: ManifestModel) -> Result<GoldenModel, GoldenError> 
     })
 }
 
+/// Why a tensor does not split into samples.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SplitError {
+    #[error("a scalar has no sample dimension")]
+    Scalar,
+    #[error("negative sample dimension {0}")]
+    Negative(i64),
+    #[error("sample shape overflows")]
+    Overflow,
+    #[error("{bytes} data bytes do not hold {n} samples of {sample_bytes}")]
+    Size {
+        bytes: usize,
+        n: usize,
+        sample_bytes: usize,
+    },
+}
+
+/// Why outputs do not match the expected ones.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("expected {expected} outputs, got {got}")]
+    Count { expected: usize, got: usize },
+    #[error("output {output}: shape {got:?}, expected {expected:?}")]
+    Shape {
+        output: usize,
+        got: Vec<i64>,
+        expected: Vec<i64>,
+    },
+    #[error(
+        "output {output}: {got} values, expected {expected} (data length does not match the shape)"
+    )]
+    Length {
+        output: usize,
+        got: usize,
+        expected: usize,
+    },
+    #[error("output {output}: {wrong} of {count} values differ (first at {first}: got {got}, expected {expected}; max |diff| {max_diff}; atol {atol}, rtol {rtol})")]
+    Values {
+        output: usize,
+        wrong: usize,
+        count: usize,
+        first: usize,
+        got: f32,
+        expected: f32,
+        max_diff: f32,
+        atol: f32,
+        rtol: f32,
+    },
+}
+
 /// Splits a tensor along its first dimension into one owned tensor per sample.
-pub fn split_batch(batch: &Tensor<'_>) -> Result<Vec<Tensor<'static>>, String> {
-    let (&n, sample_shape) = batch
-        .shape
-        .split_first()
-        .ok_or("a scalar has no sample dimension")?;
-    let n = usize::try_from(n).map_err(|_| format!("negative sample dimension {n}"))?;
+pub fn split_batch(batch: &Tensor<'_>) -> Result<Vec<Tensor<'static>>, SplitError> {
+    let (&n, sample_shape) = batch.shape.split_first().ok_or(SplitError::Scalar)?;
+    let n = usize::try_from(n).map_err(|_| SplitError::Negative(n))?;
     let sample = Tensor {
         dtype: batch.dtype,
         shape: sample_shape.to_vec(),
         data: Vec::new().into(),
     };
     let sample_bytes =
-        sample.element_count().ok_or("sample shape overflows")? as usize * batch.dtype.size();
+        sample.element_count().ok_or(SplitError::Overflow)? as usize * batch.dtype.size();
     if sample_bytes.checked_mul(n) != Some(batch.data.len()) {
-        return Err(format!(
-            "{} data bytes do not hold {n} samples of {sample_bytes}",
-            batch.data.len()
-        ));
+        return Err(SplitError::Size {
+            bytes: batch.data.len(),
+            n,
+            sample_bytes,
+        });
     }
     if sample_bytes == 0 {
         return Ok(vec![sample; n]);
@@ -232,28 +280,28 @@ pub fn compare(
     got: &[Tensor<'_>],
     atol: f32,
     rtol: f32,
-) -> Result<(), String> {
+) -> Result<(), Mismatch> {
     if expected.len() != got.len() {
-        return Err(format!(
-            "expected {} outputs, got {}",
-            expected.len(),
-            got.len()
-        ));
+        return Err(Mismatch::Count {
+            expected: expected.len(),
+            got: got.len(),
+        });
     }
     for (i, (e, g)) in expected.iter().zip(got).enumerate() {
         if e.shape != g.shape {
-            return Err(format!(
-                "output {i}: shape {:?}, expected {:?}",
-                g.shape, e.shape
-            ));
+            return Err(Mismatch::Shape {
+                output: i,
+                got: g.shape.clone(),
+                expected: e.shape.clone(),
+            });
         }
         let (ev, gv) = (e.to_f32_vec(), g.to_f32_vec());
         if ev.len() != gv.len() {
-            return Err(format!(
-                "output {i}: {} values, expected {} (data length does not match the shape)",
-                gv.len(),
-                ev.len()
-            ));
+            return Err(Mismatch::Length {
+                output: i,
+                got: gv.len(),
+                expected: ev.len(),
+            });
         }
         let mut wrong = 0usize;
         let mut first = None;
@@ -274,12 +322,17 @@ pub fn compare(
             }
         }
         if let Some(k) = first {
-            return Err(format!(
-                "output {i}: {wrong} of {} values differ (first at {k}: got {}, expected {}; max |diff| {max_diff}; atol {atol}, rtol {rtol})",
-                ev.len(),
-                gv[k],
-                ev[k]
-            ));
+            return Err(Mismatch::Values {
+                output: i,
+                wrong,
+                count: ev.len(),
+                first: k,
+                got: gv[k],
+                expected: ev[k],
+                max_diff,
+                atol,
+                rtol,
+            });
         }
     }
     Ok(())
@@ -300,7 +353,9 @@ mod tests {
         assert!(compare(&e, &e, 0.0, 0.0).is_ok());
         // 0.0 vs 5e-5: within atol 1e-4; 100 vs 100.09: within rtol 1e-3 (0.1 + 1e-4).
         assert!(compare(&e, &[f32s(vec![3], &[5e-5, 100.09, -1.0])], 1e-4, 1e-3).is_ok());
-        let err = compare(&e, &[f32s(vec![3], &[5e-5, 100.2, -1.01])], 1e-4, 1e-3).unwrap_err();
+        let err = compare(&e, &[f32s(vec![3], &[5e-5, 100.2, -1.01])], 1e-4, 1e-3)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("2 of 3 values differ (first at 1"), "{err}");
         // rtol scales with the expected value, not the received one.
         assert!(compare(&[f32s(vec![1], &[1.0])], &[f32s(vec![1], &[1.5])], 0.0, 0.4).is_err());
@@ -311,9 +366,11 @@ mod tests {
         let e = [f32s(vec![2], &[1.0, 2.0])];
         assert!(compare(&e, &[], 1.0, 1.0)
             .unwrap_err()
+            .to_string()
             .contains("expected 1 outputs, got 0"));
         assert!(compare(&e, &[f32s(vec![2, 1], &[1.0, 2.0])], 1.0, 1.0)
             .unwrap_err()
+            .to_string()
             .contains("shape"));
         let nan = [f32s(vec![2], &[f32::NAN, f32::INFINITY])];
         assert!(compare(&nan, &nan, 0.0, 0.0).is_ok());
