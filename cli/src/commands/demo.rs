@@ -78,7 +78,7 @@ pub struct DemoArgs {
 
 pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let opts = options(global, args)?;
-    // Ctrl-C during the run still stops the stack gracefully (workers drain, temp folders
+    // Ctrl-C during the run stops the stack gracefully (workers drain, temp folders
     // are removed).
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
