@@ -66,8 +66,16 @@ pub enum LocalError {
         timeout: Duration,
         detail: String,
     },
+    #[error("nats: cannot connect to {url}: {source}")]
+    NatsConnect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
     #[error("nats: {0}")]
-    Nats(String),
+    Subscribe(#[source] async_nats::SubscribeError),
+    #[error("nats: heartbeat subscription ended")]
+    SubscriptionEnded,
     #[error("server start task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }

@@ -136,7 +136,10 @@ impl LocalStack {
             .connection_timeout(Duration::from_secs(5))
             .connect(&self.nats_url)
             .await
-            .map_err(|e| LocalError::Nats(format!("cannot connect to {}: {e}", self.nats_url)))
+            .map_err(|source| LocalError::NatsConnect {
+                url: self.nats_url.clone(),
+                source,
+            })
     }
 
     /// A [`Client`] for the stack, with the default key prefix.
