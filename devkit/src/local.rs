@@ -16,21 +16,24 @@
 //! waits on NATS. Everything started here is killed when its handle is dropped, so a
 //! failing test leaves no servers behind.
 
+mod builder;
 mod nats;
 mod paths;
 mod process;
 mod redis;
+mod spec;
 mod stack;
 mod wait;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use builder::LocalStackBuilder;
 pub use nats::NatsServer;
 pub use paths::{binary, repo_root, resolve_path};
 pub use process::Process;
 pub use redis::RedisServer;
-pub use stack::{LocalStack, LocalStackBuilder};
+pub use stack::LocalStack;
 pub use wait::{wait_for_stream, wait_for_workers};
 
 /// What can go wrong starting or watching local processes.
@@ -63,8 +66,18 @@ pub enum LocalError {
         timeout: Duration,
         detail: String,
     },
+    #[error("nats: cannot connect to {url}: {source}")]
+    NatsConnect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
     #[error("nats: {0}")]
-    Nats(String),
+    Subscribe(#[source] async_nats::SubscribeError),
+    #[error("nats: heartbeat subscription ended")]
+    SubscriptionEnded,
+    #[error("server start task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
 }
 
 impl LocalError {

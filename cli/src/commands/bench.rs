@@ -3,49 +3,24 @@
 //! `jetinfer-worker ceiling`, since only the worker links libtorch), the bare JetStream →
 //! Redis loop (`--bare-loop`), and a Python worker (`--python-worker CMD`).
 //!
-//! Each system gets its own fresh local nats-server and redis-server (or the running
-//! stack when both URLs are given, jetinfer only), the same offered load, and the same
-//! measurement ([`jetinfer_devkit::bench::run`]). Output: a table per system, the ratios,
-//! a JSON report (`--json`) and an SVG plot (`--svg`).
+//! The measuring is [`jetinfer_devkit::bench::bench`]; this module turns the flags into its
+//! options and prints what it reports: a table per system, the ratios, a JSON report
+//! (`--json`) and an SVG plot (`--svg`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use async_nats::jetstream::{self, stream};
 use indicatif::{ProgressBar, ProgressStyle};
-use jetinfer_devkit::bench::payload::{load_model, make_pool, PayloadOptions};
-use jetinfer_devkit::bench::report::{BenchReport, CpuReport, RunReport};
-use jetinfer_devkit::bench::run::{self, Arrival, Load, RunSpec};
-use jetinfer_devkit::bench::{bare, cpu_seconds, svg};
-use jetinfer_devkit::local::{binary, repo_root, resolve_path, LocalStack, Process};
-use jetinfer_schemas::names::{JOBS_PREFIX, JOBS_STREAM};
+use jetinfer_devkit::bench::load::LoadChoice;
+use jetinfer_devkit::bench::payload::PayloadOptions;
+use jetinfer_devkit::bench::run::Arrival;
+use jetinfer_devkit::bench::{
+    self, svg, BenchOptions, CeilingOptions, Event, Observer, RunningStack, Storage,
+};
 
 use super::Global;
-
-/// Stream storage of JetStream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StorageArg {
-    File,
-    Memory,
-}
-
-impl StorageArg {
-    fn as_str(self) -> &'static str {
-        match self {
-            StorageArg::File => "file",
-            StorageArg::Memory => "memory",
-        }
-    }
-    fn js(self) -> stream::StorageType {
-        match self {
-            StorageArg::File => stream::StorageType::File,
-            StorageArg::Memory => stream::StorageType::Memory,
-        }
-    }
-}
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -98,8 +73,8 @@ pub struct BenchArgs {
     pub max_publishing: usize,
     /// JetStream storage of the streams (the dispatcher's `--storage`, the bare loop's and
     /// the Python worker's stream).
-    #[arg(long, value_enum, default_value_t = StorageArg::File)]
-    pub storage: StorageArg,
+    #[arg(long, value_enum, default_value_t = Storage::File)]
+    pub storage: Storage,
     /// Workers to start (local stack).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -153,113 +128,20 @@ pub struct BenchArgs {
 }
 
 pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let models_path = resolve_path(&args.models);
-    let model = load_model(&models_path, &args.model)?;
-    let mix: [u32; 3] = args
-        .mix
-        .as_slice()
-        .try_into()
-        .context("--mix takes three weights: P0,P1,P2")?;
-    if args.dyn_len.len() != 2 || args.rates.as_ref().is_some_and(|r| r.len() != 3) {
-        bail!("--dyn-len takes MIN,MAX and --rates takes P0,P1,P2");
-    }
-    let load = match (&args.rate, &args.rates, args.concurrency) {
-        (Some(rate), _, _) => {
-            let total: f64 = mix.iter().map(|&w| w as f64).sum::<f64>().max(1.0);
-            Load::Open {
-                rates: mix.map(|w| rate * w as f64 / total),
-                arrival: args.arrival,
-            }
-        }
-        (_, Some(r), _) => Load::Open {
-            rates: [r[0], r[1], r[2]],
-            arrival: args.arrival,
-        },
-        (_, _, c) => Load::Closed {
-            concurrency: c.unwrap_or(4 * model.max_batch_size as usize),
-            mix,
-        },
-    };
-    if args.duration_s <= args.warmup_s {
-        bail!("--duration-s must be longer than --warmup-s");
-    }
-    let opts = PayloadOptions {
-        dyn_len: (args.dyn_len[0], args.dyn_len[1]),
-        int_max: args.int_max,
-        pool: args.pool,
-    };
-    let pool = Arc::new(make_pool(&model, &opts));
-    let run_id = format!("{:08x}", rand::random::<u32>());
-    let log_root = match &args.log_dir {
-        Some(d) => d.clone(),
-        None => repo_root()?.join("target/bench-logs").join(&run_id),
-    };
-    std::fs::create_dir_all(&log_root)
-        .with_context(|| format!("creating {}", log_root.display()))?;
-    println!("bench {run_id}: model {} ({models_path:?}), load {load:?}, {} s ({} s warm-up), storage {}", model.name, args.duration_s, args.warmup_s, args.storage.as_str());
-
-    let mut report = BenchReport {
-        label: args.label.clone(),
-        model: model.name.clone(),
-        storage: args.storage.as_str().into(),
-        replicas: 1,
-        host: host_description(),
-        ..Default::default()
-    };
-    if args.ceiling {
-        let batch = args.ceiling_batch.unwrap_or(model.max_batch_size);
-        let c = ceiling(
-            &models_path,
-            &model.name,
-            batch,
-            args.ceiling_seconds,
-            args.dyn_len[1],
-            &log_root,
-        )?;
-        println!("ceiling: {c}");
-        report.ceiling = Some(c);
-    }
-    let external = global.connect.nats_url.is_some() && global.connect.redis_url.is_some();
-    let base = Base {
-        global,
-        args: &args,
-        load: &load,
-        pool: pool.clone(),
-        run_id: &run_id,
-        log_root: &log_root,
-        models: &models_path,
-    };
-    if args.bare_loop {
-        report.runs.push(base.measure(System::Bare).await?);
-    }
-    if !args.no_pipeline {
-        report.runs.push(
-            base.measure(if external {
-                System::External
-            } else {
-                System::Jetinfer
-            })
-            .await?,
-        );
-    }
-    if let Some(cmd) = &args.python_worker {
-        report
-            .runs
-            .push(base.measure(System::Python(cmd.clone())).await?);
-    }
-    report.compute_ratios();
+    let opts = options(global, args)?;
+    let report = bench::bench(&opts.bench, &Printer).await?;
     for r in &report.runs {
         r.print();
     }
     for (k, v) in &report.ratios {
         println!("{k}: {v:.3}");
     }
-    if let Some(path) = &args.json {
+    if let Some(path) = &opts.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("report: {}", path.display());
     }
-    if let Some(path) = &args.svg {
+    if let Some(path) = &opts.svg {
         std::fs::write(path, svg::render(&report))
             .with_context(|| format!("writing {}", path.display()))?;
         println!("plot: {}", path.display());
@@ -272,330 +154,126 @@ pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-enum System {
-    Jetinfer,
-    External,
-    Bare,
-    Python(String),
+/// The benchmark's options and where its outputs go.
+struct Options {
+    bench: BenchOptions,
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
 }
 
-struct Base<'a> {
-    global: &'a Global,
-    args: &'a BenchArgs,
-    load: &'a Load,
-    pool: Arc<Vec<Vec<jetinfer_schemas::Tensor<'static>>>>,
-    run_id: &'a str,
-    log_root: &'a Path,
-    models: &'a Path,
+/// Checks the flags and turns them into the benchmark's options.
+fn options(global: &Global, args: BenchArgs) -> anyhow::Result<Options> {
+    let mix: [u32; 3] = args
+        .mix
+        .as_slice()
+        .try_into()
+        .context("--mix takes three weights: P0,P1,P2")?;
+    if args.dyn_len.len() != 2 || args.rates.as_ref().is_some_and(|r| r.len() != 3) {
+        bail!("--dyn-len takes MIN,MAX and --rates takes P0,P1,P2");
+    }
+    if args.duration_s <= args.warmup_s {
+        bail!("--duration-s must be longer than --warmup-s");
+    }
+    // Both URLs given means "measure the running stack".
+    let running_stack = match (&global.connect.nats_url, &global.connect.redis_url) {
+        (Some(_), Some(_)) => Some(RunningStack {
+            nats_url: global.nats_url().to_string(),
+            redis_url: global.redis_url().to_string(),
+        }),
+        _ => None,
+    };
+    let bench = BenchOptions {
+        model: args.model,
+        models: args.models,
+        load: LoadChoice {
+            rate: args.rate,
+            rates: args.rates.map(|r| [r[0], r[1], r[2]]),
+            concurrency: args.concurrency,
+            arrival: args.arrival,
+            mix,
+        },
+        duration_s: args.duration_s,
+        warmup_s: args.warmup_s,
+        drain_s: args.drain_s,
+        payload: PayloadOptions {
+            dyn_len: (args.dyn_len[0], args.dyn_len[1]),
+            int_max: args.int_max,
+            pool: args.pool,
+        },
+        max_publishing: args.max_publishing,
+        storage: args.storage,
+        workers: args.workers,
+        dispatcher_args: args.dispatcher_args,
+        worker_args: args.worker_args,
+        ceiling: args.ceiling.then_some(CeilingOptions {
+            batch: args.ceiling_batch,
+            seconds: args.ceiling_seconds,
+        }),
+        bare_loop: args.bare_loop,
+        pipeline: !args.no_pipeline,
+        python_worker: args.python_worker,
+        label: args.label,
+        log_dir: args.log_dir,
+        startup_timeout: Duration::from_secs_f64(args.startup_timeout_s),
+        key_prefix: global.key_prefix.clone(),
+        running_stack,
+    };
+    Ok(Options {
+        bench,
+        json: args.json,
+        svg: args.svg,
+    })
 }
 
-impl Base<'_> {
-    async fn measure(&self, system: System) -> anyhow::Result<RunReport> {
-        let args = self.args;
-        let name = match &system {
-            System::Jetinfer | System::External => "jetinfer",
-            System::Bare => "bare-loop",
-            System::Python(_) => "python",
-        };
-        let log_dir = self.log_root.join(name);
-        let mut builder = LocalStack::builder()
-            .log_dir(&log_dir)
-            .env("JETINFER_KEY_PREFIX", &self.global.key_prefix)
-            .timeout(Duration::from_secs_f64(args.startup_timeout_s));
-        builder = match &system {
-            System::Jetinfer => builder
-                .workers(args.workers)
-                .models(self.models)
-                .dispatcher_args(["--storage".to_string(), args.storage.as_str().into()])
-                .dispatcher_args(
-                    args.dispatcher_args
-                        .iter()
-                        .filter(|a| !a.is_empty())
-                        .cloned(),
-                )
-                .worker_args(args.worker_args.iter().filter(|a| !a.is_empty()).cloned()),
-            System::External => builder
-                .nats_url(self.global.nats_url())
-                .redis_url(self.global.redis_url())
-                .workers(0)
-                .dispatcher(false),
-            System::Bare | System::Python(_) => builder.workers(0).dispatcher(false),
-        };
-        println!("{name}: starting its stack (logs in {})", log_dir.display());
-        let mut stack = builder
-            .start()
-            .await
-            .with_context(|| format!("starting the stack for {name}"))?;
-        let store_cfg = self.global.store_config(stack.redis_url());
-        let client = super::connect(stack.nats_url(), &store_cfg).await?;
-        // One producer connection per priority (see bench::run::run).
-        let producers = [
-            client.clone(),
-            super::connect(stack.nats_url(), &store_cfg).await?,
-            super::connect(stack.nats_url(), &store_cfg).await?,
-        ];
-        let notices = async_nats::connect(stack.nats_url())
-            .await
-            .context("second NATS connection")?;
-        let stop = tokio_util::sync::CancellationToken::new();
-        let mut extra: Option<Process> = None;
-        let prefix = match &system {
-            System::Bare => {
-                let nats = async_nats::connect(stack.nats_url())
-                    .await
-                    .context("bare loop connection")?;
-                bare::start(
-                    nats,
-                    client.store().clone(),
-                    args.storage.js(),
-                    stop.clone(),
-                )
-                .await?;
-                bare::BARE_PREFIX.to_string()
-            }
-            System::Python(cmd) => {
-                let js = jetstream::new(client.nats().clone());
-                create_jobs_stream(&js, args.storage.js()).await?;
-                let mut words = cmd.split_whitespace();
-                let program = words.next().context("--python-worker is empty")?;
-                let mut p = Process::start(
-                    "python-worker",
-                    program,
-                    words,
-                    [
-                        ("NATS_URL", stack.nats_url().to_string()),
-                        ("REDIS_URL", stack.redis_url().to_string()),
-                        ("JETINFER_MODELS", self.models.display().to_string()),
-                        ("JETINFER_KEY_PREFIX", self.global.key_prefix.clone()),
-                        ("PYTHONUNBUFFERED", "1".into()),
-                    ],
-                    log_dir.join("python-worker.log"),
-                )?;
-                wait_for_consumer(&js, &mut p, Duration::from_secs_f64(args.startup_timeout_s))
-                    .await?;
-                extra = Some(p);
-                JOBS_PREFIX.to_string()
-            }
-            _ => JOBS_PREFIX.to_string(),
-        };
-        let mut service_pids: Vec<u32> = stack.workers().iter().map(|w| w.pid()).collect();
-        if let Some(d) = stack.dispatcher() {
-            service_pids.push(d.pid());
-        }
-        if let Some(p) = &extra {
-            service_pids.push(p.pid());
-        }
-        let mut server_pids = Vec::new();
-        if let Some(n) = stack.nats_server() {
-            server_pids.push(n.pid());
-        }
-        if let Some(r) = stack.redis_server() {
-            server_pids.push(r.pid());
-        }
-        let sum = |pids: &[u32]| -> Option<f64> {
-            if pids.is_empty() {
-                return None;
-            }
-            pids.iter().map(|&p| cpu_seconds(p)).sum()
-        };
-        let (svc0, srv0) = (sum(&service_pids), sum(&server_pids));
-        // Per process too, so a report says which one the CPU went to.
-        let mut named: Vec<(String, u32)> = stack
-            .workers()
-            .iter()
-            .map(|w| (w.name().to_string(), w.pid()))
-            .collect();
-        if let Some(d) = stack.dispatcher() {
-            named.push(("dispatcher".into(), d.pid()));
-        }
-        if let Some(p) = &extra {
-            named.push(("python-worker".into(), p.pid()));
-        }
-        if let Some(n) = stack.nats_server() {
-            named.push(("nats-server".into(), n.pid()));
-        }
-        if let Some(r) = stack.redis_server() {
-            named.push(("redis-server".into(), r.pid()));
-        }
-        // The load generator shares the machine: its own CPU says how much it took (the
-        // bare loop's consumer runs inside it too).
-        named.push(("jetinfer-bench".into(), std::process::id()));
-        let before: Vec<Option<f64>> = named.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+/// Prints the benchmark's steps and draws its progress bars.
+struct Printer;
 
-        let bar = ProgressBar::new((args.duration_s * 10.0) as u64);
+impl Observer for Printer {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Started {
+                run_id,
+                model,
+                models,
+                load,
+                duration_s,
+                warmup_s,
+                storage,
+            } => println!("bench {run_id}: model {model} ({models:?}), load {load:?}, {duration_s} s ({warmup_s} s warm-up), storage {storage}"),
+            Event::CeilingCommand {
+                worker,
+                model,
+                batch,
+                seconds,
+            } => println!(
+                "ceiling: {} ceiling --model {model} --batch {batch} --seconds {seconds}",
+                worker.display()
+            ),
+            Event::Ceiling(c) => println!("ceiling: {c}"),
+            Event::StackStarting { system, log_dir } => println!(
+                "{system}: starting its stack (logs in {})",
+                log_dir.display()
+            ),
+            Event::Measured { system, secs } => println!("{system}: measured in {secs:.1} s"),
+            Event::Missing {
+                system,
+                missing,
+                log_dir,
+            } => eprintln!(
+                "{system}: {missing} jobs missing; logs in {}",
+                log_dir.display()
+            ),
+        }
+    }
+
+    fn progress(&self, system: &str, ticks: u64) -> ProgressBar {
+        let bar = ProgressBar::new(ticks);
         bar.set_style(
             ProgressStyle::with_template("{prefix:>10} [{bar:30}] {msg} {elapsed}")
                 .expect("a valid progress template: this is a bug")
                 .progress_chars("=> "),
         );
-        bar.set_prefix(name.to_string());
-        let spec = RunSpec {
-            subject_prefix: prefix,
-            model: self.args.model.clone(),
-            pool: self.pool.clone(),
-            load: self.load.clone(),
-            duration: Duration::from_secs_f64(args.duration_s),
-            warmup: Duration::from_secs_f64(args.warmup_s),
-            drain: Duration::from_secs_f64(args.drain_s),
-            id_prefix: format!("bench{}{}", self.run_id, &name[..2]),
-            max_publishing: args.max_publishing,
-        };
-        let started = Instant::now();
-        let result = run::run(&producers, &notices, spec, &bar).await;
-        bar.finish_and_clear();
-        let (svc1, srv1) = (sum(&service_pids), sum(&server_pids));
-        let completed = result.rec.ok + result.rec.errors.values().sum::<u64>();
-        let service_s = svc0.zip(svc1).map(|(a, b)| b - a);
-        let servers_s = srv0.zip(srv1).map(|(a, b)| b - a);
-        let per = |s: Option<f64>| s.filter(|&v| v > 0.0).map(|v| completed as f64 / v);
-        let per_process = named
-            .iter()
-            .zip(before)
-            .filter_map(|((n, p), b)| Some((n.clone(), cpu_seconds(*p)? - b?)))
-            .collect();
-        let cpu = CpuReport {
-            service_s,
-            servers_s,
-            per_process,
-            jobs_per_service_cpu_s: per(service_s),
-            jobs_per_total_cpu_s: per(service_s.zip(servers_s).map(|(a, b)| a + b)),
-        };
-        println!(
-            "{name}: measured in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        let report = RunReport::new(
-            name,
-            self.load.clone(),
-            args.duration_s,
-            args.warmup_s,
-            &result,
-            cpu,
-        );
-        stop.cancel();
-        if let Some(mut p) = extra {
-            p.kill();
-        }
-        if report.missing > 0 || report.ok == 0 {
-            let _ = stack.check_alive("the benchmark ran");
-            eprintln!(
-                "{name}: {} jobs missing; logs in {}",
-                report.missing,
-                log_dir.display()
-            );
-        }
-        if !matches!(system, System::External) {
-            stack.stop();
-        }
-        Ok(report)
+        bar.set_prefix(system.to_string());
+        bar
     }
-}
-
-/// The jobs stream as the dispatcher makes it (for a baseline that runs without one).
-async fn create_jobs_stream(
-    js: &jetstream::Context,
-    storage: stream::StorageType,
-) -> anyhow::Result<()> {
-    let jobs = jetinfer_connect::streams::JobsStream {
-        storage,
-        ..Default::default()
-    };
-    js.get_or_create_stream(jobs.config())
-        .await
-        .context("creating the jobs stream")?;
-    Ok(())
-}
-
-/// Waits until the baseline worker has made its consumer on the jobs stream.
-async fn wait_for_consumer(
-    js: &jetstream::Context,
-    p: &mut Process,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(mut s) = js.get_stream(JOBS_STREAM).await {
-            if let Ok(info) = s.info().await {
-                if info.state.consumer_count > 0 {
-                    // Its first pull request may still be on the way.
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    return Ok(());
-                }
-            }
-        }
-        p.check_running("starting")?;
-        if Instant::now() > deadline {
-            bail!("the baseline worker made no consumer within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Runs `jetinfer-worker ceiling` and returns the JSON it prints last.
-fn ceiling(
-    models: &Path,
-    model: &str,
-    batch: u32,
-    seconds: f64,
-    dyn_len: i64,
-    log_root: &Path,
-) -> anyhow::Result<serde_json::Value> {
-    let worker = binary("jetinfer-worker")?;
-    println!(
-        "ceiling: {} ceiling --model {model} --batch {batch} --seconds {seconds}",
-        worker.display()
-    );
-    let out = std::process::Command::new(&worker)
-        .args(["ceiling", "--models"])
-        .arg(models)
-        .args([
-            "--model",
-            model,
-            "--batch",
-            &batch.to_string(),
-            "--seconds",
-            &seconds.to_string(),
-            "--dyn-len",
-            &dyn_len.to_string(),
-        ])
-        .output()
-        .with_context(|| format!("running {}", worker.display()))?;
-    let _ = std::fs::write(log_root.join("ceiling.log"), &out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        // libtorch appends a long backtrace: show the lines that say what went wrong.
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let why: Vec<&str> = stderr
-            .lines()
-            .filter(|l| l.contains("rror") || l.contains("xception"))
-            .take(4)
-            .collect();
-        bail!(
-            "the ceiling run failed ({}): {}",
-            out.status,
-            why.join(" | ")
-        );
-    }
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .context("the ceiling run printed no JSON")?;
-    Ok(serde_json::from_str(line)?)
-}
-
-/// CPU model and count, for the report.
-fn host_description() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let n = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    format!("{n} × {cpu}")
 }

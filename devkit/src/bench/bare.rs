@@ -37,7 +37,10 @@ pub async fn start(
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, BenchError> {
     let js = jetstream::new(nats.clone());
-    let nats_err = |e: String| BenchError::Setup(format!("bare loop: {e}"));
+    let nats_err = |e: async_nats::Error| BenchError::Nats {
+        what: "bare loop",
+        source: e,
+    };
     let _ = js.delete_stream(BARE_STREAM).await;
     let stream = js
         .create_stream(stream::Config {
@@ -48,7 +51,7 @@ pub async fn start(
             ..Default::default()
         })
         .await
-        .map_err(|e| nats_err(e.to_string()))?;
+        .map_err(|e| nats_err(e.into()))?;
     let consumer: consumer::PullConsumer = stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some("bare".into()),
@@ -57,13 +60,13 @@ pub async fn start(
             ..Default::default()
         })
         .await
-        .map_err(|e| nats_err(e.to_string()))?;
+        .map_err(|e| nats_err(e.into()))?;
     let messages = consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)
         .messages()
         .await
-        .map_err(|e| nats_err(e.to_string()))?;
+        .map_err(|e| nats_err(e.into()))?;
     Ok(tokio::spawn(serve(nats, store, messages, stop)))
 }
 

@@ -1,58 +1,111 @@
 //! The load generator and measurements behind `jetinfer bench`.
 //!
+//! - [`session::bench`]: a whole benchmark — the ceiling, then each system on its own
+//!   stack ([`system`]) with the same load — returning the [`report::BenchReport`]; it tells
+//!   the person watching through an [`events::Observer`].
+//! - [`options`]: what a benchmark is asked to do; [`load`]: the offered load.
 //! - [`payload`]: job inputs from a model's input spec in the models TOML.
 //! - [`run`]: one measured run — open loop (fixed or Poisson arrivals per priority) or
 //!   closed loop (N in flight) — timing each job from its intended send to its completion
 //!   notice, and reading its result for batch size and status.
 //! - [`record`]: HdrHistograms per priority, completions per second, errors.
 //! - [`bare`]: the bare JetStream publish → pull → ack → Redis SET loop to compare with.
+//! - [`baseline`]: a Python worker to compare with; [`ceiling`]: the model alone.
 //! - [`report`]: the JSON report, its table, and the ratios the goals are stated in.
 //! - [`svg`]: the plot (latency by percentile, throughput over time).
-//! - [`cpu_seconds`]: CPU time of a process from /proc, for jobs per CPU-second.
+//! - [`cpu`]: CPU time of processes from /proc, for jobs per CPU-second.
 
 pub mod bare;
+pub mod baseline;
+pub mod ceiling;
+pub mod cpu;
+pub mod events;
+pub mod load;
+pub mod options;
 pub mod payload;
 pub mod record;
 pub mod report;
 pub mod run;
+pub mod session;
 pub mod svg;
+pub mod system;
 
-/// What can stop a benchmark before it measures anything.
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use cpu::cpu_seconds;
+pub use events::{Event, Observer};
+pub use options::{BenchOptions, CeilingOptions, RunningStack, Storage};
+pub use session::bench;
+
+/// What can stop a benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("{0}")]
-    Setup(String),
-}
-
-/// User + system CPU seconds a process (and its reaped children) has used so far, or
-/// `None` when /proc has no such process (ended, or not Linux).
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; fields after its ')' are fixed.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime, stime, cutime, cstime are fields 14–17, i.e. 11–14 after the name.
-    let ticks: u64 = f
-        .get(11..15)?
-        .iter()
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Some(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_own_cpu_time() {
-        let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
-        }
-        assert!(x != 1);
-        let s = super::cpu_seconds(std::process::id()).expect("/proc/self/stat");
-        assert!(s >= 0.0);
-        assert!(super::cpu_seconds(u32::MAX).is_none());
-    }
+    #[error("cannot read {path}: {source}")]
+    ReadModels {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    ParseModels {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("model {name} is not in {path} (it has {known})")]
+    UnknownModel {
+        name: String,
+        path: PathBuf,
+        /// The models the file has, comma-separated.
+        known: String,
+    },
+    #[error("creating {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Local(#[from] crate::local::LocalError),
+    #[error("starting the stack for {system}: {source}")]
+    Stack {
+        system: &'static str,
+        #[source]
+        source: crate::local::LocalError,
+    },
+    #[error("connecting to {nats_url} and {redis_url}: {source}")]
+    Connect {
+        nats_url: String,
+        redis_url: String,
+        #[source]
+        source: jetinfer_client::ClientError,
+    },
+    /// A NATS or JetStream step (`what`) failed.
+    #[error("{what}: {source}")]
+    Nats {
+        what: &'static str,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("--python-worker is empty")]
+    EmptyCommand,
+    #[error("the baseline worker made no consumer within {0:?}")]
+    NoConsumer(Duration),
+    #[error("running {program}: {source}")]
+    Run {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ceiling run exited with an error; `why` holds the lines that say what.
+    #[error("the ceiling run failed ({status}): {why}")]
+    CeilingFailed {
+        status: std::process::ExitStatus,
+        why: String,
+    },
+    #[error("the ceiling run printed no JSON")]
+    CeilingNoJson,
+    #[error("the ceiling run's JSON: {0}")]
+    CeilingJson(#[source] serde_json::Error),
 }

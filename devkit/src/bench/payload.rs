@@ -34,20 +34,22 @@ struct File {
 
 /// Reads model `name` from a models TOML file.
 pub fn load_model(path: &Path, name: &str) -> Result<BenchModel, BenchError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| BenchError::Setup(format!("cannot read {}: {e}", path.display())))?;
-    let file: File =
-        toml::from_str(&text).map_err(|e| BenchError::Setup(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|source| BenchError::ReadModels {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file: File = toml::from_str(&text).map_err(|source| BenchError::ParseModels {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let names: Vec<String> = file.models.iter().map(|m| m.name.clone()).collect();
     file.models
         .into_iter()
         .find(|m| m.name == name)
-        .ok_or_else(|| {
-            BenchError::Setup(format!(
-                "model {name} is not in {} (it has {})",
-                path.display(),
-                names.join(", ")
-            ))
+        .ok_or_else(|| BenchError::UnknownModel {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            known: names.join(", "),
         })
 }
 

@@ -60,7 +60,19 @@ pub fn render(report: &BenchReport) -> String {
         h: 320.0,
     };
 
-    // Series: (name, color, points).
+    let (lat_series, tput_series) = series(report);
+    latency_panel(&mut s, &left, &lat_series);
+    throughput_panel(&mut s, &right, &tput_series);
+    legend(&mut s, &lat_series);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// One line of a panel: its name, color and points.
+type Series = (String, &'static str, Vec<(f64, f64)>);
+
+/// The latency and throughput series, one per run and priority.
+fn series(report: &BenchReport) -> (Vec<Series>, Vec<Series>) {
     let mut lat_series = Vec::new();
     let mut tput_series = Vec::new();
     for run in &report.runs {
@@ -78,8 +90,11 @@ pub fn render(report: &BenchReport) -> String {
             tput_series.push((name, color, pts));
         }
     }
+    (lat_series, tput_series)
+}
 
-    // Left: latency by percentile.
+/// Left: latency by percentile.
+fn latency_panel(s: &mut String, left: &Panel, lat_series: &[Series]) {
     let max_nines = 4.0;
     let all_ms: Vec<f64> = lat_series
         .iter()
@@ -93,7 +108,7 @@ pub fn render(report: &BenchReport) -> String {
         .max(1e-3);
     let hi = all_ms.iter().cloned().fold(0.0, f64::max).max(lo * 10.0);
     let (llo, lhi) = (lo.log10().floor(), hi.log10().ceil());
-    axes(&mut s, &left, "percentile", "latency (ms, log)");
+    axes(s, left, "percentile", "latency (ms, log)");
     for (k, label) in ["0", "90", "99", "99.9", "99.99"].iter().enumerate() {
         let x = left.px(k as f64 / max_nines);
         let _ = writeln!(
@@ -118,7 +133,7 @@ pub fn render(report: &BenchReport) -> String {
         );
         e += 1.0;
     }
-    for (_, color, pts) in &lat_series {
+    for (_, color, pts) in lat_series {
         let path: Vec<String> = pts
             .iter()
             .filter(|&&(_, ms)| ms > 0.0)
@@ -137,8 +152,10 @@ pub fn render(report: &BenchReport) -> String {
             path.join(" ")
         );
     }
+}
 
-    // Right: completions per second.
+/// Right: completions per second.
+fn throughput_panel(s: &mut String, right: &Panel, tput_series: &[Series]) {
     let tmax = tput_series
         .iter()
         .map(|(_, _, p)| p.len())
@@ -150,12 +167,7 @@ pub fn render(report: &BenchReport) -> String {
         .flat_map(|(_, _, p)| p.iter().map(|&(_, v)| v))
         .fold(1.0, f64::max)
         * 1.1;
-    axes(
-        &mut s,
-        &right,
-        "seconds since start",
-        "completions per second",
-    );
+    axes(s, right, "seconds since start", "completions per second");
     for k in 0..=4 {
         let f = k as f64 / 4.0;
         let (x, y) = (right.px(f), right.py(f));
@@ -171,7 +183,7 @@ pub fn render(report: &BenchReport) -> String {
             f * tmax
         );
     }
-    for (_, color, pts) in &tput_series {
+    for (_, color, pts) in tput_series {
         let path: Vec<String> = pts
             .iter()
             .map(|&(t, v)| format!("{:.1},{:.1}", right.px(t / tmax), right.py(v / ymax)))
@@ -182,8 +194,10 @@ pub fn render(report: &BenchReport) -> String {
             path.join(" ")
         );
     }
+}
 
-    // Legend.
+/// The legend under the panels.
+fn legend(s: &mut String, lat_series: &[Series]) {
     for (i, (name, color, _)) in lat_series.iter().enumerate() {
         let x = 70.0 + (i % 6) as f64 * 170.0;
         let y = H - 30.0 + (i / 6) as f64 * 14.0;
@@ -195,8 +209,6 @@ pub fn render(report: &BenchReport) -> String {
             esc(name)
         );
     }
-    s.push_str("</svg>\n");
-    s
 }
 
 fn axes(s: &mut String, p: &Panel, xlabel: &str, ylabel: &str) {

@@ -7,6 +7,7 @@ use crate::golden::{Golden, Sample};
 use crate::local::{repo_root, wait_for_workers, LocalStack, NatsServer, RedisServer};
 use jetinfer_client::Client;
 
+use super::triggers::{POISON_HANG, POISON_STICKY};
 use super::{ChaosError, ChaosOptions};
 
 /// Settings that make faults visible within seconds rather than minutes.
@@ -40,8 +41,7 @@ impl Env {
                 RedisServer::start_persistent()?,
             ))
         })
-        .await
-        .map_err(|e| ChaosError::Setup(e.to_string()))??;
+        .await??;
         let root = repo_root()?;
         let mut worker_args: Vec<String> = vec!["--record-executions".into()];
         let mut models = root.join("models/out/models.toml");
@@ -49,11 +49,11 @@ impl Env {
             10 => worker_args.extend(["--inject-faults".into(), "oom_above=4".into()]),
             11 => worker_args.extend([
                 "--inject-faults".into(),
-                format!("sticky_on={}", super::inject::POISON_STICKY),
+                format!("sticky_on={}", POISON_STICKY),
             ]),
             12 => worker_args.extend([
                 "--inject-faults".into(),
-                format!("hang_on={}", super::inject::POISON_HANG),
+                format!("hang_on={}", POISON_HANG),
                 "--forward-timeout-ms".into(),
                 "1500".into(),
             ]),
@@ -87,8 +87,7 @@ impl Env {
             wait_for_workers(&stack.connect_nats().await?, 2, Duration::from_secs(60)).await?;
         }
         let client = stack.client().await?;
-        let golden =
-            Golden::load(root.join("models/out")).map_err(|e| ChaosError::Setup(e.to_string()))?;
+        let golden = Golden::load(root.join("models/out"))?;
         Ok(Env {
             stack,
             nats,
@@ -120,8 +119,10 @@ impl Env {
 /// A copy of the models file in which `pair`'s checksum is wrong (case 13).
 fn bad_sha_models(root: &std::path::Path) -> Result<std::path::PathBuf, ChaosError> {
     let src = root.join("models/out/models.toml");
-    let text = std::fs::read_to_string(&src)
-        .map_err(|e| ChaosError::Setup(format!("{}: {e}", src.display())))?;
+    let text = std::fs::read_to_string(&src).map_err(|source| ChaosError::Io {
+        path: src.clone(),
+        source,
+    })?;
     let mut out = String::new();
     let mut in_pair = false;
     for line in text.lines() {
@@ -136,6 +137,9 @@ fn bad_sha_models(root: &std::path::Path) -> Result<std::path::PathBuf, ChaosErr
         }
     }
     let dst = root.join("models/out/models.badsha.toml");
-    std::fs::write(&dst, out).map_err(|e| ChaosError::Setup(format!("{}: {e}", dst.display())))?;
+    std::fs::write(&dst, out).map_err(|source| ChaosError::Io {
+        path: dst.clone(),
+        source,
+    })?;
     Ok(dst)
 }

@@ -8,7 +8,7 @@ use jetinfer_schemas::{now_ms, Job, Priority};
 use tokio::task::JoinSet;
 
 use crate::golden::Sample;
-use jetinfer_client::Client;
+use jetinfer_client::{Client, ClientError};
 
 use super::ChaosOptions;
 
@@ -109,7 +109,7 @@ pub(crate) async fn burst(
     prefix: &str,
 ) -> Burst {
     use futures::StreamExt;
-    let results: Vec<(String, u64, Result<(), String>)> = futures::stream::iter(0..n)
+    let results: Vec<(String, u64, Result<(), ClientError>)> = futures::stream::iter(0..n)
         .map(|i| {
             let mut job = Job::new(
                 format!("{prefix}-{i}"),
@@ -120,11 +120,7 @@ pub(crate) async fn burst(
             job.deadline_ms = Some(now_ms() + 3_600_000);
             async move {
                 let at = now_ms();
-                let r = client
-                    .submit(priority, &job)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
+                let r = client.submit(priority, &job).await.map(|_| ());
                 (job.id.to_string(), at, r)
             }
         })
@@ -141,7 +137,7 @@ pub(crate) async fn burst(
             Ok(()) => b.accepted.push((id, at)),
             Err(e) => {
                 b.refused += 1;
-                b.first_refusal.get_or_insert(e);
+                b.first_refusal.get_or_insert_with(|| e.to_string());
             }
         }
     }

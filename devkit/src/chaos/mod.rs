@@ -11,10 +11,12 @@
 //! `jetinfer chaos` runs it from the CLI (the long version); `tests/tests/chaos.rs` runs a
 //! short version of every scenario in CI.
 
+mod check;
 mod env;
 mod inject;
 mod load;
 pub mod report;
+mod triggers;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -86,8 +88,20 @@ pub enum ChaosError {
     Client(#[from] jetinfer_client::ClientError),
     #[error(transparent)]
     Store(#[from] jetinfer_client::StoreError),
-    #[error("{0}")]
-    Setup(String),
+    #[error(transparent)]
+    Golden(#[from] crate::golden::GoldenError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A setup task panicked or was cancelled.
+    #[error(transparent)]
+    Join(#[from] tokio::task::JoinError),
+    /// The stack has no process of this name (`dispatcher`, `worker-1`, …).
+    #[error("no {0}")]
+    NoProcess(String),
 }
 
 /// Runs one scenario and reports on it.
@@ -109,7 +123,7 @@ pub async fn run(case: u32, opts: &ChaosOptions) -> Result<Report, ChaosError> {
     if case == 14 {
         // P0's bound is its default deadline (5 s): a P2 burst must not push P0 past it.
         let p99 = report.fault_p0_p99_ms;
-        report.checks.push(inject::Check {
+        report.checks.push(check::Check {
             what: format!("P0 p99 during the burst {p99:.0} ms (bound 5000 ms)"),
             ok: p99 < 5_000.0,
         });

@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use jetinfer_schemas::Status;
+use jetinfer_schemas::{JobResult, Status};
 use serde::Serialize;
 
+use super::check::{Check, Fault};
 use super::env::Env;
-use super::inject::{Check, Fault};
 use super::load::Published;
 use super::ChaosError;
 use crate::golden::compare;
@@ -96,34 +96,8 @@ pub(crate) async fn measure(
 ) -> Result<Report, ChaosError> {
     let acked: Vec<&Published> = published.iter().filter(|p| p.acked).collect();
     let ids: Vec<String> = acked.iter().map(|p| p.id.clone()).collect();
-    let client = env.client.clone();
-    let store = client.store();
-    let deadline = tokio::time::Instant::now() + settle;
-    let mut results = BTreeMap::new();
-    loop {
-        if matches!(case, 11 | 12) {
-            // Workers that died of the poison job are replaced for as long as we wait.
-            env.supervise(2)?;
-        }
-        let missing: Vec<String> = ids
-            .iter()
-            .filter(|id| !results.contains_key(*id))
-            .cloned()
-            .collect();
-        for chunk in missing.chunks(500) {
-            if let Ok(got) = store.get_many(chunk).await {
-                for (id, r) in chunk.iter().zip(got) {
-                    if let Some(r) = r {
-                        results.insert(id.clone(), r);
-                    }
-                }
-            }
-        }
-        if results.len() == ids.len() || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let results = wait_for_results(case, env, &ids, settle).await?;
+    let store = env.client.store();
 
     let mut wrong = 0;
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
@@ -183,6 +157,45 @@ pub(crate) async fn measure(
         recovery_ms,
         checks: Vec::new(),
     })
+}
+
+/// Polls the results of `ids` until all are there or `settle` passes, replacing dead
+/// workers meanwhile in the poison cases.
+async fn wait_for_results(
+    case: u32,
+    env: &mut Env,
+    ids: &[String],
+    settle: Duration,
+) -> Result<BTreeMap<String, JobResult<'static>>, ChaosError> {
+    let client = env.client.clone();
+    let store = client.store();
+    let deadline = tokio::time::Instant::now() + settle;
+    let mut results = BTreeMap::new();
+    loop {
+        if matches!(case, 11 | 12) {
+            // Workers that died of the poison job are replaced for as long as we wait.
+            env.supervise(2)?;
+        }
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !results.contains_key(*id))
+            .cloned()
+            .collect();
+        for chunk in missing.chunks(500) {
+            if let Ok(got) = store.get_many(chunk).await {
+                for (id, r) in chunk.iter().zip(got) {
+                    if let Some(r) = r {
+                        results.insert(id.clone(), r);
+                    }
+                }
+            }
+        }
+        if results.len() == ids.len() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(results)
 }
 
 /// Nearest-rank percentile of sorted values (0 when empty).

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use jetinfer_client::decode_owned;
-use jetinfer_client::ResultStore;
+use jetinfer_client::{ResultStore, StoreError};
 use jetinfer_schemas::JobResult;
 
 /// Keys per `MGET`: large enough for few round trips, small enough to keep each reply
@@ -18,7 +18,7 @@ const IDLE_POLL: Duration = Duration::from_millis(20);
 #[derive(Debug)]
 pub struct Seen {
     /// The result, or why its stored bytes do not decode.
-    pub result: Result<JobResult<'static>, String>,
+    pub result: Result<JobResult<'static>, StoreError>,
     pub seen_at: Instant,
 }
 
@@ -52,7 +52,7 @@ pub async fn collect(
             let now = Instant::now();
             for (&i, bytes) in chunk.iter().zip(raw) {
                 if let Some(bytes) = bytes {
-                    let result = decode_owned(&ids[i], &bytes).map_err(|e| e.to_string());
+                    let result = decode_owned(&ids[i], &bytes);
                     seen[i] = Some(Seen {
                         result,
                         seen_at: now,

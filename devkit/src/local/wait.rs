@@ -66,14 +66,14 @@ pub async fn wait_for_workers(
     let mut sub = nats
         .subscribe(HEARTBEAT_SUBJECT)
         .await
-        .map_err(|e| LocalError::Nats(e.to_string()))?;
+        .map_err(LocalError::Subscribe)?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut ready: BTreeMap<String, Heartbeat> = BTreeMap::new();
     let mut heard: BTreeMap<String, String> = BTreeMap::new();
     while ready.len() < n {
         let msg = match tokio::time::timeout_at(deadline, sub.next()).await {
             Ok(Some(msg)) => msg,
-            Ok(None) => return Err(LocalError::Nats("heartbeat subscription ended".into())),
+            Ok(None) => return Err(LocalError::SubscriptionEnded),
             Err(_) => {
                 let seen: Vec<String> = heard
                     .iter()

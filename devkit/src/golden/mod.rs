@@ -14,12 +14,18 @@
 //! [`Golden::load`] removes so that each [`Sample`] is one job's inputs and outputs.
 //! A model has several sets when its samples differ in shape (dynamic dimensions).
 
+mod compare;
+mod split;
+
 use std::path::{Path, PathBuf};
 
 use jetinfer_schemas::Tensor;
 use serde::Deserialize;
 
 use crate::npy::{self, NpyError};
+
+pub use compare::{compare, Mismatch};
+pub use split::{split_batch, SplitError};
 
 /// The manifest's file name inside the export folder.
 pub const MANIFEST: &str = "golden.json";
@@ -191,100 +197,6 @@ fn load_model(dir: &Path, m: ManifestModel) -> Result<GoldenModel, GoldenError> 
     })
 }
 
-/// Splits a tensor along its first dimension into one owned tensor per sample.
-pub fn split_batch(batch: &Tensor<'_>) -> Result<Vec<Tensor<'static>>, String> {
-    let (&n, sample_shape) = batch
-        .shape
-        .split_first()
-        .ok_or("a scalar has no sample dimension")?;
-    let n = usize::try_from(n).map_err(|_| format!("negative sample dimension {n}"))?;
-    let sample = Tensor {
-        dtype: batch.dtype,
-        shape: sample_shape.to_vec(),
-        data: Vec::new().into(),
-    };
-    let sample_bytes =
-        sample.element_count().ok_or("sample shape overflows")? as usize * batch.dtype.size();
-    if sample_bytes.checked_mul(n) != Some(batch.data.len()) {
-        return Err(format!(
-            "{} data bytes do not hold {n} samples of {sample_bytes}",
-            batch.data.len()
-        ));
-    }
-    if sample_bytes == 0 {
-        return Ok(vec![sample; n]);
-    }
-    Ok(batch
-        .data
-        .chunks_exact(sample_bytes)
-        .map(|c| Tensor {
-            data: c.to_vec().into(),
-            ..sample.clone()
-        })
-        .collect())
-}
-
-/// Checks outputs against expected ones: same count, same shapes, and every value within
-/// `atol + rtol * |expected|` (NaN matches only NaN, infinities only themselves).
-/// Dtypes may differ (an f16 model returns f16); values are compared as f32.
-pub fn compare(
-    expected: &[Tensor<'_>],
-    got: &[Tensor<'_>],
-    atol: f32,
-    rtol: f32,
-) -> Result<(), String> {
-    if expected.len() != got.len() {
-        return Err(format!(
-            "expected {} outputs, got {}",
-            expected.len(),
-            got.len()
-        ));
-    }
-    for (i, (e, g)) in expected.iter().zip(got).enumerate() {
-        if e.shape != g.shape {
-            return Err(format!(
-                "output {i}: shape {:?}, expected {:?}",
-                g.shape, e.shape
-            ));
-        }
-        let (ev, gv) = (e.to_f32_vec(), g.to_f32_vec());
-        if ev.len() != gv.len() {
-            return Err(format!(
-                "output {i}: {} values, expected {} (data length does not match the shape)",
-                gv.len(),
-                ev.len()
-            ));
-        }
-        let mut wrong = 0usize;
-        let mut first = None;
-        let mut max_diff = 0f32;
-        for (k, (&a, &b)) in ev.iter().zip(&gv).enumerate() {
-            let close = if a.is_nan() || b.is_nan() {
-                a.is_nan() && b.is_nan()
-            } else if a.is_infinite() || b.is_infinite() {
-                a == b
-            } else {
-                let diff = (a - b).abs();
-                max_diff = max_diff.max(diff);
-                diff <= atol + rtol * a.abs()
-            };
-            if !close {
-                wrong += 1;
-                first.get_or_insert(k);
-            }
-        }
-        if let Some(k) = first {
-            return Err(format!(
-                "output {i}: {wrong} of {} values differ (first at {k}: got {}, expected {}; max |diff| {max_diff}; atol {atol}, rtol {rtol})",
-                ev.len(),
-                gv[k],
-                ev[k]
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,54 +204,6 @@ mod tests {
 
     fn f32s(shape: Vec<i64>, v: &[f32]) -> Tensor<'static> {
         Tensor::from_f32(shape, v)
-    }
-
-    #[test]
-    fn compare_uses_absolute_and_relative_tolerance() {
-        let e = [f32s(vec![3], &[0.0, 100.0, -1.0])];
-        assert!(compare(&e, &e, 0.0, 0.0).is_ok());
-        // 0.0 vs 5e-5: within atol 1e-4; 100 vs 100.09: within rtol 1e-3 (0.1 + 1e-4).
-        assert!(compare(&e, &[f32s(vec![3], &[5e-5, 100.09, -1.0])], 1e-4, 1e-3).is_ok());
-        let err = compare(&e, &[f32s(vec![3], &[5e-5, 100.2, -1.01])], 1e-4, 1e-3).unwrap_err();
-        assert!(err.contains("2 of 3 values differ (first at 1"), "{err}");
-        // rtol scales with the expected value, not the received one.
-        assert!(compare(&[f32s(vec![1], &[1.0])], &[f32s(vec![1], &[1.5])], 0.0, 0.4).is_err());
-    }
-
-    #[test]
-    fn compare_checks_count_shape_and_special_values() {
-        let e = [f32s(vec![2], &[1.0, 2.0])];
-        assert!(compare(&e, &[], 1.0, 1.0)
-            .unwrap_err()
-            .contains("expected 1 outputs, got 0"));
-        assert!(compare(&e, &[f32s(vec![2, 1], &[1.0, 2.0])], 1.0, 1.0)
-            .unwrap_err()
-            .contains("shape"));
-        let nan = [f32s(vec![2], &[f32::NAN, f32::INFINITY])];
-        assert!(compare(&nan, &nan, 0.0, 0.0).is_ok());
-        assert!(compare(&nan, &[f32s(vec![2], &[0.0, f32::INFINITY])], 1e9, 1e9).is_err());
-        assert!(compare(&nan, &[f32s(vec![2], &[f32::NAN, f32::MAX])], 1e9, 1e9).is_err());
-        // An f16 result is compared by value: 0x3c00 is 1.0.
-        let half = [Tensor::owned(DType::F16, vec![1], vec![0x00, 0x3c])];
-        assert!(compare(&[f32s(vec![1], &[1.0])], &half, 0.0, 0.0).is_ok());
-    }
-
-    #[test]
-    fn split_batch_removes_the_first_dimension() {
-        let batch = f32s(vec![3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-        let samples = split_batch(&batch).unwrap();
-        assert_eq!(samples.len(), 3);
-        assert_eq!(samples[2], f32s(vec![2], &[5.0, 6.0]));
-        let per_sample_scalars = split_batch(&f32s(vec![2], &[7.0, 8.0])).unwrap();
-        assert_eq!(per_sample_scalars[1], f32s(vec![], &[8.0]));
-        assert!(split_batch(&f32s(vec![], &[1.0])).is_err());
-        assert!(split_batch(&Tensor::owned(DType::U8, vec![2, 2], vec![0; 3])).is_err());
-        assert_eq!(
-            split_batch(&Tensor::owned(DType::U8, vec![2, 0], vec![]))
-                .unwrap()
-                .len(),
-            2
-        );
     }
 
     #[test]

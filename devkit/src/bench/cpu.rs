@@ -1,0 +1,102 @@
+//! CPU time of processes from /proc, before and after a run, as a [`CpuReport`]: the
+//! serving side, the servers, and each process by name.
+
+use super::report::CpuReport;
+
+/// User + system CPU seconds a process (and its reaped children) has used so far, or
+/// `None` when /proc has no such process (ended, or not Linux).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after its ')' are fixed.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14–17, i.e. 11–14 after the name.
+    let ticks: u64 = f
+        .get(11..15)?
+        .iter()
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
+}
+
+/// The processes of a run and their CPU time when the run started.
+pub struct CpuWatch {
+    /// Dispatcher and workers, or the baseline worker.
+    service: Vec<u32>,
+    /// nats-server and redis-server (when started for the run).
+    servers: Vec<u32>,
+    /// Every process by name, the load generator included.
+    named: Vec<(String, u32)>,
+    service0: Option<f64>,
+    servers0: Option<f64>,
+    named0: Vec<Option<f64>>,
+}
+
+/// The CPU seconds of `pids` together, `None` when there are none or one is gone.
+fn sum(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
+}
+
+impl CpuWatch {
+    /// Takes the first reading.
+    pub fn start(service: Vec<u32>, servers: Vec<u32>, named: Vec<(String, u32)>) -> CpuWatch {
+        CpuWatch {
+            service0: sum(&service),
+            servers0: sum(&servers),
+            named0: named.iter().map(|(_, p)| cpu_seconds(*p)).collect(),
+            service,
+            servers,
+            named,
+        }
+    }
+
+    /// Takes the second reading; `completed` jobs give the jobs per CPU-second.
+    pub fn finish(self, completed: u64) -> CpuReport {
+        let service_s = self.service0.zip(sum(&self.service)).map(|(a, b)| b - a);
+        let servers_s = self.servers0.zip(sum(&self.servers)).map(|(a, b)| b - a);
+        let per = |s: Option<f64>| s.filter(|&v| v > 0.0).map(|v| completed as f64 / v);
+        let per_process = self
+            .named
+            .iter()
+            .zip(self.named0)
+            .filter_map(|((n, p), b)| Some((n.clone(), cpu_seconds(*p)? - b?)))
+            .collect();
+        CpuReport {
+            service_s,
+            servers_s,
+            per_process,
+            jobs_per_service_cpu_s: per(service_s),
+            jobs_per_total_cpu_s: per(service_s.zip(servers_s).map(|(a, b)| a + b)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_own_cpu_time() {
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        let s = super::cpu_seconds(std::process::id()).expect("/proc/self/stat");
+        assert!(s >= 0.0);
+        assert!(super::cpu_seconds(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_watch_reports_own_process_and_nothing_for_no_pids() {
+        let me = std::process::id();
+        let w = super::CpuWatch::start(vec![me], Vec::new(), vec![("me".into(), me)]);
+        let r = w.finish(10);
+        assert!(r.service_s.is_some_and(|s| s >= 0.0));
+        assert!(r.servers_s.is_none());
+        assert!(r.per_process.contains_key("me"));
+    }
+}

@@ -1,0 +1,282 @@
+//! One system under load: its own stack (fresh servers, or the running stack for
+//! jetinfer), the same offered load and the same measurement ([`run::run`]) for the jetinfer
+//! pipeline, the bare loop and the Python baseline.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use jetinfer_client::{Client, StoreConfig};
+use jetinfer_schemas::names::JOBS_PREFIX;
+use jetinfer_schemas::{Keys, Tensor};
+
+use super::baseline::{self, BaselineEnv};
+use super::cpu::CpuWatch;
+use super::events::{Event, Observer};
+use super::load::Load;
+use super::options::BenchOptions;
+use super::report::RunReport;
+use super::run::{self, RunSpec};
+use super::{bare, BenchError};
+use crate::local::{LocalStack, Process};
+
+/// What is measured.
+#[derive(Debug, Clone)]
+pub enum System {
+    /// The pipeline on a fresh local stack.
+    Jetinfer,
+    /// The pipeline on the running stack.
+    External,
+    /// The bare JetStream → Redis loop.
+    Bare,
+    /// A baseline worker command.
+    Python(String),
+}
+
+impl System {
+    /// The name in the report.
+    pub fn name(&self) -> &'static str {
+        match self {
+            System::Jetinfer | System::External => "jetinfer",
+            System::Bare => "bare-loop",
+            System::Python(_) => "python",
+        }
+    }
+}
+
+/// What every system's run shares.
+pub struct Bench<'a> {
+    pub opts: &'a BenchOptions,
+    pub load: &'a Load,
+    pub pool: Arc<Vec<Vec<Tensor<'static>>>>,
+    pub run_id: &'a str,
+    pub log_root: &'a Path,
+    /// The models TOML, resolved.
+    pub models: &'a Path,
+    pub observer: &'a dyn Observer,
+}
+
+/// The clients of one run: one producer per priority and a connection for the notices.
+struct Clients {
+    producers: [Client; 3],
+    notices: async_nats::Client,
+}
+
+impl Bench<'_> {
+    /// Starts `system`'s stack, runs the load against it and reports.
+    pub async fn measure(&self, system: System) -> Result<RunReport, BenchError> {
+        let name = system.name();
+        let log_dir = self.log_root.join(name);
+        self.observer.event(Event::StackStarting {
+            system: name,
+            log_dir: &log_dir,
+        });
+        let mut stack = self
+            .builder(&system, &log_dir)
+            .start()
+            .await
+            .map_err(|source| BenchError::Stack {
+                system: name,
+                source,
+            })?;
+        let clients = self.connect(&stack).await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (prefix, extra) = self
+            .start_consumer(&system, &stack, &clients, &log_dir, &stop)
+            .await?;
+        let cpu = watch_cpu(&mut stack, extra.as_ref());
+        let bar = self
+            .observer
+            .progress(name, (self.opts.duration_s * 10.0) as u64);
+        let started = Instant::now();
+        let spec = self.spec(prefix, name);
+        let result = run::run(&clients.producers, &clients.notices, spec, &bar).await;
+        bar.finish_and_clear();
+        let completed = result.rec.ok + result.rec.errors.values().sum::<u64>();
+        let cpu = cpu.finish(completed);
+        self.observer.event(Event::Measured {
+            system: name,
+            secs: started.elapsed().as_secs_f64(),
+        });
+        let report = RunReport::new(
+            name,
+            self.load.clone(),
+            self.opts.duration_s,
+            self.opts.warmup_s,
+            &result,
+            cpu,
+        );
+        stop.cancel();
+        if let Some(mut p) = extra {
+            p.kill();
+        }
+        if report.missing > 0 || report.ok == 0 {
+            let _ = stack.check_alive("the benchmark ran");
+            self.observer.event(Event::Missing {
+                system: name,
+                missing: report.missing,
+                log_dir: &log_dir,
+            });
+        }
+        if !matches!(system, System::External) {
+            stack.stop();
+        }
+        Ok(report)
+    }
+
+    /// The stack `system` runs on.
+    fn builder(&self, system: &System, log_dir: &Path) -> crate::local::LocalStackBuilder {
+        let opts = self.opts;
+        let builder = LocalStack::builder()
+            .log_dir(log_dir)
+            .env("JETINFER_KEY_PREFIX", &opts.key_prefix)
+            .timeout(opts.startup_timeout);
+        let given = |args: &[String]| {
+            args.iter()
+                .filter(|a| !a.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        match (system, &opts.running_stack) {
+            (System::External, Some(running)) => builder
+                .nats_url(&running.nats_url)
+                .redis_url(&running.redis_url)
+                .workers(0)
+                .dispatcher(false),
+            (System::Jetinfer | System::External, _) => builder
+                .workers(opts.workers)
+                .models(self.models)
+                .dispatcher_args(["--storage".to_string(), opts.storage.as_str().into()])
+                .dispatcher_args(given(&opts.dispatcher_args))
+                .worker_args(given(&opts.worker_args)),
+            (System::Bare | System::Python(_), _) => builder.workers(0).dispatcher(false),
+        }
+    }
+
+    /// Connects one producer per priority (see [`run::run`]) and the notice listener.
+    async fn connect(&self, stack: &LocalStack) -> Result<Clients, BenchError> {
+        let store = StoreConfig {
+            keys: Keys::new(&self.opts.key_prefix),
+            ..StoreConfig::new(stack.redis_url())
+        };
+        let producers = [
+            connect(stack.nats_url(), &store).await?,
+            connect(stack.nats_url(), &store).await?,
+            connect(stack.nats_url(), &store).await?,
+        ];
+        let notices =
+            async_nats::connect(stack.nats_url())
+                .await
+                .map_err(|e| BenchError::Nats {
+                    what: "second NATS connection",
+                    source: e.into(),
+                })?;
+        Ok(Clients { producers, notices })
+    }
+
+    /// Starts what consumes the jobs when it is not the dispatcher: the bare loop (inside
+    /// this process, until `stop`) or the baseline worker. Returns the subject prefix to
+    /// publish on, and the baseline worker's process.
+    async fn start_consumer(
+        &self,
+        system: &System,
+        stack: &LocalStack,
+        clients: &Clients,
+        log_dir: &Path,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<(String, Option<Process>), BenchError> {
+        let client = &clients.producers[0];
+        match system {
+            System::Bare => {
+                let nats =
+                    async_nats::connect(stack.nats_url())
+                        .await
+                        .map_err(|e| BenchError::Nats {
+                            what: "bare loop connection",
+                            source: e.into(),
+                        })?;
+                let store = client.store().clone();
+                bare::start(nats, store, self.opts.storage.js(), stop.clone()).await?;
+                Ok((bare::BARE_PREFIX.to_string(), None))
+            }
+            System::Python(cmd) => {
+                let js = jetstream::new(client.nats().clone());
+                let env = BaselineEnv {
+                    nats_url: stack.nats_url(),
+                    redis_url: stack.redis_url(),
+                    models: self.models,
+                    key_prefix: &self.opts.key_prefix,
+                };
+                let log = log_dir.join("python-worker.log");
+                let p = baseline::start(
+                    &js,
+                    cmd,
+                    &env,
+                    self.opts.storage.js(),
+                    &log,
+                    self.opts.startup_timeout,
+                )
+                .await?;
+                Ok((JOBS_PREFIX.to_string(), Some(p)))
+            }
+            System::Jetinfer | System::External => Ok((JOBS_PREFIX.to_string(), None)),
+        }
+    }
+
+    /// The run of `system` (named `name`) publishing on `prefix`.
+    fn spec(&self, prefix: String, name: &str) -> RunSpec {
+        let opts = self.opts;
+        RunSpec {
+            subject_prefix: prefix,
+            model: opts.model.clone(),
+            pool: self.pool.clone(),
+            load: self.load.clone(),
+            duration: Duration::from_secs_f64(opts.duration_s),
+            warmup: Duration::from_secs_f64(opts.warmup_s),
+            drain: Duration::from_secs_f64(opts.drain_s),
+            id_prefix: format!("bench{}{}", self.run_id, &name[..2]),
+            max_publishing: opts.max_publishing,
+        }
+    }
+}
+
+/// Connects a client; the error names the servers.
+async fn connect(nats_url: &str, store: &StoreConfig) -> Result<Client, BenchError> {
+    Client::connect(nats_url, store)
+        .await
+        .map_err(|source| BenchError::Connect {
+            nats_url: nats_url.to_string(),
+            redis_url: store.url.clone(),
+            source,
+        })
+}
+
+/// The first CPU reading of the run's processes: the serving side, the servers, and each
+/// by name. The load generator shares the machine, so its own CPU is read too (the bare
+/// loop's consumer runs inside it).
+fn watch_cpu(stack: &mut LocalStack, extra: Option<&Process>) -> CpuWatch {
+    let mut named: Vec<(String, u32)> = stack
+        .workers()
+        .iter()
+        .map(|w| (w.name().to_string(), w.pid()))
+        .collect();
+    if let Some(d) = stack.dispatcher() {
+        named.push(("dispatcher".into(), d.pid()));
+    }
+    if let Some(p) = extra {
+        named.push(("python-worker".into(), p.pid()));
+    }
+    let service: Vec<u32> = named.iter().map(|(_, p)| *p).collect();
+    let mut servers = Vec::new();
+    if let Some(n) = stack.nats_server() {
+        servers.push(n.pid());
+        named.push(("nats-server".into(), n.pid()));
+    }
+    if let Some(r) = stack.redis_server() {
+        servers.push(r.pid());
+        named.push(("redis-server".into(), r.pid()));
+    }
+    named.push(("jetinfer-bench".into(), std::process::id()));
+    CpuWatch::start(service, servers, named)
+}
