@@ -15,9 +15,12 @@ build: setup
 demo: build
 	$(ENV) target/debug/jetinfer demo
 
-# The crate graph and the imports inside each crate follow docs/architecture.md#crates.
+# The crate graph, the imports inside each crate and the libraries' error types follow
+# docs/architecture.md#crates.
 layout:
 	python3 scripts/ci/crate_rules.py
+	python3 scripts/ci/import_cycles.py
+	python3 scripts/ci/lib_errors.py
 
 test: build layout
 	$(ENV) cargo test --workspace -- --test-threads=2

@@ -66,12 +66,8 @@ pub enum LocalError {
         timeout: Duration,
         detail: String,
     },
-    #[error("nats: cannot connect to {url}: {source}")]
-    NatsConnect {
-        url: String,
-        #[source]
-        source: async_nats::ConnectError,
-    },
+    #[error(transparent)]
+    NatsConnect(#[from] jetinfer_connect::ConnectError),
     #[error("nats: {0}")]
     Subscribe(#[source] async_nats::SubscribeError),
     #[error("nats: heartbeat subscription ended")]

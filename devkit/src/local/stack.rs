@@ -9,6 +9,7 @@ use super::process::Process;
 use super::spec::{LogDir, Spec};
 use super::{LocalError, NatsServer, RedisServer};
 use jetinfer_client::{Client, ClientError, StoreConfig};
+use jetinfer_connect::NatsSettings;
 
 /// How long processes get to exit after SIGTERM in [`LocalStack::stop`].
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -132,14 +133,7 @@ impl LocalStack {
 
     /// A new core NATS connection to the stack.
     pub async fn connect_nats(&self) -> Result<async_nats::Client, LocalError> {
-        async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
-            .connect(&self.nats_url)
-            .await
-            .map_err(|source| LocalError::NatsConnect {
-                url: self.nats_url.clone(),
-                source,
-            })
+        Ok(NatsSettings::new(&self.nats_url).connect().await?)
     }
 
     /// A [`Client`] for the stack, with the default key prefix.
