@@ -94,9 +94,35 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
     let d_addr = bound_addr(stack.dispatcher().unwrap().log_path()).await;
     let w_addr = bound_addr(stack.workers()[0].log_path()).await;
     let client = stack.client().await.unwrap();
+    send_traffic(&client).await;
 
-    // Traffic that touches every counter: good jobs (the same inputs twice, so the second
-    // may come from the cache), a job the worker refuses, a message the dispatcher refuses.
+    let (code, d_text) = get(&d_addr, "/metrics").await;
+    assert_eq!(code, 200);
+    let (code, w_text) = get(&w_addr, "/metrics").await;
+    assert_eq!(code, 200);
+    names_match_the_docs(&d_text, &w_text);
+    values_follow_the_traffic(&d_text, &w_text);
+    health_names_what_is_served(&d_addr, &w_addr).await;
+
+    // JSON logs: one object per line, and the job lines carry the trace id field.
+    let log = std::fs::read_to_string(stack.dispatcher().unwrap().log_path()).unwrap();
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+
+    // Readiness follows Redis: stopped Redis → 503.
+    stack.redis_server().unwrap().stop();
+    let (code, body) = get(&w_addr, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    let (code, _) = get(&w_addr, "/healthz").await;
+    assert_eq!(code, 200);
+    stack.stop();
+}
+
+/// Traffic that touches every counter: good jobs (the same inputs twice, so the second may
+/// come from the cache), a job the worker refuses, a message the dispatcher refuses.
+async fn send_traffic(client: &jetinfer_client::Client) {
     let run = run_id("metrics");
     let sample = golden().samples("mlp").remove(0);
     for i in 0..2 {
@@ -131,11 +157,11 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
         .unwrap();
     // Heartbeats and the dispatcher's acks land within a moment of the results.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+}
 
-    let (code, d_text) = get(&d_addr, "/metrics").await;
-    assert_eq!(code, 200);
-    let (code, w_text) = get(&w_addr, "/metrics").await;
-    assert_eq!(code, 200);
+/// Every exported metric is documented in docs/metrics.md, every documented one is exported
+/// (the GPU gauges only with a CUDA device), and all are named `jetinfer_…`.
+fn names_match_the_docs(d_text: &str, w_text: &str) {
     let mut exported = families(&d_text);
     exported.extend(families(&w_text));
     let documented = documented();
@@ -163,7 +189,10 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
             "metric {n} is not named jetinfer_<name>_<unit>"
         );
     }
-    // Values that this traffic must have produced.
+}
+
+/// Values that the traffic of [`send_traffic`] must have produced.
+fn values_follow_the_traffic(d_text: &str, w_text: &str) {
     assert!(
         d_text.contains(
             r#"jetinfer_dispatcher_jobs_failed_total{priority="p1",model="mlp",code="bad_payload"} 1"#
@@ -203,9 +232,11 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
         w_text.contains("jetinfer_worker_in_flight_jobs 0"),
         "{w_text}"
     );
+}
 
-    // Health: alive and ready, naming what is served.
-    for addr in [&d_addr, &w_addr] {
+/// Health: alive and ready, naming what is served.
+async fn health_names_what_is_served(d_addr: &str, w_addr: &str) {
+    for addr in [d_addr, w_addr] {
         let (code, body) = get(addr, "/healthz").await;
         assert_eq!(code, 200, "{body}");
         let (code, body) = get(addr, "/readyz").await;
@@ -215,7 +246,7 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
         assert_eq!(v["nats"], "connected", "{body}");
         assert_eq!(v["redis"], "ok", "{body}");
     }
-    let (_, body) = get(&w_addr, "/readyz").await;
+    let (_, body) = get(w_addr, "/readyz").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let served: Vec<String> = v["models"]
         .as_array()
@@ -230,23 +261,8 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
         })
         .collect();
     assert!(served.contains(&"mlp:1".to_string()), "{body}");
-    let (_, body) = get(&d_addr, "/readyz").await;
+    let (_, body) = get(d_addr, "/readyz").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["workers"][0]["id"], "worker-0", "{body}");
     assert!(body.contains(r#""name":"mlp""#), "{body}");
-
-    // JSON logs: one object per line, and the job lines carry the trace id field.
-    let log = std::fs::read_to_string(stack.dispatcher().unwrap().log_path()).unwrap();
-    for line in log.lines().filter(|l| l.starts_with('{')) {
-        serde_json::from_str::<serde_json::Value>(line)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-    }
-
-    // Readiness follows Redis: stopped Redis → 503.
-    stack.redis_server().unwrap().stop();
-    let (code, body) = get(&w_addr, "/readyz").await;
-    assert_eq!(code, 503, "{body}");
-    let (code, _) = get(&w_addr, "/healthz").await;
-    assert_eq!(code, 200);
-    stack.stop();
 }
