@@ -39,5 +39,5 @@ mod otel;
 pub use builder::ClientBuilder;
 pub use client::{Client, Submitted};
 pub use error::{ClientError, WaitManyTimeout};
-pub use jetinfer_connect::{redact_url, ConnectError, NatsSettings};
+pub use jetinfer_connect::{redact_url, ConnectError, NatsAuth, NatsSettings, NatsTls};
 pub use jetinfer_store::{decode_owned, ResultStore, ResultWrite, StoreConfig, StoreError};

@@ -1,0 +1,156 @@
+//! [`ConnectArgs`]: the connection flags every binary flattens into its command line, named
+//! like the NATS and Redis tools' own (`NATS_URL`, `NATS_CREDS`, `NATS_CA`, …).
+
+use std::path::PathBuf;
+
+use crate::nats::{NatsAuth, NatsSettings, NatsTls};
+use crate::url::redact_url;
+use crate::{DEFAULT_NATS_URL, DEFAULT_REDIS_URL};
+
+/// The connection flags every binary takes.
+///
+/// Its `Debug` form hides credentials, so a configuration that contains it prints safely
+/// with `{:?}` (logs, `--check-config`).
+#[derive(clap::Args, Clone, Default, PartialEq, Eq)]
+pub struct ConnectArgs {
+    /// NATS server URL, or a comma-separated list [default: nats://127.0.0.1:4222].
+    /// `user:password@` or `token@` in it are used as credentials.
+    #[arg(long, env = "NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+    /// NATS user name (with --nats-password).
+    #[arg(long, env = "NATS_USER", global = true, requires = "nats_password",
+          conflicts_with_all = ["nats_token", "nats_nkey", "nats_creds"])]
+    pub nats_user: Option<String>,
+    /// NATS password (with --nats-user).
+    #[arg(long, env = "NATS_PASSWORD", global = true, requires = "nats_user")]
+    pub nats_password: Option<String>,
+    /// NATS authentication token.
+    #[arg(long, env = "NATS_TOKEN", global = true, conflicts_with_all = ["nats_nkey", "nats_creds"])]
+    pub nats_token: Option<String>,
+    /// File holding an nkey seed (`SU…`) to sign the server's challenge with.
+    #[arg(long, env = "NATS_NKEY", global = true, conflicts_with = "nats_creds")]
+    pub nats_nkey: Option<PathBuf>,
+    /// A `.creds` file (user JWT and nkey seed) for decentralised NATS auth.
+    #[arg(long, env = "NATS_CREDS", global = true)]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for the NATS server's TLS certificate; requires TLS.
+    #[arg(long, env = "NATS_CA", global = true)]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS with NATS (with --nats-tls-key).
+    #[arg(long, env = "NATS_CERT", global = true, requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "NATS_KEY", global = true, requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Redis URL (`redis://`, `redis+unix://`) [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+}
+
+impl ConnectArgs {
+    /// The NATS URL given, or the default.
+    pub fn nats_url(&self) -> &str {
+        self.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL)
+    }
+
+    /// The Redis URL given, or the default.
+    pub fn redis_url(&self) -> &str {
+        self.redis_url.as_deref().unwrap_or(DEFAULT_REDIS_URL)
+    }
+
+    /// NATS settings for the given (or default) URL, credentials and TLS files.
+    pub fn nats(&self) -> NatsSettings {
+        NatsSettings {
+            auth: self.nats_auth(),
+            tls: NatsTls {
+                ca: self.nats_tls_ca.clone(),
+                cert: self.nats_tls_cert.clone(),
+                key: self.nats_tls_key.clone(),
+            },
+            ..NatsSettings::new(self.nats_url())
+        }
+    }
+
+    /// The credentials given by flags (clap lets at most one kind through).
+    fn nats_auth(&self) -> NatsAuth {
+        if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
+            NatsAuth::UserPassword {
+                user: user.clone(),
+                password: password.clone(),
+            }
+        } else if let Some(token) = &self.nats_token {
+            NatsAuth::Token(token.clone())
+        } else if let Some(path) = &self.nats_nkey {
+            NatsAuth::NkeySeedFile(path.clone())
+        } else if let Some(path) = &self.nats_creds {
+            NatsAuth::CredsFile(path.clone())
+        } else {
+            NatsAuth::None
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnectArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectArgs")
+            .field("nats_url", &redact_url(self.nats_url()))
+            .field("nats_auth", &self.nats_auth())
+            .field("nats_tls_ca", &self.nats_tls_ca)
+            .field("nats_tls_cert", &self.nats_tls_cert)
+            .field("nats_tls_key", &self.nats_tls_key)
+            .field("redis_url", &redact_url(self.redis_url()))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    }
+
+    #[test]
+    fn connection_flags_print_without_secrets() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--nats-url",
+            "nats://u:pw@h:4222",
+            "--redis-url",
+            "redis://ru:rpw@h:6379",
+        ])
+        .unwrap();
+        let shown = format!("{:?}", cli.connect);
+        assert!(!shown.contains("pw"), "{shown}");
+        let cli =
+            Cli::try_parse_from(["x", "--nats-user", "svc", "--nats-password", "hunter2"]).unwrap();
+        let shown = format!("{:?}", cli.connect);
+        assert!(
+            shown.contains("svc") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("redis://127.0.0.1:6379"), "{shown}");
+    }
+
+    #[test]
+    fn one_kind_of_credential_at_a_time() {
+        assert!(Cli::try_parse_from(["x", "--nats-token", "t", "--nats-creds", "c"]).is_err());
+        assert!(
+            Cli::try_parse_from(["x", "--nats-user", "u"]).is_err(),
+            "user needs a password"
+        );
+        assert!(
+            Cli::try_parse_from(["x", "--nats-tls-cert", "c"]).is_err(),
+            "cert needs a key"
+        );
+        let cli = Cli::try_parse_from(["x", "--nats-creds", "/a.creds"]).unwrap();
+        assert_eq!(
+            cli.connect.nats().auth,
+            NatsAuth::CredsFile("/a.creds".into())
+        );
+    }
+}
