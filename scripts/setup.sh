@@ -5,7 +5,7 @@
 #     the cross-language wire check, and check-jsonschema (validates compose.yaml against
 #     the compose specification in the tests);
 #   - the sample TorchScript models and their golden inputs/outputs (models/out).
-# redis-server comes from the machine (Debian's redis-server package).
+# redis-server and openssl come from Debian's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${JETINFER_VENV:-.venv}
@@ -23,17 +23,24 @@ if [ ! -f "$MARK" ] || [ "$(cat "$MARK")" != "$REQS" ]; then
   echo "$REQS" > "$MARK"
 fi
 
-# The package lists may be missing or stale on a fresh machine: update them before installing,
-# and let apt's own error reach the log if the install fails.
-if ! command -v redis-server >/dev/null 2>&1; then
+# Programs from Debian's packages: redis-server (tests and demo), openssl (the TLS tests make
+# their certificates with it). The package lists may be missing or stale on a fresh machine:
+# update them before installing, and let apt's own error reach the log if the install fails.
+MISSING=""
+command -v redis-server >/dev/null 2>&1 || MISSING="$MISSING redis-server"
+command -v openssl >/dev/null 2>&1 || MISSING="$MISSING openssl"
+if [ -n "$MISSING" ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup: redis-server is required on PATH (no apt-get here to install it)" >&2; exit 1
+    echo "setup: needs$MISSING on PATH (no apt-get here to install them)" >&2; exit 1
   fi
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends redis-server
-  command -v redis-server >/dev/null 2>&1 || { echo "setup: redis-server still missing after apt-get install" >&2; exit 1; }
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $MISSING
+  for program in $MISSING; do
+    command -v "$program" >/dev/null 2>&1 || { echo "setup: $program still missing after apt-get install" >&2; exit 1; }
+  done
 fi
 
 "$VENV/bin/python" models/export.py --out models/out
