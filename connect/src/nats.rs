@@ -125,8 +125,24 @@ impl NatsSettings {
         self
     }
 
+    /// Checks what can be checked without a server: credentials given once, a client
+    /// certificate with its key. `--check-config` calls it; [`NatsSettings::connect`] too.
+    pub fn check(&self) -> Result<(), ConnectError> {
+        let (_, from_url) = split_userinfo(&self.url)?;
+        if from_url.is_some() && self.auth != NatsAuth::None {
+            return Err(ConnectError::GivenTwice {
+                flag: self.auth.flag(),
+            });
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConnectError::CertWithoutKey);
+        }
+        Ok(())
+    }
+
     /// Opens the connection.
     pub async fn connect(&self) -> Result<async_nats::Client, ConnectError> {
+        self.check()?;
         let (url, from_url) = split_userinfo(&self.url)?;
         let mut options = self.authenticated(from_url).await?;
         options = self.encrypted(options)?;

@@ -5,11 +5,13 @@ use std::time::Duration;
 use jetinfer_schemas::{Limits, Priority};
 
 /// A setting that cannot work, naming its flag.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A per-priority list flag (`--deadline-ms`, `--in-flight`) without three values.
     #[error("{flag} needs three values (p0,p1,p2)")]
     NotPerPriority { flag: &'static str, got: usize },
+    #[error(transparent)]
+    Nats(#[from] jetinfer_connect::ConnectError),
 }
 
 /// Where JetStream keeps the job stream.
@@ -123,6 +125,7 @@ impl Config {
                 return Err(ConfigError::NotPerPriority { flag, got });
             }
         }
+        self.connect.nats().check()?;
         Ok(())
     }
 
@@ -180,12 +183,18 @@ mod tests {
             .check()
             .unwrap_err();
         assert_eq!(e.to_string(), "--in-flight needs three values (p0,p1,p2)");
-        assert_eq!(
+        assert!(matches!(
             e,
             ConfigError::NotPerPriority {
                 flag: "--in-flight",
                 got: 2
             }
-        );
+        ));
+        let twice =
+            Config::try_parse_from(["d", "--nats-url", "nats://u:p@h:1", "--nats-token", "t"])
+                .unwrap()
+                .check()
+                .unwrap_err();
+        assert!(twice.to_string().contains("given twice"), "{twice}");
     }
 }

@@ -13,6 +13,7 @@ fn main() -> anyhow::Result<()> {
     }
     let config = Config::parse();
     if config.ops.check_config {
+        config.connect.nats().check()?;
         // `ConnectArgs` hides credentials in its `Debug` form.
         println!("{config:?}");
         return Ok(());
