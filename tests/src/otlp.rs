@@ -42,6 +42,19 @@ pub const DISPATCH_SPAN: &str = "send jetinfer.worker.{id}.run";
 /// The exported name of a job's span in the worker.
 pub const WORKER_JOB_SPAN: &str = "process jetinfer.worker.{id}.run";
 
+/// The roles of the spans every job's trace holds after the producer's publish (cache
+/// lookups only for cacheable jobs, so not listed).
+pub const JOB_SPAN_ROLES: [&str; 8] = [
+    "dispatcher.job",
+    "jetstream.wait",
+    "dispatcher.queue",
+    "dispatcher.dispatch",
+    "worker.job",
+    "worker.validate",
+    "worker.queue",
+    "worker.result_write",
+];
+
 /// A span's role, whatever subject its name carries: `publish` (the producer's),
 /// `dispatcher.job`, `dispatcher.dispatch`, `worker.job`; other spans keep their names.
 pub fn role_of(name: &str) -> &str {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jetinfer_devkit::local::{binary, repo_root};
-use jetinfer_tests::otlp::{render_tree, ReceivedSpan, Receiver};
+use jetinfer_tests::otlp::{render_tree, ReceivedSpan, Receiver, JOB_SPAN_ROLES};
 
 const JOBS: usize = 90;
 
@@ -61,16 +61,7 @@ async fn every_demo_job_is_one_complete_trace() {
     assert_eq!(published.len(), JOBS, "traces with a publish span");
     for trace in &published {
         let names = &traces[*trace];
-        for wanted in [
-            "dispatcher.job",
-            "jetstream.wait",
-            "dispatcher.queue",
-            "dispatcher.dispatch",
-            "worker.job",
-            "worker.validate",
-            "worker.queue",
-            "worker.result_write",
-        ] {
+        for wanted in JOB_SPAN_ROLES {
             assert!(
                 names.contains(wanted),
                 "trace {trace} lacks {wanted}:\n{}",

@@ -11,7 +11,9 @@ use jetinfer_schemas::names::job_subject;
 use jetinfer_schemas::{Job, Priority, Status, Tensor};
 use jetinfer_telemetry::context::remote_context;
 use jetinfer_telemetry::{self, LogFormat};
-use jetinfer_tests::otlp::{render_tree, ReceivedSpan, Receiver, DISPATCH_SPAN, WORKER_JOB_SPAN};
+use jetinfer_tests::otlp::{
+    render_tree, ReceivedSpan, Receiver, DISPATCH_SPAN, JOB_SPAN_ROLES, WORKER_JOB_SPAN,
+};
 use jetinfer_tests::{assert_all_correct, golden, publish_samples, run_id};
 
 /// Makes `span` a child of the remote span in `traceparent`, as a producer's caller would.
@@ -288,18 +290,9 @@ async fn start_traced(receiver: &Receiver) -> (jetinfer_telemetry::Telemetry, Lo
 /// Whether every span of the traced job has arrived, the batch span linking it included
 /// (the dispatcher's job span ends at the ack, after the worker's spans).
 fn complete(spans: &[ReceivedSpan], trace_id: &str) -> bool {
-    let wanted = [
-        "test.request",
-        "publish",
-        "dispatcher.job",
-        "jetstream.wait",
-        "dispatcher.queue",
-        "dispatcher.dispatch",
-        "worker.job",
-        "worker.validate",
-        "worker.queue",
-        "worker.result_write",
-    ];
+    let mut wanted = ["test.request", "publish"]
+        .into_iter()
+        .chain(JOB_SPAN_ROLES);
     let names: BTreeSet<&str> = spans
         .iter()
         .filter(|s| s.trace_id == trace_id)
@@ -311,7 +304,7 @@ fn complete(spans: &[ReceivedSpan], trace_id: &str) -> bool {
         .filter(|s| s.trace_id == trace_id && s.role == "worker.job")
         .map(|s| s.span_id.as_str())
         .collect();
-    wanted.iter().all(|w| names.contains(w))
+    wanted.all(|w| names.contains(w))
         && spans.iter().any(|s| {
             s.role == "worker.batch"
                 && s.links
