@@ -162,18 +162,14 @@ impl NatsSettings {
             })
     }
 
-    /// Options carrying the credentials: from the URL, or from `auth`, never both.
+    /// Options carrying the credentials: from the URL, or from `auth` ([`NatsSettings::check`]
+    /// has refused both at once).
     async fn authenticated(
         &self,
         from_url: Option<UrlCredentials>,
     ) -> Result<async_nats::ConnectOptions, ConnectError> {
         let options = async_nats::ConnectOptions::new();
         if let Some(creds) = from_url {
-            if self.auth != NatsAuth::None {
-                return Err(ConnectError::GivenTwice {
-                    flag: self.auth.flag(),
-                });
-            }
             return Ok(match creds {
                 UrlCredentials::UserPassword { user, password } => {
                     options.user_and_password(user, password)
