@@ -222,29 +222,32 @@ impl Workers {
     }
 }
 
+/// A heartbeat of a worker serving one model with all its slots free, for unit tests here
+/// and in the scheduler's harness.
+#[cfg(test)]
+pub(crate) fn test_heartbeat(id: &str, model: &str, version: &str, slots: u32) -> Heartbeat {
+    Heartbeat {
+        v: 1,
+        worker: id.into(),
+        models: vec![ModelInfo {
+            name: model.into(),
+            version: version.into(),
+            max_batch_size: 8,
+            inputs: vec![],
+            batch_ms: None,
+        }],
+        slots,
+        free_slots: slots,
+        devices: vec![],
+        gpu_memory_bytes: None,
+        accepting: true,
+        sent_at_ms: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hb(id: &str, model: &str, version: &str, slots: u32) -> Heartbeat {
-        Heartbeat {
-            v: 1,
-            worker: id.into(),
-            models: vec![ModelInfo {
-                name: model.into(),
-                version: version.into(),
-                max_batch_size: 8,
-                inputs: vec![],
-                batch_ms: None,
-            }],
-            slots,
-            free_slots: slots,
-            devices: vec![],
-            gpu_memory_bytes: None,
-            accepting: true,
-            sent_at_ms: 0,
-        }
-    }
 
     fn route(m: &str, v: Option<&str>) -> Route {
         Route {
@@ -257,8 +260,8 @@ mod tests {
     fn places_on_the_freest_worker_serving_the_route() {
         let now = Instant::now();
         let mut w = Workers::new(Duration::from_secs(3), Duration::from_secs(30));
-        w.heartbeat(hb("a", "m", "1", 16), now);
-        w.heartbeat(hb("b", "m", "2", 16), now);
+        w.heartbeat(test_heartbeat("a", "m", "1", 16), now);
+        w.heartbeat(test_heartbeat("b", "m", "2", 16), now);
         w.reserve("a", 10, 0);
         let p = w.place(&route("m", None)).unwrap();
         assert_eq!((p.worker.as_str(), p.capacity), ("b", 8));
@@ -274,8 +277,8 @@ mod tests {
     fn one_suspect_per_worker() {
         let now = Instant::now();
         let mut w = Workers::new(Duration::from_secs(3), Duration::from_secs(30));
-        w.heartbeat(hb("a", "m", "1", 16), now);
-        w.heartbeat(hb("b", "m", "1", 16), now);
+        w.heartbeat(test_heartbeat("a", "m", "1", 16), now);
+        w.heartbeat(test_heartbeat("b", "m", "1", 16), now);
         let first = w.place_suspect(&route("m", None)).unwrap();
         assert_eq!(first.capacity, 1);
         w.reserve(&first.worker, 1, 1);
@@ -295,7 +298,7 @@ mod tests {
 
     #[test]
     fn bundle_timeout_follows_the_model_batch_time() {
-        let mut m = hb("a", "m", "1", 16).models.remove(0);
+        let mut m = test_heartbeat("a", "m", "1", 16).models.remove(0);
         let max = Duration::from_secs(30);
         assert_eq!(
             bundle_timeout(16, &m, max),
@@ -316,9 +319,9 @@ mod tests {
         let now = Instant::now();
         let mut w = Workers::new(Duration::from_secs(3), Duration::from_secs(30));
         assert!(w.view().is_none(), "nothing heard yet");
-        w.heartbeat(hb("b", "m", "1", 4), now);
-        w.heartbeat(hb("a", "m", "1", 4), now);
-        let mut draining = hb("c", "m", "1", 4);
+        w.heartbeat(test_heartbeat("b", "m", "1", 4), now);
+        w.heartbeat(test_heartbeat("a", "m", "1", 4), now);
+        let mut draining = test_heartbeat("c", "m", "1", 4);
         draining.accepting = false;
         w.heartbeat(draining, now);
         let ids: Vec<String> = w.view().unwrap().iter().map(|h| h.worker.clone()).collect();
@@ -334,7 +337,7 @@ mod tests {
     fn silent_workers_expire_and_cancel_their_dispatches() {
         let t0 = Instant::now();
         let mut w = Workers::new(Duration::from_secs(3), Duration::from_secs(30));
-        w.heartbeat(hb("a", "m", "1", 4), t0);
+        w.heartbeat(test_heartbeat("a", "m", "1", 4), t0);
         let p = w.place(&route("m", None)).unwrap();
         assert!(w.expire(t0 + Duration::from_secs(2)).is_empty());
         assert_eq!(w.expire(t0 + Duration::from_secs(4)), vec!["a".to_string()]);

@@ -3,9 +3,9 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
+use crate::workers::test_heartbeat;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use jetinfer_schemas::worker::{Heartbeat, ModelInfo};
 use tokio::sync::Semaphore;
 
 pub(super) use super::*;
@@ -94,23 +94,7 @@ impl Test {
     }
 
     pub fn heartbeat(&mut self, worker: &str, model: &str, slots: u32, at_ms: u64) {
-        let hb = Heartbeat {
-            v: 1,
-            worker: worker.into(),
-            models: vec![ModelInfo {
-                name: model.into(),
-                version: "1".into(),
-                max_batch_size: 8,
-                inputs: vec![],
-                batch_ms: None,
-            }],
-            slots,
-            free_slots: slots,
-            devices: vec![],
-            gpu_memory_bytes: None,
-            accepting: true,
-            sent_at_ms: 0,
-        };
+        let hb = test_heartbeat(worker, model, "1", slots);
         self.s
             .handle(Command::Heartbeat(hb), self.at(at_ms), NOW_MS + at_ms);
     }
