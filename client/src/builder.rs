@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use jetinfer_connect::{NatsSettings, DEFAULT_REDIS_URL};
+use jetinfer_schemas::inputs_ref::DEFAULT_INLINE_LIMIT;
 use jetinfer_store::StoreConfig;
 
+use crate::client::DEFAULT_INPUTS_TTL;
 use crate::error::ClientError;
 use crate::Client;
 
@@ -16,6 +18,8 @@ use crate::Client;
 pub struct ClientBuilder {
     nats: NatsSettings,
     store: StoreConfig,
+    inline_limit: usize,
+    inputs_ttl: Duration,
 }
 
 impl ClientBuilder {
@@ -23,7 +27,22 @@ impl ClientBuilder {
         ClientBuilder {
             nats: NatsSettings::new(nats_url).retry_on_initial_connect(),
             store: StoreConfig::new(DEFAULT_REDIS_URL),
+            inline_limit: DEFAULT_INLINE_LIMIT,
+            inputs_ttl: DEFAULT_INPUTS_TTL,
         }
+    }
+
+    /// Jobs whose input data totals at least `bytes` send their inputs by reference (see
+    /// [`Client::with_inline_limit`]); `usize::MAX` sends everything inline.
+    pub fn inline_limit(mut self, bytes: usize) -> Self {
+        self.inline_limit = bytes;
+        self
+    }
+
+    /// See [`Client::with_inputs_ttl`].
+    pub fn inputs_ttl(mut self, ttl: Duration) -> Self {
+        self.inputs_ttl = ttl;
+        self
     }
 
     /// The Redis URL (`redis://…`, `rediss://…`, `redis+unix://…`); the other store
@@ -70,7 +89,10 @@ impl ClientBuilder {
 
     /// Connects to NATS and prepares the Redis pool.
     pub async fn connect(self) -> Result<Client, ClientError> {
-        Client::connect_with(&self.nats, &self.store).await
+        Ok(Client::connect_with(&self.nats, &self.store)
+            .await?
+            .with_inline_limit(self.inline_limit)
+            .with_inputs_ttl(self.inputs_ttl))
     }
 }
 

@@ -8,7 +8,8 @@ use async_nats::HeaderMap;
 use futures::stream::SelectAll;
 use futures::{FutureExt, StreamExt};
 use jetinfer_schemas::names::{done_subject, job_subject};
-use jetinfer_schemas::{encode, Job, JobResult, Limits, Priority};
+use jetinfer_schemas::inputs_ref::{store_inputs, DEFAULT_INLINE_LIMIT};
+use jetinfer_schemas::{encode, now_ms, Job, JobResult, Limits, Priority};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -23,6 +24,12 @@ const POLL_MAX: Duration = Duration::from_millis(500);
 /// The first pause between two polls; it doubles up to [`POLL_MAX`].
 const POLL_FIRST: Duration = Duration::from_millis(20);
 
+/// How long inputs sent by reference stay in Redis when the job names no deadline (the
+/// worker deletes them as soon as the result is stored).
+pub const DEFAULT_INPUTS_TTL: Duration = Duration::from_secs(3600);
+/// Kept beyond a job's own deadline, for the clocks of producer and dispatcher to differ.
+const INPUTS_TTL_MARGIN: Duration = Duration::from_secs(60);
+
 /// The completion notices one `wait_many` listens to.
 type Notices = SelectAll<async_nats::Subscriber>;
 
@@ -33,6 +40,9 @@ pub struct Client {
     js: jetstream::Context,
     store: ResultStore,
     limits: Limits,
+    /// Jobs whose input data is at least this many bytes send their inputs by reference.
+    inline_limit: usize,
+    inputs_ttl: Duration,
 }
 
 /// The publish acknowledgement of one job.
@@ -70,7 +80,26 @@ impl Client {
             js,
             store,
             limits: Limits::default(),
+            inline_limit: DEFAULT_INLINE_LIMIT,
+            inputs_ttl: DEFAULT_INPUTS_TTL,
         }
+    }
+
+    /// Jobs whose input data totals at least `bytes` keep their inputs in Redis and carry a
+    /// reference (see [`jetinfer_schemas::inputs_ref`]); `usize::MAX` sends every job
+    /// inline, as version 1 of the wire format did. Default
+    /// [`DEFAULT_INLINE_LIMIT`](jetinfer_schemas::inputs_ref::DEFAULT_INLINE_LIMIT).
+    pub fn with_inline_limit(mut self, bytes: usize) -> Self {
+        self.inline_limit = bytes;
+        self
+    }
+
+    /// How long inputs sent by reference stay in Redis when a job names no deadline
+    /// (default [`DEFAULT_INPUTS_TTL`]); with a deadline, until a minute after it. Jobs
+    /// still queued when their inputs expire end as `bad_payload`.
+    pub fn with_inputs_ttl(mut self, ttl: Duration) -> Self {
+        self.inputs_ttl = ttl;
+        self
     }
 
     /// The core NATS connection.
@@ -116,13 +145,52 @@ impl Client {
         #[cfg(feature = "otel")]
         crate::otel::record_trace_id(&span);
         let ack = self
-            .publish_raw(&subject, &job.id, encode(job).into())
+            .publish_job(&subject, job)
             .instrument(span)
             .await?;
         Ok(Submitted {
             id: job.id.to_string(),
             duplicate: ack,
         })
+    }
+
+    /// Publishes a job on `subject` (not checked), its inputs by reference when they are
+    /// large (see [`Client::with_inline_limit`]): they are stored in Redis first, so a
+    /// job JetStream accepted always finds them. Returns whether JetStream reported a
+    /// duplicate.
+    pub async fn publish_job(&self, subject: &str, job: &Job<'_>) -> Result<bool, ClientError> {
+        let data_bytes: usize = job.inputs.iter().map(|t| t.data.len()).sum();
+        if job.inputs_ref.is_some() || data_bytes < self.inline_limit {
+            return self.publish_raw(subject, &job.id, encode(job).into()).await;
+        }
+        let (value, reference) = store_inputs(&job.inputs);
+        self.store
+            .put_inputs(&job.id, &value, self.inputs_ttl_of(job))
+            .await?;
+        // Every field named, so a field added to `Job` cannot be dropped here unnoticed.
+        let by_ref = Job {
+            v: job.v,
+            id: job.id.as_ref().into(),
+            model: job.model.as_ref().into(),
+            version: job.version.as_deref().map(Into::into),
+            inputs: Vec::new(),
+            inputs_ref: Some(reference),
+            deadline_ms: job.deadline_ms,
+            cache: job.cache,
+            meta: job.meta.clone(),
+        };
+        self.publish_raw(subject, &job.id, encode(&by_ref).into())
+            .await
+    }
+
+    /// Until a minute after the job's deadline, or [`Client::with_inputs_ttl`].
+    fn inputs_ttl_of(&self, job: &Job<'_>) -> Duration {
+        match job.deadline_ms {
+            Some(deadline) => {
+                Duration::from_millis(deadline.saturating_sub(now_ms())) + INPUTS_TTL_MARGIN
+            }
+            None => self.inputs_ttl,
+        }
     }
 
     /// Publishes raw bytes as a job message (for tests and other tools); returns whether

@@ -37,7 +37,7 @@ mod gather;
 mod otel;
 
 pub use builder::ClientBuilder;
-pub use client::{Client, Submitted};
+pub use client::{Client, Submitted, DEFAULT_INPUTS_TTL};
 pub use error::{ClientError, WaitManyTimeout};
 pub use jetinfer_connect::{redact_url, ConnectError, NatsAuth, NatsSettings, NatsTls};
 pub use jetinfer_store::{decode_owned, ResultStore, ResultWrite, StoreConfig, StoreError};

@@ -1,16 +1,18 @@
-//! The JetStream objects every process agrees on: the jobs stream, the dead-letter stream
-//! and the durable pull consumer of each priority. The dispatcher creates them from these
-//! definitions; tools that run without a dispatcher (the bench baselines) create the same.
+//! The JetStream objects every process agrees on: one jobs stream per priority, the
+//! dead-letter stream and the durable pull consumer of each priority. The dispatcher
+//! creates them from these definitions; tools that run without a dispatcher (the bench
+//! baselines) create the same.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{consumer, stream};
 use jetinfer_schemas::names::{
-    consumer_name, priority_filter, DLQ_STREAM, JOBS_PREFIX, JOBS_STREAM,
+    consumer_name, jobs_stream, priority_filter, DLQ_STREAM, JOBS_PREFIX, LEGACY_JOBS_STREAM,
 };
 use jetinfer_schemas::Priority;
 
-/// The limits and placement of the jobs stream (the dispatcher's flags).
+/// The limits and placement of each priority's jobs stream (the dispatcher's flags); every
+/// priority's stream gets the same limits, each counted on its own.
 #[derive(Debug, Clone)]
 pub struct JobsStream {
     /// Messages in all; -1 for no limit.
@@ -39,14 +41,31 @@ impl Default for JobsStream {
 }
 
 impl JobsStream {
-    /// WorkQueue retention (a job leaves the stream when acked), DiscardNew so producers get
-    /// an error when it is full — in all, and per subject, so one priority's burst cannot
-    /// lock the others out — and a duplicate window for `Nats-Msg-Id` de-duplication.
-    pub fn config(&self) -> stream::Config {
+    /// The stream of priority `p`'s jobs (`jetinfer.jobs.<p>.>`): WorkQueue retention (a
+    /// job leaves the stream when acked), DiscardNew so producers get an error when it is
+    /// full — in all, and per subject (model), so one model's burst cannot lock the others
+    /// out — and a duplicate window for `Nats-Msg-Id` de-duplication.
+    pub fn config(&self, p: Priority) -> stream::Config {
+        stream::Config {
+            name: jobs_stream(p).to_string(),
+            subjects: vec![priority_filter(p)],
+            ..self.shared_config()
+        }
+    }
+
+    /// One stream for every priority, as before each priority had its own: the layout the
+    /// bench's Python baseline consumes.
+    pub fn legacy_config(&self) -> stream::Config {
+        stream::Config {
+            name: LEGACY_JOBS_STREAM.to_string(),
+            subjects: vec![format!("{JOBS_PREFIX}.>")],
+            ..self.shared_config()
+        }
+    }
+
+    fn shared_config(&self) -> stream::Config {
         let per_subject = self.max_messages_per_subject > 0;
         stream::Config {
-            name: JOBS_STREAM.to_string(),
-            subjects: vec![format!("{JOBS_PREFIX}.>")],
             retention: stream::RetentionPolicy::WorkQueue,
             discard: stream::DiscardPolicy::New,
             max_messages: self.max_messages,
@@ -107,14 +126,16 @@ mod tests {
 
     #[test]
     fn per_subject_limit_only_when_set() {
-        let open = JobsStream::default().config();
+        let open = JobsStream::default().config(Priority::P0);
+        assert_eq!(open.name, "JETINFER_P0");
+        assert_eq!(open.subjects, ["jetinfer.jobs.p0.>"]);
         assert_eq!(open.max_messages_per_subject, -1);
         assert!(!open.discard_new_per_subject);
         let capped = JobsStream {
             max_messages_per_subject: 10,
             ..Default::default()
         }
-        .config();
+        .config(Priority::P2);
         assert_eq!(capped.max_messages_per_subject, 10);
         assert!(capped.discard_new_per_subject);
         assert_eq!(capped.retention, stream::RetentionPolicy::WorkQueue);

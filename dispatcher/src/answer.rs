@@ -54,6 +54,9 @@ impl Answerer {
                     &[ResultWrite {
                         id,
                         bytes: encode(&result),
+                        // Referenced inputs stay until their TTL: a dead letter's replay
+                        // needs them.
+                        drop_inputs: false,
                     }],
                     &[],
                 )

@@ -46,19 +46,20 @@ pub struct Config {
     /// Stream replicas (1 for a single server).
     #[arg(long, env = "JETINFER_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
-    /// Most jobs the stream holds; beyond it producers get an error (DiscardNew).
+    /// Most jobs each priority's stream holds; beyond it that priority's producers get an
+    /// error (DiscardNew) while the other priorities' streams still accept.
     #[arg(long, env = "JETINFER_STREAM_MAX_MSGS", default_value_t = 1_000_000)]
     pub stream_max_msgs: i64,
     /// Most jobs waiting per subject (one priority and model); beyond it producers of that
-    /// subject get an error, so a P2 burst cannot fill the stream and lock P0 out. 0 = no
-    /// per-subject limit.
+    /// subject get an error, so one model's burst cannot fill its priority's stream and
+    /// lock the other models out. 0 = no per-subject limit.
     #[arg(
         long,
         env = "JETINFER_STREAM_MAX_MSGS_PER_SUBJECT",
         default_value_t = 250_000
     )]
     pub stream_max_msgs_per_subject: i64,
-    /// Most bytes the stream holds (DiscardNew).
+    /// Most bytes each priority's stream holds (DiscardNew).
     #[arg(long, env = "JETINFER_STREAM_MAX_BYTES", default_value_t = 8 << 30)]
     pub stream_max_bytes: i64,
     /// JetStream de-duplication window for `Nats-Msg-Id`, seconds.

@@ -91,7 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     };
     // Serves until exit, so /readyz can be asked during the drain too.
     http::start(&config, &name, sources, CancellationToken::new()).await?;
-    let stream = stream::ensure_stream(&answer.js, &config).await?;
+    stream::retire_legacy_stream(&answer.js).await?;
     stream::ensure_dlq_stream(&answer.js, &config).await?;
     let tasks = TaskTracker::new();
     let (health_tx, store_health) = watch::channel(true);
@@ -116,7 +116,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         scheduler: &tx,
         store_health: &store_health,
     };
-    intakes.start(&stream, &tasks, &shutdown).await?;
+    intakes.start(&tasks, &shutdown).await?;
     stream_ready_tx.send_replace(true);
 
     // A bundle is one NATS message: it must fit the server's max_payload.
@@ -139,10 +139,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         store_health,
         workers_view_tx,
     );
-    tracing::info!(
-        stream = jetinfer_schemas::names::JOBS_STREAM,
-        "dispatcher ready"
-    );
+    tracing::info!("dispatcher ready");
     scheduler.run(rx, shutdown).await;
     drain(tasks, &nats).await;
     Ok(())
@@ -157,15 +154,11 @@ struct Intakes<'a> {
 }
 
 impl Intakes<'_> {
-    /// Sets up each priority's consumer and starts its intake on `tasks`.
-    async fn start(
-        &self,
-        stream: &async_nats::jetstream::stream::Stream,
-        tasks: &TaskTracker,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Error> {
+    /// Sets up each priority's stream and consumer and starts its intake on `tasks`.
+    async fn start(&self, tasks: &TaskTracker, shutdown: &CancellationToken) -> Result<(), Error> {
         for p in Priority::ALL {
-            let consumer = stream::ensure_consumer(stream, self.config, p).await?;
+            let stream = stream::ensure_stream(&self.answer.js, self.config, p).await?;
+            let consumer = stream::ensure_consumer(&stream, self.config, p).await?;
             let intake = intake::Intake {
                 priority: p,
                 consumer,

@@ -1,4 +1,4 @@
-//! The JetStream side: the job stream and one durable pull consumer per priority.
+//! The JetStream side: each priority's jobs stream and its durable pull consumer.
 
 use std::time::Duration;
 
@@ -6,7 +6,7 @@ use async_nats::jetstream::context::{CreateStreamError, GetStreamError};
 use async_nats::jetstream::stream::{ConsumerError, ConsumerUpdateError};
 use async_nats::jetstream::{self, consumer, stream};
 use jetinfer_connect::streams::{priority_consumer, JobsStream};
-use jetinfer_schemas::names::{consumer_name, JOBS_STREAM};
+use jetinfer_schemas::names::{consumer_name, jobs_stream, LEGACY_JOBS_STREAM};
 use jetinfer_schemas::Priority;
 
 use crate::config::{Config, Storage};
@@ -26,6 +26,12 @@ pub enum StreamError {
         #[source]
         source: GetStreamError,
     },
+    /// The one-stream layout of older versions still holds jobs; its subjects overlap the
+    /// per-priority streams, so they cannot be created beside it.
+    #[error("stream {LEGACY_JOBS_STREAM} (the one-stream layout of older versions) still holds {messages} jobs: let an older dispatcher drain it, or delete it (`nats stream rm {LEGACY_JOBS_STREAM}`), then start again")]
+    LegacyNotEmpty { messages: u64 },
+    #[error("cannot remove the empty stream {LEGACY_JOBS_STREAM}")]
+    LegacyRemove(#[source] async_nats::jetstream::context::DeleteStreamError),
     /// Creating failed (`create`), and so did updating the existing consumer (`source`).
     #[error("cannot create or update consumer {consumer} (create: {create})")]
     Consumer {
@@ -36,8 +42,8 @@ pub enum StreamError {
     },
 }
 
-/// The jobs stream's definition from the dispatcher's flags.
-fn jobs_stream(cfg: &Config) -> JobsStream {
+/// The jobs streams' definition from the dispatcher's flags.
+fn jobs_stream_config(cfg: &Config) -> JobsStream {
     JobsStream {
         max_messages: cfg.stream_max_msgs,
         max_messages_per_subject: cfg.stream_max_msgs_per_subject,
@@ -51,28 +57,45 @@ fn jobs_stream(cfg: &Config) -> JobsStream {
     }
 }
 
-/// Creates the jobs stream, or updates its limits to the dispatcher's flags.
+/// Creates priority `p`'s jobs stream, or updates its limits to the dispatcher's flags.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     cfg: &Config,
+    p: Priority,
 ) -> Result<stream::Stream, StreamError> {
-    js.create_or_update_stream(jobs_stream(cfg).config())
+    let name = jobs_stream(p);
+    js.create_or_update_stream(jobs_stream_config(cfg).config(p))
         .await
         .map_err(|source| StreamError::Create {
-            stream: JOBS_STREAM.to_string(),
+            stream: name.to_string(),
             source,
         })?;
-    js.get_stream(JOBS_STREAM)
+    js.get_stream(name).await.map_err(|source| StreamError::Get {
+        stream: name.to_string(),
+        source,
+    })
+}
+
+/// Removes the one-stream layout of older versions when it is empty (its subjects would
+/// overlap the per-priority streams); refuses to start while it still holds jobs.
+pub async fn retire_legacy_stream(js: &jetstream::Context) -> Result<(), StreamError> {
+    let Ok(mut legacy) = js.get_stream(LEGACY_JOBS_STREAM).await else {
+        return Ok(());
+    };
+    let messages = legacy.info().await.map(|i| i.state.messages).unwrap_or(0);
+    if messages > 0 {
+        return Err(StreamError::LegacyNotEmpty { messages });
+    }
+    js.delete_stream(LEGACY_JOBS_STREAM)
         .await
-        .map_err(|source| StreamError::Get {
-            stream: JOBS_STREAM.to_string(),
-            source,
-        })
+        .map_err(StreamError::LegacyRemove)?;
+    tracing::info!(stream = LEGACY_JOBS_STREAM, "removed the empty one-stream layout of an older version");
+    Ok(())
 }
 
 /// Creates or updates the dead-letter stream (`jetinfer dlq` reads and replays it).
 pub async fn ensure_dlq_stream(js: &jetstream::Context, cfg: &Config) -> Result<(), StreamError> {
-    let config = jobs_stream(cfg).dlq_config();
+    let config = jobs_stream_config(cfg).dlq_config();
     let stream = config.name.clone();
     js.create_or_update_stream(config)
         .await

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """A jetinfer client in Python, written from docs/wire-format.md alone.
 
-Library use (asyncio; msgpack, numpy, nats-py, redis-py):
+Library use (asyncio; msgpack, numpy, blake3, nats-py, redis-py):
 
     nc = await nats.connect(url); js = nc.jetstream()
     r = redis.asyncio.Redis.from_url(redis_url)
-    await submit(js, "p1", "mlp", [np.zeros(16, np.float32)], "py-123")
+    await submit(js, r, "p1", "mlp", [np.zeros(16, np.float32)], "py-123")
     result = await get_result(r, "py-123")   # None until finished, then a dict
 
 Command line: publishes golden samples of one model as jobs, waits for their results in
@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import re
+import struct
 import sys
 import time
 import uuid
@@ -26,12 +27,16 @@ from pathlib import Path
 
 import msgpack
 import numpy as np
+from blake3 import blake3
 
 SCHEMA_VERSION = 1
 KEY_PREFIX = "jetinfer"
 PRIORITIES = ("p0", "p1", "p2")
 JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MODEL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+INLINE_LIMIT = 32 * 1024        # bytes of tensor data from which inputs go by reference
+INPUTS_TTL_MS = 3_600_000       # stored inputs of a job without deadline live 1 h,
+INPUTS_TTL_MARGIN_MS = 60_000   # else until a minute past the deadline
 
 # Wire dtype -> numpy dtype (little-endian). bf16 has no numpy type: see to_numpy.
 DTYPES = {"f32": "<f4", "f16": "<f2", "f64": "<f8", "i64": "<i8", "i32": "<i4",
@@ -44,6 +49,12 @@ JOB_HEX = ("84a17601a26964a26a31a56d6f64656ca36d6c70a6696e707574739183a564747970
 # The minimal error result of section 9.2.
 ERROR_RESULT_HEX = ("85a17601a26964a16aa6737461747573a56572726f72a56d6f64656ca16d"
                     "a56572726f7282a4636f6465ab6261645f7061796c6f6164a76d657373616765a178")
+# The digest test vector of section 8: the inputs of the 9.1 job.
+DIGEST_VECTOR = "616909a58984fc5a61a53d6e9a25dad25c527795275b4855a6d41d84282e30e6"
+# Those inputs sent by reference: the job of section 9.4 and the stored value of 9.5.
+REF_JOB_HEX = ("85a17601a26964a26a32a56d6f64656ca36d6c70a6696e7075747390aa696e707574735f726566"
+               "82a5627974657323a6646967657374d940" + DIGEST_VECTOR.encode().hex())
+STORED_INPUTS_HEX = "9183a56474797065a3663332a573686170659102a464617461c4080000803f00000040"
 
 
 def tensor(sample) -> dict:
@@ -64,8 +75,28 @@ def to_numpy(t: dict) -> np.ndarray:
     return np.frombuffer(t["data"], DTYPES[t["dtype"]]).reshape(t["shape"])
 
 
-def encode_job(job_id: str, model: str, inputs, deadline_ms=None, version=None, cache=None, meta=None) -> bytes:
-    """The Job map as MessagePack; inputs are numpy samples or ready wire Tensor dicts."""
+def inputs_digest(tensors) -> str:
+    """BLAKE3 of the wire Tensors as section 8 feeds them (the cache key and inputs_ref.digest)."""
+    h = blake3(struct.pack("<Q", len(tensors)))
+    for t in tensors:
+        h.update(t["dtype"].encode())
+        h.update(struct.pack(f"<Q{len(t['shape'])}q", len(t["shape"]), *t["shape"]))
+        h.update(struct.pack("<Q", len(t["data"])))
+        h.update(t["data"])
+    return h.hexdigest()
+
+
+def store_inputs(tensors):
+    """(value, inputs_ref) for inputs sent by reference (section 10): the value is the
+    MessagePack array of the Tensors, stored under jetinfer:input:<id>."""
+    value = msgpack.packb(tensors, use_bin_type=True)
+    return value, {"bytes": len(value), "digest": inputs_digest(tensors)}
+
+
+def encode_job(job_id: str, model: str, inputs, deadline_ms=None, version=None, cache=None, meta=None,
+               inputs_ref=None) -> bytes:
+    """The Job map as MessagePack; inputs are numpy samples or ready wire Tensor dicts
+    (empty when inputs_ref, from store_inputs, is given)."""
     if not JOB_ID.fullmatch(job_id):
         raise ValueError(f"job id {job_id!r} is not [A-Za-z0-9._:-]{{1,128}}")
     if not MODEL_NAME.fullmatch(model):
@@ -74,7 +105,8 @@ def encode_job(job_id: str, model: str, inputs, deadline_ms=None, version=None, 
     if version is not None:
         job["version"] = version
     job["inputs"] = [t if isinstance(t, dict) else tensor(t) for t in inputs]
-    for key, value in (("deadline_ms", deadline_ms), ("cache", cache), ("meta", meta)):
+    for key, value in (("inputs_ref", inputs_ref), ("deadline_ms", deadline_ms), ("cache", cache),
+                       ("meta", meta)):
         if value is not None:
             job[key] = value
     return msgpack.packb(job, use_bin_type=True)
@@ -95,13 +127,28 @@ def result_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:result:{job_id}"
 
 
-async def submit(js, priority, model: str, inputs, job_id: str, deadline_ms=None):
+def input_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}:input:{job_id}"
+
+
+async def submit(js, redis, priority, model: str, inputs, job_id: str, deadline_ms=None,
+                 inline_limit=INLINE_LIMIT):
     """Publishes a job on jetinfer.jobs.<priority>.<model> with Nats-Msg-Id and returns the
-    JetStream ack (its `duplicate` is true when this id was already accepted)."""
+    JetStream ack (its `duplicate` is true when this id was already accepted). Inputs with
+    at least `inline_limit` bytes of tensor data go by reference: SET in Redis first, so the
+    published job always finds them (0 = always; redis may be None while all go inline)."""
     priority = f"p{priority}" if isinstance(priority, int) else str(priority).lower()
     if priority not in PRIORITIES:
         raise ValueError(f"priority {priority!r} is not one of {PRIORITIES}")
-    payload = encode_job(job_id, model, inputs, deadline_ms=deadline_ms)
+    tensors = [t if isinstance(t, dict) else tensor(t) for t in inputs]
+    if sum(len(t["data"]) for t in tensors) < inline_limit:
+        payload = encode_job(job_id, model, tensors, deadline_ms=deadline_ms)
+    else:
+        value, ref = store_inputs(tensors)
+        payload = encode_job(job_id, model, [], deadline_ms=deadline_ms, inputs_ref=ref)
+        left_ms = None if deadline_ms is None else max(deadline_ms - int(time.time() * 1000), 0)
+        ttl_ms = INPUTS_TTL_MS if left_ms is None else left_ms + INPUTS_TTL_MARGIN_MS
+        await redis.set(input_key(job_id), value, px=ttl_ms)
     return await js.publish(f"jetinfer.jobs.{priority}.{model}", payload, headers={"Nats-Msg-Id": job_id})
 
 
@@ -162,7 +209,7 @@ async def run(args) -> int:
         ids = [f"py-{uuid.uuid4()}" for _ in samples]
         start = time.monotonic()
         for job_id, (inputs, _) in zip(ids, samples):
-            await submit(js, args.priority, args.model, inputs, job_id)
+            await submit(js, r, args.priority, args.model, inputs, job_id, inline_limit=args.inline_limit)
         results, nap = {}, 0.02
         while len(results) < len(ids) and time.monotonic() - start < args.timeout:
             pending = [i for i in ids if i not in results]
@@ -190,16 +237,51 @@ async def run(args) -> int:
     return 0 if ok else 1
 
 
+class _Recorder:
+    """Stands in for both JetStream and Redis in the selftest: records what submit sends."""
+    def __init__(self):
+        self.calls = []
+
+    async def set(self, key, value, px):
+        self.calls.append(("SET", key, value, px))
+
+    async def publish(self, subject, payload, headers):
+        self.calls.append(("publish", subject, msgpack.unpackb(payload), headers))
+
+
 def selftest() -> int:
     """Checks the encoder and decoder against the documented bytes; needs no servers."""
-    job = encode_job("j1", "mlp", [np.array([1.0, 2.0], dtype=np.float32)])
+    sample = [np.array([1.0, 2.0], dtype=np.float32)]
+    job = encode_job("j1", "mlp", sample)
     assert job.hex() == JOB_HEX, f"job encoding differs:\n  got  {job.hex()}\n  want {JOB_HEX}"
+    digest = inputs_digest([tensor(a) for a in sample])
+    assert digest == DIGEST_VECTOR, f"digest differs:\n  got  {digest}\n  want {DIGEST_VECTOR}"
+    value, ref = store_inputs([tensor(a) for a in sample])
+    assert value.hex() == STORED_INPUTS_HEX, value.hex()
+    assert encode_job("j2", "mlp", [], inputs_ref=ref).hex() == REF_JOB_HEX
+    # submit: small inputs go inline; large ones (any with inline_limit=0) are SET, then published
+    big = [np.zeros(8192, np.float32)]  # 32 KiB of tensor data: at the limit, so by reference
+    in_10s = int(time.time() * 1000) + 10_000
+    for inputs, limit, deadline, by_ref in ((sample, INLINE_LIMIT, None, False), (sample, 0, None, True),
+                                            (big, INLINE_LIMIT, in_10s, True)):
+        rec = _Recorder()
+        asyncio.run(submit(rec, rec, "p1", "mlp", inputs, "j3", deadline, inline_limit=limit))
+        *stored, (_, subject, sent, headers) = rec.calls  # the SET comes before the publish
+        assert subject == "jetinfer.jobs.p1.mlp" and headers == {"Nats-Msg-Id": "j3"}
+        assert bool(stored) == by_ref and (sent["inputs"] == []) == by_ref, (limit, rec.calls)
+        if by_ref:
+            (_, key, value, px), = stored
+            want_value, want_ref = store_inputs([tensor(a) for a in inputs])
+            assert key == "jetinfer:input:j3" and value == want_value and sent["inputs_ref"] == want_ref
+            want_px = INPUTS_TTL_MS if deadline is None else 10_000 + INPUTS_TTL_MARGIN_MS
+            assert want_px - 1000 < px <= want_px, px
     r = decode_result(bytes.fromhex(ERROR_RESULT_HEX))
     assert r["status"] == "error" and r["error"]["code"] == "bad_payload" and r["outputs"] == []
     for sample in (np.arange(6, dtype=np.uint8).reshape(2, 3), np.float16([1.5, -2]), np.int64(7)):
         back = to_numpy(msgpack.unpackb(msgpack.packb(tensor(sample), use_bin_type=True)))
         assert back.dtype == sample.dtype and np.array_equal(back, sample), sample
-    print("selftest: ok (job bytes match JOB_HEX, error result and tensors decode)")
+    print("selftest: ok (job bytes, digest vector and inputs by reference match the docs; "
+          "error result and tensors decode)")
     return 0
 
 
@@ -212,6 +294,9 @@ def main() -> int:
     p.add_argument("--model", default="mlp")
     p.add_argument("--count", type=int, default=20)
     p.add_argument("--priority", default="p1", choices=PRIORITIES)
+    p.add_argument("--inline-limit", type=int, default=INLINE_LIMIT, metavar="N",
+                   help="send jobs with N or more bytes of tensor data by reference through Redis "
+                        "(default 32768; 0 = every job)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all results")
     p.add_argument("--selftest", action="store_true", help="check the encoding against the docs and exit")
     args = p.parse_args()

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::JobError;
+use crate::inputs_ref::{load_inputs, InputsRef};
 use crate::limits::{is_valid_model_name, is_valid_version, validate_job_id, Limits};
 use crate::tensor::Tensor;
 use crate::SCHEMA_VERSION;
@@ -24,9 +25,12 @@ pub struct Job<'a> {
     /// Model version; absent = whichever version the workers serve.
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub version: Option<Cow<'a, str>>,
-    /// Input tensors in the model's argument order.
+    /// Input tensors in the model's argument order; empty when `inputs_ref` is set.
     #[serde(borrow)]
     pub inputs: Vec<Tensor<'a>>,
+    /// The inputs kept in Redis instead (the claim check, see [`crate::inputs_ref`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_ref: Option<InputsRef>,
     /// Absolute deadline, Unix ms; absent = the priority's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
@@ -51,6 +55,7 @@ impl<'a> Job<'a> {
             model: model.into(),
             version: None,
             inputs,
+            inputs_ref: None,
             deadline_ms: None,
             cache: None,
             meta: None,
@@ -62,8 +67,19 @@ impl<'a> Job<'a> {
         self.cache.unwrap_or(true)
     }
 
+    /// Replaces a reference by the inputs read from the store, checked against it (see
+    /// [`load_inputs`]) and against the limits. A job without a reference is left as is.
+    pub fn attach_inputs(&mut self, value: &'a [u8], limits: &Limits) -> Result<(), JobError> {
+        let Some(reference) = self.inputs_ref.take() else {
+            return Ok(());
+        };
+        self.inputs = load_inputs(value, &reference)?;
+        self.validate_inputs(limits)
+    }
+
     /// Checks what needs no model: id (`bad_payload`), model name and version, input
-    /// count and each tensor's structure (`invalid_input`).
+    /// count and each tensor's structure, or the form of the inputs' reference
+    /// (`invalid_input`).
     pub fn validate(&self, limits: &Limits) -> Result<(), JobError> {
         validate_job_id(&self.id)?;
         if !is_valid_model_name(&self.model) {
@@ -79,6 +95,17 @@ impl<'a> Job<'a> {
                 )));
             }
         }
+        match &self.inputs_ref {
+            Some(_) if !self.inputs.is_empty() => Err(JobError::invalid_input(
+                "a job has inputs or inputs_ref, not both",
+            )),
+            Some(reference) => reference.validate(limits),
+            None => self.validate_inputs(limits),
+        }
+    }
+
+    /// Input count and each tensor's structure (`invalid_input`).
+    fn validate_inputs(&self, limits: &Limits) -> Result<(), JobError> {
         if self.inputs.is_empty() || self.inputs.len() > limits.max_inputs {
             return Err(JobError::invalid_input(format!(
                 "a job needs 1..={} inputs, got {}",

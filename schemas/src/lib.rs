@@ -16,6 +16,7 @@
 //! are ignored and fields added later are `#[serde(default)]`, so old readers keep working.
 
 pub mod error;
+pub mod inputs_ref;
 pub mod job;
 pub mod limits;
 pub mod names;
@@ -25,6 +26,7 @@ pub mod tensor;
 pub mod worker;
 
 pub use error::{ErrorCode, JobError};
+pub use inputs_ref::InputsRef;
 pub use job::{decode_job, Job};
 pub use limits::Limits;
 pub use names::{Keys, Priority};

@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The JetStream stream that holds jobs.
-pub const JOBS_STREAM: &str = "JETINFER_JOBS";
+/// The one stream that held every priority's jobs before each priority got its own
+/// ([`jobs_stream`]). A dispatcher removes it when empty; the bench's Python baseline still
+/// consumes this layout.
+pub const LEGACY_JOBS_STREAM: &str = "JETINFER_JOBS";
 /// Every job subject starts with this.
 pub const JOBS_PREFIX: &str = "jetinfer.jobs";
 /// Workers announce themselves here every second (core NATS).
@@ -96,6 +98,18 @@ pub fn done_subject(id: &str) -> String {
     format!("jetinfer.done.{id}")
 }
 
+/// The JetStream stream of one priority's jobs: `JETINFER_P0`, `JETINFER_P1`, `JETINFER_P2`.
+/// One stream per priority, because JetStream serves each stream on one goroutine with one
+/// store lock: a P2 flood fills only its own stream (refused at publish when full) and
+/// never queues in front of P0 inside the broker.
+pub fn jobs_stream(p: Priority) -> &'static str {
+    match p {
+        Priority::P0 => "JETINFER_P0",
+        Priority::P1 => "JETINFER_P1",
+        Priority::P2 => "JETINFER_P2",
+    }
+}
+
 /// Durable consumer name of a priority (shared by every dispatcher: they split the work).
 pub fn consumer_name(p: Priority) -> String {
     format!("jetinfer-dispatch-{}", p.as_str())
@@ -128,6 +142,12 @@ impl Keys {
     /// `<prefix>:result:<id>`
     pub fn result(&self, id: &str) -> String {
         format!("{}:result:{id}", self.prefix)
+    }
+
+    /// `<prefix>:input:<id>`: a job's inputs sent by reference (see
+    /// [`crate::inputs_ref`]); deleted by the worker once the result is stored, else expired.
+    pub fn input(&self, id: &str) -> String {
+        format!("{}:input:{id}", self.prefix)
     }
 
     /// `<prefix>:failures:<id>`: how many runs of a job were lost (worker died, timed out,

@@ -52,6 +52,8 @@ impl StoreConfig {
 pub struct ResultWrite<'a> {
     pub id: &'a str,
     pub bytes: Vec<u8>,
+    /// The job's inputs were sent by reference: delete them once the result is stored.
+    pub drop_inputs: bool,
 }
 
 /// Handle to the result store; cheap to clone.
@@ -144,6 +146,31 @@ impl ResultStore {
         Ok(redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?)
     }
 
+    /// Stores the inputs of a job sent by reference (`SET PX`; see
+    /// [`jetinfer_schemas::inputs_ref`]). Call before publishing the job.
+    pub async fn put_inputs(&self, id: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let () = redis::cmd("SET")
+            .arg(self.keys.input(id))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The inputs of jobs sent by reference, in one round trip (`MGET`), in the order of
+    /// `ids`; `None` where they expired or were never stored.
+    pub async fn get_inputs(&self, ids: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.input(id)).collect();
+        let mut conn = self.pool.get().await?;
+        Ok(redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?)
+    }
+
     /// Which of these jobs already have a result (one pipelined round trip).
     pub async fn exists_many(&self, ids: &[&str]) -> Result<Vec<bool>, StoreError> {
         if ids.is_empty() {
@@ -176,6 +203,11 @@ impl ResultStore {
                 .arg("NX")
                 .arg("PX")
                 .arg(self.result_ttl_ms);
+            if r.drop_inputs {
+                // After the SET in the same pipeline: the inputs go only once a result
+                // (this one or an earlier run's) is stored.
+                pipe.del(self.keys.input(r.id)).ignore();
+            }
         }
         for (key, bytes) in cache {
             pipe.cmd("SET")

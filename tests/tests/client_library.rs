@@ -135,6 +135,7 @@ async fn a_dead_letter_replayed_through_the_library_runs_again() {
             &[ResultWrite {
                 id: &id,
                 bytes: encode(&poison),
+                drop_inputs: false,
             }],
             &[],
         )

@@ -47,7 +47,7 @@ async fn resubmitting_a_job_id_neither_reruns_it_nor_changes_its_result() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let mut stream = js
-            .get_stream(jetinfer_schemas::names::JOBS_STREAM)
+            .get_stream(jetinfer_schemas::names::jobs_stream(Priority::P1))
             .await
             .unwrap();
         if stream.info().await.unwrap().state.messages == 0 {

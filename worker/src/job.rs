@@ -18,6 +18,8 @@ pub(crate) struct JobCtx {
     pub deadline_ms: u64,
     /// Cache key for a successful result, when the job allows caching.
     pub cache_key: Option<String>,
+    /// The inputs came by reference from Redis: the result's write deletes them.
+    pub inputs_by_ref: bool,
     /// Tells the run request how the job ended.
     pub done: oneshot::Sender<RunOutcome>,
     /// The worker slot the job occupies until its result is written.

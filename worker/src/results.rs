@@ -47,6 +47,7 @@ fn encoded(finished: &[Finished]) -> (Vec<ResultWrite<'_>>, Vec<(String, Vec<u8>
         writes.push(ResultWrite {
             id: &f.ctx.id,
             bytes: encode(r),
+            drop_inputs: f.ctx.inputs_by_ref,
         });
     }
     (writes, cache)

@@ -1,6 +1,7 @@
-//! Run requests from dispatchers: decode and check each job, answer what cannot run
-//! (invalid input, unknown model, expired, cache hits) directly, queue the rest on their
-//! model's batcher, and reply once every job's result is stored.
+//! Run requests from dispatchers: decode and check each job, read the inputs of jobs sent
+//! by reference (one `MGET` per request), answer what cannot run (invalid input, unknown
+//! model, expired, inputs gone, cache hits) directly, queue the rest on their model's
+//! batcher, and reply once every job's result is stored.
 
 use std::sync::Arc;
 
@@ -36,6 +37,32 @@ struct Runnable {
     inputs: Vec<Tensor<'static>>,
     model: usize,
     suspect: bool,
+}
+
+/// What the store gave for one job's inputs.
+enum StoredInputs {
+    /// The job carries its inputs.
+    Inline,
+    Found(Vec<u8>),
+    /// Sent by reference, but gone from the store (expired, or never stored).
+    Missing,
+    /// Sent by reference, and the store did not answer: try again later.
+    Unreachable,
+}
+
+/// Puts inputs read from the store into their job (checked against its reference).
+fn attach_stored<'x>(
+    job: &mut Job<'x>,
+    stored: &'x StoredInputs,
+    limits: &Limits,
+) -> Result<(), JobError> {
+    match stored {
+        StoredInputs::Inline | StoredInputs::Unreachable => Ok(()),
+        StoredInputs::Found(value) => job.attach_inputs(value, limits),
+        StoredInputs::Missing => Err(JobError::bad_payload(
+            "the job's inputs, sent by reference, are not in the store (expired, or never stored)",
+        )),
+    }
 }
 
 fn find_model(roster: &Roster, job: &Job<'_>) -> Option<usize> {
@@ -87,13 +114,22 @@ impl Service {
                 return;
             }
         };
+        let decoded: Vec<Result<Job<'_>, JobError>> = request
+            .jobs
+            .iter()
+            .map(|r| {
+                decode_job(&r.payload, &self.limits)
+                    .and_then(|j| j.validate(&self.limits).map(|_| j))
+            })
+            .collect();
+        let fetched = self.fetch_inputs(&decoded).await;
         let mut waits = Vec::with_capacity(request.jobs.len());
         let mut answered = Vec::new();
         let mut runnable = Vec::new();
-        for run_job in &request.jobs {
+        for ((run_job, job), inputs) in request.jobs.iter().zip(decoded).zip(&fetched) {
             let (done, wait) = oneshot::channel();
             waits.push(wait);
-            self.admit(run_job, done, &mut answered, &mut runnable);
+            self.admit(run_job, job, inputs, done, &mut answered, &mut runnable);
         }
         self.skip_answered(&mut runnable).await;
         let from_cache = self.answer_from_cache(&mut runnable).await;
@@ -127,11 +163,46 @@ impl Service {
         }
     }
 
+    /// Reads the inputs of the jobs sent by reference, one `MGET` for the request.
+    async fn fetch_inputs(&self, jobs: &[Result<Job<'_>, JobError>]) -> Vec<StoredInputs> {
+        let by_ref = |j: &Result<Job<'_>, JobError>| {
+            j.as_ref().is_ok_and(|j| j.inputs_ref.is_some())
+        };
+        let ids: Vec<&str> = jobs
+            .iter()
+            .filter(|j| by_ref(j))
+            .filter_map(|j| j.as_ref().ok().map(|j| &*j.id))
+            .collect();
+        let mut values = match self.store.get_inputs(&ids).await {
+            Ok(values) => values.into_iter(),
+            Err(e) => {
+                if !ids.is_empty() {
+                    tracing::warn!(error = %e, jobs = ids.len(), "cannot read inputs sent by reference; sending the jobs back");
+                }
+                Vec::new().into_iter()
+            }
+        };
+        let unreachable = values.len() < ids.len();
+        jobs.iter()
+            .map(|j| match (by_ref(j), unreachable) {
+                (false, _) => StoredInputs::Inline,
+                (true, true) => StoredInputs::Unreachable,
+                (true, false) => match values.next().flatten() {
+                    Some(v) => StoredInputs::Found(v),
+                    None => StoredInputs::Missing,
+                },
+            })
+            .collect()
+    }
+
     /// Sorts one job into answered-now (errors) or runnable; jobs beyond the free slots,
-    /// or arriving while draining, are sent back (`Retry`).
-    fn admit(
+    /// or arriving while draining, are sent back (`Retry`), as are jobs whose inputs could
+    /// not be read from an unreachable store.
+    fn admit<'x>(
         &self,
         run_job: &RunJob,
+        job: Result<Job<'x>, JobError>,
+        stored_inputs: &'x StoredInputs,
         done: oneshot::Sender<RunOutcome>,
         answered: &mut Vec<Finished>,
         runnable: &mut Vec<Runnable>,
@@ -142,14 +213,12 @@ impl Service {
         } else {
             None
         };
-        let Some(slot) = slot else {
+        let (Some(slot), false) = (slot, matches!(stored_inputs, StoredInputs::Unreachable)) else {
             let _ = done.send(RunOutcome::Retry);
             return;
         };
         let trace = crate::telemetry::JobTrace::start(run_job);
-        let job = match decode_job(&run_job.payload, &self.limits)
-            .and_then(|j| j.validate(&self.limits).map(|_| j))
-        {
+        let mut job = match job {
             Ok(job) => job,
             Err(e) => {
                 // The dispatcher checked this already; a job only gets here through a bug
@@ -174,22 +243,25 @@ impl Service {
                 .remaining_ms
                 .map_or(run_job.deadline_ms, |left| now_ms() + left),
             cache_key: None,
+            inputs_by_ref: job.inputs_ref.is_some(),
             done,
             _slot: Some(slot),
             trace,
         };
-        let checked = check_job(&roster, model, &job, ctx.deadline_ms);
+        // The digest of inputs sent by reference is checked as they are attached: the cache
+        // key needs no second pass over them.
+        let known_digest = job.inputs_ref.as_ref().map(|r| r.digest.clone());
+        let checked = attach_stored(&mut job, stored_inputs, &self.limits)
+            .and_then(|()| check_job(&roster, model, &job, ctx.deadline_ms));
         ctx.trace
             .validated(&ctx.id, &ctx.model, &ctx.version, checked.is_ok());
         match checked {
             Ok(m) => {
                 if job.use_cache() {
                     let info = &roster.models[m].info;
-                    ctx.cache_key = Some(self.store.keys().cache(
-                        &info.name,
-                        &info.version,
-                        &inputs_digest(&job.inputs),
-                    ));
+                    let digest = known_digest.unwrap_or_else(|| inputs_digest(&job.inputs));
+                    ctx.cache_key =
+                        Some(self.store.keys().cache(&info.name, &info.version, &digest));
                 }
                 let inputs = job.inputs.into_iter().map(Tensor::into_owned).collect();
                 runnable.push(Runnable {

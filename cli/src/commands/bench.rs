@@ -71,6 +71,11 @@ pub struct BenchArgs {
     /// Publish acknowledgements awaited at once (open loop).
     #[arg(long, default_value_t = 4096)]
     pub max_publishing: usize,
+    /// jetinfer's jobs whose input data reaches this many bytes keep their inputs in Redis
+    /// and carry a reference [default: the client's, 32 KiB]; a huge value sends everything
+    /// inline. The bare loop and the Python baseline always get inline jobs.
+    #[arg(long)]
+    pub inline_limit: Option<usize>,
     /// JetStream storage of the streams (the dispatcher's `--storage`, the bare loop's and
     /// the Python worker's stream).
     #[arg(long, value_enum, default_value_t = Storage::File)]
@@ -201,6 +206,7 @@ fn options(global: &Global, args: BenchArgs) -> anyhow::Result<Options> {
             pool: args.pool,
         },
         max_publishing: args.max_publishing,
+        inline_limit: args.inline_limit,
         storage: args.storage,
         workers: args.workers,
         dispatcher_args: args.dispatcher_args,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream;
 use futures::StreamExt;
-use jetinfer_schemas::names::{consumer_name, HEARTBEAT_SUBJECT, JOBS_STREAM};
+use jetinfer_schemas::names::{consumer_name, jobs_stream, HEARTBEAT_SUBJECT};
 use jetinfer_schemas::worker::Heartbeat;
 use jetinfer_schemas::Priority;
 
@@ -36,29 +36,32 @@ pub async fn run(global: &Global, args: StatsArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn print_queues(js: &jetstream::Context) {
-    let mut stream = match js.get_stream(JOBS_STREAM).await {
-        Ok(s) => s,
-        Err(e) => {
-            println!("stream {JOBS_STREAM}: not available ({e}); is a dispatcher running?");
-            return;
-        }
-    };
-    match stream.info().await {
-        Ok(info) => println!(
-            "stream {JOBS_STREAM}: {} messages, {} bytes",
-            info.state.messages, info.state.bytes
-        ),
-        Err(e) => println!("stream {JOBS_STREAM}: {e}"),
-    }
-    println!("{:<22} {:>10} {:>10}", "consumer", "pending", "in flight");
+    println!(
+        "{:<12} {:>10} {:>12} {:>10} {:>10}",
+        "stream", "messages", "bytes", "pending", "in flight"
+    );
     for p in Priority::ALL {
-        let name = consumer_name(p);
-        match stream.consumer_info(&name).await {
+        let name = jobs_stream(p);
+        let mut stream = match js.get_stream(name).await {
+            Ok(s) => s,
+            Err(e) => {
+                println!("{name:<12} not available ({e}); is a dispatcher running?");
+                continue;
+            }
+        };
+        let (messages, bytes) = match stream.info().await {
+            Ok(info) => (info.state.messages, info.state.bytes),
+            Err(e) => {
+                println!("{name:<12} {e}");
+                continue;
+            }
+        };
+        match stream.consumer_info(&consumer_name(p)).await {
             Ok(info) => println!(
-                "{name:<22} {:>10} {:>10}",
+                "{name:<12} {messages:>10} {bytes:>12} {:>10} {:>10}",
                 info.num_pending, info.num_ack_pending
             ),
-            Err(e) => println!("{name:<22} absent ({e})"),
+            Err(e) => println!("{name:<12} {messages:>10} {bytes:>12} consumer absent ({e})"),
         }
     }
 }

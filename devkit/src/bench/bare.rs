@@ -109,6 +109,7 @@ async fn serve(
                 ResultWrite {
                     id,
                     bytes: encode(&r),
+                    drop_inputs: false,
                 }
             })
             .collect();

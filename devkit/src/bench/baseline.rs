@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
-use jetinfer_schemas::names::JOBS_STREAM;
+use jetinfer_schemas::names::LEGACY_JOBS_STREAM;
 
 use super::BenchError;
 use crate::local::Process;
@@ -48,7 +48,7 @@ pub async fn start(
     Ok(p)
 }
 
-/// The jobs stream as the dispatcher makes it (for a baseline that runs without one).
+/// The one jobs stream of the baseline's layout (it runs without a dispatcher).
 async fn create_jobs_stream(
     js: &jetstream::Context,
     storage: stream::StorageType,
@@ -57,7 +57,7 @@ async fn create_jobs_stream(
         storage,
         ..Default::default()
     };
-    js.get_or_create_stream(jobs.config())
+    js.get_or_create_stream(jobs.legacy_config())
         .await
         .map_err(|e| BenchError::Nats {
             what: "creating the jobs stream",
@@ -74,7 +74,7 @@ async fn wait_for_consumer(
 ) -> Result<(), BenchError> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(mut s) = js.get_stream(JOBS_STREAM).await {
+        if let Ok(mut s) = js.get_stream(LEGACY_JOBS_STREAM).await {
             if let Ok(info) = s.info().await {
                 if info.state.consumer_count > 0 {
                     // Its first pull request may still be on the way.

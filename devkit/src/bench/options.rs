@@ -66,6 +66,9 @@ pub struct BenchOptions {
     pub payload: PayloadOptions,
     /// Publish acknowledgements awaited at once (open loop).
     pub max_publishing: usize,
+    /// Input data from this many bytes on goes by reference through Redis [default: the
+    /// client's]; `usize::MAX` sends every job inline.
+    pub inline_limit: Option<usize>,
     pub storage: Storage,
     /// Workers to start (local stack).
     pub workers: usize,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use jetinfer_client::{Client, StoreConfig};
 use jetinfer_schemas::names::JOBS_PREFIX;
-use jetinfer_schemas::{Keys, Tensor};
+use jetinfer_schemas::{Keys, Priority, Tensor};
 
 use super::baseline::{self, BaselineEnv};
 use super::cpu::CpuWatch;
@@ -80,7 +80,7 @@ impl Bench<'_> {
                 system: name,
                 source,
             })?;
-        let clients = self.connect(&stack).await?;
+        let clients = self.connect(&system, &stack).await?;
         let stop = tokio_util::sync::CancellationToken::new();
         let (prefix, extra) = self
             .start_consumer(&system, &stack, &clients, &log_dir, &stop)
@@ -155,16 +155,29 @@ impl Bench<'_> {
     }
 
     /// Connects one producer per priority (see [`run::run`]) and the notice listener.
-    async fn connect(&self, stack: &LocalStack) -> Result<Clients, BenchError> {
+    /// jetinfer gets the client's default wire (large inputs by reference); the bare loop
+    /// and the Python baseline read only inline jobs, as version 1 of the wire defined.
+    async fn connect(&self, system: &System, stack: &LocalStack) -> Result<Clients, BenchError> {
         let store = StoreConfig {
             keys: Keys::new(&self.opts.key_prefix),
             ..StoreConfig::new(stack.redis_url())
         };
-        let producers = [
-            connect(stack.nats_url(), &store).await?,
-            connect(stack.nats_url(), &store).await?,
-            connect(stack.nats_url(), &store).await?,
-        ];
+        let inline_limit = match (system, self.opts.inline_limit) {
+            (System::Bare | System::Python(_), _) => usize::MAX,
+            (_, Some(limit)) => limit,
+            (_, None) => jetinfer_schemas::inputs_ref::DEFAULT_INLINE_LIMIT,
+        };
+        let mut producers = Vec::with_capacity(3);
+        for _ in Priority::ALL {
+            producers.push(
+                connect(stack.nats_url(), &store)
+                    .await?
+                    .with_inline_limit(inline_limit),
+            );
+        }
+        let producers: [Client; 3] = producers
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one producer per priority"));
         let notices =
             async_nats::connect(stack.nats_url())
                 .await

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use jetinfer_schemas::names::{HEARTBEAT_SUBJECT, JOBS_STREAM};
+use jetinfer_schemas::names::{jobs_stream, HEARTBEAT_SUBJECT};
+use jetinfer_schemas::Priority;
 use jetinfer_schemas::worker::Heartbeat;
 
 use super::LocalError;
@@ -37,17 +38,19 @@ pub(crate) fn wait_for_tcp(
     }
 }
 
-/// Waits until the stream `JETINFER_JOBS` exists (the dispatcher creates it at start).
+/// Waits until every priority's jobs stream exists (the dispatcher creates them at start,
+/// P0 first).
 pub async fn wait_for_stream(js: &jetstream::Context, timeout: Duration) -> Result<(), LocalError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let last_error = match js.get_stream(JOBS_STREAM).await {
+        let last = jobs_stream(Priority::P2);
+        let last_error = match js.get_stream(last).await {
             Ok(_) => return Ok(()),
             Err(e) => e.to_string(),
         };
         if tokio::time::Instant::now() >= deadline {
             return Err(LocalError::Timeout {
-                what: format!("stream {JOBS_STREAM} created"),
+                what: format!("stream {last} created"),
                 timeout,
                 detail: format!(" (last answer: {last_error})"),
             });

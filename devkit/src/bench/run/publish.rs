@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jetinfer_client::Client;
-use jetinfer_schemas::{encode, Job, Priority, Tensor};
+use jetinfer_schemas::{Job, Priority, Tensor};
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -41,7 +41,6 @@ impl PublishCtx {
         );
         // Every job must run: the cache would answer repeated samples.
         job.cache = Some(false);
-        let payload = encode(&job);
         let published_ms = self.shared.wall_t0_ms
             + start.saturating_duration_since(self.shared.t0).as_millis() as u64;
         // Insert before publishing: the notice can beat the publish acknowledgement.
@@ -61,7 +60,7 @@ impl PublishCtx {
             self.model
         );
         if self.producers[prio]
-            .publish_raw(&subject, &id, payload.into())
+            .publish_job(&subject, &job)
             .await
             .is_err()
         {
