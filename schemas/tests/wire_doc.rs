@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use jetinfer_schemas::inputs_ref::store_inputs;
 use jetinfer_schemas::tensor::inputs_digest;
 use jetinfer_schemas::{encode, Job, JobResult, Keys, Limits, Status, Tensor, Timings};
 
@@ -80,4 +81,20 @@ fn the_documented_cache_digest_test_vector() {
         "doc's digest differs from {digest}"
     );
     assert!(doc.contains(&Keys::default().cache("mlp", "1", &digest)));
+}
+
+#[test]
+fn the_documented_job_with_inputs_by_reference_and_its_stored_value() {
+    let doc = doc();
+    let (value, reference) = store_inputs(&[Tensor::from_f32(vec![2], &[1.0, 2.0])]);
+    let bytes = hex_block(&doc, "### 9.4 Job with inputs by reference");
+    let job = jetinfer_schemas::decode_job(&bytes, &Limits::default()).unwrap();
+    job.validate(&Limits::default()).unwrap();
+    let mut expected = Job::new("j2", "mlp", Vec::new());
+    expected.inputs_ref = Some(reference);
+    assert_eq!(job, expected);
+    assert_eq!(encode(&job), bytes);
+    let stored = hex_block(&doc, "### 9.5 Stored inputs");
+    assert_eq!(hex::encode(&stored), hex::encode(&value));
+    assert!(doc.contains(&format!("SET {} <value>", Keys::default().input("j2"))));
 }

@@ -42,12 +42,13 @@ async fn five_hundred_jobs_over_three_priorities_and_two_workers_all_correct() {
 }
 
 /// A client written in Python from docs/wire-format.md alone publishes jobs and reads
-/// correct results (examples/python/jetinfer_client.py).
+/// correct results (examples/python/jetinfer_client.py), inline and with every job's
+/// inputs by reference (`--inline-limit 0`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_written_from_the_wire_doc_gets_correct_results() {
     let stack = stack(1, &[]).await;
     let root = jetinfer_devkit::local::repo_root().unwrap();
-    for model in ["pair", "imgmean"] {
+    for (model, inline_limit) in [("pair", "32768"), ("imgmean", "32768"), ("imgmean", "0")] {
         let out = tokio::process::Command::new(root.join(".venv/bin/python"))
             .arg(root.join("examples/python/jetinfer_client.py"))
             .args([
@@ -59,6 +60,7 @@ async fn python_client_written_from_the_wire_doc_gets_correct_results() {
             .arg("--golden")
             .arg(root.join("models/out/golden.json"))
             .args(["--model", model, "--count", "20"])
+            .args(["--inline-limit", inline_limit])
             .output()
             .await
             .expect("running the Python client");

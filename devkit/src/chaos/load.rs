@@ -50,7 +50,12 @@ impl Load {
                 // A deadline far beyond any fault: the suite measures loss, not expiry
                 // (case 16 covers deadlines).
                 job.deadline_ms = Some(now_ms() + 3_600_000);
-                let client = client.clone();
+                // Every other job keeps its inputs in Redis (the claim check), so each
+                // fault also meets jobs sent by reference, at every priority.
+                let client = match i % 2 {
+                    0 => client.clone(),
+                    _ => client.clone().with_inline_limit(0),
+                };
                 let priority = Priority::ALL[i % 3];
                 set.spawn(async move {
                     let publish_ms = now_ms();

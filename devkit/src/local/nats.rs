@@ -37,8 +37,12 @@ impl NatsServer {
     /// returns once the client port accepts connections. The binary is
     /// `$JETINFER_NATS_SERVER`, else `<repo>/.venv/bin/nats-server`, else `nats-server`
     /// on `PATH`.
+    ///
+    /// `JETINFER_NATS_ARGS` (whitespace-separated) adds arguments to every server started
+    /// this way, e.g. `--profile 6060` to read nats-server's Go pprof during a benchmark.
     pub fn start() -> Result<NatsServer, LocalError> {
-        NatsServer::start_with_args(Vec::<String>::new())
+        let extra = std::env::var("JETINFER_NATS_ARGS").unwrap_or_default();
+        NatsServer::start_with_args(extra.split_whitespace())
     }
 
     /// Like [`NatsServer::start`], with extra command-line arguments (e.g. `-c <config file>`).
