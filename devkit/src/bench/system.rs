@@ -81,6 +81,10 @@ impl Bench<'_> {
                 source,
             })?;
         let clients = self.connect(&system, &stack).await?;
+        // The stack keeps the CPUs it started with; the generator moves to its own.
+        if let Some(cpus) = super::cpu::pin_load_generator_from_env().map_err(BenchError::Pin)? {
+            eprintln!("load generator pinned to CPUs {cpus:?}");
+        }
         let stop = tokio_util::sync::CancellationToken::new();
         let (prefix, extra) = self
             .start_consumer(&system, &stack, &clients, &log_dir, &stop)

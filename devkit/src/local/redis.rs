@@ -26,7 +26,8 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts redis-server with `--port 0 --unixsocket <dir>/r.sock --save '' --appendonly no`
-    /// and returns once it answers PING.
+    /// and returns once it answers PING. `JETINFER_REDIS_ARGS` (whitespace-separated) adds
+    /// arguments, e.g. `--io-threads 4 --io-threads-do-reads yes` on a many-core benchmark host.
     pub fn start() -> Result<RedisServer, LocalError> {
         Self::start_with(false)
     }
@@ -119,6 +120,7 @@ fn launch(program: &Path, dir: &Path, persistent: bool) -> Result<Process, Local
     let _ = std::fs::remove_file(&socket);
     let socket_arg = socket.display().to_string();
     let dir_arg = dir.display().to_string();
+    let extra = std::env::var("JETINFER_REDIS_ARGS").unwrap_or_default();
     let args = [
         "--port",
         "0",
@@ -138,7 +140,7 @@ fn launch(program: &Path, dir: &Path, persistent: bool) -> Result<Process, Local
     let mut process = Process::start(
         "redis-server",
         program,
-        args,
+        args.into_iter().chain(extra.split_whitespace()),
         std::iter::empty::<(&str, &str)>(),
         dir.join("redis.log"),
     )?;
