@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jetinfer_schemas::worker::RunOutcome;
-use jetinfer_schemas::{now_ms, ErrorCode, JobError, Timings};
+use jetinfer_schemas::{now_ms, ErrorCode, JobError, Tensor, Timings};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::batch_time::BatchTime;
+use crate::config::ModelConfig;
+use crate::staging::{HostBatch, PinnedPool};
 use crate::device_load::DeviceLoad;
 use crate::exec_batch::{ExecBatch, ExecOutput};
 use crate::gather::{gather, window};
@@ -32,6 +34,10 @@ pub(crate) struct Batcher {
     pub max_queue_delay: Duration,
     /// The model pads batches to their longest job: every job fits one batch.
     pub pad: bool,
+    pub config: Arc<ModelConfig>,
+    /// The device's pinned buffers: each batch is written there before it is handed over,
+    /// while the executor still runs the previous one (CUDA devices; see staging.rs).
+    pub pinned: Option<Arc<PinnedPool>>,
     pub exec: mpsc::Sender<ExecBatch>,
     pub writer: Writer,
     pub tasks: TaskTracker,
@@ -90,6 +96,7 @@ impl Batcher {
         let traces: Vec<&JobTrace> = ctxs.iter().map(|c| &c.trace).collect();
         let batch =
             crate::telemetry::Batch::start(&self.model, &self.version, &self.device, &traces);
+        let (inputs, host) = self.stage(inputs).await;
         let (reply, outputs) = oneshot::channel();
         let writer = self.writer.clone();
         self.load.submitted();
@@ -98,6 +105,7 @@ impl Batcher {
             .send(ExecBatch {
                 model: self.exec_index,
                 inputs,
+                host,
                 reply,
             })
             .await
@@ -122,6 +130,30 @@ impl Batcher {
             batch_time.record(out.compute_ms);
             writer.write(finish(ctxs, out)).await;
         });
+    }
+}
+
+impl Batcher {
+    /// Writes the batch into the device's pinned buffers on a blocking thread (`None` on
+    /// the CPU, or when that fails: the executor then writes it itself).
+    async fn stage(&self, inputs: Vec<Vec<Tensor<'static>>>) -> (Vec<Vec<Tensor<'static>>>, Option<HostBatch>) {
+        let Some(pool) = self.pinned.clone() else {
+            return (inputs, None);
+        };
+        let config = self.config.clone();
+        let staged = tokio::task::spawn_blocking(move || {
+            let host = pool.stage(&inputs, &config);
+            (inputs, host)
+        })
+        .await;
+        match staged {
+            Ok((inputs, Ok(host))) => (inputs, Some(host)),
+            Ok((inputs, Err(e))) => {
+                tracing::warn!(model = %self.model, error = %e, "cannot write the batch into pinned memory; the executor will");
+                (inputs, None)
+            }
+            Err(e) => panic!("staging a batch panicked: {e}"),
+        }
     }
 }
 

@@ -11,6 +11,8 @@ pub(crate) struct ExecBatch {
     /// Index of the model among the thread's models.
     pub model: usize,
     pub inputs: Vec<Vec<Tensor<'static>>>,
+    /// The same inputs in pinned host memory, written by the batcher (CUDA devices).
+    pub host: Option<crate::staging::HostBatch>,
     pub reply: oneshot::Sender<ExecOutput>,
 }
 

@@ -3,10 +3,7 @@
 //!
 //! Batches arrive on a bounded channel (capacity 1: one batch runs, the next waits ready,
 //! as in text-embeddings-inference), so the batchers feel backpressure instead of piling up
-//! work. Look-ahead staging: once a batch's forward is queued on the device, the thread
-//! takes the next batch from the channel (if one waits) and writes its inputs into pinned
-//! buffers and queues their copy to the device, while the device still computes — the
-//! host-side copy of a batch no longer leaves the GPU idle between batches. A batch whose forward fails is re-run job by job, so one job the model chokes on
+//! work. A batch whose forward fails is re-run job by job, so one job the model chokes on
 //! does not fail its batch-mates. A batch that runs out of device memory is split in halves
 //! and retried, and the model remembers the size that fit; only a job that alone does not
 //! fit gets `resource_exhausted`. A sticky CUDA error (illegal address, device assert)
@@ -24,9 +21,9 @@ use crate::config::ModelConfig;
 use crate::device_load::DeviceLoad;
 use crate::exec_batch::{ExecBatch, ExecOutput, JobOutput, StickyError};
 use crate::faults::Faults;
-use crate::forward::{run_batch, run_staged, stage, Model, Staged};
+use crate::forward::{run_batch, Model};
+use crate::staging::HostBatch;
 use crate::loading::{apply_jit_settings, load_for_serving, parse_device, warm_up, LoadError};
-use crate::staging::Slot;
 use crate::torch_error::is_sticky;
 
 /// Per model (in the order given), whether it loaded.
@@ -40,14 +37,16 @@ pub(crate) struct DeviceState {
     pub faults: Arc<Faults>,
     /// Batches handed to this device and not finished (the batchers' idle signal).
     pub load: DeviceLoad,
+    /// Pinned host buffers the batchers write batches into (CUDA devices only).
+    pub pinned: Option<Arc<crate::staging::PinnedPool>>,
 }
 
-/// What the device thread knows about its device and models (the models themselves are
-/// borrowed beside it, so staging the next batch can read them while one runs).
+/// The device thread's models and what it knows about them.
 struct Thread {
     device_name: String,
     device: Device,
     state: DeviceState,
+    models: Vec<Option<Model>>,
     /// Per model, the largest batch known to fit in device memory.
     safe_batch: Vec<usize>,
     /// The sticky error that ended this device, once one happened.
@@ -80,24 +79,15 @@ pub(crate) fn spawn_device(
                 device_name,
                 device,
                 state,
+                models,
                 safe_batch,
                 fatal: None,
             };
-            let mut ahead: Option<(ExecBatch, Option<Staged>)> = None;
-            loop {
-                let (batch, staged) = match ahead.take() {
-                    Some(next) => next,
-                    None => match rx.blocking_recv() {
-                        Some(batch) => (batch, None),
-                        None => break,
-                    },
-                };
-                let output = thread.run(&models, &batch, staged, &mut || {
-                    if let Ok(next) = rx.try_recv() {
-                        let staged = stage_ahead(&models, device, &next);
-                        ahead = Some((next, staged));
-                    }
-                });
+            while let Some(batch) = rx.blocking_recv() {
+                let output = thread.run(batch.model, &batch.inputs, batch.host.as_ref());
+                // The outputs came back: every copy of the host batch has finished, so its
+                // pinned buffers may be written again.
+                drop(batch.host);
                 thread.state.load.finished();
                 let _ = batch.reply.send(output);
             }
@@ -141,40 +131,25 @@ fn load(config: &ModelConfig, device: Device) -> Result<Model, LoadError> {
     };
     let faults = Faults::default();
     warm_up(config, device, |batch| {
-        run_batch(&model, device, &faults, batch).map(drop)
+        run_batch(&model, device, &faults, batch, None).map(drop)
     })?;
     tracing::info!(model = %config.name, version = %config.version, device = ?device, dtype = %config.dtype, "model loaded and warm");
     Ok(model)
 }
 
-/// Stages a batch that will run after the current one into the look-ahead buffers; `None`
-/// when it cannot be (its model is not loaded, or staging failed: it is staged again, and
-/// any error reported, when its turn comes).
-fn stage_ahead(models: &[Option<Model>], device: Device, batch: &ExecBatch) -> Option<Staged> {
-    let m = models.get(batch.model)?.as_ref()?;
-    if batch.inputs.is_empty() || batch.inputs.len() > m.config.max_batch_size as usize {
-        return None;
-    }
-    stage(m, device, &batch.inputs, Slot::Ahead).ok()
-}
-
 impl Thread {
-    /// Runs one batch, timing it for the watchdog and the batcher; `staged` holds its
-    /// inputs when they were staged ahead, and `while_computing` runs once its forward is
-    /// queued on the device.
+    /// Runs one batch of model `index`, timing it for the watchdog and the batcher.
     fn run(
         &mut self,
-        models: &[Option<Model>],
-        batch: &ExecBatch,
-        staged: Option<Staged>,
-        while_computing: &mut dyn FnMut(),
+        index: usize,
+        inputs: &[Vec<Tensor<'static>>],
+        host: Option<&HostBatch>,
     ) -> ExecOutput {
-        let (index, inputs) = (batch.model, &batch.inputs);
         let started = Instant::now();
         self.state
             .busy_since_ms
             .store(jetinfer_schemas::now_ms(), Ordering::Relaxed);
-        let result = match (&self.fatal, models.get(index).and_then(Option::as_ref)) {
+        let result = match (&self.fatal, self.models.get(index).and_then(Option::as_ref)) {
             (Some(f), _) => Err(f.clone()),
             (None, Some(m)) => run_adaptive(
                 m,
@@ -182,10 +157,7 @@ impl Thread {
                 &self.state.faults,
                 inputs,
                 &mut self.safe_batch[index],
-                First {
-                    staged,
-                    while_computing: Some(while_computing),
-                },
+                host,
             ),
             (None, None) => Ok(inputs
                 .iter()
@@ -217,56 +189,39 @@ impl Thread {
     }
 }
 
-/// What only the first attempt at a batch gets: its inputs if staged ahead, and the hook
-/// that stages the next batch while this one computes. Splits and re-runs start afresh.
-struct First<'a> {
-    staged: Option<Staged>,
-    while_computing: Option<&'a mut dyn FnMut()>,
-}
-
-impl First<'_> {
-    fn none() -> First<'static> {
-        First {
-            staged: None,
-            while_computing: None,
-        }
-    }
-}
-
 /// Runs a batch within the model's known safe size. Out of memory: halve, remember, retry;
 /// another failure: run the jobs one by one so only the culprit fails. `Err` = sticky error.
+/// `host` (the whole batch in pinned memory) serves only the first attempt.
 fn run_adaptive(
     m: &Model,
     device: Device,
     faults: &Faults,
     inputs: &[Vec<Tensor<'static>>],
     safe: &mut usize,
-    first: First<'_>,
+    host: Option<&HostBatch>,
 ) -> Result<Vec<JobOutput>, StickyError> {
     if inputs.len() > *safe {
         let size = *safe;
         let mut out = Vec::with_capacity(inputs.len());
         for chunk in inputs.chunks(size) {
-            out.extend(run_adaptive(m, device, faults, chunk, safe, First::none())?);
+            out.extend(run_adaptive(m, device, faults, chunk, safe, None)?);
         }
         return Ok(out);
     }
-    let mut nothing = || {};
-    let hook = first.while_computing.unwrap_or(&mut nothing);
-    match run_staged(m, device, faults, inputs, first.staged, hook) {
+    match run_batch(m, device, faults, inputs, host) {
         Ok(outs) => Ok(outs.into_iter().map(Ok).collect()),
         Err(e) if is_sticky(&e) => Err(StickyError(e)),
         Err(e) if inputs.len() == 1 => Ok(vec![Err(e)]),
         Err(e) if e.code == ErrorCode::ResourceExhausted => {
             *safe = (inputs.len() / 2).max(1);
             tracing::warn!(model = %m.config.name, batch = inputs.len(), safe_batch = *safe, "out of device memory; splitting the batch");
-            run_adaptive(m, device, faults, inputs, safe, First::none())
+            run_adaptive(m, device, faults, inputs, safe, None)
         }
         Err(e) => {
             tracing::warn!(model = %m.config.name, jobs = inputs.len(), error = %e, "batch failed; running its jobs one by one");
             let mut out = Vec::with_capacity(inputs.len());
             for one in inputs.chunks(1) {
-                out.extend(run_adaptive(m, device, faults, one, safe, First::none())?);
+                out.extend(run_adaptive(m, device, faults, one, safe, None)?);
             }
             Ok(out)
         }

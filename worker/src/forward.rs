@@ -8,7 +8,7 @@ use crate::buckets::unbucket;
 use crate::config::ModelConfig;
 use crate::faults::{Faults, Injected};
 use crate::loading::kind_of;
-use crate::staging::{to_device, Slot};
+use crate::staging::{to_device, HostBatch};
 use crate::torch_error::torch_error;
 
 /// A loaded model on its executor thread.
@@ -38,56 +38,31 @@ fn dtype_of(k: Kind) -> Result<DType, JobError> {
     })
 }
 
-/// A batch's inputs already on the device, in the model's dtype, one tensor per input.
-pub(crate) struct Staged(Vec<IValue>);
-
-/// Stacks per-job inputs along a new dim 0 on the device (padding, shape buckets and the
-/// pinned host buffer: see pad.rs and staging.rs) and casts floating inputs to the model's
-/// dtype. The copies and casts are queued on the device, not waited for.
-pub(crate) fn stage(
-    m: &Model,
-    device: Device,
-    inputs: &[Vec<Tensor<'static>>],
-    slot: Slot,
-) -> Result<Staged, JobError> {
-    let mut args = Vec::with_capacity(m.config.inputs.len());
-    for i in 0..m.config.inputs.len() {
-        let first = &inputs[0][i];
-        let mut t = to_device(inputs, i, &m.config, device, kind_of(first.dtype), slot)
-            .map_err(torch_error)?;
-        if first.dtype.is_float() && first.dtype != m.config.dtype {
-            t = t.f_to_kind(kind_of(m.config.dtype)).map_err(torch_error)?;
-        }
-        args.push(IValue::Tensor(t));
-    }
-    Ok(Staged(args))
-}
-
 /// Stacks per-job inputs along a new dim 0, runs the module, splits outputs per job.
+/// `host` holds the inputs already written into pinned memory by the batcher (see
+/// staging.rs); without it they are written here.
 pub(crate) fn run_batch(
     m: &Model,
     device: Device,
     faults: &Faults,
     inputs: &[Vec<Tensor<'static>>],
+    host: Option<&HostBatch>,
 ) -> Result<Vec<Vec<Tensor<'static>>>, JobError> {
-    run_staged(m, device, faults, inputs, None, &mut || {})
-}
-
-/// [`run_batch`] with the inputs already staged (or `None`: stage them now), calling
-/// `while_computing` after the forward is queued on the device and before its outputs are
-/// read back — the time the executor uses to stage the next batch.
-pub(crate) fn run_staged(
-    m: &Model,
-    device: Device,
-    faults: &Faults,
-    inputs: &[Vec<Tensor<'static>>],
-    staged: Option<Staged>,
-    while_computing: &mut dyn FnMut(),
-) -> Result<Vec<Vec<Tensor<'static>>>, JobError> {
-    let Staged(args) = match staged {
-        Some(s) => s,
-        None => stage(m, device, inputs, Slot::Current)?,
-    };
+    let mut args = Vec::with_capacity(m.config.inputs.len());
+    for i in 0..m.config.inputs.len() {
+        let first = &inputs[0][i];
+        let kind = kind_of(first.dtype);
+        // Padding, shape buckets and the pinned host buffer: see pad.rs and staging.rs.
+        let mut t = match host.and_then(|h| h.inputs.get(i)) {
+            Some(staged) => staged.f_to_device_(device, kind, true, false),
+            None => to_device(inputs, i, &m.config, device, kind),
+        }
+        .map_err(torch_error)?;
+        if first.dtype.is_float() && first.dtype != m.config.dtype {
+            t = t.f_to_kind(kind_of(m.config.dtype)).map_err(torch_error)?;
+        }
+        args.push(IValue::Tensor(t));
+    }
     // Injected faults act at the forward, where real ones happen.
     match faults.check(inputs) {
         Some(Injected::Error(e)) => return Err(torch_error(e)),
@@ -97,7 +72,6 @@ pub(crate) fn run_staged(
         None => {}
     }
     let out = m.module.forward_is(&args).map_err(torch_error)?;
-    while_computing();
     split_outputs(flatten(out)?, inputs.len())
 }
 

@@ -1,13 +1,14 @@
 //! Moving a batch's inputs to its device. On CUDA the batch is written once, straight
-//! into a pinned host buffer kept by the executor thread, and copied to the device without
-//! blocking: no intermediate `Vec`, no pageable staging copy.
+//! into a pinned host buffer, and copied to the device without blocking: no intermediate
+//! `Vec`, no pageable staging copy.
 //!
-//! There are two sets of buffers. [`Slot::Current`] serves the batch about to run;
-//! [`Slot::Ahead`] lets the executor write the *next* batch while the device still computes
-//! the current one (see `executor.rs`, look-ahead staging), so the host-side copy of a
-//! batch (19 MB for 128 ResNet-50 images) no longer leaves the GPU idle.
+//! Normally the batcher writes the batch ([`PinnedPool::stage`], on a blocking thread)
+//! while the executor still runs the previous one, so the device never waits for that
+//! write (19 MB for 128 ResNet-50 images, a few ms). The executor's own buffers
+//! ([`to_device`]) serve the batches it splits or re-runs after a failure.
 
 use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
 
 use jetinfer_schemas::Tensor;
 use tch::{Device, Kind, TchError};
@@ -16,23 +17,13 @@ use crate::config::ModelConfig;
 use crate::pad::{fill, plan};
 
 thread_local! {
-    /// This executor thread's pinned host buffers (one device per thread), per slot one per
-    /// model input: the copy of input 0 may still be in flight while input 1 is written, so
-    /// the inputs of one batch never share a buffer.
-    static STAGING: RefCell<[Vec<Option<tch::Tensor>>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
-}
-
-/// Which set of pinned buffers a batch is written into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Slot {
-    /// The batch runs next. The device is synchronised before its first input is written:
-    /// normally a no-op, as a batch ends with a blocking device → host copy of its outputs;
-    /// it matters when a forward failed and its jobs are re-run from the same buffers.
-    Current,
-    /// The batch after the one the device is computing. Not synchronised (that would wait
-    /// for the running forward): its buffers were last read by the copy of an earlier
-    /// look-ahead batch, which finished before that batch's outputs came back.
-    Ahead,
+    /// This executor thread's pinned host buffers (one device per thread), one per model
+    /// input: the copy of input 0 may still be in flight while input 1 is written, so the
+    /// inputs of one batch never share a buffer. Reusing them across batches is safe: the
+    /// device is synchronised before the first input of a batch is written (normally a
+    /// no-op, as a batch ends with a blocking device → host copy of its outputs; it matters
+    /// when a forward failed and its jobs are re-run).
+    static STAGING: RefCell<Vec<Option<tch::Tensor>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Input `i` of every job as one batch tensor on `device` (wire dtype; the caller casts).
@@ -42,7 +33,6 @@ pub(crate) fn to_device(
     config: &ModelConfig,
     device: Device,
     kind: Kind,
-    slot: Slot,
 ) -> Result<tch::Tensor, TchError> {
     let pad = config.pad.as_ref().map(|p| p[i]);
     let (shape, per_job) = plan(jobs, i, pad, config);
@@ -52,12 +42,11 @@ pub(crate) fn to_device(
         fill(&mut bytes, jobs, i, pad, &shape, per_job);
         return tch::Tensor::f_from_data_size(&bytes, &shape, kind);
     }
-    if let (0, Device::Cuda(d), Slot::Current) = (i, device, slot) {
+    if let (0, Device::Cuda(d)) = (i, device) {
         tch::Cuda::synchronize(d as i64);
     }
     STAGING.with(|cell| {
-        let mut sets = cell.borrow_mut();
-        let slots = &mut sets[slot as usize];
+        let mut slots = cell.borrow_mut();
         if slots.len() <= i {
             slots.resize_with(i + 1, || None);
         }
@@ -81,4 +70,95 @@ pub(crate) fn to_device(
             .f_view(shape.as_slice())?;
         host.f_to_device_(device, kind, true, false)
     })
+}
+
+/// Pinned host buffers of one CUDA device, shared by its batchers; a [`HostBatch`] gives
+/// its buffers back when dropped.
+pub(crate) struct PinnedPool {
+    device: Device,
+    free: Mutex<Vec<tch::Tensor>>,
+}
+
+/// Buffers kept for reuse per device: one batch being written, one waiting, one running,
+/// per input, with room for a second model.
+const POOL_KEEP: usize = 12;
+
+/// A batch's inputs in pinned host memory, one tensor per model input (wire dtype, batch
+/// shape). Drop it only once its copies to the device have finished: the executor drops it
+/// after the batch's outputs came back, which waits for every copy queued before them.
+pub(crate) struct HostBatch {
+    pub inputs: Vec<tch::Tensor>,
+    buffers: Vec<tch::Tensor>,
+    pool: Arc<PinnedPool>,
+}
+
+impl Drop for HostBatch {
+    fn drop(&mut self) {
+        self.inputs.clear();
+        let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+        for b in self.buffers.drain(..) {
+            if free.len() < POOL_KEEP {
+                free.push(b);
+            }
+        }
+    }
+}
+
+impl PinnedPool {
+    /// A pool for a CUDA device; `None` on the CPU (nothing to pin).
+    pub fn for_device(device: Device) -> Option<Arc<PinnedPool>> {
+        matches!(device, Device::Cuda(_)).then(|| {
+            Arc::new(PinnedPool {
+                device,
+                free: Mutex::new(Vec::new()),
+            })
+        })
+    }
+
+    /// Writes every input of `jobs` (padding and shape buckets as [`to_device`] does) into
+    /// pinned buffers.
+    pub fn stage(
+        self: &Arc<Self>,
+        jobs: &[Vec<Tensor<'static>>],
+        config: &ModelConfig,
+    ) -> Result<HostBatch, TchError> {
+        let mut batch = HostBatch {
+            inputs: Vec::with_capacity(config.inputs.len()),
+            buffers: Vec::with_capacity(config.inputs.len()),
+            pool: self.clone(),
+        };
+        for i in 0..config.inputs.len() {
+            let pad = config.pad.as_ref().map(|p| p[i]);
+            let (shape, per_job) = plan(jobs, i, pad, config);
+            let total = shape[0] as usize * per_job;
+            let buffer = self.take(total)?;
+            // SAFETY: the buffer is a contiguous u8 tensor of at least `total` bytes that
+            // only this batch holds (taken out of the pool); nothing else reads or writes
+            // it while this slice lives.
+            let buf =
+                unsafe { std::slice::from_raw_parts_mut(buffer.data_ptr() as *mut u8, total) };
+            fill(buf, jobs, i, pad, &shape, per_job);
+            let kind = crate::loading::kind_of(jobs[0][i].dtype);
+            batch.inputs.push(
+                buffer
+                    .f_narrow(0, 0, total as i64)?
+                    .f_view_dtype(kind)?
+                    .f_view(shape.as_slice())?,
+            );
+            batch.buffers.push(buffer);
+        }
+        Ok(batch)
+    }
+
+    /// A free buffer of at least `bytes`, or a new one (with headroom, so a slightly larger
+    /// batch does not pin again: pinning is slow).
+    fn take(&self, bytes: usize) -> Result<tch::Tensor, TchError> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = free.iter().position(|t| t.numel() >= bytes.max(1)) {
+            return Ok(free.swap_remove(at));
+        }
+        drop(free);
+        let size = (bytes.max(1) + bytes / 4) as i64;
+        tch::Tensor::f_zeros([size], (Kind::Uint8, Device::Cpu))?.f_pin_memory(self.device)
+    }
 }

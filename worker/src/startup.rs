@@ -84,6 +84,9 @@ async fn start_device(
 ) {
     let state = DeviceState {
         faults: shared.faults.clone(),
+        pinned: crate::loading::parse_device(device)
+            .ok()
+            .and_then(crate::staging::PinnedPool::for_device),
         ..Default::default()
     };
     started
@@ -132,6 +135,8 @@ fn batcher(
         max_batch_size: m.max_batch_size as usize,
         max_queue_delay: Duration::from_millis(m.max_queue_delay_ms),
         pad: m.pad.is_some(),
+        config: Arc::new(m.clone()),
+        pinned: state.pinned.clone(),
         exec: exec.clone(),
         writer: shared.writer.clone(),
         tasks: shared.batchers.clone(),
