@@ -119,16 +119,23 @@ profile)
   wait $fetch; unset JETINFER_NATS_ARGS; pack
   ;;
 resnet)
-  bench resnet-sat --model $IMG --concurrency 512 --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
-    "${PY_ARGS[@]}" --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+  # RC jobs in flight (closed loop); the worker holds them all, the dispatcher twice that.
+  RC=${RC:-512}
+  bench resnet-sat --model $IMG --concurrency $RC --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
+    "${PY_ARGS[@]}" --dispatcher-arg "--in-flight 64,$((2*RC)),256" --worker-arg "--slots $RC"
   C=$(jobs_per_s "$RES/resnet-sat.json")
   R=$($python -c "print(round(0.8*$C))")
   bench resnet-80pct --model $IMG --rate "$R" --arrival poisson --duration-s $D --warmup-s $W \
-    "${PY_ARGS[@]}" --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+    "${PY_ARGS[@]}" --dispatcher-arg "--in-flight 64,$((2*RC)),256" --worker-arg "--slots $RC"
   ;;
 minilm)
+  # INTAKE intake tasks per priority in the dispatcher (--intake-tasks).
   bench minilm-sat --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
-    --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL" --worker-arg "--slots 1024"
+    --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL --intake-tasks ${INTAKE:-1}" --worker-arg "--slots 1024"
+  ;;
+minilm-intake4)
+  bench minilm-sat-intake4 --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W \
+    --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL --intake-tasks 4" --worker-arg "--slots 1024"
   ;;
 isolation)
   C=$(jobs_per_s "$RES/minilm-sat.json")

@@ -109,6 +109,11 @@ pub struct Config {
     /// Messages pulled from JetStream per request (prefetch), per priority.
     #[arg(long, env = "JETINFER_PULL_BATCH", default_value_t = 32)]
     pub pull_batch: usize,
+    /// Intake tasks per priority, pulling from the same consumer and sharing its in-flight
+    /// cap: one task decodes and checks every job of its priority, which bounds small-job
+    /// rates (tens of thousands per second) on one core.
+    #[arg(long, env = "JETINFER_INTAKE_TASKS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub intake_tasks: u16,
     /// Logs, metrics and health endpoint, and `--check-config`.
     #[command(flatten)]
     pub ops: jetinfer_telemetry::OpsArgs,

@@ -159,16 +159,19 @@ impl Intakes<'_> {
         for p in Priority::ALL {
             let stream = stream::ensure_stream(&self.answer.js, self.config, p).await?;
             let consumer = stream::ensure_consumer(&stream, self.config, p).await?;
-            let intake = intake::Intake {
-                priority: p,
-                consumer,
-                permits: Arc::new(Semaphore::new(self.config.in_flight_cap(p))),
-                config: self.config.clone(),
-                answer: self.answer.clone(),
-                scheduler: self.scheduler.clone(),
-                store_health: self.store_health.clone(),
-            };
-            tasks.spawn(intake.run(shutdown.child_token()));
+            let permits = Arc::new(Semaphore::new(self.config.in_flight_cap(p)));
+            for _ in 0..self.config.intake_tasks {
+                let intake = intake::Intake {
+                    priority: p,
+                    consumer: consumer.clone(),
+                    permits: permits.clone(),
+                    config: self.config.clone(),
+                    answer: self.answer.clone(),
+                    scheduler: self.scheduler.clone(),
+                    store_health: self.store_health.clone(),
+                };
+                tasks.spawn(intake.run(shutdown.child_token()));
+            }
         }
         Ok(())
     }

@@ -109,8 +109,9 @@ pub async fn ensure_consumer(
     cfg: &Config,
     p: Priority,
 ) -> Result<consumer::PullConsumer, StreamError> {
-    // Held jobs plus the prefetch buffer.
-    let max_ack_pending = (cfg.in_flight_cap(p) + cfg.pull_batch * 2) as i64;
+    // Held jobs plus every intake task's prefetch buffer.
+    let prefetch = cfg.pull_batch * 2 * cfg.intake_tasks as usize;
+    let max_ack_pending = (cfg.in_flight_cap(p) + prefetch) as i64;
     let config = priority_consumer(p, cfg.ack_wait(), max_ack_pending);
     match stream.create_consumer(config.clone()).await {
         Ok(c) => Ok(c),

@@ -9,7 +9,9 @@ use jetinfer_tests::{assert_all_correct, publish_samples, run_id, stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_jobs_over_three_priorities_and_two_workers_all_correct() {
-    let mut stack = stack(2, &[]).await;
+    // Two intake tasks per priority share each consumer and in-flight cap (the default is
+    // one; every other test runs with it).
+    let mut stack = stack(2, &["--intake-tasks", "2"]).await;
     let client = stack.client().await.unwrap();
     let run = run_id("pipeline");
     let mut jobs = Vec::new();
