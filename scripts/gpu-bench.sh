@@ -72,12 +72,13 @@ ceilings)
 resnet-mem)
   # The same with the stream in memory (the broker's disk out of the path), then 80 % of
   # that rate, Poisson.
-  bench resnet-sat-memory --model $IMG --concurrency 512 --duration-s $SAT --warmup-s $W --storage memory \
-    --ceiling --ceiling-seconds $CEIL --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+  RC=${RC:-512}
+  bench resnet-sat-memory --model $IMG --concurrency $RC --duration-s $SAT --warmup-s $W --storage memory \
+    --ceiling --ceiling-seconds $CEIL --dispatcher-arg "--in-flight 64,$((2*RC)),256" --worker-arg "--slots $RC"
   C=$(jobs_per_s "$RES/resnet-sat-memory.json")
   R=$($python -c "print(round(0.8*$C))")
   bench resnet-80pct-memory --model $IMG --rate "$R" --arrival poisson --duration-s $D --warmup-s $W --storage memory \
-    --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
+    --dispatcher-arg "--in-flight 64,$((2*RC)),256" --worker-arg "--slots $RC"
   ;;
 resnet-mem-t4)
   # The memory run with 4 runtime threads per process instead of one per core.
