@@ -7,8 +7,8 @@ use async_nats::jetstream;
 use async_nats::HeaderMap;
 use futures::stream::SelectAll;
 use futures::{FutureExt, StreamExt};
-use jetinfer_schemas::names::{done_subject, job_subject};
 use jetinfer_schemas::inputs_ref::{store_inputs, DEFAULT_INLINE_LIMIT};
+use jetinfer_schemas::names::{done_subject, job_subject};
 use jetinfer_schemas::{encode, now_ms, Job, JobResult, Limits, Priority};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -144,10 +144,7 @@ impl Client {
         );
         #[cfg(feature = "otel")]
         crate::otel::record_trace_id(&span);
-        let ack = self
-            .publish_job(&subject, job)
-            .instrument(span)
-            .await?;
+        let ack = self.publish_job(&subject, job).instrument(span).await?;
         Ok(Submitted {
             id: job.id.to_string(),
             duplicate: ack,

@@ -70,10 +70,12 @@ pub async fn ensure_stream(
             stream: name.to_string(),
             source,
         })?;
-    js.get_stream(name).await.map_err(|source| StreamError::Get {
-        stream: name.to_string(),
-        source,
-    })
+    js.get_stream(name)
+        .await
+        .map_err(|source| StreamError::Get {
+            stream: name.to_string(),
+            source,
+        })
 }
 
 /// Removes the one-stream layout of older versions when it is empty (its subjects would
@@ -89,7 +91,10 @@ pub async fn retire_legacy_stream(js: &jetstream::Context) -> Result<(), StreamE
     js.delete_stream(LEGACY_JOBS_STREAM)
         .await
         .map_err(StreamError::LegacyRemove)?;
-    tracing::info!(stream = LEGACY_JOBS_STREAM, "removed the empty one-stream layout of an older version");
+    tracing::info!(
+        stream = LEGACY_JOBS_STREAM,
+        "removed the empty one-stream layout of an older version"
+    );
     Ok(())
 }
 

@@ -174,7 +174,11 @@ impl Workers {
                 (free > 0).then_some((id, w, free, model))
             })
             .max_by_key(|(id, w, free, _)| {
-                (*free, std::cmp::Reverse(w.last_placed), std::cmp::Reverse(*id))
+                (
+                    *free,
+                    std::cmp::Reverse(w.last_placed),
+                    std::cmp::Reverse(*id),
+                )
             })
             .map(|(id, w, free, model)| Placement {
                 worker: id.clone(),

@@ -107,9 +107,17 @@ mod tests {
         let (other, _) = store_inputs(&[Tensor::from_f32(vec![2], &[1.0, 3.0])]);
         assert_eq!(other.len(), value.len());
         let code = |v: &[u8]| load_inputs(v, &reference).unwrap_err().code;
-        assert_eq!(code(&other), ErrorCode::BadPayload, "same length, other data");
+        assert_eq!(
+            code(&other),
+            ErrorCode::BadPayload,
+            "same length, other data"
+        );
         assert_eq!(code(&value[1..]), ErrorCode::BadPayload, "truncated");
-        assert_eq!(code(&vec![0xc1; value.len()]), ErrorCode::BadPayload, "not msgpack");
+        assert_eq!(
+            code(&vec![0xc1; value.len()]),
+            ErrorCode::BadPayload,
+            "not msgpack"
+        );
     }
 
     #[test]
@@ -117,12 +125,28 @@ mod tests {
         let (_, good) = store_inputs(&sample());
         let limits = Limits::default();
         for bad in [
-            InputsRef { bytes: 0, ..good.clone() },
-            InputsRef { bytes: limits.max_payload_bytes as u64 + 1, ..good.clone() },
-            InputsRef { digest: "ab".into(), ..good.clone() },
-            InputsRef { digest: good.digest.to_uppercase(), ..good.clone() },
+            InputsRef {
+                bytes: 0,
+                ..good.clone()
+            },
+            InputsRef {
+                bytes: limits.max_payload_bytes as u64 + 1,
+                ..good.clone()
+            },
+            InputsRef {
+                digest: "ab".into(),
+                ..good.clone()
+            },
+            InputsRef {
+                digest: good.digest.to_uppercase(),
+                ..good.clone()
+            },
         ] {
-            assert_eq!(bad.validate(&limits).unwrap_err().code, ErrorCode::InvalidInput, "{bad:?}");
+            assert_eq!(
+                bad.validate(&limits).unwrap_err().code,
+                ErrorCode::InvalidInput,
+                "{bad:?}"
+            );
         }
     }
 }

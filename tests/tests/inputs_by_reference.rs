@@ -24,10 +24,16 @@ async fn jobs_sent_by_reference_run_beside_inline_ones_and_leave_nothing_behind(
     );
     let ids: Vec<&str> = a.iter().map(|j| j.id.as_str()).collect();
     let stored = by_ref.store().get_inputs(&ids).await.unwrap();
-    assert!(stored.iter().all(Option::is_some), "queued jobs' inputs wait in Redis");
+    assert!(
+        stored.iter().all(Option::is_some),
+        "queued jobs' inputs wait in Redis"
+    );
     let inline_ids: Vec<&str> = b.iter().map(|j| j.id.as_str()).collect();
     let stored = by_ref.store().get_inputs(&inline_ids).await.unwrap();
-    assert!(stored.iter().all(Option::is_none), "inline jobs store no inputs");
+    assert!(
+        stored.iter().all(Option::is_none),
+        "inline jobs store no inputs"
+    );
 
     stack.start_worker(Vec::<String>::new()).unwrap();
     let all: Vec<_> = a.iter().chain(&b).cloned().collect();

@@ -50,19 +50,35 @@ async fn p0_jobs_overtake_a_p2_backlog() {
 async fn a_p2_flood_cannot_hold_back_p0_publishes_or_deliveries() {
     const P2_LIMIT: i64 = 300;
     let limit = P2_LIMIT.to_string();
-    let mut stack = stack(0, &["--stream-max-msgs", &limit, "--unknown-model-after-ms", "120000"]).await;
+    let mut stack = stack(
+        0,
+        &[
+            "--stream-max-msgs",
+            &limit,
+            "--unknown-model-after-ms",
+            "120000",
+        ],
+    )
+    .await;
     let client = stack.client().await.unwrap();
     let run = run_id("flood");
     let samples = golden().samples("mlp");
     let mut flood = Vec::new();
     let refusal = loop {
         let id = format!("{run}-p2-{}", flood.len());
-        let job = Job::new(id.clone(), "mlp", samples[flood.len() % samples.len()].inputs.clone());
+        let job = Job::new(
+            id.clone(),
+            "mlp",
+            samples[flood.len() % samples.len()].inputs.clone(),
+        );
         match client.submit(Priority::P2, &job).await {
             Ok(_) => flood.push(id),
             Err(e) => break e,
         }
-        assert!(flood.len() as i64 <= P2_LIMIT, "the P2 stream took more than its limit");
+        assert!(
+            flood.len() as i64 <= P2_LIMIT,
+            "the P2 stream took more than its limit"
+        );
     };
     assert!(
         matches!(refusal, ClientError::Rejected(_)),
@@ -78,7 +94,10 @@ async fn a_p2_flood_cannot_hold_back_p0_publishes_or_deliveries() {
         let p2 = consumer_state(&js, Priority::P2).await;
         // Delivered to the dispatcher (held, unacked: no worker yet), none left waiting.
         if p0 == (0, urgent.len() as u64) {
-            assert!(p2.0 > 0, "the P2 backlog is still waiting in its stream: {p2:?}");
+            assert!(
+                p2.0 > 0,
+                "the P2 backlog is still waiting in its stream: {p2:?}"
+            );
             break;
         }
         assert!(

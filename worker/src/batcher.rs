@@ -14,12 +14,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::batch_time::BatchTime;
 use crate::config::ModelConfig;
-use crate::staging::{HostBatch, PinnedPool};
 use crate::device_load::DeviceLoad;
 use crate::exec_batch::{ExecBatch, ExecOutput};
 use crate::gather::{gather, window};
 use crate::job::{JobCtx, Pending};
 use crate::results::{Finished, Writer};
+use crate::staging::{HostBatch, PinnedPool};
 use crate::telemetry::JobTrace;
 
 pub(crate) struct Batcher {
@@ -136,7 +136,10 @@ impl Batcher {
 impl Batcher {
     /// Writes the batch into the device's pinned buffers on a blocking thread (`None` on
     /// the CPU, or when that fails: the executor then writes it itself).
-    async fn stage(&self, inputs: Vec<Vec<Tensor<'static>>>) -> (Vec<Vec<Tensor<'static>>>, Option<HostBatch>) {
+    async fn stage(
+        &self,
+        inputs: Vec<Vec<Tensor<'static>>>,
+    ) -> (Vec<Vec<Tensor<'static>>>, Option<HostBatch>) {
         let Some(pool) = self.pinned.clone() else {
             return (inputs, None);
         };

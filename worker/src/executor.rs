@@ -22,8 +22,8 @@ use crate::device_load::DeviceLoad;
 use crate::exec_batch::{ExecBatch, ExecOutput, JobOutput, StickyError};
 use crate::faults::Faults;
 use crate::forward::{run_batch, Model};
-use crate::staging::HostBatch;
 use crate::loading::{apply_jit_settings, load_for_serving, parse_device, warm_up, LoadError};
+use crate::staging::HostBatch;
 use crate::torch_error::is_sticky;
 
 /// Per model (in the order given), whether it loaded.

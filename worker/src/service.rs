@@ -165,9 +165,8 @@ impl Service {
 
     /// Reads the inputs of the jobs sent by reference, one `MGET` for the request.
     async fn fetch_inputs(&self, jobs: &[Result<Job<'_>, JobError>]) -> Vec<StoredInputs> {
-        let by_ref = |j: &Result<Job<'_>, JobError>| {
-            j.as_ref().is_ok_and(|j| j.inputs_ref.is_some())
-        };
+        let by_ref =
+            |j: &Result<Job<'_>, JobError>| j.as_ref().is_ok_and(|j| j.inputs_ref.is_some());
         let ids: Vec<&str> = jobs
             .iter()
             .filter(|j| by_ref(j))

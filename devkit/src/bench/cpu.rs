@@ -109,7 +109,9 @@ pub fn pin_load_generator_from_env() -> Result<Option<Vec<usize>>, String> {
     let Ok(spec) = std::env::var("JETINFER_BENCH_CPUS") else {
         return Ok(None);
     };
-    let cpus = parse_cpu_list(&spec).ok_or_else(|| format!("JETINFER_BENCH_CPUS={spec:?} is not a CPU list like 12-15 or 12,13"))?;
+    let cpus = parse_cpu_list(&spec).ok_or_else(|| {
+        format!("JETINFER_BENCH_CPUS={spec:?} is not a CPU list like 12-15 or 12,13")
+    })?;
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for &c in &cpus {
@@ -117,13 +119,21 @@ pub fn pin_load_generator_from_env() -> Result<Option<Vec<usize>>, String> {
     }
     let tasks = std::fs::read_dir("/proc/self/task").map_err(|e| e.to_string())?;
     for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::pid_t>().ok()) else {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<libc::pid_t>().ok())
+        else {
             continue;
         };
         // SAFETY: `set` is a valid cpu_set_t of the size passed.
-        let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        let rc =
+            unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
         if rc != 0 {
-            return Err(format!("sched_setaffinity({tid}): {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "sched_setaffinity({tid}): {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     Ok(Some(cpus))

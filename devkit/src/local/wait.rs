@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use futures::StreamExt;
 use jetinfer_schemas::names::{jobs_stream, HEARTBEAT_SUBJECT};
-use jetinfer_schemas::Priority;
 use jetinfer_schemas::worker::Heartbeat;
+use jetinfer_schemas::Priority;
 
 use super::LocalError;
 
