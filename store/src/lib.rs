@@ -205,8 +205,9 @@ impl ResultStore {
                 .arg(self.result_ttl_ms);
             if r.drop_inputs {
                 // After the SET in the same pipeline: the inputs go only once a result
-                // (this one or an earlier run's) is stored.
-                pipe.del(self.keys.input(r.id)).ignore();
+                // (this one or an earlier run's) is stored. UNLINK frees the ~150 KB value
+                // on Redis's background thread, not its one command thread.
+                pipe.cmd("UNLINK").arg(self.keys.input(r.id)).ignore();
             }
         }
         for (key, bytes) in cache {
