@@ -148,7 +148,12 @@ impl ResultStore {
 
     /// Stores the inputs of a job sent by reference (`SET PX`; see
     /// [`jetinfer_schemas::inputs_ref`]). Call before publishing the job.
-    pub async fn put_inputs(&self, id: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+    pub async fn put_inputs(
+        &self,
+        id: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let mut conn = self.pool.get().await?;
         let () = redis::cmd("SET")
             .arg(self.keys.input(id))

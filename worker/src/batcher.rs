@@ -131,9 +131,7 @@ impl Batcher {
             writer.write(finish(ctxs, out)).await;
         });
     }
-}
 
-impl Batcher {
     /// Writes the batch into the device's pinned buffers on a blocking thread (`None` on
     /// the CPU, or when that fails: the executor then writes it itself).
     async fn stage(

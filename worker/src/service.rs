@@ -172,21 +172,19 @@ impl Service {
             .filter(|j| by_ref(j))
             .filter_map(|j| j.as_ref().ok().map(|j| &*j.id))
             .collect();
+        // `None`: the store did not answer, and every job sent by reference goes back.
         let mut values = match self.store.get_inputs(&ids).await {
-            Ok(values) => values.into_iter(),
+            Ok(values) => Some(values.into_iter()),
             Err(e) => {
-                if !ids.is_empty() {
-                    tracing::warn!(error = %e, jobs = ids.len(), "cannot read inputs sent by reference; sending the jobs back");
-                }
-                Vec::new().into_iter()
+                tracing::warn!(error = %e, jobs = ids.len(), "cannot read inputs sent by reference; sending the jobs back");
+                None
             }
         };
-        let unreachable = values.len() < ids.len();
         jobs.iter()
-            .map(|j| match (by_ref(j), unreachable) {
+            .map(|j| match (by_ref(j), values.as_mut()) {
                 (false, _) => StoredInputs::Inline,
-                (true, true) => StoredInputs::Unreachable,
-                (true, false) => match values.next().flatten() {
+                (true, None) => StoredInputs::Unreachable,
+                (true, Some(values)) => match values.next().flatten() {
                     Some(v) => StoredInputs::Found(v),
                     None => StoredInputs::Missing,
                 },

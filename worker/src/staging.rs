@@ -52,22 +52,10 @@ pub(crate) fn to_device(
         }
         let slot = &mut slots[i];
         if slot.as_ref().is_none_or(|t| (t.numel()) < total) {
-            // Grow to what this batch needs (with headroom, so a slightly larger batch
-            // does not reallocate): pinning is slow, so it happens rarely.
-            let bytes = (total + total / 4) as i64;
-            *slot = Some(
-                tch::Tensor::f_zeros([bytes], (Kind::Uint8, Device::Cpu))?.f_pin_memory(device)?,
-            );
+            *slot = Some(pinned(total, device)?);
         }
         let staging = slot.as_ref().expect("just set: this is a bug");
-        // SAFETY: the buffer is a contiguous u8 tensor of at least `total` bytes owned by
-        // this thread; nothing else reads or writes it while this slice lives.
-        let buf = unsafe { std::slice::from_raw_parts_mut(staging.data_ptr() as *mut u8, total) };
-        fill(buf, jobs, i, pad, &shape, per_job);
-        let host = staging
-            .f_narrow(0, 0, total as i64)?
-            .f_view_dtype(kind)?
-            .f_view(shape.as_slice())?;
+        let host = write_batch(staging, jobs, i, pad, &shape, per_job, kind)?;
         host.f_to_device_(device, kind, true, false)
     })
 }
@@ -132,19 +120,10 @@ impl PinnedPool {
             let (shape, per_job) = plan(jobs, i, pad, config);
             let total = shape[0] as usize * per_job;
             let buffer = self.take(total)?;
-            // SAFETY: the buffer is a contiguous u8 tensor of at least `total` bytes that
-            // only this batch holds (taken out of the pool); nothing else reads or writes
-            // it while this slice lives.
-            let buf =
-                unsafe { std::slice::from_raw_parts_mut(buffer.data_ptr() as *mut u8, total) };
-            fill(buf, jobs, i, pad, &shape, per_job);
             let kind = crate::loading::kind_of(jobs[0][i].dtype);
-            batch.inputs.push(
-                buffer
-                    .f_narrow(0, 0, total as i64)?
-                    .f_view_dtype(kind)?
-                    .f_view(shape.as_slice())?,
-            );
+            batch
+                .inputs
+                .push(write_batch(&buffer, jobs, i, pad, &shape, per_job, kind)?);
             batch.buffers.push(buffer);
         }
         Ok(batch)
@@ -158,7 +137,40 @@ impl PinnedPool {
             return Ok(free.swap_remove(at));
         }
         drop(free);
-        let size = (bytes.max(1) + bytes / 4) as i64;
-        tch::Tensor::f_zeros([size], (Kind::Uint8, Device::Cpu))?.f_pin_memory(self.device)
+        pinned(bytes, self.device)
     }
+}
+
+/// A new pinned buffer for at least `bytes`, with headroom so that a slightly larger batch
+/// does not pin again: pinning is slow.
+fn pinned(bytes: usize, device: Device) -> Result<tch::Tensor, TchError> {
+    let size = (bytes.max(1) + bytes / 4) as i64;
+    tch::Tensor::f_zeros([size], (Kind::Uint8, Device::Cpu))?.f_pin_memory(device)
+}
+
+/// Writes input `i` of every job into `buffer` and returns it viewed as the batch tensor
+/// (`kind`, `shape`). The caller holds `buffer` alone: nothing else reads or writes it until
+/// its copy to the device has finished.
+fn write_batch(
+    buffer: &tch::Tensor,
+    jobs: &[Vec<Tensor<'static>>],
+    i: usize,
+    pad: Option<i64>,
+    shape: &[i64],
+    per_job: usize,
+    kind: Kind,
+) -> Result<tch::Tensor, TchError> {
+    let total = shape[0] as usize * per_job;
+    assert!(
+        buffer.numel() >= total,
+        "pinned buffer too small: this is a bug"
+    );
+    // SAFETY: `buffer` is a contiguous u8 tensor of at least `total` bytes (checked above)
+    // that only the caller holds; nothing else reads or writes it while this slice lives.
+    let buf = unsafe { std::slice::from_raw_parts_mut(buffer.data_ptr() as *mut u8, total) };
+    fill(buf, jobs, i, pad, shape, per_job);
+    buffer
+        .f_narrow(0, 0, total as i64)?
+        .f_view_dtype(kind)?
+        .f_view(shape)
 }
