@@ -42,21 +42,19 @@ pub(super) async fn poison(
             break None;
         }
         // Supervise: replace workers that died.
-        let mut running = 0;
-        for w in env.stack.workers() {
-            match w.exit_status() {
-                Some(status) if !crashes.iter().any(|(name, _)| name == w.name()) => {
-                    crashes.push((w.name().to_string(), status))
-                }
-                Some(_) => {}
-                None => running += 1,
-            }
-        }
+        let running = record_exits(env, &mut crashes);
         for _ in running..2 {
             env.stack.start_worker(Vec::<String>::new())?;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // The answer can land before the last crashed worker's exit is seen (its failures are
+    // counted as soon as the dispatcher hears it is gone): give the exits a moment.
+    let seen_by = tokio::time::Instant::now() + Duration::from_secs(5);
+    while crashes.is_empty() && tokio::time::Instant::now() < seen_by {
+        record_exits(env, &mut crashes);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let code = result.as_ref().and_then(JobResult::error_code);
     checks.push(check(
         format!("poison job answered `poison` (got {code:?})"),
@@ -95,6 +93,22 @@ pub(super) async fn poison(
         in_dlq,
     ));
     Ok(())
+}
+
+/// Adds each worker that has exited (and is not listed yet) to `crashes` with its status;
+/// returns how many still run.
+fn record_exits(env: &mut Env, crashes: &mut Vec<(String, std::process::ExitStatus)>) -> usize {
+    let mut running = 0;
+    for w in env.stack.workers() {
+        match w.exit_status() {
+            Some(status) if !crashes.iter().any(|(name, _)| name == w.name()) => {
+                crashes.push((w.name().to_string(), status))
+            }
+            Some(_) => {}
+            None => running += 1,
+        }
+    }
+    running
 }
 
 /// Jobs for the model whose checksum failed wait, then get `unknown_model`; the worker
