@@ -33,6 +33,7 @@ pub use nats::NatsServer;
 pub use paths::{binary, repo_root, resolve_path};
 pub use process::Process;
 pub use redis::RedisServer;
+pub use spec::ProcessUrls;
 pub use stack::LocalStack;
 pub use wait::{wait_for_stream, wait_for_workers};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 
 use super::paths::{binary, repo_root};
-use super::spec::{LogDir, Spec};
+use super::spec::{LogDir, ProcessUrls, Spec};
 use super::stack::LocalStack;
 use super::wait::{wait_for_stream, wait_for_workers};
 use super::{LocalError, NatsServer, RedisServer};
@@ -22,6 +22,7 @@ pub struct LocalStackBuilder {
     dispatcher_args: Vec<String>,
     worker_args: Vec<String>,
     envs: Vec<(String, String)>,
+    dispatcher_urls: Option<ProcessUrls>,
     log_dir: Option<PathBuf>,
     timeout: Duration,
 }
@@ -40,6 +41,7 @@ impl LocalStack {
             dispatcher_args: Vec::new(),
             worker_args: Vec::new(),
             envs: Vec::new(),
+            dispatcher_urls: None,
             log_dir: None,
             timeout: Duration::from_secs(120),
         }
@@ -97,6 +99,13 @@ impl LocalStackBuilder {
         self
     }
 
+    /// The dispatcher connects with these URLs instead of the stack's (e.g. with the
+    /// credentials of its own role); the stack's URLs stay for everything else.
+    pub fn dispatcher_urls(mut self, nats: impl Into<String>, redis: impl Into<String>) -> Self {
+        self.dispatcher_urls = Some(ProcessUrls::new(nats, redis));
+        self
+    }
+
     /// Keep the logs in this folder (created if needed) instead of a temporary one.
     pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.log_dir = Some(dir.into());
@@ -136,6 +145,7 @@ impl LocalStackBuilder {
                 dispatcher_args: self.dispatcher_args,
                 worker_args: self.worker_args,
                 envs: self.envs,
+                dispatcher_urls: self.dispatcher_urls,
             },
             next_worker: 0,
             log_dir,

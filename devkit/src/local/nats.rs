@@ -19,6 +19,8 @@ pub struct NatsServer {
     process: Process,
     program: PathBuf,
     extra_args: Vec<String>,
+    /// Environment of the server process (a config file's `$VAR` secrets), kept for restarts.
+    envs: Vec<(String, String)>,
     port: u16,
     monitor_url: Option<String>,
     dir: tempfile::TempDir,
@@ -49,17 +51,32 @@ impl NatsServer {
     pub fn start_with_args(
         extra_args: impl IntoIterator<Item = impl Into<String>>,
     ) -> Result<NatsServer, LocalError> {
+        NatsServer::start_with_env(extra_args, std::iter::empty::<(String, String)>())
+    }
+
+    /// Like [`NatsServer::start_with_args`], with environment variables for the server
+    /// process: a config file given with `-c` reads its secrets from them (`$NAME`), as
+    /// `deploy/nats/jetinfer.conf` does.
+    pub fn start_with_env(
+        extra_args: impl IntoIterator<Item = impl Into<String>>,
+        envs: impl IntoIterator<Item = (impl Into<String>, impl Into<String>)>,
+    ) -> Result<NatsServer, LocalError> {
         let program = nats_server_program()?;
         let dir = tempfile::Builder::new()
             .prefix("jetinfer-nats-")
             .tempdir()
             .map_err(LocalError::io("cannot create a folder for nats-server"))?;
         let extra_args: Vec<String> = extra_args.into_iter().map(Into::into).collect();
-        let (process, port, monitor_url) = launch(&program, dir.path(), None, &extra_args)?;
+        let envs: Vec<(String, String)> = envs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let (process, port, monitor_url) = launch(&program, dir.path(), None, &extra_args, &envs)?;
         Ok(NatsServer {
             process,
             program,
             extra_args,
+            envs,
             port,
             monitor_url,
             dir,
@@ -110,6 +127,7 @@ impl NatsServer {
             self.dir.path(),
             Some(self.port),
             &self.extra_args,
+            &self.envs,
         )?;
         self.process = process;
         self.monitor_url = monitor_url;
@@ -138,6 +156,7 @@ fn launch(
     dir: &Path,
     port: Option<u16>,
     extra: &[String],
+    envs: &[(String, String)],
 ) -> Result<(Process, u16, Option<String>), LocalError> {
     // A killed server leaves its ports file behind; remove it so only the new one is read.
     for stale in ports_files(dir) {
@@ -166,7 +185,7 @@ fn launch(
         "nats-server",
         program,
         &args,
-        std::iter::empty::<(&str, &str)>(),
+        envs.iter().map(|(k, v)| (k, v)),
         dir.join("nats.log"),
     )?;
     let deadline = Instant::now() + START_TIMEOUT;

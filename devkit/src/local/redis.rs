@@ -22,6 +22,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// AOF on (`appendfsync always`): a restart keeps every acknowledged write.
     persistent: bool,
+    /// Arguments added to every start (e.g. `--aclfile <file>`), kept for restarts.
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
@@ -38,19 +40,35 @@ impl RedisServer {
         Self::start_with(true)
     }
 
+    /// Like [`RedisServer::start`], with more arguments, e.g. `--aclfile <file>` for ACL
+    /// users (the server then counts as up once it answers PING with `NOAUTH`).
+    pub fn start_with_args(
+        extra_args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<RedisServer, LocalError> {
+        Self::start_with_extra(false, extra_args.into_iter().map(Into::into).collect())
+    }
+
     fn start_with(persistent: bool) -> Result<RedisServer, LocalError> {
+        Self::start_with_extra(persistent, Vec::new())
+    }
+
+    fn start_with_extra(
+        persistent: bool,
+        extra_args: Vec<String>,
+    ) -> Result<RedisServer, LocalError> {
         let program = redis_server_program()?;
         // A short prefix: Unix socket paths are limited to about 107 bytes.
         let dir = tempfile::Builder::new()
             .prefix("jetinfer-redis-")
             .tempdir()
             .map_err(LocalError::io("cannot create a folder for redis-server"))?;
-        let process = launch(&program, dir.path(), persistent)?;
+        let process = launch(&program, dir.path(), persistent, &extra_args)?;
         Ok(RedisServer {
             process,
             program,
             dir,
             persistent,
+            extra_args,
         })
     }
 
@@ -89,7 +107,12 @@ impl RedisServer {
     /// server reloads its append-only file.
     pub fn restart(&mut self) -> Result<(), LocalError> {
         self.stop();
-        self.process = launch(&self.program, self.dir.path(), self.persistent)?;
+        self.process = launch(
+            &self.program,
+            self.dir.path(),
+            self.persistent,
+            &self.extra_args,
+        )?;
         Ok(())
     }
 
@@ -115,7 +138,12 @@ impl RedisServer {
     }
 }
 
-fn launch(program: &Path, dir: &Path, persistent: bool) -> Result<Process, LocalError> {
+fn launch(
+    program: &Path,
+    dir: &Path,
+    persistent: bool,
+    extra_args: &[String],
+) -> Result<Process, LocalError> {
     let socket = dir.join("r.sock");
     let _ = std::fs::remove_file(&socket);
     let socket_arg = socket.display().to_string();
@@ -140,7 +168,9 @@ fn launch(program: &Path, dir: &Path, persistent: bool) -> Result<Process, Local
     let mut process = Process::start(
         "redis-server",
         program,
-        args.into_iter().chain(extra.split_whitespace()),
+        args.into_iter()
+            .chain(extra.split_whitespace())
+            .chain(extra_args.iter().map(String::as_str)),
         std::iter::empty::<(&str, &str)>(),
         dir.join("redis.log"),
     )?;
@@ -160,7 +190,8 @@ fn launch(program: &Path, dir: &Path, persistent: bool) -> Result<Process, Local
     Ok(process)
 }
 
-/// Sends an inline PING and expects `+PONG`; false on any failure (not up yet).
+/// Sends an inline PING and expects `+PONG`, or `-NOAUTH` from a server whose default user
+/// is off (ACL users only); false on any failure (not up yet).
 fn answers_ping(socket: &Path) -> bool {
     let Ok(mut stream) = UnixStream::connect(socket) else {
         return false;
@@ -169,5 +200,5 @@ fn answers_ping(socket: &Path) -> bool {
     let mut reply = [0u8; 7];
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
+        && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
 }

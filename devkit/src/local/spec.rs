@@ -9,6 +9,34 @@ pub(super) struct Spec {
     pub dispatcher_args: Vec<String>,
     pub worker_args: Vec<String>,
     pub envs: Vec<(String, String)>,
+    /// The URLs the dispatcher connects with, when not the stack's own.
+    pub dispatcher_urls: Option<ProcessUrls>,
+}
+
+/// The NATS and Redis URLs one process connects with, e.g. with credentials of its own role
+/// rather than the stack's. `Debug` hides the credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProcessUrls {
+    pub nats: String,
+    pub redis: String,
+}
+
+impl ProcessUrls {
+    pub fn new(nats: impl Into<String>, redis: impl Into<String>) -> Self {
+        ProcessUrls {
+            nats: nats.into(),
+            redis: redis.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ProcessUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessUrls")
+            .field("nats", &jetinfer_connect::redact_url(&self.nats))
+            .field("redis", &jetinfer_connect::redact_url(&self.redis))
+            .finish()
+    }
 }
 
 /// Where the process logs go: a kept folder, or a temporary one removed on drop.

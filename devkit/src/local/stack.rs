@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::paths::binary;
 use super::process::Process;
-use super::spec::{LogDir, Spec};
+use super::spec::{LogDir, ProcessUrls, Spec};
 use super::{LocalError, NatsServer, RedisServer};
 use jetinfer_client::{Client, ClientError, StoreConfig};
 use jetinfer_connect::NatsSettings;
@@ -80,11 +80,16 @@ impl LocalStack {
         if let Some(mut old) = self.dispatcher.take() {
             old.kill();
         }
+        let urls = self
+            .spec
+            .dispatcher_urls
+            .clone()
+            .unwrap_or_else(|| ProcessUrls::new(&self.nats_url, &self.redis_url));
         let mut args = vec![
             "--nats-url".to_string(),
-            self.nats_url.clone(),
+            urls.nats,
             "--redis-url".into(),
-            self.redis_url.clone(),
+            urls.redis,
         ];
         args.extend(self.spec.dispatcher_args.iter().cloned());
         args.extend(extra_args.into_iter().map(Into::into));
@@ -105,13 +110,29 @@ impl LocalStack {
         &mut self,
         extra_args: impl IntoIterator<Item = impl Into<String>>,
     ) -> Result<&mut Process, LocalError> {
-        let id = format!("worker-{}", self.next_worker);
+        let urls = ProcessUrls::new(&self.nats_url, &self.redis_url);
+        self.start_worker_with_urls(urls, extra_args)
+    }
+
+    /// The id the next [`LocalStack::start_worker`] gives its worker (`worker-<next>`).
+    pub fn next_worker_id(&self) -> String {
+        format!("worker-{}", self.next_worker)
+    }
+
+    /// Like [`LocalStack::start_worker`], but the worker connects with `urls` (e.g. with the
+    /// credentials of [`LocalStack::next_worker_id`]'s own NATS user) instead of the stack's.
+    pub fn start_worker_with_urls(
+        &mut self,
+        urls: ProcessUrls,
+        extra_args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<&mut Process, LocalError> {
+        let id = self.next_worker_id();
         self.next_worker += 1;
         let mut args = vec![
             "--nats-url".to_string(),
-            self.nats_url.clone(),
+            urls.nats,
             "--redis-url".into(),
-            self.redis_url.clone(),
+            urls.redis,
             "--models".into(),
             self.spec.models.display().to_string(),
             "--id".into(),
