@@ -1,0 +1,112 @@
+//! The Go client (clients/go) against a real stack: `clients/go/build.sh` builds it
+//! offline from Debian's Go packages, then its `go test` suite runs with the stack's
+//! URLs (wire vectors of docs/wire-format.md, and the live tests, which must not skip),
+//! then `jetinfer-example` checks golden samples of `pair` and `imgmean`, inline and by
+//! reference. Go's build cache lives in target/go-cache, so reruns are fast.
+
+use std::path::Path;
+use std::process::Output;
+
+use jetinfer_devkit::local::repo_root;
+use jetinfer_tests::stack;
+
+/// The live tests of clients/go/integration_test.go; each must report PASS.
+const LIVE_TESTS: &[&str] = &[
+    "TestLiveSubmitWaitWithOptionsAndDuplicate",
+    "TestLiveInputsByReferenceGoThroughRedis",
+    "TestLiveStoredInputsAreTheWireValueWithTTL",
+    "TestLiveErrorAndExpiredResultsCarryTheirCode",
+    "TestLivePublishRefusals",
+    "TestLiveWaitTimesOutWithTheContext",
+    "TestLiveWaitWakesOnTheNotice",
+];
+
+/// Runs a command to completion and returns its output, stdout then stderr, as text.
+async fn run(what: &str, cmd: &mut tokio::process::Command) -> (Output, String) {
+    let out = cmd
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+fn build_sh(root: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(root.join("clients/go/build.sh"));
+    cmd.current_dir(root)
+        .env("GOCACHE", root.join("target/go-cache"))
+        .env("JETINFER_GO_OUT", root.join("target/go"));
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_client_passes_its_tests_and_the_golden_example_against_a_real_stack() {
+    let root = repo_root().unwrap();
+    let (out, text) = run("clients/go/build.sh", &mut build_sh(&root)).await;
+    assert!(
+        out.status.success(),
+        "building the Go client failed:\n{text}"
+    );
+
+    let stack = stack(1, &[]).await;
+    let (out, text) = run(
+        "go test",
+        build_sh(&root)
+            .args(["test", "-count=1", "-v", "."])
+            .env("JETINFER_TEST_NATS_URL", stack.nats_url())
+            .env("JETINFER_TEST_REDIS_URL", stack.redis_url())
+            .env("JETINFER_TEST_REQUIRE_SERVERS", "1")
+            .env("JETINFER_WIRE_DOC", root.join("docs/wire-format.md")),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "go test failed:\n{text}\n{}",
+        stack.log_tails(20)
+    );
+    assert!(!text.contains("--- SKIP"), "a Go test was skipped:\n{text}");
+    for test in LIVE_TESTS.iter().chain(&[
+        "TestJobEncodesAsExample91",
+        "TestOkResultDecodesAsExample93",
+    ]) {
+        assert!(
+            text.contains(&format!("--- PASS: {test} ")),
+            "{test} did not pass:\n{text}"
+        );
+    }
+
+    let (out, text) = run(
+        "jetinfer-example",
+        tokio::process::Command::new(root.join("target/go/bin/jetinfer-example"))
+            .args([
+                "--nats-url",
+                stack.nats_url(),
+                "--redis-url",
+                stack.redis_url(),
+            ])
+            .arg("--golden")
+            .arg(root.join("models/out/golden.json"))
+            .args([
+                "--models",
+                "pair,imgmean",
+                "--modes",
+                "inline,ref",
+                "--count",
+                "20",
+            ]),
+    )
+    .await;
+    assert!(
+        out.status.success() && text.contains("PASS"),
+        "the Go example failed:\n{text}\n{}",
+        stack.log_tails(20)
+    );
+    for line in ["pair       inline  20/20 ok", "imgmean    ref     20/20 ok"] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
