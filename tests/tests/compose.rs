@@ -3,7 +3,10 @@
 //! jetinfer service's command line and environment parse with the binary's own flags
 //! (`--check-config`: clap parses exactly what the container would get, then the process
 //! exits without connecting), the health checks and Prometheus targets point at the
-//! `--metrics-addr` ports, and the README's compose section names every service.
+//! `--metrics-addr` ports, host ports are on 127.0.0.1 only and workers have none fixed
+//! (so they scale), every service restarts, nothing needs Jaeger or Prometheus to start, and
+//! the README's compose section names every service. `${VAR:-default}` is read as its default,
+//! as compose does with VAR unset. tests/tests/compose_up.rs starts the stack for real.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,12 +25,12 @@ fn venv_bin(name: &str) -> PathBuf {
     p
 }
 
-/// compose.yaml as JSON, read by the YAML library check-jsonschema itself uses.
-fn compose() -> Value {
+/// A YAML file as JSON, read by the YAML library check-jsonschema itself uses.
+fn yaml(file: &Path) -> Value {
     let out = Command::new(venv_bin("python"))
         .arg("-c")
         .arg("import json,sys; from ruamel.yaml import YAML; print(json.dumps(YAML(typ='safe').load(open(sys.argv[1]))))")
-        .arg(root().join("compose.yaml"))
+        .arg(file)
         .output()
         .expect("running python");
     assert!(
@@ -35,7 +38,57 @@ fn compose() -> Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("compose.yaml as JSON")
+    serde_json::from_slice(&out.stdout).expect("YAML as JSON")
+}
+
+/// compose.yaml as compose reads it with no variable set (every `${…}` at its default).
+fn compose() -> Value {
+    interpolate(yaml(&root().join("compose.yaml")))
+}
+
+/// compose.yaml as written, `${…}` left in.
+fn compose_raw() -> Value {
+    yaml(&root().join("compose.yaml"))
+}
+
+/// Replaces `${NAME:-default}` / `${NAME-default}` by the default and `${NAME}` by nothing in
+/// every string, as compose does when NAME is unset.
+fn interpolate(v: Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(defaults(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(interpolate).collect()),
+        Value::Object(m) => {
+            Value::Object(m.into_iter().map(|(k, v)| (k, interpolate(v))).collect())
+        }
+        other => other,
+    }
+}
+
+fn defaults(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .unwrap_or_else(|| panic!("unclosed ${{ in {s:?}"))
+            + start;
+        let inner = &rest[start + 2..end];
+        let default = inner
+            .split_once(":-")
+            .or_else(|| inner.split_once('-'))
+            .map_or("", |(_, d)| d);
+        out.push_str(default);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn interpolation_takes_the_defaults() {
+    assert_eq!(defaults("a${X:-b}c${Y}d${Z-e}"), "abcde");
+    assert_eq!(defaults("127.0.0.1:${P:-4222}:4222"), "127.0.0.1:4222:4222");
 }
 
 fn check_schema(file: &Path) -> (bool, String) {
@@ -170,11 +223,28 @@ fn every_service_command_parses_with_the_binary_and_endpoints_line_up() {
         "expected the dispatcher and two workers, checked {checked}"
     );
 
-    // Prometheus scrapes each of them on its metrics port, and nothing else.
-    let prometheus = std::fs::read_to_string(root().join("deploy/prometheus.yml")).unwrap();
+    // Prometheus scrapes each of them on its metrics port: a fixed target, or every replica
+    // found by DNS.
+    let prometheus = yaml(&root().join("deploy/prometheus.yml"));
+    let scrapes = prometheus["scrape_configs"]
+        .as_array()
+        .expect("scrape_configs");
     for (name, port) in &metrics_ports {
+        let scraped = scrapes.iter().any(|job| {
+            let fixed = job["static_configs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| strings(&c["targets"]).contains(&format!("{name}:{port}")));
+            let by_dns = job["dns_sd_configs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| strings(&c["names"]).contains(name) && c["port"].to_string() == *port);
+            fixed || by_dns
+        });
         assert!(
-            prometheus.contains(&format!("\"{name}:{port}\"")),
+            scraped,
             "deploy/prometheus.yml does not scrape {name}:{port}"
         );
     }
@@ -218,5 +288,61 @@ fn check_config_refuses_an_unknown_flag() {
             .output()
             .unwrap();
         assert!(!out.status.success(), "{program} accepted --no-such-flag");
+    }
+}
+
+#[test]
+fn ports_stay_on_loopback_workers_scale_and_only_nats_and_redis_are_needed() {
+    let compose = compose();
+    let raw = compose_raw();
+    let services = compose["services"].as_object().expect("services");
+    for (name, service) in services {
+        // Every published port on 127.0.0.1, never all interfaces.
+        for port in strings(&service["ports"]) {
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "service {name} publishes {port:?} beyond 127.0.0.1"
+            );
+        }
+        assert!(
+            service["restart"].is_string(),
+            "service {name} has no restart policy"
+        );
+        // Traces and metrics are optional: no service waits for them.
+        for optional in ["jaeger", "prometheus"] {
+            assert!(
+                service["depends_on"].get(optional).is_none(),
+                "service {name} depends on {optional}: without a registry (or Jaeger) it cannot start"
+            );
+        }
+        let command = strings(&service["command"]);
+        if command.first().map(String::as_str) != Some("jetinfer-worker") {
+            continue;
+        }
+        // No fixed host port, so `--scale` starts more than one.
+        for port in strings(&service["ports"]) {
+            let parts: Vec<&str> = port.split(':').collect();
+            assert!(
+                parts.len() == 3 && parts[1].is_empty(),
+                "worker service {name} publishes a fixed host port ({port:?}): it cannot scale"
+            );
+        }
+        // The models: a bind mount for the user's own, chosen by JETINFER_MODELS (no
+        // --models flag, which would win over it).
+        assert!(
+            !command.iter().any(|a| a == "--models"),
+            "service {name}: --models on the command line overrides JETINFER_MODELS"
+        );
+        let volumes = strings(&service["volumes"]).join(" ");
+        assert!(
+            volumes.contains(":/models:ro"),
+            "service {name} mounts no models folder: {volumes}"
+        );
+        let models = environment(&raw["services"][name.as_str()]);
+        let models = models.get("JETINFER_MODELS").map(String::as_str);
+        assert!(
+            models.is_some_and(|m| m.starts_with("${JETINFER_MODELS:-/opt/jetinfer/models/")),
+            "service {name}: JETINFER_MODELS is not the user's to set: {models:?}"
+        );
     }
 }
