@@ -12,8 +12,9 @@
 //
 // Layout, downhill (each file uses only those above it):
 //
-//	errors.go   typed errors: InvalidJobError, RejectedError (stream full / no stream),
-//	            StoreError, TimeoutError, ResultError and the stable error codes
+//	errors.go   result statuses, the stable error codes, and the typed errors:
+//	            InvalidJobError, RejectedError (stream full / no stream), StoreError,
+//	            DecodeError, TimeoutError, ResultError
 //	tensor.go   DType, Tensor: one sample, little-endian row-major bytes
 //	job.go      Priority, Job, the id/name rules and limits of section 5
 //	digest.go   the BLAKE3 inputs digest (section 8), the reference of section 10

@@ -6,6 +6,16 @@ import (
 	"strings"
 )
 
+// Status is how a job ended.
+type Status string
+
+// The statuses of a result.
+const (
+	StatusOK      Status = "ok"
+	StatusError   Status = "error"
+	StatusExpired Status = "expired"
+)
+
 // ErrorCode is a result's stable error code (docs/wire-format.md section 6); its strings
 // never change meaning, so branch on the code, not on the message.
 type ErrorCode string

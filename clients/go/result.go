@@ -8,16 +8,6 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// Status is how a job ended.
-type Status string
-
-// The statuses of a result.
-const (
-	StatusOK      Status = "ok"
-	StatusError   Status = "error"
-	StatusExpired Status = "expired"
-)
-
 // ErrorBody is a result's error: a stable code and a human-readable message.
 type ErrorBody struct {
 	Code    ErrorCode
