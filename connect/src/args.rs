@@ -1,5 +1,7 @@
 //! [`ConnectArgs`]: the connection flags every binary flattens into its command line, named
-//! like the NATS and Redis tools' own (`NATS_URL`, `NATS_CREDS`, `NATS_CA`, …).
+//! like the NATS and Redis tools' own (`NATS_URL`, `NATS_CREDS`, `NATS_CA`, …; for Redis,
+//! `REDIS_URL` and the TLS files `REDIS_CA`, `REDIS_CERT`, `REDIS_KEY`, after the `--cacert`,
+//! `--cert`, `--key` options of `redis-cli`).
 
 use std::path::PathBuf;
 
@@ -42,9 +44,20 @@ pub struct ConnectArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, env = "NATS_KEY", global = true, requires = "nats_tls_cert")]
     pub nats_tls_key: Option<PathBuf>,
-    /// Redis URL (`redis://`, `redis+unix://`) [default: redis://127.0.0.1:6379].
+    /// Redis URL (`redis://`, `rediss://` for TLS, `redis+unix://`)
+    /// [default: redis://127.0.0.1:6379]. `user:password@` in it log in as an ACL user.
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
+    /// CA certificate (PEM) to trust for the Redis server's TLS certificate, instead of the
+    /// system's; needs a `rediss://` URL.
+    #[arg(long, env = "REDIS_CA", global = true)]
+    pub redis_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for Redis servers that require one (with --redis-tls-key).
+    #[arg(long, env = "REDIS_CERT", global = true, requires = "redis_tls_key")]
+    pub redis_tls_cert: Option<PathBuf>,
+    /// The Redis client certificate's private key (PEM).
+    #[arg(long, env = "REDIS_KEY", global = true, requires = "redis_tls_cert")]
+    pub redis_tls_key: Option<PathBuf>,
 }
 
 impl ConnectArgs {
@@ -99,6 +112,9 @@ impl std::fmt::Debug for ConnectArgs {
             .field("nats_tls_cert", &self.nats_tls_cert)
             .field("nats_tls_key", &self.nats_tls_key)
             .field("redis_url", &redact_url(self.redis_url()))
+            .field("redis_tls_ca", &self.redis_tls_ca)
+            .field("redis_tls_cert", &self.redis_tls_cert)
+            .field("redis_tls_key", &self.redis_tls_key)
             .finish()
     }
 }
@@ -134,6 +150,36 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("redis://127.0.0.1:6379"), "{shown}");
+    }
+
+    #[test]
+    fn redis_tls_files_print_and_come_in_pairs() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--redis-url",
+            "rediss://svc:rpw@h:6380",
+            "--redis-tls-ca",
+            "/etc/ca.pem",
+            "--redis-tls-cert",
+            "/etc/c.pem",
+            "--redis-tls-key",
+            "/etc/c.key",
+        ])
+        .unwrap();
+        assert_eq!(cli.connect.redis_tls_ca, Some("/etc/ca.pem".into()));
+        let shown = format!("{:?}", cli.connect);
+        for path in ["/etc/ca.pem", "/etc/c.pem", "/etc/c.key", "rediss://"] {
+            assert!(shown.contains(path), "{path} missing: {shown}");
+        }
+        assert!(!shown.contains("rpw"), "{shown}");
+        assert!(
+            Cli::try_parse_from(["x", "--redis-tls-cert", "c"]).is_err(),
+            "cert needs a key"
+        );
+        assert!(
+            Cli::try_parse_from(["x", "--redis-tls-key", "k"]).is_err(),
+            "key needs a cert"
+        );
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! The Redis contract of jetinfer: results (`SET NX`, first result wins), the
 //! content-addressed cache and the lost-run counts. The client library reads results through
 //! it, the dispatcher and the workers write through it, so every process agrees on keys,
-//! TTLs and encoding. One file: [`ResultStore`] and its configuration [`StoreConfig`].
+//! TTLs and encoding: [`ResultStore`] and its configuration [`StoreConfig`] here; how the
+//! connections are made (`rediss://` with [`RedisTls`], the startup check) in `connection.rs`.
+
+mod connection;
 
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, AsyncCommands};
-use deadpool_redis::{Config, Pool, Runtime};
+use deadpool_redis::Pool;
 use jetinfer_schemas::{JobResult, Keys};
+
+pub use connection::RedisTls;
 
 /// Failure to reach or use Redis. Always transient from a job's point of view.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +23,21 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("redis config: {0}")]
     Config(#[from] deadpool_redis::CreatePoolError),
+    #[error("redis TLS: cannot use the {what} file {}: {source}", path.display())]
+    TlsFile {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("redis TLS: {0}")]
+    TlsConfig(String),
+    /// Redis answered but does not accept this configuration (certificate, password,
+    /// scheme): retrying cannot help. See [`ResultStore::check`].
+    #[error("Redis at {url} refused the connection: {reason}")]
+    Refused { url: String, reason: String },
+    /// Nothing answered at the address (yet). See [`ResultStore::check`].
+    #[error("Redis at {url} is unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
     #[error("stored result of {id} does not decode: {source}")]
     Decode {
         id: String,
@@ -29,6 +49,8 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub url: String,
+    /// CA and client certificate for a `rediss://` URL (none: the system's trust store).
+    pub tls: RedisTls,
     pub keys: Keys,
     pub result_ttl: Duration,
     pub cache_ttl: Duration,
@@ -40,6 +62,7 @@ impl StoreConfig {
     pub fn new(url: impl Into<String>) -> Self {
         StoreConfig {
             url: url.into(),
+            tls: RedisTls::default(),
             keys: Keys::default(),
             result_ttl: Duration::from_secs(24 * 3600),
             cache_ttl: Duration::from_secs(3600),
@@ -60,6 +83,8 @@ pub struct ResultWrite<'a> {
 #[derive(Clone)]
 pub struct ResultStore {
     pool: Pool,
+    url: String,
+    tls: RedisTls,
     keys: Keys,
     result_ttl_ms: u64,
     cache_ttl_ms: u64,
@@ -67,10 +92,11 @@ pub struct ResultStore {
 
 impl ResultStore {
     /// Creates the pool; connections are opened lazily, with explicit timeouts (redis'
-    /// defaults of 500 ms are too short for a loaded machine).
+    /// defaults of 500 ms are too short for a loaded machine). The TLS files are read
+    /// here, so a missing or unreadable one fails now; see [`ResultStore::check`] for
+    /// what only a connection shows.
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
-        let mut cfg = Config::from_url(config.url.clone());
-        cfg.pool = Some(deadpool_redis::PoolConfig {
+        let pool_config = deadpool_redis::PoolConfig {
             max_size: config.pool_size,
             timeouts: deadpool_redis::Timeouts {
                 wait: Some(Duration::from_secs(5)),
@@ -78,14 +104,24 @@ impl ResultStore {
                 recycle: Some(Duration::from_secs(5)),
             },
             ..Default::default()
-        });
-        let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
+        };
+        let pool = connection::pool(&config.url, &config.tls, pool_config)?;
         Ok(ResultStore {
             pool,
+            url: config.url.clone(),
+            tls: config.tls.clone(),
             keys: config.keys.clone(),
             result_ttl_ms: config.result_ttl.as_millis() as u64,
             cache_ttl_ms: config.cache_ttl.as_millis() as u64,
         })
+    }
+
+    /// Opens a connection now and PINGs, for processes to call once at startup.
+    /// [`StoreError::Refused`] (Redis answered but rejects the TLS certificates, the
+    /// password, or a plain `redis://` on its TLS port) names what failed and should stop
+    /// the process; [`StoreError::Unreachable`] means nothing answered yet.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        connection::check(&self.pool, &self.url, &self.tls).await
     }
 
     /// The key names in use.
@@ -314,6 +350,16 @@ impl ResultStore {
         }
         let mut conn = self.pool.get().await?;
         Ok(redis::cmd("MGET").arg(keys).query_async(&mut conn).await?)
+    }
+}
+
+/// The scheme and address of a Redis URL, for messages: never its user or password.
+fn redact(url: &str) -> String {
+    use redis::IntoConnectionInfo;
+    let scheme = url.split_once("://").map_or("redis", |(s, _)| s);
+    match url.into_connection_info() {
+        Ok(info) => format!("{scheme}://{}", info.addr()),
+        Err(_) => format!("{scheme}://<unparsable address>"),
     }
 }
 

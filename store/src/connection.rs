@@ -1,0 +1,194 @@
+//! How the store reaches Redis: the connection pool for a URL (`redis://`, `rediss://`,
+//! `redis+unix://`) with, for `rediss://`, a custom CA and a client certificate
+//! ([`RedisTls`]), and [`check`]: one connection at startup, so that a configuration Redis
+//! will never accept (untrusted certificate, missing client certificate, wrong password,
+//! plain `redis://` to a TLS port) is refused with a message naming what failed instead of
+//! failing every later request.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, ErrorKind, RedisError};
+use deadpool_redis::{Manager, Pool, PoolConfig, Runtime};
+
+use crate::StoreError;
+
+/// TLS files for a `rediss://` URL, all PEM. Without `ca`, the system's trust store is used;
+/// `cert` and `key` (both or neither) are the client certificate for servers that require
+/// one (`tls-auth-clients yes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// CA certificate(s) to trust for the server's certificate (`--redis-tls-ca`).
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain (`--redis-tls-cert`).
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (`--redis-tls-key`).
+    pub key: Option<PathBuf>,
+}
+
+impl RedisTls {
+    /// No file given: the URL alone decides (system trust store for `rediss://`).
+    pub fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+
+    /// The files read into what the redis crate takes; every failure names its file.
+    fn certificates(&self) -> Result<redis::TlsCertificates, StoreError> {
+        let client_tls = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read_pem(cert, "client certificate", "CERTIFICATE")?,
+                client_key: read_pem(key, "client key", "PRIVATE KEY")?,
+            }),
+            (None, None) => None,
+            (Some(_), None) => return Err(tls_config("a client certificate needs its key")),
+            (None, Some(_)) => return Err(tls_config("a client key needs its certificate")),
+        };
+        let root_cert = match &self.ca {
+            Some(ca) => Some(read_pem(ca, "CA", "CERTIFICATE")?),
+            None => None,
+        };
+        Ok(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        })
+    }
+}
+
+fn tls_config(problem: &str) -> StoreError {
+    StoreError::TlsConfig(problem.to_string())
+}
+
+/// Reads a PEM file and checks it holds a block of the expected kind (`-----BEGIN <label>`,
+/// also matching `RSA PRIVATE KEY` and `EC PRIVATE KEY`): an empty or swapped file would
+/// otherwise only fail at the handshake, with a less helpful message.
+fn read_pem(path: &Path, what: &'static str, label: &str) -> Result<Vec<u8>, StoreError> {
+    let bytes = std::fs::read(path).map_err(|source| StoreError::TlsFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    let has_block = text
+        .match_indices("-----BEGIN ")
+        .any(|(at, _)| text[at..].lines().next().is_some_and(|l| l.contains(label)));
+    if !has_block {
+        return Err(StoreError::TlsFile {
+            what,
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("no PEM block '{label}' in it"),
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
+/// The pool for `url` and `tls`; connections are opened lazily.
+pub(crate) fn pool(url: &str, tls: &RedisTls, config: PoolConfig) -> Result<Pool, StoreError> {
+    let manager = if tls.is_empty() {
+        Manager::new(url)?
+    } else {
+        if !url.starts_with("rediss://") {
+            return Err(tls_config(&format!(
+                "TLS files (CA, client certificate) are given but the Redis URL {} is not \
+                 rediss://",
+                crate::redact(url)
+            )));
+        }
+        let client = redis::Client::build_with_tls(url, tls.certificates()?)?;
+        // The connection info carries the parsed certificates; the manager opens its
+        // connections with them.
+        Manager::new(client.get_connection_info().clone())?
+    };
+    Pool::builder(manager)
+        .config(config)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Config(deadpool_redis::CreatePoolError::Build(e)))
+}
+
+/// How long [`check`] waits for a connection and its PING.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a connection and PINGs. [`StoreError::Refused`]: Redis answered but will not
+/// accept this configuration (retrying cannot help); [`StoreError::Unreachable`]: nothing
+/// answered (it may come up later).
+pub(crate) async fn check(pool: &Pool, url: &str, tls: &RedisTls) -> Result<(), StoreError> {
+    let attempt = async {
+        let mut conn = pool.get().await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok::<(), StoreError>(())
+    };
+    let err = match tokio::time::timeout(CHECK_TIMEOUT, attempt).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e,
+        Err(_) => {
+            return Err(StoreError::Unreachable {
+                url: crate::redact(url),
+                reason: format!("no answer within {CHECK_TIMEOUT:?}"),
+            })
+        }
+    };
+    let redis_err = match &err {
+        StoreError::Redis(e) | StoreError::Pool(deadpool_redis::PoolError::Backend(e)) => e,
+        _ => {
+            return Err(StoreError::Unreachable {
+                url: crate::redact(url),
+                reason: err.to_string(),
+            })
+        }
+    };
+    Err(classify(redis_err, url, tls))
+}
+
+/// What a failed first connection means, in words that name the setting to fix.
+fn classify(e: &RedisError, url: &str, tls: &RedisTls) -> StoreError {
+    let shown = crate::redact(url);
+    let refused = |reason: String| StoreError::Refused {
+        url: shown.clone(),
+        reason,
+    };
+    let code = e.code().unwrap_or_default();
+    if e.kind() == ErrorKind::AuthenticationFailed
+        || matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM")
+    {
+        return refused(format!(
+            "authentication failed (user and password in the URL): {e}"
+        ));
+    }
+    if e.kind() == ErrorKind::InvalidClientConfig {
+        return refused(format!("invalid client configuration: {e}"));
+    }
+    if e.is_connection_refusal() || e.is_timeout() {
+        return StoreError::Unreachable {
+            url: shown,
+            reason: e.to_string(),
+        };
+    }
+    let tls_url = url.starts_with("rediss://");
+    if tls_url && e.is_io_error() {
+        // Any I/O failure other than a refusal or timeout while setting up a TLS
+        // connection is the handshake: the server's certificate (CA) or ours (client
+        // certificate) was not accepted, or the port does not speak TLS.
+        let ca = match &tls.ca {
+            Some(ca) => format!("CA {}", ca.display()),
+            None => "the system's trust store (no --redis-tls-ca)".to_string(),
+        };
+        let cert = match &tls.cert {
+            Some(cert) => format!("client certificate {}", cert.display()),
+            None => "no client certificate (--redis-tls-cert)".to_string(),
+        };
+        return refused(format!("TLS handshake failed ({ca}; {cert}): {e}"));
+    }
+    if !tls_url && e.is_connection_dropped() {
+        return refused(format!(
+            "the server closed the connection before answering; a TLS-only server \
+             needs a rediss:// URL: {e}"
+        ));
+    }
+    StoreError::Unreachable {
+        url: shown,
+        reason: e.to_string(),
+    }
+}
