@@ -1,25 +1,33 @@
 //! [`ClientBuilder`]: connection settings for a [`Client`] in one chain,
-//! `Client::builder(nats_url).redis(url).name("producer").connect()`.
+//! `Client::builder(nats_url).redis(url).name("producer").connect()` — every NATS setting
+//! of [`NatsSettings`] (credentials, TLS, name, timeouts), the store's (URL, key prefix,
+//! pool, or a whole [`StoreConfig`]), and the client's own (inputs by reference, retry
+//! when a stream is full).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use jetinfer_connect::{NatsSettings, DEFAULT_REDIS_URL};
+use jetinfer_connect::{NatsAuth, NatsSettings, NatsTls, DEFAULT_REDIS_URL};
 use jetinfer_schemas::inputs_ref::DEFAULT_INLINE_LIMIT;
+use jetinfer_schemas::Keys;
 use jetinfer_store::StoreConfig;
 
 use crate::client::DEFAULT_INPUTS_TTL;
 use crate::error::ClientError;
+use crate::retry::RetryPolicy;
 use crate::Client;
 
 /// Settings for [`Client::builder`]. Defaults: Redis at `redis://127.0.0.1:6379`, an
-/// unnamed NATS connection, a 5 s connection timeout, and retrying the first connection
-/// until the server answers (as [`Client::connect`] does).
+/// unnamed NATS connection without credentials beyond the URL's, a 5 s connection
+/// timeout, retrying the first connection until the server answers (as
+/// [`Client::connect`] does), and no retry of publishes a full stream refuses.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     nats: NatsSettings,
     store: StoreConfig,
     inline_limit: usize,
     inputs_ttl: Duration,
+    retry_full: Option<RetryPolicy>,
 }
 
 impl ClientBuilder {
@@ -29,7 +37,78 @@ impl ClientBuilder {
             store: StoreConfig::new(DEFAULT_REDIS_URL),
             inline_limit: DEFAULT_INLINE_LIMIT,
             inputs_ttl: DEFAULT_INPUTS_TTL,
+            retry_full: None,
         }
+    }
+
+    /// All NATS settings at once (e.g. `ConnectArgs::nats()` of a command line); replaces
+    /// the URL and everything set so far.
+    pub fn nats(mut self, settings: NatsSettings) -> Self {
+        self.nats = settings;
+        self
+    }
+
+    /// NATS user and password (not together with credentials in the URL).
+    pub fn user_password(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.nats.auth = NatsAuth::UserPassword {
+            user: user.into(),
+            password: password.into(),
+        };
+        self
+    }
+
+    /// A NATS authentication token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.nats.auth = NatsAuth::Token(token.into());
+        self
+    }
+
+    /// A file holding an nkey seed (`SU…`).
+    pub fn nkey_seed_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.nats.auth = NatsAuth::NkeySeedFile(path.into());
+        self
+    }
+
+    /// A `.creds` file (user JWT and nkey seed).
+    pub fn creds_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.nats.auth = NatsAuth::CredsFile(path.into());
+        self
+    }
+
+    /// A CA certificate (PEM) to trust for the NATS server's certificate; requires TLS.
+    pub fn tls_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.nats.tls.ca = Some(path.into());
+        self
+    }
+
+    /// A client certificate and its key (PEM) for mutual TLS with NATS.
+    pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.nats.tls = NatsTls {
+            cert: Some(cert.into()),
+            key: Some(key.into()),
+            ..self.nats.tls
+        };
+        self
+    }
+
+    /// Prefix of the Redis keys (default `jetinfer`); must match the servers'.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.store.keys = Keys::new(prefix);
+        self
+    }
+
+    /// Connections in the Redis pool.
+    pub fn redis_pool_size(mut self, size: usize) -> Self {
+        self.store.pool_size = size;
+        self
+    }
+
+    /// Retry publishes that a full stream refuses with this back-off instead of failing
+    /// with [`ClientError::StreamFull`] at once (off by default; `RetryPolicy::default()`
+    /// is 50 ms doubling to 2 s, for up to 30 s).
+    pub fn retry_when_full(mut self, policy: RetryPolicy) -> Self {
+        self.retry_full = Some(policy);
+        self
     }
 
     /// Jobs whose input data totals at least `bytes` send their inputs by reference (see
@@ -92,7 +171,8 @@ impl ClientBuilder {
         Ok(Client::connect_with(&self.nats, &self.store)
             .await?
             .with_inline_limit(self.inline_limit)
-            .with_inputs_ttl(self.inputs_ttl))
+            .with_inputs_ttl(self.inputs_ttl)
+            .with_retry_when_full(self.retry_full))
     }
 }
 
@@ -122,5 +202,46 @@ mod tests {
         let defaults = Client::builder("nats://x");
         assert!(defaults.nats_settings().retry_on_initial_connect);
         assert_eq!(defaults.store_config().url, DEFAULT_REDIS_URL);
+        assert_eq!(defaults.nats_settings().auth, NatsAuth::None);
+        assert_eq!(defaults.retry_full, None);
+    }
+
+    #[test]
+    fn the_builder_takes_every_nats_credential_and_tls_setting() {
+        let b = Client::builder("tls://example:4222")
+            .user_password("svc", "pw")
+            .tls_ca("/ca.pem")
+            .tls_client_cert("/c.pem", "/k.pem")
+            .key_prefix("tenant")
+            .redis_pool_size(3)
+            .retry_when_full(RetryPolicy::default());
+        let n = b.nats_settings();
+        assert_eq!(
+            n.auth,
+            NatsAuth::UserPassword {
+                user: "svc".into(),
+                password: "pw".into()
+            }
+        );
+        assert_eq!(n.tls.ca.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(n.tls.cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(n.tls.key.as_deref(), Some(std::path::Path::new("/k.pem")));
+        assert_eq!(b.store_config().keys.result("j"), "tenant:result:j");
+        assert_eq!(b.store_config().pool_size, 3);
+        assert_eq!(b.retry_full, Some(RetryPolicy::default()));
+        let token = Client::builder("nats://x").token("t");
+        assert_eq!(token.nats_settings().auth, NatsAuth::Token("t".into()));
+        let nkey = Client::builder("nats://x").nkey_seed_file("/s.nk");
+        assert_eq!(
+            nkey.nats_settings().auth,
+            NatsAuth::NkeySeedFile("/s.nk".into())
+        );
+        let creds = Client::builder("nats://x").creds_file("/u.creds");
+        assert_eq!(
+            creds.nats_settings().auth,
+            NatsAuth::CredsFile("/u.creds".into())
+        );
+        let whole = Client::builder("nats://x").nats(NatsSettings::new("nats://y:1").name("n"));
+        assert_eq!(whole.nats_settings().url, "nats://y:1");
     }
 }

@@ -1,37 +1,27 @@
-//! [`Client`]: publish jobs to JetStream and read their results from Redis, one job
-//! ([`Client::wait`]) or many at once ([`Client::wait_many`]).
+//! [`Client`]: connect, publish jobs to JetStream (inputs by reference when large, retry
+//! with back-off when the stream is full if asked), and read results from Redis. Waiting
+//! for results is in `wait.rs`.
 
 use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
-use futures::stream::SelectAll;
-use futures::{FutureExt, StreamExt};
 use jetinfer_schemas::inputs_ref::{store_inputs, DEFAULT_INLINE_LIMIT};
-use jetinfer_schemas::names::{done_subject, job_subject};
+use jetinfer_schemas::names::job_subject;
 use jetinfer_schemas::{encode, now_ms, Job, JobResult, Limits, Priority};
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use jetinfer_connect::NatsSettings;
 use jetinfer_store::{ResultStore, StoreConfig};
 
-use crate::error::ClientError;
-use crate::gather::{id_of_notice, notice_subjects, Gather, MGET_CHUNK};
-
-/// The longest pause between two polls of Redis while waiting.
-const POLL_MAX: Duration = Duration::from_millis(500);
-/// The first pause between two polls; it doubles up to [`POLL_MAX`].
-const POLL_FIRST: Duration = Duration::from_millis(20);
+use crate::error::{ClientError, PublishRefusal};
+use crate::retry::RetryPolicy;
 
 /// How long inputs sent by reference stay in Redis when the job names no deadline (the
 /// worker deletes them as soon as the result is stored).
 pub const DEFAULT_INPUTS_TTL: Duration = Duration::from_secs(3600);
 /// Kept beyond a job's own deadline, for the clocks of producer and dispatcher to differ.
 const INPUTS_TTL_MARGIN: Duration = Duration::from_secs(60);
-
-/// The completion notices one `wait_many` listens to.
-type Notices = SelectAll<async_nats::Subscriber>;
 
 /// A producer and result reader.
 #[derive(Clone)]
@@ -43,6 +33,8 @@ pub struct Client {
     /// Jobs whose input data is at least this many bytes send their inputs by reference.
     inline_limit: usize,
     inputs_ttl: Duration,
+    /// Retry publishes refused by a full stream (off when `None`).
+    retry_full: Option<RetryPolicy>,
 }
 
 /// The publish acknowledgement of one job.
@@ -82,7 +74,15 @@ impl Client {
             limits: Limits::default(),
             inline_limit: DEFAULT_INLINE_LIMIT,
             inputs_ttl: DEFAULT_INPUTS_TTL,
+            retry_full: None,
         }
+    }
+
+    /// Retries publishes that a full stream refuses, with this back-off (see
+    /// [`RetryPolicy`]); `None` (the default) returns [`ClientError::StreamFull`] at once.
+    pub fn with_retry_when_full(mut self, policy: Option<RetryPolicy>) -> Self {
+        self.retry_full = policy;
+        self
     }
 
     /// Jobs whose input data totals at least `bytes` keep their inputs in Redis and carry a
@@ -115,6 +115,11 @@ impl Client {
     /// The result store.
     pub fn store(&self) -> &ResultStore {
         &self.store
+    }
+
+    /// The limits jobs are checked against before publishing.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Publishes a job on `jetinfer.jobs.<priority>.<model>` with `Nats-Msg-Id: <id>` and
@@ -191,7 +196,10 @@ impl Client {
     }
 
     /// Publishes raw bytes as a job message (for tests and other tools); returns whether
-    /// JetStream reported a duplicate.
+    /// JetStream reported a duplicate. A refusal is typed ([`ClientError::StreamFull`],
+    /// [`ClientError::NoStream`], [`ClientError::Rejected`],
+    /// [`ClientError::Unacknowledged`]); a full stream is retried with back-off when the
+    /// client was built with [`Client::with_retry_when_full`].
     pub async fn publish_raw(
         &self,
         subject: &str,
@@ -204,143 +212,53 @@ impl Client {
         }
         #[cfg(feature = "otel")]
         crate::otel::inject_current(&mut headers);
+        let first_refusal = tokio::time::Instant::now();
+        let mut retry = 0;
+        loop {
+            let refusal = match self.publish_once(subject, &headers, payload.clone()).await {
+                Ok(duplicate) => return Ok(duplicate),
+                Err(refusal) => refusal,
+            };
+            let pause = match (&refusal, &self.retry_full) {
+                (PublishRefusal::StreamFull(_), Some(policy)) => {
+                    policy.delay(retry, first_refusal.elapsed())
+                }
+                _ => None,
+            };
+            let Some(pause) = pause else {
+                return Err(refusal.into_error(subject));
+            };
+            tracing::debug!(
+                subject,
+                msg_id,
+                retry,
+                ?pause,
+                "stream full, publishing again after a pause"
+            );
+            tokio::time::sleep(pause).await;
+            retry += 1;
+        }
+    }
+
+    /// One publish and its acknowledgement; `Ok(duplicate)` or why it was refused.
+    async fn publish_once(
+        &self,
+        subject: &str,
+        headers: &HeaderMap,
+        payload: bytes::Bytes,
+    ) -> Result<bool, PublishRefusal> {
         let ack = self
             .js
-            .publish_with_headers(subject.to_string(), headers, payload)
+            .publish_with_headers(subject.to_string(), headers.clone(), payload)
             .await
-            .map_err(|e| ClientError::Rejected(e.to_string()))?
+            .map_err(|e| PublishRefusal::of(&e))?
             .await
-            .map_err(|e| ClientError::Rejected(e.to_string()))?;
+            .map_err(|e| PublishRefusal::of(&e))?;
         Ok(ack.duplicate)
     }
 
     /// The result of a job, or `None` while it is not finished.
     pub async fn get(&self, id: &str) -> Result<Option<JobResult<'static>>, ClientError> {
         Ok(self.store.get(id).await?)
-    }
-
-    /// Waits for a job's result: listens for its completion notice on
-    /// `jetinfer.done.<id>` and polls Redis as a fallback (a notice can be missed, e.g.
-    /// when the job finished before we subscribed).
-    pub async fn wait(
-        &self,
-        id: &str,
-        timeout: Duration,
-    ) -> Result<JobResult<'static>, ClientError> {
-        let mut done = self.nats.subscribe(done_subject(id)).await.ok();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut poll_every = POLL_FIRST;
-        loop {
-            if let Some(r) = self.store.get(id).await? {
-                return Ok(r);
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(ClientError::Timeout {
-                    id: id.to_string(),
-                    timeout,
-                });
-            }
-            let nap = poll_every.min(deadline - now);
-            match done.as_mut() {
-                Some(sub) => {
-                    let _ = tokio::time::timeout(nap, sub.next()).await;
-                }
-                None => tokio::time::sleep(nap).await,
-            }
-            poll_every = (poll_every * 2).min(POLL_MAX);
-        }
-    }
-
-    /// Waits for the results of many jobs at once and returns them in the order of `ids`
-    /// (an id given twice gets its result twice). Listens for completion notices (each
-    /// id's `jetinfer.done.<id>`, or one `jetinfer.done.>` subscription for a long list)
-    /// and fetches the announced results; in between, polls Redis for all missing ids with
-    /// batched `MGET`s as a fallback, like [`Client::wait`]. At the deadline it fails with
-    /// [`ClientError::TimeoutMany`], which lists the missing ids and keeps every result
-    /// that arrived.
-    pub async fn wait_many<S: AsRef<str>>(
-        &self,
-        ids: &[S],
-        timeout: Duration,
-    ) -> Result<Vec<JobResult<'static>>, ClientError> {
-        let mut gather = Gather::new(ids);
-        let deadline = Instant::now() + timeout;
-        let mut notices = if gather.is_complete() {
-            None
-        } else {
-            self.subscribe_notices(gather.unique_ids()).await
-        };
-        let mut poll_every = POLL_FIRST;
-        let mut next_sweep = Instant::now();
-        loop {
-            let now = Instant::now();
-            if now >= next_sweep || now >= deadline {
-                // The sweep covers the announced ids too.
-                gather.take_announced();
-                let missing = gather.missing();
-                self.fetch_into(&mut gather, &missing).await?;
-                next_sweep = now + poll_every;
-                poll_every = (poll_every * 2).min(POLL_MAX);
-            } else {
-                let announced = gather.take_announced();
-                self.fetch_into(&mut gather, &announced).await?;
-            }
-            if gather.is_complete() || now >= deadline {
-                return gather.finish(timeout).map_err(ClientError::TimeoutMany);
-            }
-            let wake = next_sweep.min(deadline);
-            if !next_notice(notices.as_mut(), &mut gather, wake).await {
-                notices = None;
-            }
-        }
-    }
-
-    /// Subscribes to the completion notices of these ids; `None` when NATS refuses (the
-    /// wait then relies on polling alone).
-    async fn subscribe_notices(&self, unique_ids: &[String]) -> Option<Notices> {
-        let mut all = SelectAll::new();
-        for subject in notice_subjects(unique_ids) {
-            all.push(self.nats.subscribe(subject).await.ok()?);
-        }
-        Some(all)
-    }
-
-    /// Fetches the results of `ids` with `MGET`s of at most [`MGET_CHUNK`] keys.
-    async fn fetch_into(&self, gather: &mut Gather, ids: &[String]) -> Result<(), ClientError> {
-        for chunk in ids.chunks(MGET_CHUNK) {
-            let got = self.store.get_many(chunk).await?;
-            gather.fill(chunk, got);
-        }
-        Ok(())
-    }
-}
-
-/// Waits until a notice announces an id `gather` still waits for (taking the notices
-/// already queued behind it too) or until `wake`. Returns false when the notices ended
-/// (connection closed): the caller stops listening and polls.
-async fn next_notice(notices: Option<&mut Notices>, gather: &mut Gather, wake: Instant) -> bool {
-    let Some(notices) = notices else {
-        tokio::time::sleep_until(wake).await;
-        return true;
-    };
-    let sleep = tokio::time::sleep_until(wake);
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            notice = notices.next() => {
-                let Some(notice) = notice else { return false };
-                if !id_of_notice(notice.subject.as_str()).is_some_and(|id| gather.announce(id)) {
-                    continue;
-                }
-                while let Some(Some(more)) = notices.next().now_or_never() {
-                    if let Some(id) = id_of_notice(more.subject.as_str()) {
-                        gather.announce(id);
-                    }
-                }
-                return true;
-            }
-            _ = &mut sleep => return true,
-        }
     }
 }

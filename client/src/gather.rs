@@ -1,5 +1,5 @@
 //! The bookkeeping of [`Client::wait_many`](crate::Client::wait_many): which ids still
-//! wait for a result, which of them a completion notice announced, and the subjects to
+//! wait for a result, which of them a completion notice announced, and the one subject to
 //! listen on. Pure state, no I/O, so it is tested without servers.
 
 use std::collections::{HashMap, HashSet};
@@ -10,20 +10,17 @@ use jetinfer_schemas::JobResult;
 
 use crate::error::WaitManyTimeout;
 
-/// Up to this many distinct ids, `wait_many` subscribes to each id's own notice subject;
-/// above it, to every notice (`jetinfer.done.>`) and keeps those it waits for, so a large
-/// wait costs one subscription instead of thousands.
-pub(crate) const PER_ID_SUBSCRIPTIONS_MAX: usize = 64;
-
 /// How many keys one `MGET` asks for.
 pub(crate) const MGET_CHUNK: usize = 500;
 
-/// The notice subjects to subscribe to for these distinct ids.
-pub(crate) fn notice_subjects(unique_ids: &[String]) -> Vec<String> {
-    if unique_ids.len() <= PER_ID_SUBSCRIPTIONS_MAX {
-        unique_ids.iter().map(|id| done_subject(id)).collect()
-    } else {
-        vec![done_subject(">")]
+/// The one notice subject `wait_many` subscribes to for these distinct ids: the id's own
+/// for a single id, every notice (`jetinfer.done.>`, filtered here) for more, so a wait
+/// costs one subscription however many ids it covers; `None` for no ids.
+pub(crate) fn notice_subject(unique_ids: &[String]) -> Option<String> {
+    match unique_ids {
+        [] => None,
+        [id] => Some(done_subject(id)),
+        _ => Some(done_subject(">")),
     }
 }
 
@@ -208,15 +205,16 @@ mod tests {
     }
 
     #[test]
-    fn few_ids_get_their_own_subjects_many_share_one_wildcard() {
+    fn one_id_gets_its_own_subject_more_share_one_wildcard() {
+        assert_eq!(notice_subject(&[]), None);
         assert_eq!(
-            notice_subjects(&ids(&["a", "b"])),
-            ["jetinfer.done.a", "jetinfer.done.b"]
+            notice_subject(&ids(&["a"])).as_deref(),
+            Some("jetinfer.done.a")
         );
-        let many: Vec<String> = (0..=PER_ID_SUBSCRIPTIONS_MAX)
-            .map(|i| i.to_string())
-            .collect();
-        assert_eq!(notice_subjects(&many), ["jetinfer.done.>"]);
+        assert_eq!(
+            notice_subject(&ids(&["a", "b"])).as_deref(),
+            Some("jetinfer.done.>")
+        );
         assert_eq!(id_of_notice("jetinfer.done.job-1.x"), Some("job-1.x"));
         assert_eq!(id_of_notice("jetinfer.done."), None);
         assert_eq!(id_of_notice("jetinfer.jobs.p0.mlp"), None);

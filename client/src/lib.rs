@@ -1,11 +1,16 @@
 //! The jetinfer client library: publish inference jobs to NATS JetStream and read their
 //! results from Redis, from Rust.
 //!
-//! - `error.rs`: [`ClientError`], and [`WaitManyTimeout`] (what a timed-out `wait_many`
-//!   gathered).
+//! - `error.rs`: [`ClientError`] with a typed cause per refusal (`StreamFull`, `NoStream`,
+//!   `Rejected`, `Unacknowledged`, `InvalidJob`, `IdConflict`, …) and its `error_type()`,
+//!   and [`WaitManyTimeout`] (what a timed-out `wait_many` gathered).
+//! - `retry.rs`: [`RetryPolicy`], the back-off for publishes a full stream refused (pure).
 //! - `gather.rs`: the bookkeeping of `wait_many` (pure state).
-//! - [`Client`] (`client.rs`): connect, `submit`, `get`, `wait`, `wait_many`.
-//! - [`ClientBuilder`] (`builder.rs`): `Client::builder(nats_url).redis(url).name(..).connect()`.
+//! - [`Client`] (`client.rs`): connect, `submit`, `get`; `wait.rs`: `wait`,
+//!   `submit_and_wait`, `wait_many` (one subscription for all its ids).
+//! - [`ClientBuilder`] (`builder.rs`): `Client::builder(nats_url).redis(url).name(..)
+//!   .user_password(..).tls_ca(..).retry_when_full(..).connect()`: every NATS setting of
+//!   [`NatsSettings`] and the store's.
 //! - [`dlq`]: read and replay the dead-letter stream, with a typed [`dlq::DlqError`].
 //! - `otel.rs` (feature `otel`): the current span's W3C trace context in each published job,
 //!   so the producer's trace continues through the dispatcher and the worker.
@@ -35,9 +40,12 @@ mod error;
 mod gather;
 #[cfg(feature = "otel")]
 mod otel;
+mod retry;
+mod wait;
 
 pub use builder::ClientBuilder;
 pub use client::{Client, Submitted, DEFAULT_INPUTS_TTL};
 pub use error::{ClientError, WaitManyTimeout};
 pub use jetinfer_connect::{redact_url, ConnectError, NatsAuth, NatsSettings, NatsTls};
 pub use jetinfer_store::{decode_owned, ResultStore, ResultWrite, StoreConfig, StoreError};
+pub use retry::RetryPolicy;

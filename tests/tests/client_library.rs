@@ -1,12 +1,14 @@
 //! The client library against a real stack: `Client::builder`, `wait_many` (results in
-//! order, notices per id and through the `jetinfer.done.>` wildcard, a typed timeout naming
-//! the missing ids), and dead-letter replay through `jetinfer_client::dlq`.
+//! order over one subscription, a typed timeout naming the missing ids), `submit_and_wait`
+//! (and its id-conflict check), the typed publish refusals (a full stream, no stream, an
+//! invalid job), retry with back-off once a full stream has room again, and dead-letter
+//! replay through `jetinfer_client::dlq`.
 
 use std::time::Duration;
 
 use async_nats::jetstream;
 use jetinfer_client::dlq::{replay, Selection};
-use jetinfer_client::{Client, ClientError, ResultWrite};
+use jetinfer_client::{Client, ClientError, ResultWrite, RetryPolicy};
 use jetinfer_devkit::golden::compare;
 use jetinfer_schemas::names::{
     dlq_subject, job_subject, DLQ_FAILURES_HEADER, DLQ_REASON_HEADER, DLQ_STREAM,
@@ -176,4 +178,126 @@ async fn a_dead_letter_replayed_through_the_library_runs_again() {
     let result = client.wait(&id, Duration::from_secs(30)).await.unwrap();
     assert_eq!(result.status, Status::Ok, "{:?}", result.error);
     compare(&sample.outputs, &result.outputs, ATOL, RTOL).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_and_wait_returns_the_result_and_refuses_another_jobs() {
+    let stack = stack(1, &[]).await;
+    let client = stack.client().await.unwrap();
+    let id = format!("{}-one", run_id("submit-wait"));
+    let sample = golden().samples("mlp").remove(0);
+    let job = Job::new(id.clone(), "mlp", sample.inputs.clone());
+    let result = client
+        .submit_and_wait(Priority::P0, &job, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(result.id, id);
+    assert_eq!(result.status, Status::Ok, "{:?}", result.error);
+    compare(&sample.outputs, &result.outputs, ATOL, RTOL).unwrap();
+
+    // The same id for another model: JetStream drops the publish as a duplicate, and the
+    // stored result is not this job's.
+    let pair = golden().samples("pair").remove(0);
+    let other = Job::new(id.clone(), "pair", pair.inputs.clone());
+    let err = client
+        .submit_and_wait(Priority::P0, &other, Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::IdConflict { id: got, .. } if got == &id),
+        "expected an id conflict, got {err}"
+    );
+    assert_eq!(err.error_type(), "id_conflict");
+}
+
+/// A stream limited to a few messages and no worker: the next publish is refused as
+/// `StreamFull`; a client that retries with back-off gets its job in once a worker has
+/// run the backlog, and the job runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_is_a_typed_error_and_retry_with_backoff_gets_in() {
+    const LIMIT: usize = 4;
+    let mut stack = stack(
+        0,
+        &[
+            "--stream-max-msgs",
+            &LIMIT.to_string(),
+            "--unknown-model-after-ms",
+            "120000",
+        ],
+    )
+    .await;
+    let client = stack.client().await.unwrap();
+    let run = run_id("full");
+    let backlog = publish_samples(&client, "mlp", LIMIT, Priority::P1, &run).await;
+    let sample = golden().samples("mlp").remove(0);
+    let job = Job::new(format!("{run}-late"), "mlp", sample.inputs.clone());
+    let err = client.submit(Priority::P1, &job).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::StreamFull { subject, .. } if subject == "jetinfer.jobs.p1.mlp"),
+        "a full stream refuses with StreamFull: {err:?}"
+    );
+    assert_eq!(err.error_type(), "stream_full");
+    assert!(err.is_retryable());
+    // Other priorities have their own streams.
+    let urgent = Job::new(format!("{run}-urgent"), "mlp", sample.inputs.clone());
+    client.submit(Priority::P0, &urgent).await.unwrap();
+
+    // The other typed refusals: no stream on the subject, an invalid job.
+    let none = client
+        .publish_raw(
+            "jetinfer.nowhere.mlp",
+            &format!("{run}-x"),
+            encode(&job).into(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(none, ClientError::NoStream { .. }), "{none:?}");
+    assert_eq!(none.error_type(), "no_stream");
+    let bad = Job::new("not a valid id", "mlp", sample.inputs.clone());
+    let invalid = client.submit(Priority::P1, &bad).await.unwrap_err();
+    assert!(matches!(invalid, ClientError::InvalidJob(_)), "{invalid:?}");
+    assert_eq!(invalid.error_type(), "invalid_job");
+
+    // Retrying: still refused while the stream is full, accepted once a worker has run
+    // the backlog.
+    let patient = Client::builder(stack.nats_url())
+        .redis(stack.redis_url())
+        .retry_on_initial_connect(false)
+        .retry_when_full(RetryPolicy {
+            initial: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            max_elapsed: Duration::from_secs(60),
+        })
+        .connect()
+        .await
+        .unwrap();
+    let submitting = {
+        let (patient, job) = (patient.clone(), job.clone());
+        tokio::spawn(async move { patient.submit(Priority::P1, &job).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !submitting.is_finished(),
+        "the retrying submit ended while the stream was full: {:?}",
+        submitting.await
+    );
+    stack.start_worker(Vec::<String>::new()).unwrap();
+    let submitted = tokio::time::timeout(Duration::from_secs(60), submitting)
+        .await
+        .expect("the retrying submit got in once the stream had room")
+        .unwrap()
+        .unwrap();
+    assert!(!submitted.duplicate);
+    let result = patient
+        .wait(&job.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(result.status, Status::Ok, "{:?}", result.error);
+    compare(&sample.outputs, &result.outputs, ATOL, RTOL).unwrap();
+    let ids: Vec<String> = backlog.iter().map(|e| e.id.clone()).collect();
+    let all = patient
+        .wait_many(&ids, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(all.iter().all(|r| r.status == Status::Ok));
 }
