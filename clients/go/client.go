@@ -43,6 +43,8 @@ type config struct {
 	keyPrefix      string
 	publishTimeout time.Duration
 	redisMaxIdle   int
+	// pollFirst, doubling up to pollMax: the pauses between reads of a missing result.
+	pollFirst, pollMax time.Duration
 }
 
 // WithName names the NATS connection (seen in the server's monitoring).
@@ -99,6 +101,8 @@ func newConfig(opts []Option) config {
 		keyPrefix:      DefaultKeyPrefix,
 		publishTimeout: DefaultPublishTimeout,
 		redisMaxIdle:   8,
+		pollFirst:      pollFirst,
+		pollMax:        pollMax,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -319,7 +323,7 @@ func (w *Waiter) Close() {
 // completion notice arrives or the next poll is due (20 ms doubling to 500 ms: a notice
 // can be missed, it is not stored). When ctx ends first it fails with *TimeoutError.
 func (w *Waiter) Wait(ctx context.Context) (*Result, error) {
-	every := pollFirst
+	every, most := w.c.cfg.pollFirst, w.c.cfg.pollMax
 	timer := time.NewTimer(every)
 	defer timer.Stop()
 	for {
@@ -336,8 +340,8 @@ func (w *Waiter) Wait(ctx context.Context) (*Result, error) {
 		case <-w.notices:
 		case <-timer.C:
 			every *= 2
-			if every > pollMax {
-				every = pollMax
+			if every > most {
+				every = most
 			}
 		}
 		if !timer.Stop() {

@@ -224,43 +224,55 @@ func TestLiveWaitTimesOutWithTheContext(t *testing.T) {
 	}
 }
 
-func TestLiveWaitWakesOnTheNotice(t *testing.T) {
-	// A result written and announced by hand: Wait returns long before its next poll
-	// would be due (after 2.5 s of waiting, polls are 500 ms apart).
-	c := liveClient(t)
-	id := testID("notice")
-	ctx := timeout(t, 30*time.Second)
-	w, err := c.Watch(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	got := make(chan time.Time, 1)
-	go func() {
-		if r, err := w.Wait(ctx); err == nil && r.ID == id {
-			got <- time.Now()
-		}
-		close(got)
-	}()
-	time.Sleep(2500 * time.Millisecond)
-	conn := c.Redis().Get()
-	defer conn.Close()
+// announce writes a minimal ok result for id into Redis and, when notify, publishes its
+// completion notice, as a worker does.
+func announce(t *testing.T, c *Client, id string, notify bool) {
 	value, err := msgpack.Marshal(map[string]interface{}{"v": 1, "id": id, "status": "ok", "model": "mlp"})
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return
 	}
+	conn := c.Redis().Get()
+	defer conn.Close()
 	if _, err := conn.Do("SET", c.ResultKey(id), value, "PX", 60000); err != nil {
-		t.Fatal(err)
+		t.Error(err)
 	}
-	written := time.Now()
-	if err := c.NATS().Publish("jetinfer.done."+id, []byte("ok")); err != nil {
-		t.Fatal(err)
+	if notify {
+		if err := c.NATS().Publish("jetinfer.done."+id, []byte("ok")); err != nil {
+			t.Error(err)
+		}
 	}
-	at, ok := <-got
-	if !ok {
-		t.Fatal("Wait failed")
-	}
-	if d := at.Sub(written); d > 250*time.Millisecond {
-		t.Fatalf("Wait returned %v after the notice", d)
+}
+
+func TestLiveWaitWakesOnTheNoticeAndPollsWithout(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		notify    bool
+		poll      time.Duration
+		returnsIn time.Duration
+	}{
+		// Polls 30 s apart: only the notice can end the wait within 5 s.
+		{"notice", true, 30 * time.Second, 5 * time.Second},
+		// No notice: the polls find the result.
+		{"polling", false, 50 * time.Millisecond, 5 * time.Second},
+	} {
+		client := liveClient(t)
+		client.cfg.pollFirst, client.cfg.pollMax = c.poll, c.poll
+		id := testID("wake-" + c.name)
+		ctx := timeout(t, 30*time.Second)
+		w, err := client.Watch(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.AfterFunc(200*time.Millisecond, func() { announce(t, client, id, c.notify) })
+		start := time.Now()
+		r, err := w.Wait(ctx)
+		w.Close()
+		if err != nil || r.ID != id || r.Status != StatusOK {
+			t.Fatalf("%s: %+v %v", c.name, r, err)
+		}
+		if d := time.Since(start); d > c.returnsIn {
+			t.Fatalf("%s: Wait returned after %v", c.name, d)
+		}
 	}
 }

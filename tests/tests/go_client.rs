@@ -18,7 +18,7 @@ const LIVE_TESTS: &[&str] = &[
     "TestLiveErrorAndExpiredResultsCarryTheirCode",
     "TestLivePublishRefusals",
     "TestLiveWaitTimesOutWithTheContext",
-    "TestLiveWaitWakesOnTheNotice",
+    "TestLiveWaitWakesOnTheNoticeAndPollsWithout",
 ];
 
 /// Runs a command to completion and returns its output, stdout then stderr, as text.
