@@ -43,9 +43,10 @@ async fn five_hundred_jobs_over_three_priorities_and_two_workers_all_correct() {
     stack.check_alive("after 500 jobs").unwrap();
 }
 
-/// A client written in Python from docs/wire-format.md alone publishes jobs and reads
-/// correct results (examples/python/jetinfer_client.py), inline and with every job's
-/// inputs by reference (`--inline-limit 0`).
+/// The Python usage example (examples/python/jetinfer_client.py, on the `jetinfer`
+/// package of clients/python) publishes jobs and reads correct results, inline and with
+/// every job's inputs by reference (`--inline-limit 0`); `--no-cache` so a model runs
+/// every job, the second imgmean pass included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_written_from_the_wire_doc_gets_correct_results() {
     let stack = stack(1, &[]).await;
@@ -62,7 +63,7 @@ async fn python_client_written_from_the_wire_doc_gets_correct_results() {
             .arg("--golden")
             .arg(root.join("models/out/golden.json"))
             .args(["--model", model, "--count", "20"])
-            .args(["--inline-limit", inline_limit])
+            .args(["--inline-limit", inline_limit, "--no-cache"])
             .output()
             .await
             .expect("running the Python client");

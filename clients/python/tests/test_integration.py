@@ -116,13 +116,15 @@ class AsyncClientOnTheStack(unittest.IsolatedAsyncioTestCase):
         await self.client.close()
 
     async def check_golden(self, model: str, count: int, by_reference: bool, **options):
+        """Golden jobs over the three priorities, each run by a model (no result cache)."""
         samples = golden_samples(model, count)
-        subs = [await self.client.submit(model, ins, priority=p % 3, **options) for p, (ins, _) in enumerate(samples)]
+        subs = [await self.client.submit(model, ins, priority=p % 3, cache=False, **options) for p, (ins, _) in enumerate(samples)]
         self.assertEqual({s.by_reference for s in subs}, {by_reference})
         self.assertEqual({s.stream for s in subs}, {"JETINFER_P0", "JETINFER_P1", "JETINFER_P2"})
         results = await self.client.wait_many([s.id for s in subs], timeout=60)
         bad = [f"{r.id}: {mismatch(r, outs)}" for r, (_, outs) in zip(results, samples) if mismatch(r, outs)]
         self.assertEqual(bad, [])
+        self.assertFalse(any(r.cached for r in results))  # a model ran each job (cache=False)
 
     async def test_golden_imgmean_jobs_inline(self):
         await self.check_golden("imgmean", 20, by_reference=False)
