@@ -124,6 +124,17 @@ impl ResultStore {
         connection::check(&self.pool, &self.url, &self.tls).await
     }
 
+    /// [`ResultStore::new`] and [`ResultStore::check`], for processes at startup: fails
+    /// when Redis refuses this configuration, but not when Redis is merely unreachable
+    /// (the pool keeps trying, as with `new` alone).
+    pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+        let store = Self::new(config)?;
+        match store.check().await {
+            Err(e @ StoreError::Refused { .. }) => Err(e),
+            Ok(()) | Err(_) => Ok(store),
+        }
+    }
+
     /// The key names in use.
     pub fn keys(&self) -> &Keys {
         &self.keys
