@@ -205,7 +205,7 @@ class TraceContext(unittest.TestCase):
         with tracer.start_as_current_span("producer") as span:
             ctx = span.get_span_context()
             headers = trace_headers()
-        self.assertEqual(headers["traceparent"], f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01")
+        self.assertEqual(headers["traceparent"], f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}")
         del trace
 
 
