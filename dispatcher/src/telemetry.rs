@@ -35,6 +35,7 @@ pub(crate) const QUEUE_WAIT: &str = "jetinfer_queue_wait_seconds";
 pub(crate) const REDELIVERIES: &str = "jetinfer_redeliveries_total";
 pub(crate) const REDISPATCHES: &str = "jetinfer_redispatches_total";
 pub(crate) const DEAD_LETTERS: &str = "jetinfer_dead_letters_total";
+pub(crate) const ID_CONFLICTS: &str = "jetinfer_id_conflicts_total";
 pub(crate) const WORKERS: &str = "jetinfer_workers";
 pub(crate) const WORKER_FREE_SLOTS: &str = "jetinfer_worker_free_slots";
 pub(crate) const WORKER_IN_FLIGHT: &str = "jetinfer_dispatcher_in_flight_jobs";
@@ -53,6 +54,7 @@ pub const METRIC_NAMES: &[&str] = &[
     REDELIVERIES,
     REDISPATCHES,
     DEAD_LETTERS,
+    ID_CONFLICTS,
     WORKERS,
     WORKER_FREE_SLOTS,
     WORKER_IN_FLIGHT,
@@ -105,7 +107,11 @@ pub(crate) fn describe() {
     );
     describe_counter!(
         REDISPATCHES,
-        "Jobs dispatched again after their worker died, timed out or could not run them, by reason"
+        "Jobs dispatched again after their worker died, timed out, could not run them, or said stored without a result in Redis (`unverified`), by reason"
+    );
+    describe_counter!(
+        ID_CONFLICTS,
+        "Jobs refused because another job with the same id and other inputs, model or version already has the result, by priority"
     );
     describe_counter!(
         DEAD_LETTERS,
@@ -123,6 +129,7 @@ pub(crate) fn describe() {
     for p in Priority::ALL {
         counter!(REDELIVERIES, "priority" => p.as_str()).increment(0);
         counter!(DEAD_LETTERS, "priority" => p.as_str()).increment(0);
+        counter!(ID_CONFLICTS, "priority" => p.as_str()).increment(0);
         counter!(QUEUE_PUSHES, "priority" => p.as_str()).increment(0);
         counter!(QUEUE_POPS, "priority" => p.as_str()).increment(0);
         gauge!(QUEUE_DEPTH, "priority" => p.as_str()).set(0.0);
@@ -164,7 +171,17 @@ pub(crate) fn queue_pop(priority: Priority) {
     gauge!(QUEUE_DEPTH, "priority" => priority.as_str()).decrement(1.0);
 }
 
-/// A job was re-dispatched; `reason` is `worker_gone` or `failed`.
+/// Jobs a worker reported stored have no result in Redis; they run again.
+pub(crate) fn unverified_stored(jobs: usize) {
+    redispatched("unverified", jobs);
+}
+
+/// A job reused the id of a job with other inputs, model or version, whose result stands.
+pub(crate) fn id_conflict(priority: Priority) {
+    counter!(ID_CONFLICTS, "priority" => priority.as_str()).increment(1);
+}
+
+/// A job was re-dispatched; `reason` is `worker_gone`, `failed` or `unverified`.
 pub(crate) fn redispatched(reason: &'static str, jobs: usize) {
     counter!(REDISPATCHES, "reason" => reason).increment(jobs as u64);
 }

@@ -62,6 +62,15 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// The digest that names this job's inputs (see [`crate::tensor::inputs_digest`]): the
+    /// reference's when they travel by reference, computed from the inline inputs otherwise.
+    pub fn inputs_digest(&self) -> String {
+        match &self.inputs_ref {
+            Some(r) => r.digest.clone(),
+            None => crate::tensor::inputs_digest(&self.inputs),
+        }
+    }
+
     /// Whether the result cache may be used (default true).
     pub fn use_cache(&self) -> bool {
         self.cache.unwrap_or(true)
@@ -92,6 +101,17 @@ impl<'a> Job<'a> {
             if !is_valid_version(v) {
                 return Err(JobError::invalid_input(format!(
                     "version {v:?} is not [A-Za-z0-9._-]{{1,64}}"
+                )));
+            }
+        }
+        if let Some(meta) = &self.meta {
+            let bytes: usize = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if meta.len() > limits.max_meta_entries || bytes > limits.max_meta_bytes {
+                return Err(JobError::invalid_input(format!(
+                    "meta has {} entries of {bytes} bytes; at most {} entries of {} bytes",
+                    meta.len(),
+                    limits.max_meta_entries,
+                    limits.max_meta_bytes
                 )));
             }
         }
@@ -186,6 +206,32 @@ mod tests {
         let expected = Job::new("j1", "mlp", vec![Tensor::from_f32(vec![2], &[1.0, 2.0])]);
         assert_eq!(job, expected);
         assert_eq!(hex::encode(encode(&expected)), JOB_HEX);
+    }
+
+    #[test]
+    fn meta_is_bounded_in_entries_and_bytes() {
+        let limits = Limits::default();
+        let mut job = Job::new("j", "m", vec![Tensor::from_f32(vec![1], &[1.0])]);
+        job.meta = Some(
+            (0..limits.max_meta_entries)
+                .map(|i| (format!("k{i}"), "v".into()))
+                .collect(),
+        );
+        job.validate(&limits).unwrap();
+        job.meta = Some(
+            (0..=limits.max_meta_entries)
+                .map(|i| (format!("k{i}"), "v".into()))
+                .collect(),
+        );
+        assert_eq!(
+            job.validate(&limits).unwrap_err().code,
+            ErrorCode::InvalidInput
+        );
+        job.meta = Some([("k".to_string(), "x".repeat(limits.max_meta_bytes))].into());
+        assert_eq!(
+            job.validate(&limits).unwrap_err().code,
+            ErrorCode::InvalidInput
+        );
     }
 
     #[test]

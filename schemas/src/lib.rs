@@ -30,7 +30,7 @@ pub use inputs_ref::InputsRef;
 pub use job::{decode_job, Job};
 pub use limits::Limits;
 pub use names::{Keys, Priority};
-pub use result::{CachedOutputs, ErrorBody, JobResult, Status, Timings};
+pub use result::{trace_id_of, CachedOutputs, ErrorBody, JobResult, Status, Timings};
 pub use route::{route_matches, Route};
 pub use tensor::{DType, Tensor};
 

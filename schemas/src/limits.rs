@@ -18,6 +18,10 @@ pub struct Limits {
     pub max_elements: u64,
     /// Most input tensors in one job.
     pub max_inputs: usize,
+    /// Most `meta` entries in one job (they are copied into its result).
+    pub max_meta_entries: usize,
+    /// Most bytes of `meta` keys and values together in one job.
+    pub max_meta_bytes: usize,
 }
 
 impl Default for Limits {
@@ -26,6 +30,8 @@ impl Default for Limits {
             max_payload_bytes: 8 << 20,
             max_elements: 1 << 26,
             max_inputs: 16,
+            max_meta_entries: 32,
+            max_meta_bytes: 4096,
         }
     }
 }

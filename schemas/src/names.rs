@@ -98,6 +98,27 @@ pub fn done_subject(id: &str) -> String {
     format!("jetinfer.done.{id}")
 }
 
+/// Payload of a completion notice that refuses a job instead of announcing its result:
+/// another job with the same id and other inputs (or model, or version) owns the result.
+pub const DONE_CONFLICT: &str = "conflict";
+
+/// The `Nats-Msg-Id` under which a dead letter of job `id` is published again: JetStream
+/// may still remember the original id, and the replay must not be dropped as a duplicate.
+pub fn replay_msg_id(id: &str, now_ms: u64) -> String {
+    format!("{id}:replay:{now_ms}")
+}
+
+/// True when `msg_id` (a message's `Nats-Msg-Id`) may carry job `id`: the id itself, or
+/// its replay id (see [`replay_msg_id`]). Any other pairing is refused, so a job cannot be
+/// de-duplicated under one id and answered under another.
+pub fn msg_id_is_for(msg_id: &str, id: &str) -> bool {
+    msg_id == id
+        || msg_id
+            .strip_prefix(id)
+            .and_then(|rest| rest.strip_prefix(":replay:"))
+            .is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The JetStream stream of one priority's jobs: `JETINFER_P0`, `JETINFER_P1`, `JETINFER_P2`.
 /// One stream per priority, because JetStream serves each stream on one goroutine with one
 /// store lock: a P2 flood fills only its own stream (refused at publish when full) and
@@ -171,6 +192,16 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_msg_id_is_for_its_job_or_its_replay_only() {
+        assert!(msg_id_is_for("j1", "j1"));
+        assert!(msg_id_is_for(&replay_msg_id("j1", 1_700_000_000_000), "j1"));
+        assert!(!msg_id_is_for("j2", "j1"));
+        assert!(!msg_id_is_for("j1:replay:", "j1"));
+        assert!(!msg_id_is_for("j1:replay:x", "j1"));
+        assert!(!msg_id_is_for("j1x", "j1"));
+    }
 
     #[test]
     fn subjects_round_trip() {

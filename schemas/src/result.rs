@@ -8,6 +8,18 @@ use crate::error::{ErrorCode, JobError};
 use crate::tensor::Tensor;
 use crate::SCHEMA_VERSION;
 
+/// The trace id of a W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<flags>`),
+/// as results record it; `None` when the header is malformed or the id is all zeros.
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (_version, id) = (parts.next()?, parts.next()?);
+    let hex = id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (hex && id.bytes().any(|b| b != b'0')).then_some(id)
+}
+
 /// How a job ended.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -79,6 +91,14 @@ pub struct JobResult<'a> {
     /// Id of the worker or dispatcher that produced the result.
     #[serde(default)]
     pub worker: String,
+    /// [`inputs_digest`](crate::tensor::inputs_digest) of the inputs this result answers
+    /// ("" when they were never decoded). A job that reuses an id with other inputs is told
+    /// apart from the one that owns the result by comparing digests.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub inputs_digest: String,
+    /// W3C trace id (32 hex digits) of the job's trace, "" when it was not traced.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace_id: String,
     /// True when the content-addressed cache answered.
     #[serde(default)]
     pub cached: bool,
@@ -109,6 +129,8 @@ impl<'a> JobResult<'a> {
             error: None,
             meta: BTreeMap::new(),
             worker: String::new(),
+            inputs_digest: String::new(),
+            trace_id: String::new(),
             cached: false,
             attempts: 1,
             timings: Timings::default(),
@@ -133,6 +155,20 @@ impl<'a> JobResult<'a> {
     /// The error code, if the job failed.
     pub fn error_code(&self) -> Option<ErrorCode> {
         self.error.as_ref().map(|e| e.code)
+    }
+
+    /// True unless this result provably belongs to another job under the same id: one
+    /// with other inputs (by digest), another model, or another named version. A result
+    /// that records no digest (an older writer, or inputs that never decoded) cannot tell,
+    /// and is taken as the job's own.
+    pub fn answers(&self, job: &crate::Job<'_>) -> bool {
+        let same_version = match (job.version.as_deref(), self.version.as_str()) {
+            (Some(wanted), served) => served.is_empty() || served == wanted,
+            (None, _) => true,
+        };
+        self.model == *job.model
+            && same_version
+            && (self.inputs_digest.is_empty() || self.inputs_digest == job.inputs_digest())
     }
 
     /// Detaches the result from the buffer it was decoded from.
@@ -167,6 +203,40 @@ mod tests {
         let bytes = encode(&e);
         let back: JobResult<'_> = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(back.error_code(), Some(ErrorCode::Expired));
+    }
+
+    #[test]
+    fn trace_ids_come_from_well_formed_traceparents_only() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_id_of(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(
+            trace_id_of("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(trace_id_of("garbage"), None);
+    }
+
+    #[test]
+    fn a_result_answers_only_the_job_it_records() {
+        let inputs = vec![Tensor::from_f32(vec![1], &[0.5])];
+        let job = crate::Job::new("j1", "mlp", inputs.clone());
+        let mut r = JobResult::ok("j1", "mlp", "1", Vec::new());
+        assert!(r.answers(&job), "no digest recorded: cannot tell");
+        r.inputs_digest = crate::tensor::inputs_digest(&inputs);
+        assert!(r.answers(&job));
+        let other = crate::Job::new("j1", "mlp", vec![Tensor::from_f32(vec![1], &[0.25])]);
+        assert!(!r.answers(&other), "other inputs");
+        assert!(
+            !r.answers(&crate::Job::new("j1", "other", inputs.clone())),
+            "other model"
+        );
+        let mut pinned = job.clone();
+        pinned.version = Some("2".into());
+        assert!(!r.answers(&pinned), "another named version");
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct Config {
     /// How long a SIGTERM'd worker may take to finish the jobs it holds, ms.
     #[arg(long, env = "JETINFER_DRAIN_MS", default_value_t = 20_000)]
     pub drain_ms: u64,
+    /// Job limits, the same flags as the dispatcher's: jobs are checked again here (inputs
+    /// sent by reference are only seen here).
+    #[command(flatten)]
+    pub job_limits: jetinfer_connect::LimitsArgs,
     /// Logs, metrics and health endpoint, and `--check-config`.
     #[command(flatten)]
     pub ops: jetinfer_telemetry::OpsArgs,

@@ -20,6 +20,10 @@ pub(crate) struct JobCtx {
     pub cache_key: Option<String>,
     /// The inputs came by reference from Redis: the result's write deletes them.
     pub inputs_by_ref: bool,
+    /// Digest of the job's inputs, recorded in its result ("" if they never decoded).
+    pub inputs_digest: String,
+    /// The job's W3C trace id, recorded in its result ("" when untraced).
+    pub trace_id: String,
     /// Tells the run request how the job ended.
     pub done: oneshot::Sender<RunOutcome>,
     /// The worker slot the job occupies until its result is written.
@@ -33,6 +37,8 @@ impl JobCtx {
         r.meta = self.meta.clone();
         r.attempts = self.attempt;
         r.version = self.version.clone();
+        r.inputs_digest = self.inputs_digest.clone();
+        r.trace_id = self.trace_id.clone();
         r
     }
 

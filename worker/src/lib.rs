@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jetinfer_schemas::names::worker_run_subject;
-use jetinfer_schemas::{Keys, Limits};
+use jetinfer_schemas::Keys;
 use jetinfer_store::{ResultStore, StoreConfig};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -108,7 +108,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         slots: free.clone(),
         writer: shared.writer,
         store,
-        limits: Limits::default(),
+        limits: config.job_limits.limits(),
     });
 
     let mut requests = nats.subscribe(worker_run_subject(&id)).await?;

@@ -241,6 +241,13 @@ impl Service {
                 .map_or(run_job.deadline_ms, |left| now_ms() + left),
             cache_key: None,
             inputs_by_ref: job.inputs_ref.is_some(),
+            inputs_digest: String::new(),
+            trace_id: run_job
+                .traceparent
+                .as_deref()
+                .and_then(jetinfer_schemas::trace_id_of)
+                .unwrap_or_default()
+                .to_string(),
             done,
             _slot: Some(slot),
             trace,
@@ -248,17 +255,23 @@ impl Service {
         // The digest of inputs sent by reference is checked as they are attached: the cache
         // key needs no second pass over them.
         let known_digest = job.inputs_ref.as_ref().map(|r| r.digest.clone());
-        let checked = attach_stored(&mut job, stored_inputs, &self.limits)
-            .and_then(|()| check_job(&roster, model, &job, ctx.deadline_ms));
+        let checked = attach_stored(&mut job, stored_inputs, &self.limits).map(|()| {
+            // Every result records the digest of the inputs it answers (see
+            // `JobResult::inputs_digest`): by reference it was checked as they were attached.
+            ctx.inputs_digest = known_digest.unwrap_or_else(|| inputs_digest(&job.inputs));
+        });
+        let checked = checked.and_then(|()| check_job(&roster, model, &job, ctx.deadline_ms));
         ctx.trace
             .validated(&ctx.id, &ctx.model, &ctx.version, checked.is_ok());
         match checked {
             Ok(m) => {
                 if job.use_cache() {
                     let info = &roster.models[m].info;
-                    let digest = known_digest.unwrap_or_else(|| inputs_digest(&job.inputs));
-                    ctx.cache_key =
-                        Some(self.store.keys().cache(&info.name, &info.version, &digest));
+                    ctx.cache_key = Some(self.store.keys().cache(
+                        &info.name,
+                        &info.version,
+                        &ctx.inputs_digest,
+                    ));
                 }
                 let inputs = job.inputs.into_iter().map(Tensor::into_owned).collect();
                 runnable.push(Runnable {

@@ -19,7 +19,7 @@ use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use futures::future::join_all;
 use futures::{FutureExt, StreamExt};
-use jetinfer_schemas::{Job, JobError, Priority};
+use jetinfer_schemas::{Job, JobError, Limits, Priority};
 use jetinfer_store::ResultStore;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,7 @@ use crate::job::{Ack, HeldJob};
 use crate::telemetry;
 use jetinfer_schemas::Route;
 
+mod conflicts;
 mod triage;
 
 use triage::{validate, Envelope};
@@ -146,10 +147,11 @@ impl Intake {
         if jobs.is_empty() {
             return;
         }
-        let store = self.answer.store.clone();
+        let (store, nats) = (self.answer.store.clone(), self.answer.nats.clone());
         let (scheduler, health) = (self.scheduler.clone(), self.store_health.clone());
+        let limits = self.config.limits();
         // Bounded: every job holds one of the priority's in-flight permits.
-        tokio::spawn(admit(jobs, store, scheduler, health));
+        tokio::spawn(admit(jobs, store, nats, limits, scheduler, health));
     }
 
     /// Decodes and checks one message; answers what can never run (and returns `None`).
@@ -239,25 +241,31 @@ impl Intake {
     }
 }
 
-/// With one Redis round trip for the group: acks the jobs that already have a result (a
+/// With one Redis round trip for the group: settles the jobs that already have a result (a
 /// redelivery after a lost ack, or a resubmission after the duplicate window: they must
-/// not run again) and queues the rest with their count of lost runs.
+/// not run again; or another job under a reused id: see `conflicts`) and queues the rest
+/// with their count of lost runs.
 async fn admit(
     jobs: Vec<HeldJob>,
     store: ResultStore,
+    nats: async_nats::Client,
+    limits: Limits,
     scheduler: mpsc::Sender<Command>,
     health: watch::Receiver<bool>,
 ) {
     let states = job_states(&jobs, &store, health).await;
     let mut queued = Vec::with_capacity(jobs.len());
-    for (mut job, (answered, failures)) in jobs.into_iter().zip(states) {
-        if answered {
-            tracing::debug!(parent: &*job.span, id = %job.id, delivered = job.attempt, "job already has a result; acking without running");
-            let _ = job.acker.ack().await;
+    let mut answered = Vec::new();
+    for (mut job, (has_result, failures)) in jobs.into_iter().zip(states) {
+        if has_result {
+            answered.push(job);
             continue;
         }
         job.failures = failures;
         queued.push(job);
+    }
+    if !answered.is_empty() {
+        conflicts::settle_answered(answered, &store, &nats, limits).await;
     }
     if !queued.is_empty() && scheduler.send(Command::Enqueue(queued)).await.is_err() {
         tracing::debug!("scheduler stopped; messages will be redelivered");

@@ -4,7 +4,7 @@
 
 use async_nats::header::IntoHeaderName;
 use async_nats::jetstream::Message;
-use jetinfer_schemas::names::parse_job_subject;
+use jetinfer_schemas::names::{msg_id_is_for, parse_job_subject};
 use jetinfer_schemas::{decode_job, limits::is_valid_job_id, Job, JobError, Limits};
 
 /// The decoded job if it can run; otherwise the id to answer (when one is known) and the
@@ -15,6 +15,17 @@ pub(super) fn validate<'p>(
     limits: &Limits,
 ) -> Result<Job<'p>, (Option<String>, JobError)> {
     let job = decode_job(payload, limits).map_err(|e| (envelope.header_id.clone(), e))?;
+    // JetStream de-duplicated the message under its header: a payload that names another
+    // job would be answered under an id its producer did not publish. Answer the header's.
+    if let Some(header_id) = &envelope.header_id {
+        if !msg_id_is_for(header_id, &job.id) {
+            let e = JobError::bad_payload(format!(
+                "job id {:?} differs from its Nats-Msg-Id {header_id:?}",
+                &*job.id
+            ));
+            return Err((Some(header_id.clone()), e));
+        }
+    }
     if let Err(e) = job.validate(limits) {
         let id = if is_valid_job_id(&job.id) {
             Some(job.id.to_string())
@@ -133,6 +144,20 @@ mod tests {
             (id.as_deref(), e.code),
             (Some("job-1"), ErrorCode::InvalidInput)
         );
+    }
+
+    #[test]
+    fn a_payload_id_other_than_its_msg_id_is_answered_under_the_msg_id() {
+        let bytes = payload("victim", "m");
+        let (id, e) =
+            validate(&bytes, &envelope(Some("mine"), "m"), &Limits::default()).unwrap_err();
+        assert_eq!(
+            (id.as_deref(), e.code),
+            (Some("mine"), ErrorCode::BadPayload)
+        );
+        // A dead letter's replay carries its own msg id.
+        let replay = jetinfer_schemas::names::replay_msg_id("victim", 12);
+        assert!(validate(&bytes, &envelope(Some(&replay), "m"), &Limits::default()).is_ok());
     }
 
     #[test]
