@@ -23,10 +23,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use jetinfer_client::{Client, ResultWrite, StoreConfig, StoreError};
 use jetinfer_devkit::local::{
-    repo_root, wait_for_workers, LocalStack, NatsServer, ProcessUrls, RedisServer,
+    binary, repo_root, wait_for_workers, LocalStack, NatsServer, ProcessUrls, RedisServer,
 };
 use jetinfer_schemas::{ErrorCode, Job, Priority, Status, Tensor};
-use jetinfer_tests::{assert_all_correct, publish_samples, run_id};
+use jetinfer_tests::{assert_all_correct, golden, publish_samples, run_id};
 use tokio::sync::mpsc;
 
 /// NATS users of the shipped config, each with the environment variable of its password.
@@ -173,7 +173,8 @@ impl Deployment {
         self.nats
             .log()
             .lines()
-            .filter(|l| l.contains("Permissions Violation"))
+            // `[ERR] … - "JETINFER/user:producer" - Publish Violation - Subject "…"`
+            .filter(|l| l.contains("Publish Violation") || l.contains("Subscription Violation"))
             .map(str::to_string)
             .collect()
     }
@@ -356,6 +357,12 @@ async fn the_pipeline_runs_with_each_process_under_its_own_role() {
     // Nothing was refused along the way: every subject and key the processes used is in
     // the shipped files.
     stack.check_alive("the end of the test").unwrap();
+    assert_nothing_refused(&dep, &stack);
+    stack.stop();
+}
+
+/// Neither server refused anything, and no process logged a refusal.
+fn assert_nothing_refused(dep: &Deployment, stack: &LocalStack) {
     assert_eq!(
         dep.nats_violations(),
         Vec::<String>::new(),
@@ -366,7 +373,23 @@ async fn the_pipeline_runs_with_each_process_under_its_own_role() {
         acl_log.trim().is_empty(),
         "Redis refused something:\n{acl_log}"
     );
-    stack.stop();
+    for entry in std::fs::read_dir(stack.log_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        let refusals: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                let l = l.to_lowercase();
+                l.contains("permissions violation") || l.contains("noperm")
+            })
+            .collect();
+        assert!(
+            refusals.is_empty(),
+            "{} logs refusals:\n{}",
+            path.display(),
+            refusals.join("\n")
+        );
+    }
 }
 
 #[tokio::test]
@@ -398,6 +421,14 @@ async fn a_producer_cannot_run_jobs_on_a_worker_nor_write_results_cache_or_failu
         .unwrap();
     producer.flush().await.unwrap();
     println!("producer: {}", violation(&mut errors, &run_subject).await);
+    // The server logs it too: the pipeline test's clean log means something.
+    assert!(
+        dep.nats_violations()
+            .iter()
+            .any(|l| l.contains(&run_subject)),
+        "nats-server did not log the refusal: {:?}",
+        dep.nats_violations()
+    );
     assert!(
         next_within(&mut runs, Duration::from_secs(1))
             .await
@@ -526,4 +557,108 @@ async fn a_worker_cannot_listen_on_another_workers_run_subject() {
                 .await,
         );
     }
+}
+
+/// `jetinfer` (the CLI) as the operator.
+fn jetinfer_as_operator(dep: &Deployment, args: &[&str]) -> String {
+    let out = std::process::Command::new(binary("jetinfer").unwrap())
+        .args(["--nats-url", &dep.nats_url("operator")])
+        .args(["--redis-url", &dep.redis_url("jetinfer-operator")])
+        .args(args)
+        .output()
+        .expect("running jetinfer");
+    assert!(
+        out.status.success(),
+        "jetinfer {args:?} as operator failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_dead_letters_and_their_replay_work_under_their_roles() {
+    let dep = Deployment::start();
+    // Two lost runs make a job poison: worker-0 and worker-1 (the users the shipped file
+    // has) each die running it.
+    let mut stack = LocalStack::builder()
+        .nats_url(dep.nats_url("operator"))
+        .redis_url(dep.redis_url("jetinfer-operator"))
+        .dispatcher_urls(
+            dep.nats_url("dispatcher"),
+            dep.redis_url("jetinfer-dispatcher"),
+        )
+        .dispatcher_args(["--max-attempts", "2", "--heartbeat-timeout-ms", "2000"])
+        .worker_args(["--inject-faults", "sticky_on=-777"])
+        .workers(0)
+        .env("RUST_LOG", "info")
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("starting the dispatcher as `dispatcher`: {e}"));
+    let operator = stack.connect_nats().await.unwrap();
+    let producer = Client::connect(
+        &dep.nats_url("producer"),
+        &StoreConfig::new(dep.redis_url("jetinfer-producer")),
+    )
+    .await
+    .unwrap();
+    let id = format!("{}-poison", run_id("perms"));
+    let mut inputs = golden().samples("mlp")[0].inputs.clone();
+    let mut values = inputs[0].to_f32_vec();
+    values[0] = -777.0;
+    inputs[0] = Tensor::from_f32(inputs[0].shape.clone(), &values);
+    producer
+        .submit(Priority::P1, &Job::new(id.clone(), "mlp", inputs))
+        .await
+        .unwrap();
+
+    // Each run kills its worker: start the next one, as its own user, until it is answered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let result = loop {
+        if let Some(r) = producer.get(&id).await.unwrap() {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poison job was never answered\n{}",
+            stack.log_tails(30)
+        );
+        let running = stack.workers().iter_mut().any(|w| w.is_running());
+        if !running {
+            let next = stack.next_worker_id();
+            assert!(
+                dep.nats_passwords.contains_key(next.as_str()),
+                "{next} has no NATS user, yet the job is still not poison\n{}",
+                stack.log_tails(30)
+            );
+            stack
+                .start_worker_with_urls(dep.urls(&next, "jetinfer-worker"), Vec::<String>::new())
+                .unwrap();
+            if let Err(e) = wait_for_workers(&operator, 1, Duration::from_secs(60)).await {
+                panic!("{next} did not start: {e}\n{}", stack.log_tails(30));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(result.error_code(), Some(ErrorCode::Poison), "{result:?}");
+
+    // The operator lists and replays it (reads the dead-letter stream, deletes the result
+    // and failure count, publishes the job again, deletes the dead letter).
+    let listed = jetinfer_as_operator(&dep, &["dlq", "list"]);
+    assert!(
+        listed.contains(&id),
+        "dlq list does not show {id}:\n{listed}"
+    );
+    let replayed = jetinfer_as_operator(&dep, &["dlq", "replay", &id]);
+    assert!(replayed.contains("1 dead letter(s) replayed"), "{replayed}");
+    assert!(
+        producer.get(&id).await.unwrap().is_none(),
+        "replay kept the poison result"
+    );
+    let stats = jetinfer_as_operator(&dep, &["stats", "--listen-s", "0.5"]);
+    assert!(stats.contains("JETINFER_P1"), "{stats}");
+
+    // Stop before the replayed job kills anything else, then look for refusals: a dead
+    // worker's own log may end in its injected crash, which is no refusal.
+    stack.stop();
+    assert_nothing_refused(&dep, &stack);
 }
