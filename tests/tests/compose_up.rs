@@ -314,6 +314,19 @@ async fn cpu_profile_starts_from_local_images_and_serves_jobs_from_the_host() {
     for policy in inspect(&ids, "{{.HostConfig.RestartPolicy.Name}}") {
         assert_eq!(policy, "unless-stopped");
     }
+    // The dispatcher's image holds no libtorch, and its binary links none.
+    let libs = project.run(&[
+        "exec",
+        "-T",
+        "dispatcher",
+        "sh",
+        "-c",
+        "find / -xdev -name 'libtorch*' -o -name 'libc10*'; ldd /usr/local/bin/jetinfer-dispatcher",
+    ]);
+    assert!(
+        libs.contains("libc.so") && !libs.contains("torch") && !libs.contains("libc10"),
+        "the dispatcher's image or binary has libtorch:\n{libs}"
+    );
     // Each replica is healthy on its own host port, serving the bind-mounted models.
     for w in &workers {
         let health = http_get(w, "/healthz");
