@@ -189,6 +189,14 @@ class InvalidJobs(unittest.TestCase):
             by_reference(job, tensors)
 
 
+class Connecting(unittest.TestCase):
+    def test_an_unreachable_nats_is_a_connect_error_without_credentials_in_it(self):
+        with self.assertRaises(jetinfer.ConnectError) as caught:
+            jetinfer.Client("nats://user:s3cret@127.0.0.1:1", "redis://127.0.0.1:1", connect_wait=0.5)
+        self.assertIn("no connection within 0.5 s", str(caught.exception))
+        self.assertNotIn("s3cret", str(caught.exception))
+
+
 class TraceContext(unittest.TestCase):
     def test_no_current_span_no_header(self):
         from jetinfer._otel import trace_headers

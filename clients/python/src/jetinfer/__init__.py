@@ -8,7 +8,7 @@ docs/wire-format.md in the jetinfer repository specifies.
 - :class:`Result` (``result.py``): status, outputs as numpy arrays, error code, timings.
 - :class:`Tensor` (``tensor.py``): one sample as the wire carries it; inputs may be numpy
   arrays, Tensors or raw bytes.
-- ``errors.py``: the exception tree (InvalidJob, StreamFull, StreamMissing, Rejected,
+- ``errors.py``: the exception tree (ConnectError, InvalidJob, StreamFull, StreamMissing, Rejected,
   StoreError, Timeout, WaitManyTimeout, JobFailed, JobExpired).
 - ``wire.py``: names, limits and job encoding; ``_gather.py``: wait_many's bookkeeping;
   ``_otel.py``: the ``traceparent`` header when OpenTelemetry is installed.
@@ -21,7 +21,7 @@ docs/wire-format.md in the jetinfer repository specifies.
         print(r.outputs[0])
 """
 from .aio import AsyncClient, Submitted
-from .errors import (InvalidJob, JetinferError, JobExpired, JobFailed, Rejected, StoreError, StreamFull,
+from .errors import (ConnectError, InvalidJob, JetinferError, JobExpired, JobFailed, Rejected, StoreError, StreamFull,
                      StreamMissing, Timeout, WaitManyTimeout)
 from .result import ErrorInfo, Result, Timings, decode_result
 from .sync import Client
@@ -31,7 +31,7 @@ from .wire import INLINE_LIMIT, Priority
 __all__ = [
     "AsyncClient", "Client", "Submitted", "Result", "ErrorInfo", "Timings", "Tensor", "Priority",
     "INLINE_LIMIT", "decode_result", "inputs_digest",
-    "JetinferError", "InvalidJob", "Rejected", "StreamFull", "StreamMissing", "StoreError", "Timeout",
+    "JetinferError", "ConnectError", "InvalidJob", "Rejected", "StreamFull", "StreamMissing", "StoreError", "Timeout",
     "WaitManyTimeout", "JobFailed", "JobExpired",
 ]
 __version__ = "0.1.0"

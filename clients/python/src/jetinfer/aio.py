@@ -17,7 +17,7 @@ import redis.exceptions
 
 from ._gather import MGET_CHUNK, Gather, id_of_notice, notice_subjects
 from ._otel import trace_headers
-from .errors import InvalidJob, Rejected, StoreError, StreamFull, StreamMissing, Timeout, WaitManyTimeout
+from .errors import ConnectError, InvalidJob, Rejected, StoreError, StreamFull, StreamMissing, Timeout, WaitManyTimeout
 from .result import Result, decode_result
 from .wire import (INLINE_LIMIT, INPUTS_TTL_MS, KEY_PREFIX, Priority, build_job, by_reference, check_job_id,
                    encode_job, input_key, inputs_ttl_ms, job_subject, now_ms, result_key)
@@ -46,6 +46,17 @@ class Submitted:
 def normalize_redis_url(url: str) -> str:
     """redis-py's spelling of a URL: ``redis+unix:///path`` becomes ``unix:///path``."""
     return "unix://" + url[len("redis+unix://"):] if url.startswith("redis+unix://") else url
+
+
+def _redact(url: str) -> str:
+    """The URL without its credentials, for error messages."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}" if sep and "@" in rest.split("/", 1)[0] else url
+
+
+async def _quiet(e: Exception) -> None:
+    """nats-py's error callback: the failures that matter surface as exceptions of the
+    calls that hit them; the default callback would log a traceback per attempt."""
 
 
 def _rejected(e: Exception, subject: str, job_id: str) -> Rejected:
@@ -87,18 +98,26 @@ class AsyncClient:
     @classmethod
     async def connect(cls, nats_url: str = "nats://127.0.0.1:4222", redis_url: str = "redis://127.0.0.1:6379",
                       *, name: Optional[str] = None, nats_options: Optional[Dict[str, Any]] = None,
-                      **options: Any) -> "AsyncClient":
+                      connect_wait: float = 10.0, **options: Any) -> "AsyncClient":
         """Connects to NATS (``nats_options`` go to ``nats.connect``: user, token, tls, ...)
         and prepares a Redis pool (``redis://``, ``rediss://``, ``unix://`` or
         ``redis+unix://`` URL). ``options``: ``inline_limit`` (bytes; 0 sends every job's
         inputs by reference), ``inputs_ttl`` (seconds, for jobs without deadline),
-        ``key_prefix``, ``publish_timeout`` (seconds)."""
-        nc = await nats.connect(nats_url, name=name, **(nats_options or {}))
+        ``key_prefix``, ``publish_timeout`` (seconds). Raises ConnectError when NATS is not
+        reached within ``connect_wait`` seconds."""
+        opts = {"connect_timeout": 5, "error_cb": _quiet, **(nats_options or {})}
+        try:
+            # nats-py retries an unreachable server for minutes; give up sooner.
+            nc = await asyncio.wait_for(nats.connect(nats_url, name=name, **opts), connect_wait)
+        except asyncio.TimeoutError as e:
+            raise ConnectError(f"NATS at {_redact(nats_url)}: no connection within {connect_wait:g} s") from e
+        except (nats.errors.Error, OSError) as e:
+            raise ConnectError(f"NATS at {_redact(nats_url)}: {type(e).__name__}: {e}") from e
         try:
             r = aioredis.Redis.from_url(normalize_redis_url(redis_url))
-        except ValueError:
+        except ValueError as e:
             await nc.close()
-            raise
+            raise ConnectError(f"Redis URL {_redact(redis_url)}: {e}") from e
         return cls(nc, r, owns_connections=True, **options)
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 ::
 
     JetinferError
+    ├── ConnectError                   NATS or Redis could not be reached at connect time
     ├── InvalidJob (also ValueError)   the job breaks a wire rule; nothing was sent
     ├── Rejected                       JetStream did not accept the job
     │   ├── StreamFull                 that priority's stream is full: back off, retry
@@ -26,6 +27,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 class JetinferError(Exception):
     """Base of every error this package raises."""
+
+
+class ConnectError(JetinferError):
+    """NATS refused or did not answer when connecting, or a URL is malformed."""
 
 
 class InvalidJob(JetinferError, ValueError):
