@@ -7,7 +7,7 @@ mod commands;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`jetinfer get x | head`) like other Unix tools,
@@ -15,7 +15,12 @@ fn main() -> ExitCode {
     // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // Exit code 2 means "no result yet" here, so usage errors exit 1 rather than clap's 2.
-    let args = match commands::Cli::try_parse() {
+    let parsed = commands::Cli::command().try_get_matches().and_then(|m| {
+        let mut cli = commands::Cli::from_arg_matches(&m)?;
+        cli.global.explicit = commands::servers::Explicit::from_matches(&m);
+        Ok(cli)
+    });
+    let args = match parsed {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();

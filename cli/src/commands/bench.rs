@@ -4,8 +4,13 @@
 //! Redis loop (`--bare-loop`), and a Python worker (`--python-worker CMD`).
 //!
 //! The measuring is [`jetinfer_devkit::bench::bench`]; this module turns the flags into its
-//! options and prints what it reports: a table per system, the ratios, a JSON report
-//! (`--json`) and an SVG plot (`--svg`).
+//! options and prints what it reports: which servers each system used, a table per
+//! system, the ratios, a JSON report (`--json FILE`, or `--json` alone: on stdout, with
+//! everything else on stderr) and an SVG plot (`--svg`).
+//!
+//! Each system gets stacks of its own unless `--use-running` (or both `--nats-url` and
+//! `--redis-url` as flags) says to measure the running stack; an inherited
+//! `NATS_URL`/`REDIS_URL` alone does not redirect it (see [`super::servers`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +25,12 @@ use jetinfer_devkit::bench::{
     self, svg, BenchOptions, CeilingOptions, Event, Observer, RunningStack, Storage,
 };
 
-use super::Global;
+use jetinfer_connect::{DEFAULT_NATS_URL, DEFAULT_REDIS_URL};
+
+use super::{servers, Global};
+
+/// The `--json` value that means standard output.
+const STDOUT: &str = "-";
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -118,9 +128,14 @@ pub struct BenchArgs {
     /// Name for the report and plot title.
     #[arg(long, default_value = "jetinfer bench")]
     pub label: String,
-    /// Write the JSON report here.
-    #[arg(long)]
+    /// Write the JSON report to FILE; `--json` alone prints it on stdout (and the tables
+    /// and steps on stderr).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = STDOUT)]
     pub json: Option<PathBuf>,
+    /// Measure the running stack of --nats-url/--redis-url (or NATS_URL/REDIS_URL, or the
+    /// defaults) instead of starting stacks. Without it, only URLs given as flags are used.
+    #[arg(long)]
+    pub use_running: bool,
     /// Write the SVG plot here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
@@ -134,17 +149,29 @@ pub struct BenchArgs {
 
 pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let opts = options(global, args)?;
-    let report = bench::bench(&opts.bench, &Printer).await?;
-    for r in &report.runs {
-        r.print();
+    let to_stdout = opts
+        .json
+        .as_deref()
+        .is_some_and(|p| p.as_os_str() == STDOUT);
+    let printer = Printer { quiet: to_stdout };
+    let report = bench::bench(&opts.bench, &printer).await?;
+    if !to_stdout {
+        // The tables print on stdout; with the report there they are left out.
+        for r in &report.runs {
+            r.print();
+        }
+        for (k, v) in &report.ratios {
+            println!("{k}: {v:.3}");
+        }
     }
-    for (k, v) in &report.ratios {
-        println!("{k}: {v:.3}");
-    }
-    if let Some(path) = &opts.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("report: {}", path.display());
+    match &opts.json {
+        Some(_) if to_stdout => println!("{}", serde_json::to_string(&report)?),
+        Some(path) => {
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("report: {}", path.display());
+        }
+        None => {}
     }
     if let Some(path) = &opts.svg {
         std::fs::write(path, svg::render(&report))
@@ -179,13 +206,27 @@ fn options(global: &Global, args: BenchArgs) -> anyhow::Result<Options> {
     if args.duration_s <= args.warmup_s {
         bail!("--duration-s must be longer than --warmup-s");
     }
-    // Both URLs given means "measure the running stack".
-    let running_stack = match (&global.connect.nats_url, &global.connect.redis_url) {
-        (Some(_), Some(_)) => Some(RunningStack {
-            nats_url: global.nats_url().to_string(),
-            redis_url: global.redis_url().to_string(),
+    let servers = servers::choose(
+        global.connect.nats_url.as_deref(),
+        global.connect.redis_url.as_deref(),
+        global.explicit,
+        args.use_running,
+        (DEFAULT_NATS_URL, DEFAULT_REDIS_URL),
+    );
+    for note in &servers.notes {
+        eprintln!("note: {note}");
+    }
+    // The running stack is measured as a whole: both servers, or neither.
+    let running_stack = match (servers.nats_url, servers.redis_url) {
+        (Some(nats_url), Some(redis_url)) => Some(RunningStack {
+            nats_url,
+            redis_url,
         }),
-        _ => None,
+        (None, None) => None,
+        _ => bail!(
+            "bench measures a running stack only with both --nats-url and --redis-url \
+             (or --use-running); give both, or neither to start its own"
+        ),
     };
     let bench = BenchOptions {
         model: args.model,
@@ -231,8 +272,18 @@ fn options(global: &Global, args: BenchArgs) -> anyhow::Result<Options> {
     })
 }
 
-/// Prints the benchmark's steps and draws its progress bars.
-struct Printer;
+/// Prints the benchmark's steps (on stderr when `quiet`: stdout carries the JSON report)
+/// and draws its progress bars.
+struct Printer {
+    quiet: bool,
+}
+
+/// Prints a line on stdout, or on stderr when the printer is quiet.
+macro_rules! say {
+    ($self:ident, $($arg:tt)*) => {
+        if $self.quiet { eprintln!($($arg)*) } else { println!($($arg)*) }
+    };
+}
 
 impl Observer for Printer {
     fn event(&self, event: Event<'_>) {
@@ -245,22 +296,34 @@ impl Observer for Printer {
                 duration_s,
                 warmup_s,
                 storage,
-            } => println!("bench {run_id}: model {model} ({models:?}), load {load:?}, {duration_s} s ({warmup_s} s warm-up), storage {storage}"),
+            } => say!(self, "bench {run_id}: model {model} ({models:?}), load {load:?}, {duration_s} s ({warmup_s} s warm-up), storage {storage}"),
             Event::CeilingCommand {
                 worker,
                 model,
                 batch,
                 seconds,
-            } => println!(
+            } => say!(
+                self,
                 "ceiling: {} ceiling --model {model} --batch {batch} --seconds {seconds}",
                 worker.display()
             ),
-            Event::Ceiling(c) => println!("ceiling: {c}"),
-            Event::StackStarting { system, log_dir } => println!(
+            Event::Ceiling(c) => say!(self, "ceiling: {c}"),
+            Event::StackStarting { system, log_dir } => say!(
+                self,
                 "{system}: starting its stack (logs in {})",
                 log_dir.display()
             ),
-            Event::Measured { system, secs } => println!("{system}: measured in {secs:.1} s"),
+            Event::StackReady {
+                system,
+                nats_url,
+                redis_url,
+                running,
+            } => say!(
+                self,
+                "{system}: {} nats {nats_url}, redis {redis_url}",
+                if running { "using the running stack:" } else { "its stack is up:" }
+            ),
+            Event::Measured { system, secs } => say!(self, "{system}: measured in {secs:.1} s"),
             Event::Missing {
                 system,
                 missing,

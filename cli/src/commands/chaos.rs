@@ -24,16 +24,33 @@ pub struct ChaosArgs {
     /// Keep every process log under this folder (`case-N/`).
     #[arg(long)]
     pub log_dir: Option<PathBuf>,
-    /// Also write the reports as JSON here.
-    #[arg(long)]
+    /// Also write the reports as JSON to FILE; `--json` alone prints them on stdout
+    /// instead of the table.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     pub json: Option<PathBuf>,
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,
 }
 
+/// Prints a line on stdout, or on stderr when stdout carries the JSON reports.
+macro_rules! say {
+    ($quiet:expr, $($arg:tt)*) => {
+        if $quiet { eprintln!($($arg)*) } else { println!($($arg)*) }
+    };
+}
+
 pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    let to_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
     if args.list {
+        if to_stdout {
+            let list: Vec<_> = SCENARIOS
+                .iter()
+                .map(|(case, name)| serde_json::json!({ "case": case, "name": name }))
+                .collect();
+            println!("{}", serde_json::json!({ "scenarios": list }));
+            return Ok(ExitCode::SUCCESS);
+        }
         for (case, name) in SCENARIOS {
             println!("{case:>3}  {name}");
         }
@@ -51,23 +68,34 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         args.cases.clone()
     };
     let mut reports: Vec<Report> = Vec::new();
-    println!("{}", Report::header());
+    say!(to_stdout, "{}", Report::header());
     for case in cases {
         let report = chaos::run(case, &opts).await?;
-        println!("{}", report.row());
+        say!(to_stdout, "{}", report.row());
         for c in report.checks.iter() {
-            println!("      {} {}", if c.ok { "ok  " } else { "FAIL" }, c.what);
+            say!(
+                to_stdout,
+                "      {} {}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.what
+            );
         }
         if !report.errors.is_empty() {
-            println!("      error codes among load jobs: {:?}", report.errors);
+            say!(
+                to_stdout,
+                "      error codes among load jobs: {:?}",
+                report.errors
+            );
         }
         reports.push(report);
     }
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&reports)?)?;
+    match &args.json {
+        Some(_) if to_stdout => println!("{}", serde_json::to_string(&reports)?),
+        Some(path) => std::fs::write(path, serde_json::to_vec_pretty(&reports)?)?,
+        None => {}
     }
     let failed = reports.iter().filter(|r| !r.passed()).count();
-    println!("{} scenario(s), {failed} failed", reports.len());
+    say!(to_stdout, "{} scenario(s), {failed} failed", reports.len());
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -11,12 +11,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use jetinfer_client::dlq::{replay_letter, Selection};
 
+use super::output::OutputArgs;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
 pub struct DlqArgs {
     #[command(subcommand)]
     pub command: DlqCommand,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -36,7 +39,20 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<ExitCode> {
         .dead_letters()
         .await
         .context("reading the dead-letter stream")?;
+    let json = args.output.json;
     match args.command {
+        DlqCommand::List if json => {
+            let list: Vec<serde_json::Value> = letters
+                .iter()
+                .map(|l| {
+                    serde_json::json!({
+                        "seq": l.seq, "id": l.id, "failures": l.failures,
+                        "subject": l.subject, "reason": l.reason,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::json!({ "dead_letters": list }));
+        }
         DlqCommand::List => {
             println!(
                 "{:>6}  {:<40} {:>8}  {:<28} reason",
@@ -52,13 +68,21 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<ExitCode> {
         }
         DlqCommand::Replay { ids } => {
             let selection = Selection::ids_or_all(ids);
-            let mut n = 0;
+            let mut replayed = Vec::new();
             for l in letters.iter().filter(|l| selection.matches(l)) {
                 let done = replay_letter(&client, l).await?;
-                println!("replayed {} to {}", done.id, done.subject);
-                n += 1;
+                if !json {
+                    println!("replayed {} to {}", done.id, done.subject);
+                }
+                replayed.push(serde_json::json!({
+                    "id": done.id, "subject": done.subject, "msg_id": done.msg_id, "seq": done.seq,
+                }));
             }
-            println!("{n} dead letter(s) replayed");
+            if json {
+                println!("{}", serde_json::json!({ "replayed": replayed }));
+            } else {
+                println!("{} dead letter(s) replayed", replayed.len());
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

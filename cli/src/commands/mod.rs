@@ -1,22 +1,35 @@
 //! The `jetinfer` subcommands, one module each, sharing the global connection flags.
 //!
-//! - `submit`: publish one job from `.npy` / `.json` input files ([`submit`], [`input`]).
+//! - `submit`: publish one job from `.npy` / `.json` input files or stdin ([`submit`],
+//!   [`input`]).
 //! - `get`, `wait`: print a result as JSON ([`show`]).
+//! - `status`: the result, or where the job is ([`status`], lookups in [`locate`]).
+//! - `models`: what is served, where, input specs, queue depth per model ([`models`]).
 //! - `stats`: queue depths per priority and the workers heard ([`stats`]).
 //! - `demo`: start a local stack, run golden jobs through it, check and report ([`demo`]).
 //! - `chaos`: the fault suite on real processes ([`chaos`]).
 //! - `dlq`: list and replay dead letters ([`dlq`]).
 //! - `bench`: load generator and measurements against ceiling and baselines ([`bench`]).
+//! - [`output`]: `--json`, result printing and exit codes; [`heartbeats`]: listening to
+//!   workers; [`servers`]: which servers `demo` and `bench` use.
 //!
-//! Exit codes: 0 success, 1 failure, 2 "not finished yet" (`get`, `wait`, `submit --wait`).
+//! Exit codes: 0 success, 1 failure, 2 "not finished yet" (`get`, `wait`, `submit --wait`,
+//! `status`), 3 "finished with status error or expired" (same commands), 4 "unknown job"
+//! (`status`).
 
 mod bench;
 mod chaos;
 mod demo;
 mod dlq;
+mod heartbeats;
 mod input;
+mod locate;
+mod models;
+pub mod output;
+pub mod servers;
 mod show;
 mod stats;
+mod status;
 mod submit;
 
 use std::process::ExitCode;
@@ -26,15 +39,15 @@ use jetinfer_client::{Client, StoreConfig};
 use jetinfer_connect::ConnectArgs;
 use jetinfer_schemas::Keys;
 
-/// Exit code for "the job has no result yet".
-pub const EXIT_PENDING: u8 = 2;
-
 /// Command line of `jetinfer`.
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "jetinfer",
     version,
-    about = "Submit inference jobs to jetinfer, read results, inspect queues, run the demo"
+    about = "Submit inference jobs to jetinfer, read results, find jobs, inspect models and queues, run the demo",
+    after_help = "Exit codes: 0 success; 1 failure; 2 no result yet (get, wait, submit --wait, status); \
+3 the job finished with status error or expired; 4 status knows nothing of the job.\n\
+Every command that prints takes --json (one JSON document on stdout)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -46,13 +59,17 @@ pub struct Cli {
 /// Flags every subcommand takes (before or after the subcommand name).
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
-    /// Where NATS and Redis are. For `demo` and `bench`, giving `--nats-url` means "use the
-    /// running stack" instead of starting one.
+    /// Where NATS and Redis are. `demo` and `bench` start their own servers unless given
+    /// `--use-running` or `--nats-url`/`--redis-url` on the command line (the NATS_URL and
+    /// REDIS_URL environment variables alone do not redirect them).
     #[command(flatten)]
     pub connect: ConnectArgs,
     /// Prefix of the Redis keys.
     #[arg(long, env = "JETINFER_KEY_PREFIX", global = true, default_value = jetinfer_schemas::names::DEFAULT_KEY_PREFIX)]
     pub key_prefix: String,
+    /// Which server URLs came from the command line (set by `main` from clap's matches).
+    #[arg(skip)]
+    pub explicit: servers::Explicit,
 }
 
 impl Global {
@@ -72,34 +89,53 @@ impl Global {
         }
     }
 
-    /// A client for the given (or default) servers.
+    /// A client for the given (or default) servers, with the NATS credentials and TLS
+    /// flags; fails at once when NATS does not answer.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        connect(self.nats_url(), &self.store_config(self.redis_url())).await
+        let store = self.store_config(self.redis_url());
+        Client::builder(self.nats_url())
+            .nats(self.connect.nats())
+            .store(store.clone())
+            .name("jetinfer-cli")
+            .retry_on_initial_connect(false)
+            .connect()
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to {} and {}",
+                    jetinfer_client::redact_url(self.nats_url()),
+                    jetinfer_client::redact_url(&store.url)
+                )
+            })
     }
-}
-
-/// Connects a client; the errors name the servers.
-pub async fn connect(nats_url: &str, store: &StoreConfig) -> anyhow::Result<Client> {
-    Client::connect(nats_url, store)
-        .await
-        .with_context(|| format!("connecting to {nats_url} and {}", store.url))
 }
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Publish one job and print its id.
     Submit(submit::SubmitArgs),
-    /// Print a job's result as JSON (exit code 2 while it is pending).
+    /// Print a job's result as JSON (exit code 2 while it is pending, 3 when it ended as
+    /// error or expired).
     Get(show::GetArgs),
-    /// Wait for a job's result and print it as JSON (exit code 2 on timeout).
+    /// Wait for a job's result and print it as JSON (exit code 2 on timeout, 3 when it
+    /// ended as error or expired).
     Wait(show::WaitArgs),
+    /// Where is my job? Its result, or: waiting in its stream (and how many ahead), held by
+    /// a dispatcher (queued there or on a worker), runs lost, dead-lettered; with its trace
+    /// id. Exit code 0 ok, 2 not finished, 3 error/expired/dead letter, 4 unknown.
+    Status(status::StatusArgs),
+    /// What is served: per model and version the workers (ids, devices, free slots), input
+    /// specs, batch limit and jobs queued per priority.
+    Models(models::ModelsArgs),
     /// Queue depths per priority and the workers heard on the heartbeat subject.
     Stats(stats::StatsArgs),
-    /// Run golden jobs through a local stack (or a running one), check every result, and
-    /// print latency and throughput per priority.
+    /// Run golden jobs through a local stack it starts (or a running one with
+    /// --use-running / --nats-url and --redis-url), check every result, and print latency
+    /// and throughput per priority.
     Demo(demo::DemoArgs),
     /// Load one model's jobs open- or closed-loop and measure throughput and latency per
-    /// priority, against the model's ceiling, a bare queue loop or a Python worker.
+    /// priority, against the model's ceiling, a bare queue loop or a Python worker (on
+    /// stacks it starts, or the running one with --use-running / both URLs on the command line).
     Bench(bench::BenchArgs),
     /// Run the fault suite (cases 1–16 of the reliability cases) on real processes.
     Chaos(chaos::ChaosArgs),
@@ -113,6 +149,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Submit(args) => submit::run(&cli.global, args).await,
         Command::Get(args) => show::get(&cli.global, args).await,
         Command::Wait(args) => show::wait(&cli.global, args).await,
+        Command::Status(args) => status::run(&cli.global, args).await,
+        Command::Models(args) => models::run(&cli.global, args).await,
         Command::Stats(args) => stats::run(&cli.global, args).await,
         Command::Demo(args) => demo::run(&cli.global, args).await,
         Command::Bench(args) => bench::run(&cli.global, args).await,
@@ -180,10 +218,12 @@ mod tests {
             "p9"
         ])
         .is_err());
-        assert!(
-            Cli::try_parse_from(["jetinfer", "submit", "--model", "m"]).is_err(),
-            "inputs are required"
-        );
+        let cli = Cli::try_parse_from(["jetinfer", "submit", "--model", "m", "--json"]).unwrap();
+        let Command::Submit(s) = cli.command else {
+            panic!("not submit")
+        };
+        assert!(s.inputs.is_empty(), "inputs may come from stdin");
+        assert!(s.output.json);
         let cli = Cli::try_parse_from([
             "jetinfer",
             "demo",

@@ -1,16 +1,16 @@
 //! `jetinfer stats`: what is queued per priority, and which workers are alive.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use async_nats::jetstream;
-use futures::StreamExt;
-use jetinfer_schemas::names::{consumer_name, jobs_stream, HEARTBEAT_SUBJECT};
+use jetinfer_schemas::names::{consumer_name, jobs_stream};
 use jetinfer_schemas::worker::Heartbeat;
 use jetinfer_schemas::Priority;
+use serde_json::{json, Value};
 
+use super::heartbeats;
+use super::output::OutputArgs;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -18,64 +18,99 @@ pub struct StatsArgs {
     /// How long to listen for worker heartbeats (workers send one per second).
     #[arg(long, env = "JETINFER_STATS_LISTEN_S", default_value_t = 2.5)]
     pub listen_s: f64,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 pub async fn run(global: &Global, args: StatsArgs) -> anyhow::Result<ExitCode> {
     let nats = global.connect.nats().connect().await?;
     // Subscribe first so heartbeats sent while the queues are read are not missed.
-    let heartbeats = nats
-        .subscribe(HEARTBEAT_SUBJECT)
-        .await
-        .context("subscribing to heartbeats")?;
-    print_queues(&jetstream::new(nats.clone())).await;
+    let beats = heartbeats::subscribe(&nats).await?;
+    let queues = read_queues(&jetstream::new(nats.clone())).await;
     let window = Duration::from_secs_f64(args.listen_s);
-    let workers = collect_heartbeats(heartbeats, window).await;
+    let workers = heartbeats::collect(beats, window).await;
+    if args.output.json {
+        let workers: Vec<Value> = workers.iter().map(worker_value).collect();
+        println!("{}", json!({ "streams": queues, "workers": workers }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", queues_table(&queues));
     println!();
     print!("{}", workers_table(&workers, window));
     Ok(ExitCode::SUCCESS)
 }
 
-async fn print_queues(js: &jetstream::Context) {
-    println!(
-        "{:<12} {:>10} {:>12} {:>10} {:>10}",
-        "stream", "messages", "bytes", "pending", "in flight"
-    );
+/// Each priority stream's state: messages, bytes, and its consumer's pending and
+/// unacknowledged counts, or why they could not be read.
+async fn read_queues(js: &jetstream::Context) -> Vec<Value> {
+    let mut out = Vec::new();
     for p in Priority::ALL {
         let name = jobs_stream(p);
         let mut stream = match js.get_stream(name).await {
             Ok(s) => s,
             Err(e) => {
-                println!("{name:<12} not available ({e}); is a dispatcher running?");
+                out.push(json!({ "stream": name, "error": format!("not available ({e}); is a dispatcher running?") }));
                 continue;
             }
         };
         let (messages, bytes) = match stream.info().await {
             Ok(info) => (info.state.messages, info.state.bytes),
             Err(e) => {
-                println!("{name:<12} {e}");
+                out.push(json!({ "stream": name, "error": e.to_string() }));
                 continue;
             }
         };
-        match stream.consumer_info(&consumer_name(p)).await {
-            Ok(info) => println!(
-                "{name:<12} {messages:>10} {bytes:>12} {:>10} {:>10}",
-                info.num_pending, info.num_ack_pending
-            ),
-            Err(e) => println!("{name:<12} {messages:>10} {bytes:>12} consumer absent ({e})"),
-        }
+        out.push(match stream.consumer_info(&consumer_name(p)).await {
+            Ok(info) => json!({
+                "stream": name, "messages": messages, "bytes": bytes,
+                "pending": info.num_pending, "in_flight": info.num_ack_pending,
+            }),
+            Err(e) => json!({
+                "stream": name, "messages": messages, "bytes": bytes,
+                "error": format!("consumer absent ({e})"),
+            }),
+        });
     }
+    out
 }
 
-/// The latest heartbeat of every worker heard within `window`.
-async fn collect_heartbeats(mut sub: async_nats::Subscriber, window: Duration) -> Vec<Heartbeat> {
-    let mut latest = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + window;
-    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
-        if let Ok(hb) = rmp_serde::from_slice::<Heartbeat>(&msg.payload) {
-            latest.insert(hb.worker.clone(), hb);
+fn queues_table(queues: &[Value]) -> String {
+    let mut out = format!(
+        "{:<12} {:>10} {:>12} {:>10} {:>10}\n",
+        "stream", "messages", "bytes", "pending", "in flight"
+    );
+    for q in queues {
+        let name = q["stream"].as_str().unwrap_or("");
+        let n = |k: &str| q[k].as_u64().map_or(String::new(), |v| v.to_string());
+        match (q.get("error").and_then(Value::as_str), q.get("messages")) {
+            (Some(e), None) => out.push_str(&format!("{name:<12} {e}\n")),
+            (Some(e), Some(_)) => out.push_str(&format!(
+                "{name:<12} {:>10} {:>12} {e}\n",
+                n("messages"),
+                n("bytes")
+            )),
+            (None, _) => out.push_str(&format!(
+                "{name:<12} {:>10} {:>12} {:>10} {:>10}\n",
+                n("messages"),
+                n("bytes"),
+                n("pending"),
+                n("in_flight")
+            )),
         }
     }
-    latest.into_values().collect()
+    out
+}
+
+fn worker_value(w: &Heartbeat) -> Value {
+    json!({
+        "id": w.worker,
+        "models": w.models.iter().map(|m| json!({"name": m.name, "version": m.version})).collect::<Vec<_>>(),
+        "slots": w.slots,
+        "free_slots": w.free_slots,
+        "devices": w.devices,
+        "accepting": w.accepting,
+        "gpu_memory_bytes": w.gpu_memory_bytes,
+    })
 }
 
 fn workers_table(workers: &[Heartbeat], window: Duration) -> String {

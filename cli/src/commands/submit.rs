@@ -1,4 +1,5 @@
-//! `jetinfer submit`: build one job from input files and publish it.
+//! `jetinfer submit`: build one job from input files (or standard input) and publish it;
+//! with `--wait`, wait for its result (subscribed before publishing) and exit by its status.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::time::Duration;
 
 use jetinfer_schemas::{now_ms, Job, Priority};
 
+use super::output::OutputArgs;
 use super::{input, show, Global};
 
 #[derive(clap::Args, Debug)]
@@ -32,15 +34,20 @@ pub struct SubmitArgs {
     #[arg(long = "meta", env = "JETINFER_SUBMIT_META", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub meta: Vec<(String, String)>,
     /// Input files in the model's argument order: `.npy` (one sample, no batch
-    /// dimension) or `.json` `{"dtype", "shape", "data"}`.
-    #[arg(long = "input", env = "JETINFER_SUBMIT_INPUTS", value_delimiter = ',', required = true, num_args = 1..)]
+    /// dimension) or `.json` `{"dtype", "shape", "data"}`; `-` reads standard input (a
+    /// `.npy`, a JSON tensor, or a JSON list of tensors). Without `--input`, a piped
+    /// standard input is read.
+    #[arg(long = "input", env = "JETINFER_SUBMIT_INPUTS", value_delimiter = ',', num_args = 1..)]
     pub inputs: Vec<PathBuf>,
-    /// Also wait for the result and print it.
+    /// Also wait for the result and print it (exit code 2 on timeout, 3 when the job ends
+    /// as error or expired).
     #[arg(long, env = "JETINFER_SUBMIT_WAIT")]
     pub wait: bool,
     /// How long `--wait` waits, seconds.
     #[arg(long, env = "JETINFER_SUBMIT_TIMEOUT_S", default_value_t = 30.0)]
     pub timeout_s: f64,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -60,11 +67,7 @@ pub fn random_id() -> String {
 }
 
 pub async fn run(global: &Global, args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let inputs = args
-        .inputs
-        .iter()
-        .map(|p| input::read_tensor(p))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let inputs = input::read_inputs(&args.inputs)?;
     let id = args.id.unwrap_or_else(random_id);
     let mut job = Job::new(id.clone(), args.model, inputs);
     job.version = args.version.map(Into::into);
@@ -72,15 +75,28 @@ pub async fn run(global: &Global, args: SubmitArgs) -> anyhow::Result<ExitCode> 
     job.cache = args.no_cache.then_some(false);
     job.meta = (!args.meta.is_empty()).then(|| args.meta.into_iter().collect());
     let client = global.client().await?;
+    let json = args.output.json;
+    if args.wait {
+        let timeout = Duration::from_secs_f64(args.timeout_s);
+        if !json {
+            println!("{id}");
+        }
+        let waited = client.submit_and_wait(args.priority, &job, timeout).await;
+        return show::print_when_done(waited, &id, json);
+    }
     let submitted = client.submit(args.priority, &job).await?;
-    println!("{}", submitted.id);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "id": submitted.id, "duplicate": submitted.duplicate })
+        );
+    } else {
+        println!("{}", submitted.id);
+    }
     if submitted.duplicate {
         eprintln!("note: JetStream already held a job with id {id}; this one was de-duplicated");
     }
-    if !args.wait {
-        return Ok(ExitCode::SUCCESS);
-    }
-    show::wait_and_print(&client, &id, Duration::from_secs_f64(args.timeout_s)).await
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

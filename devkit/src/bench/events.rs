@@ -31,6 +31,15 @@ pub enum Event<'a> {
     Ceiling(&'a serde_json::Value),
     /// A system's stack is starting.
     StackStarting { system: &'a str, log_dir: &'a Path },
+    /// A system's stack is up: the servers its run uses (started for it, or the running
+    /// stack of `--use-running`).
+    StackReady {
+        system: &'a str,
+        nats_url: &'a str,
+        redis_url: &'a str,
+        /// True when these are servers of a running stack, not started for this run.
+        running: bool,
+    },
     /// A system's run is measured.
     Measured { system: &'a str, secs: f64 },
     /// Jobs of a system's run got no result (or none did).

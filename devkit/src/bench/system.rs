@@ -80,6 +80,12 @@ impl Bench<'_> {
                 system: name,
                 source,
             })?;
+        self.observer.event(Event::StackReady {
+            system: name,
+            nats_url: &jetinfer_client::redact_url(stack.nats_url()),
+            redis_url: &jetinfer_client::redact_url(stack.redis_url()),
+            running: matches!(system, System::External),
+        });
         let clients = self.connect(&system, &stack).await?;
         // The stack keeps the CPUs it started with; the generator moves to its own.
         if let Some(cpus) = super::cpu::pin_load_generator_from_env().map_err(BenchError::Pin)? {
