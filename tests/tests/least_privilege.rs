@@ -251,7 +251,14 @@ async fn the_pipeline_runs_with_each_process_under_its_own_role() {
             dep.redis_url("jetinfer-dispatcher"),
         )
         // A job for a model nobody serves is answered by the dispatcher after 1 s.
-        .dispatcher_args(["--unknown-model-after-ms", "1000"])
+        // A job sent again after 1 s is not de-duplicated by JetStream but reaches the
+        // dispatcher, which compares it with the stored result.
+        .dispatcher_args([
+            "--unknown-model-after-ms",
+            "1000",
+            "--duplicate-window-s",
+            "1",
+        ])
         .workers(0)
         .env("RUST_LOG", "info")
         .start()
@@ -318,6 +325,17 @@ async fn the_pipeline_runs_with_each_process_under_its_own_role() {
         .await
         .unwrap();
 
+    // The same job sent again, past the duplicate window: the dispatcher reads the stored
+    // result, finds it is the job's own, and acks without running it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = &jobs[0];
+    let inputs = golden().samples("pair")[0].inputs.clone();
+    let resent = Job::new(again.id.clone(), "pair".to_string(), inputs);
+    let before = producer.get(&again.id).await.unwrap().unwrap();
+    producer.submit(Priority::P1, &resent).await.unwrap();
+    wait_until_stream_empty(&ops_nats(&stack).await, Priority::P1).await;
+    assert_eq!(producer.get(&again.id).await.unwrap().unwrap(), before);
+
     // A job the dispatcher answers itself: its result and notice are the dispatcher's.
     let orphan_id = format!("{run}-orphan");
     let orphan = Job::new(
@@ -359,6 +377,31 @@ async fn the_pipeline_runs_with_each_process_under_its_own_role() {
     stack.check_alive("the end of the test").unwrap();
     assert_nothing_refused(&dep, &stack);
     stack.stop();
+}
+
+/// The operator's NATS connection.
+async fn ops_nats(stack: &LocalStack) -> async_nats::Client {
+    stack.connect_nats().await.unwrap()
+}
+
+/// Waits until priority `p`'s stream holds no job (WorkQueue: acked or terminated ones leave).
+async fn wait_until_stream_empty(nats: &async_nats::Client, p: Priority) {
+    let js = async_nats::jetstream::new(nats.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut stream = js
+            .get_stream(jetinfer_schemas::names::jobs_stream(p))
+            .await
+            .unwrap();
+        if stream.info().await.unwrap().state.messages == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{p}'s stream still holds jobs after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Neither server refused anything, and no process logged a refusal.
