@@ -27,7 +27,7 @@ source scripts/env.sh
 
 BASE_IMAGE=${JETINFER_BASE_IMAGE:-jetinfer-base:bookworm}
 MIRROR=${JETINFER_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-BIN_DIR=${JETINFER_LOCAL_BIN_DIR:-target/debug}
+BIN_DIR=$(realpath -m "${JETINFER_LOCAL_BIN_DIR:-target/debug}")
 STAGE=$ROOT/target/compose-local
 
 say() { echo "compose-local-images: $*" >&2; }
