@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use jetinfer_schemas::names::HEARTBEAT_SUBJECT;
+use jetinfer_schemas::names::{parse_heartbeat_subject, HEARTBEAT_SUBJECT};
 use jetinfer_schemas::worker::Heartbeat;
 use jetinfer_schemas::{Keys, Priority};
 use jetinfer_store::{ResultStore, StoreConfig, StoreError};
@@ -209,6 +209,11 @@ async fn forward_heartbeats(
         let msg = tokio::select! { biased; _ = shutdown.cancelled() => break, m = heartbeats.next() => m };
         let Some(msg) = msg else { break };
         match rmp_serde::from_slice::<Heartbeat>(&msg.payload) {
+            // Subject permissions let a worker publish on its own subject only: a payload
+            // that names another worker is a forgery (or a bug) and is dropped.
+            Ok(hb) if parse_heartbeat_subject(msg.subject.as_str()) != Some(&hb.worker) => {
+                tracing::warn!(subject = %msg.subject, worker = %hb.worker, "heartbeat names another worker than its subject; ignored");
+            }
             Ok(hb) => {
                 if scheduler
                     .send(events::Command::Heartbeat(hb))

@@ -8,8 +8,23 @@ use serde::{Deserialize, Serialize};
 pub const LEGACY_JOBS_STREAM: &str = "JETINFER_JOBS";
 /// Every job subject starts with this.
 pub const JOBS_PREFIX: &str = "jetinfer.jobs";
-/// Workers announce themselves here every second (core NATS).
-pub const HEARTBEAT_SUBJECT: &str = "jetinfer.workers.heartbeat";
+/// What listeners subscribe to for every worker's heartbeat (core NATS): each worker
+/// announces itself every second on its own [`heartbeat_subject`], so a server's subject
+/// permissions can keep a worker from announcing under another worker's id.
+pub const HEARTBEAT_SUBJECT: &str = "jetinfer.workers.*.heartbeat";
+
+/// `jetinfer.workers.<id>.heartbeat`: where worker `id` publishes its heartbeats.
+pub fn heartbeat_subject(worker: &str) -> String {
+    format!("jetinfer.workers.{worker}.heartbeat")
+}
+
+/// The worker id of a heartbeat subject (`None` for any other subject).
+pub fn parse_heartbeat_subject(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix("jetinfer.workers.")?
+        .strip_suffix(".heartbeat")
+        .filter(|id| !id.is_empty() && !id.contains('.'))
+}
 /// The dead-letter stream: jobs that became `poison`, kept for inspection and replay.
 pub const DLQ_STREAM: &str = "JETINFER_DLQ";
 /// Header names on dead letters.
@@ -192,6 +207,19 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeat_subjects_name_their_worker() {
+        assert_eq!(
+            parse_heartbeat_subject(&heartbeat_subject("w-1")),
+            Some("w-1")
+        );
+        assert_eq!(parse_heartbeat_subject("jetinfer.workers.heartbeat"), None);
+        assert_eq!(
+            parse_heartbeat_subject("jetinfer.workers.a.b.heartbeat"),
+            None
+        );
+    }
 
     #[test]
     fn a_msg_id_is_for_its_job_or_its_replay_only() {

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use jetinfer_devkit::golden::compare;
 use jetinfer_devkit::local::wait_for_workers;
 use jetinfer_schemas::names::{
-    done_subject, job_subject, jobs_stream, worker_run_subject, DONE_CONFLICT, HEARTBEAT_SUBJECT,
+    done_subject, heartbeat_subject, job_subject, jobs_stream, worker_run_subject, DONE_CONFLICT,
 };
 use jetinfer_schemas::worker::{Heartbeat, ModelInfo, RunOutcome, RunReply, RunRequest};
 use jetinfer_schemas::{encode, now_ms, ErrorCode, Job, Priority, Status, SCHEMA_VERSION};
@@ -151,7 +151,7 @@ fn spawn_liar(nats: async_nats::Client, answered: Arc<AtomicUsize>) -> tokio::ta
                         accepting: true,
                         sent_at_ms: now_ms(),
                     };
-                    let _ = nats.publish(HEARTBEAT_SUBJECT, encode(&hb).into()).await;
+                    let _ = nats.publish(heartbeat_subject("liar"), encode(&hb).into()).await;
                 }
                 Some(msg) = requests.next() => {
                     let request: RunRequest = rmp_serde::from_slice(&msg.payload).unwrap();

@@ -479,14 +479,12 @@ async fn a_producer_cannot_run_jobs_on_a_worker_nor_write_results_cache_or_failu
         "a producer's message reached the worker's run subject"
     );
     // Nor may it forge heartbeats (that would draw jobs to a worker of its own).
+    let forged = jetinfer_schemas::names::heartbeat_subject("worker-0");
     producer
-        .publish(jetinfer_schemas::names::HEARTBEAT_SUBJECT, "forged".into())
+        .publish(forged.clone(), "forged".into())
         .await
         .unwrap();
-    println!(
-        "producer: {}",
-        violation(&mut errors, jetinfer_schemas::names::HEARTBEAT_SUBJECT).await
-    );
+    println!("producer: {}", violation(&mut errors, &forged).await);
 
     // Redis: what a producer may do…
     let store = dep.store("jetinfer-producer");
@@ -560,6 +558,12 @@ async fn a_worker_cannot_listen_on_another_workers_run_subject() {
         "worker-0: {}",
         violation(&mut errors, "jetinfer.jobs.p0.mlp").await
     );
+
+    // Nor announce itself as another worker (runs sent to a made-up or stolen id would
+    // count lost runs towards `poison`).
+    let posing = jetinfer_schemas::names::heartbeat_subject("worker-1");
+    worker0.publish(posing.clone(), "hb".into()).await.unwrap();
+    println!("worker-0: {}", violation(&mut errors, &posing).await);
 
     // worker-1 gets its run request; worker-0 sees none of it.
     let (worker1, _) = dep.nats_watched("worker-1").await;

@@ -1,10 +1,10 @@
 //! Heartbeats: every period the worker announces its models, slots and devices on
-//! `jetinfer.workers.heartbeat`; dispatchers route by them and declare it dead when they stop.
+//! `jetinfer.workers.<id>.heartbeat`; dispatchers route by them and declare it dead when they stop.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use jetinfer_schemas::names::HEARTBEAT_SUBJECT;
+use jetinfer_schemas::names::heartbeat_subject;
 use jetinfer_schemas::worker::Heartbeat;
 use jetinfer_schemas::{encode, now_ms, SCHEMA_VERSION};
 use tokio::sync::Semaphore;
@@ -41,7 +41,7 @@ impl Announcer {
         };
         if let Err(e) = self
             .nats
-            .publish(HEARTBEAT_SUBJECT, encode(&hb).into())
+            .publish(heartbeat_subject(&self.worker), encode(&hb).into())
             .await
         {
             tracing::warn!(error = %e, "heartbeat not sent");

@@ -113,7 +113,10 @@ async fn waiting_for_workers_sees_heartbeats() {
             ] {
                 let bytes = jetinfer_schemas::encode(&hb);
                 publisher
-                    .publish(jetinfer_schemas::names::HEARTBEAT_SUBJECT, bytes.into())
+                    .publish(
+                        jetinfer_schemas::names::heartbeat_subject(&hb.worker),
+                        bytes.into(),
+                    )
                     .await
                     .unwrap();
             }
