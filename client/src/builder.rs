@@ -97,6 +97,12 @@ impl ClientBuilder {
         self
     }
 
+    /// TLS towards Redis (a `rediss://` URL): a CA to trust and a client certificate.
+    pub fn redis_tls(mut self, tls: jetinfer_store::RedisTls) -> Self {
+        self.store.tls = tls;
+        self
+    }
+
     /// Connections in the Redis pool.
     pub fn redis_pool_size(mut self, size: usize) -> Self {
         self.store.pool_size = size;
@@ -214,6 +220,10 @@ mod tests {
             .tls_client_cert("/c.pem", "/k.pem")
             .key_prefix("tenant")
             .redis_pool_size(3)
+            .redis_tls(jetinfer_store::RedisTls {
+                ca: Some("/rca.pem".into()),
+                ..Default::default()
+            })
             .retry_when_full(RetryPolicy::default());
         let n = b.nats_settings();
         assert_eq!(
@@ -228,6 +238,10 @@ mod tests {
         assert_eq!(n.tls.key.as_deref(), Some(std::path::Path::new("/k.pem")));
         assert_eq!(b.store_config().keys.result("j"), "tenant:result:j");
         assert_eq!(b.store_config().pool_size, 3);
+        assert_eq!(
+            b.store_config().tls.ca.as_deref(),
+            Some(std::path::Path::new("/rca.pem"))
+        );
         assert_eq!(b.retry_full, Some(RetryPolicy::default()));
         let token = Client::builder("nats://x").token("t");
         assert_eq!(token.nats_settings().auth, NatsAuth::Token("t".into()));

@@ -81,10 +81,16 @@ impl Global {
         self.connect.redis_url()
     }
 
-    /// The store configuration for a Redis URL with this key prefix.
+    /// The store configuration for a Redis URL with this key prefix and the Redis TLS
+    /// flags.
     pub fn store_config(&self, redis_url: &str) -> StoreConfig {
         StoreConfig {
             keys: Keys::new(&self.key_prefix),
+            tls: jetinfer_client::RedisTls {
+                ca: self.connect.redis_tls_ca.clone(),
+                cert: self.connect.redis_tls_cert.clone(),
+                key: self.connect.redis_tls_key.clone(),
+            },
             ..StoreConfig::new(redis_url)
         }
     }
