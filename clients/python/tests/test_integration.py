@@ -106,6 +106,19 @@ class SyncClientOnTheStack(unittest.TestCase):
             t.join()
         self.assertEqual([mismatch(r, outs) for r, (_, outs) in zip(results, samples)], [""] * len(samples))
 
+    def test_a_reused_id_with_other_inputs_raises_id_conflict(self):
+        job_id = new_id("reuse")
+        first = self.client.infer("mlp", [np.ones(16, np.float32)], id=job_id, timeout=30)
+        self.assertTrue(first.inputs_digest, "results record their inputs' digest")
+        # Inside JetStream's duplicate window the second publish is dropped: the stored
+        # result is the first job's, and the client must not return it as its own.
+        with self.assertRaises(jetinfer.IdConflict) as caught:
+            self.client.infer("mlp", [np.zeros(16, np.float32)], id=job_id, timeout=30)
+        self.assertEqual(caught.exception.result.inputs_digest, first.inputs_digest)
+        # The same job again is its own result.
+        again = self.client.infer("mlp", [np.ones(16, np.float32)], id=job_id, timeout=30)
+        self.assertEqual(again.inputs_digest, first.inputs_digest)
+
 
 @needs_stack
 class AsyncClientOnTheStack(unittest.IsolatedAsyncioTestCase):

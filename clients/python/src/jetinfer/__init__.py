@@ -21,7 +21,7 @@ docs/wire-format.md in the jetinfer repository specifies.
         print(r.outputs[0])
 """
 from .aio import AsyncClient, Submitted
-from .errors import (ConnectError, InvalidJob, JetinferError, JobExpired, JobFailed, Rejected, StoreError, StreamFull,
+from .errors import (ConnectError, IdConflict, InvalidJob, JetinferError, JobExpired, JobFailed, Rejected, StoreError, StreamFull,
                      StreamMissing, Timeout, WaitManyTimeout)
 from .result import ErrorInfo, Result, Timings, decode_result
 from .sync import Client
@@ -32,6 +32,6 @@ __all__ = [
     "AsyncClient", "Client", "Submitted", "Result", "ErrorInfo", "Timings", "Tensor", "Priority",
     "INLINE_LIMIT", "decode_result", "inputs_digest",
     "JetinferError", "ConnectError", "InvalidJob", "Rejected", "StreamFull", "StreamMissing", "StoreError", "Timeout",
-    "WaitManyTimeout", "JobFailed", "JobExpired",
+    "WaitManyTimeout", "JobFailed", "JobExpired", "IdConflict",
 ]
 __version__ = "0.1.0"

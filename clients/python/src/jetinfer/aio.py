@@ -17,8 +17,9 @@ import redis.exceptions
 
 from ._gather import MGET_CHUNK, Gather, id_of_notice, notice_subjects
 from ._otel import trace_headers
-from .errors import ConnectError, InvalidJob, Rejected, StoreError, StreamFull, StreamMissing, Timeout, WaitManyTimeout
+from .errors import ConnectError, IdConflict, InvalidJob, Rejected, StoreError, StreamFull, StreamMissing, Timeout, WaitManyTimeout
 from .result import Result, decode_result
+from .tensor import inputs_digest
 from .wire import (INLINE_LIMIT, INPUTS_TTL_MS, KEY_PREFIX, Priority, build_job, by_reference, check_job_id,
                    encode_job, input_key, inputs_ttl_ms, job_subject, now_ms, result_key)
 
@@ -41,6 +42,8 @@ class Submitted:
     by_reference: bool
     stream: str
     seq: int
+    #: Digest of the inputs sent (section 8): the result must record the same one.
+    digest: str = ""
 
 
 def normalize_redis_url(url: str) -> str:
@@ -174,7 +177,7 @@ class AsyncClient:
             ack = await self.js.publish(subject, payload, timeout=self.publish_timeout, headers=headers)
         except (nats.errors.Error, asyncio.TimeoutError) as e:
             raise _rejected(e, subject, job_id) from e
-        return Submitted(job_id, bool(ack.duplicate), by_ref, ack.stream, ack.seq)
+        return Submitted(job_id, bool(ack.duplicate), by_ref, ack.stream, ack.seq, inputs_digest(tensors))
 
     async def get(self, id: str) -> Optional[Result]:
         """The job's result, or None while it is not finished."""
@@ -208,18 +211,21 @@ class AsyncClient:
                     **submit_options: Any) -> Result:
         """Submits a job and waits for its result. Listens for the completion notice before
         publishing, so a fast result is not missed. With ``check`` (default) a status other
-        than ``ok`` raises JobFailed / JobExpired."""
+        than ``ok`` raises JobFailed / JobExpired. A result that answers another job under
+        the same id (the id was reused with other inputs) raises IdConflict."""
         job_id = submit_options.pop("id", None) or f"py-{uuid.uuid4().hex}"
         gather = Gather([check_job_id(job_id)])
         notices = await _Notices.start(self.nc, gather)
         try:
-            await self.submit(model, inputs, id=job_id, **submit_options)
+            submitted = await self.submit(model, inputs, id=job_id, **submit_options)
             try:
                 result = (await self._gather(gather, notices, timeout))[0]
             except WaitManyTimeout:
                 raise Timeout(job_id, timeout) from None
         finally:
             await notices.stop()
+        if not result.answers(model, submitted.digest):
+            raise IdConflict(job_id, result)
         return result.raise_for_status() if check else result
 
     async def _gather(self, gather: Gather, notices: "_Notices", timeout: float) -> List[Result]:

@@ -97,5 +97,15 @@ class JobFailed(JetinferError):
         self.message = message
 
 
+class IdConflict(JetinferError):
+    """The result stored under the job's id answers another job (other inputs or model):
+    the id was reused. ``result`` is that other job's result; publish again with a new id."""
+
+    def __init__(self, job_id: str, result: "Result"):
+        super().__init__(f"job {job_id}: the stored result answers another job with this id "
+                         f"(model {result.model}, inputs digest {result.inputs_digest[:16]}...); use a new id")
+        self.result = result
+
+
 class JobExpired(JobFailed):
     """The job's deadline passed before it reached a model (status ``expired``)."""

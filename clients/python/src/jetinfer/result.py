@@ -55,6 +55,10 @@ class Result:
     attempts: int = 0
     timings: Timings = field(default_factory=Timings)
     completed_at_ms: int = 0
+    #: Digest of the inputs this result answers ("" when unknown): see :meth:`answers`.
+    inputs_digest: str = ""
+    #: The job's W3C trace id ("" when untraced).
+    trace_id: str = ""
     #: Keys this version of the package does not know, as decoded.
     extra: Dict[str, Any] = field(default_factory=dict)
 
@@ -68,6 +72,11 @@ class Result:
         an f16 deployment may return f16)."""
         return [t.numpy() for t in self.tensors]
 
+    def answers(self, model: str, digest: str) -> bool:
+        """False when this result provably belongs to another job under the same id: another
+        model, or other inputs (by digest; a result without one cannot tell)."""
+        return self.model == model and (not self.inputs_digest or self.inputs_digest == digest)
+
     def raise_for_status(self) -> "Result":
         """Returns self when ``ok``; raises :class:`JobExpired` for ``expired`` and
         :class:`JobFailed` (with ``.code``) for ``error``."""
@@ -79,7 +88,7 @@ class Result:
 
 
 _KNOWN = {"v", "id", "status", "model", "version", "outputs", "error", "meta", "worker", "cached",
-          "attempts", "timings", "completed_at_ms"}
+          "attempts", "timings", "completed_at_ms", "inputs_digest", "trace_id"}
 
 
 def decode_result(raw: bytes) -> Result:
@@ -106,5 +115,7 @@ def decode_result(raw: bytes) -> Result:
         timings=Timings(float(t.get("queued_ms", 0.0)), int(t.get("batch_size", 0)),
                         float(t.get("compute_ms", 0.0)), float(t.get("total_ms", 0.0))),
         completed_at_ms=int(r.get("completed_at_ms") or 0),
+        inputs_digest=str(r.get("inputs_digest") or ""),
+        trace_id=str(r.get("trace_id") or ""),
         extra={k: v for k, v in r.items() if k not in _KNOWN},
     )
