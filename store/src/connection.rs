@@ -192,3 +192,37 @@ fn classify(e: &RedisError, url: &str, tls: &RedisTls) -> StoreError {
         reason: e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_show_the_address_never_the_password() {
+        assert_eq!(
+            crate::redact("rediss://svc:pw@10.0.0.5:6380/0"),
+            "rediss://10.0.0.5:6380"
+        );
+        assert_eq!(
+            crate::redact("redis+unix:///run/r.sock"),
+            "redis+unix:///run/r.sock"
+        );
+    }
+
+    #[test]
+    fn tls_files_with_a_plain_url_or_half_a_pair_are_refused() {
+        let ca_only = RedisTls {
+            ca: Some("/nowhere/ca.pem".into()),
+            ..Default::default()
+        };
+        let err = pool("redis://u:pw@h:6379", &ca_only, PoolConfig::default()).unwrap_err();
+        assert!(matches!(err, StoreError::TlsConfig(_)), "{err:?}");
+        assert!(!err.to_string().contains("pw"), "{err}");
+        let cert_only = RedisTls {
+            cert: Some("/c.pem".into()),
+            ..Default::default()
+        };
+        let err = pool("rediss://h:6380", &cert_only, PoolConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("needs its key"), "{err}");
+    }
+}
