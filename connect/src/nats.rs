@@ -28,6 +28,9 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
+    /// The `--nats-nkey` file holds no valid user seed; its content is not shown.
+    #[error("the NATS nkey file {path} holds no valid user nkey seed (a line of 58 characters starting with SU; the public key, U…, belongs in the server's configuration)")]
+    BadSeed { path: PathBuf },
     #[error("a NATS client certificate needs its key, and a key its certificate (--nats-tls-cert, --nats-tls-key)")]
     CertWithoutKey,
 }
@@ -184,13 +187,17 @@ impl NatsSettings {
             }
             NatsAuth::Token(token) => options.token(token.clone()),
             NatsAuth::NkeySeedFile(path) => {
-                let seed =
+                let text =
                     std::fs::read_to_string(path).map_err(|source| ConnectError::ReadFile {
                         what: "nkey seed",
                         path: path.clone(),
                         source,
                     })?;
-                options.nkey(seed.trim().to_string())
+                // async-nats only finds a bad seed once the server answered, and then says
+                // "failed signing nonce"; checked here, the error names the file.
+                let seed =
+                    user_seed(&text).ok_or_else(|| ConnectError::BadSeed { path: path.clone() })?;
+                options.nkey(seed.to_string())
             }
             NatsAuth::CredsFile(path) => {
                 options
@@ -224,5 +231,89 @@ impl NatsSettings {
             _ => return Err(ConnectError::CertWithoutKey),
         }
         Ok(options)
+    }
+}
+
+/// The user seed in the text of an nkey file: the first line starting with `SU` (a bare seed,
+/// or `nsc`'s decorated form with the seed between marker lines), if it is a well-formed seed:
+/// 58 base32 characters decoding to a user-seed prefix, 32 key bytes and a matching CRC-16.
+fn user_seed(text: &str) -> Option<&str> {
+    let seed = text.lines().map(str::trim).find(|l| l.starts_with("SU"))?;
+    let bytes = base32_decode(seed)?;
+    // Two prefix bytes (seed, user), 32 bytes of key, then the CRC-16 of all before it,
+    // little-endian, as the nkeys encoding defines.
+    if bytes.len() != 36 {
+        return None;
+    }
+    let (body, crc) = bytes.split_at(34);
+    (crc16_xmodem(body) == u16::from_le_bytes([crc[0], crc[1]])).then_some(seed)
+}
+
+/// RFC 4648 base32 without padding; None for any other character or stray bits.
+fn base32_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 5 / 8);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => return None,
+        };
+        acc = (acc << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    (acc == 0).then_some(out)
+}
+
+/// CRC-16/XMODEM (polynomial 0x1021, initial value 0), the checksum of nkeys.
+fn crc16_xmodem(data: &[u8]) -> u16 {
+    data.iter().fold(0u16, |crc, &b| {
+        (0..8).fold(crc ^ (u16::from(b) << 8), |crc, _| {
+            if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            }
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A user seed from the nkeys documentation.
+    const SEED: &str = "SUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM";
+
+    #[test]
+    fn a_user_seed_is_found_bare_or_decorated() {
+        assert_eq!(user_seed(&format!("{SEED}\n")), Some(SEED));
+        let decorated =
+            format!("-----BEGIN USER NKEY SEED-----\n{SEED}\n------END USER NKEY SEED------\n");
+        assert_eq!(user_seed(&decorated), Some(SEED));
+    }
+
+    #[test]
+    fn anything_else_is_not_a_user_seed() {
+        let typo = SEED.replacen("SUAIO", "SUAIP", 1);
+        for text in [
+            "",
+            "UAIO3FHUX5PNV2LQ",
+            &SEED[..57],
+            &typo,
+            &SEED.to_lowercase(),
+        ] {
+            assert_eq!(user_seed(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn crc16_matches_the_xmodem_check_value() {
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
     }
 }

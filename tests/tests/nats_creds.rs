@@ -1,0 +1,627 @@
+//! jetinfer against a nats-server that knows its clients by nkey, the two ways NATS offers:
+//!
+//! - **nkey**: the server's `authorization` block lists a user's public nkey (`U…`); the
+//!   process holds the seed (`SU…`) in a file (`--nats-nkey` / `NATS_NKEY`).
+//! - **`.creds`** (decentralised JWT auth): the server trusts an operator; the operator signs
+//!   an account, the account signs a user, and the process holds the user's JWT and seed in a
+//!   `.creds` file (`--nats-creds` / `NATS_CREDS`). `nsc` is not needed: [`jwt`] signs the
+//!   claims of the chain itself with the `nkeys` crate.
+//!
+//! For each: a connection through `NatsSettings` works; the whole pipeline runs with the flags
+//! on the dispatcher, the worker, the client library's builder and the `jetinfer` CLI, and its
+//! golden jobs come out right; and wrong credentials (another seed, a missing one, a user of an
+//! account the server does not know, an expired user, a file that holds no seed) are refused
+//! with a message naming what failed and never showing the seed.
+//!
+//! The pipeline is started process by process rather than through `LocalStack`, whose own
+//! readiness connection has no credentials: here even the harness connects with the seed.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use jetinfer_client::{Client, ConnectError, NatsAuth, NatsSettings};
+use jetinfer_devkit::local::{
+    binary, repo_root, wait_for_stream, wait_for_workers, NatsServer, Process, RedisServer,
+};
+use jetinfer_schemas::Priority;
+use jetinfer_tests::{assert_all_correct, golden, publish_samples, run_id, Expected};
+use nkeys::KeyPair;
+
+/// A message goes out and comes back over the connection.
+async fn round_trip(nats: &async_nats::Client) {
+    let mut sub = nats.subscribe("auth.check").await.unwrap();
+    nats.publish("auth.check", "ping".into()).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("no message within 5 s")
+        .unwrap();
+    assert_eq!(&msg.payload[..], b"ping");
+}
+
+/// The refusal of `settings`: the server's authorization failure, without `secret`.
+async fn refused(settings: NatsSettings, secret: &str) -> String {
+    let err = settings
+        .connect()
+        .await
+        .expect_err("connected without the right credentials");
+    let text = err.to_string();
+    assert!(matches!(err, ConnectError::Connect { .. }), "{text}");
+    assert!(text.to_lowercase().contains("authoriz"), "{text}");
+    assert!(!text.contains(secret), "the error shows the secret: {text}");
+    text
+}
+
+/// Like [`refused`], and the server (run with `-D`) logs `reason` for it: the refusal comes
+/// from the check the test means, not from some other mistake in the credentials.
+async fn refused_because(
+    server: &NatsServer,
+    settings: NatsSettings,
+    secret: &str,
+    reason: &str,
+) -> String {
+    let before = server.log().len();
+    let text = refused(settings, secret).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !server.log()[before..].contains(reason) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nats-server did not log {reason:?} for the refusal; its log since:\n{}",
+            &server.log()[before..]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    text
+}
+
+fn settings(url: &str, auth: NatsAuth) -> NatsSettings {
+    NatsSettings {
+        auth,
+        ..NatsSettings::new(url)
+    }
+}
+
+/// Writes `text` to `dir/name`, readable by this user only (as a secret should be).
+fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn seed(key: &KeyPair) -> String {
+    key.seed().expect("a generated key pair has its seed")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
+
+/// NATS JWTs (v2) as `nsc` would write them: a header, the claims and an ed25519 signature
+/// by the issuer's nkey, each base64url without padding, joined by dots.
+mod jwt {
+    use nkeys::KeyPair;
+    use serde_json::{json, Value};
+
+    /// base64url without padding (RFC 4648 §5), the encoding of JWT parts.
+    fn b64url(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            // One byte gives 2 characters, two give 3, three give 4.
+            for i in 0..=chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    /// A JWT about `subject` (a public nkey) issued and signed by `issuer`; `nats` is the
+    /// type-specific part of the claims, `exp` an expiry in Unix seconds.
+    fn sign(issuer: &KeyPair, subject: &str, name: &str, nats: Value, exp: Option<u64>) -> String {
+        let mut claims = json!({
+            "jti": format!("{:032X}", rand::random::<u128>()),
+            "iat": super::now(),
+            "iss": issuer.public_key(),
+            "name": name,
+            "sub": subject,
+            "nats": nats,
+        });
+        if let Some(exp) = exp {
+            claims["exp"] = exp.into();
+        }
+        let header = json!({"typ": "JWT", "alg": "ed25519-nkey"});
+        let signed = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let signature = issuer
+            .sign(signed.as_bytes())
+            .expect("a generated key pair signs");
+        format!("{signed}.{}", b64url(&signature))
+    }
+
+    /// The operator's self-signed JWT, naming the system account.
+    pub fn operator(operator: &KeyPair, system_account: &KeyPair) -> String {
+        let nats = json!({
+            "type": "operator",
+            "version": 2,
+            "system_account": system_account.public_key(),
+        });
+        sign(
+            operator,
+            &operator.public_key(),
+            "jetinfer-test",
+            nats,
+            None,
+        )
+    }
+
+    /// An account signed by `operator`, without limits; `jetstream` enables JetStream for it
+    /// (unlimited memory and file storage, streams and consumers).
+    pub fn account(operator: &KeyPair, account: &KeyPair, name: &str, jetstream: bool) -> String {
+        let js = if jetstream { -1 } else { 0 };
+        let nats = json!({
+            "type": "account",
+            "version": 2,
+            "limits": {
+                "subs": -1, "data": -1, "payload": -1,
+                "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
+                "mem_storage": js, "disk_storage": js, "streams": js, "consumer": js,
+            },
+            "default_permissions": {"pub": {}, "sub": {}},
+        });
+        sign(operator, &account.public_key(), name, nats, None)
+    }
+
+    /// A user of `account`, allowed everything, expiring at `exp` (Unix seconds) if given.
+    pub fn user(account: &KeyPair, user: &KeyPair, exp: Option<u64>) -> String {
+        let nats = json!({
+            "type": "user",
+            "version": 2,
+            "pub": {}, "sub": {},
+            "subs": -1, "data": -1, "payload": -1,
+        });
+        sign(account, &user.public_key(), "jetinfer", nats, exp)
+    }
+
+    /// A `.creds` file in the format `nsc generate creds` writes.
+    pub fn creds(user_jwt: &str, seed: &str) -> String {
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\
+             NKEYs are sensitive and should be treated as secrets.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+             *************************************************************\n"
+        )
+    }
+
+    #[test]
+    fn base64url_matches_rfc_4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(b64url(plain.as_bytes()), encoded);
+        }
+        // The two characters where base64url differs from base64.
+        assert_eq!(b64url(&[0xfb, 0xff]), "-_8");
+    }
+}
+
+/// A nats-server in operator mode (memory resolver) trusting one operator, with a system
+/// account and a JetStream-enabled application account whose users the tests sign.
+struct Operator {
+    server: NatsServer,
+    account: KeyPair,
+    dir: tempfile::TempDir,
+}
+
+impl Operator {
+    fn start() -> Operator {
+        let (operator, system, account) = (
+            KeyPair::new_operator(),
+            KeyPair::new_account(),
+            KeyPair::new_account(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "operator: {}\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {}\n  {}: {}\n}}\n",
+            jwt::operator(&operator, &system),
+            system.public_key(),
+            system.public_key(),
+            jwt::account(&operator, &system, "SYS", false),
+            account.public_key(),
+            jwt::account(&operator, &account, "jetinfer", true),
+        );
+        let path = dir.path().join("operator.conf");
+        std::fs::write(&path, config).unwrap();
+        let server = NatsServer::start_with_args(["-D", "-c", &path.display().to_string()])
+            .unwrap_or_else(|e| panic!("nats-server in operator mode: {e}"));
+        Operator {
+            server,
+            account,
+            dir,
+        }
+    }
+
+    /// A `.creds` file for a new user of `account`, expiring at `exp` if given; returns its
+    /// path and the user's seed.
+    fn creds(&self, name: &str, account: &KeyPair, exp: Option<u64>) -> (PathBuf, String) {
+        let user = KeyPair::new_user();
+        let text = jwt::creds(&jwt::user(account, &user, exp), &seed(&user));
+        (secret_file(self.dir.path(), name, &text), seed(&user))
+    }
+}
+
+/// A nats-server whose only user is the public key of `user`.
+fn nkey_server(user: &KeyPair, dir: &Path) -> NatsServer {
+    let config = dir.join("nkey.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "authorization {{\n  users = [ {{ nkey: {} }} ]\n}}\n",
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    NatsServer::start_with_args(["-D", "-c", &config.display().to_string()])
+        .unwrap_or_else(|e| panic!("nats-server with an nkey user: {e}"))
+}
+
+#[tokio::test]
+async fn an_nkey_seed_file_connects_and_wrong_seeds_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = KeyPair::new_user();
+    let server = nkey_server(&user, dir.path());
+    let url = server.url();
+
+    let seed_file = secret_file(dir.path(), "user.nk", &format!("{}\n", seed(&user)));
+    let nats = settings(&url, NatsAuth::NkeySeedFile(seed_file))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connecting with the seed: {e}"));
+    round_trip(&nats).await;
+
+    // nats-server gives no reason beyond this for nkey users, even with -D.
+    let failed = "authentication error";
+    let text = refused_because(&server, NatsSettings::new(&url), "SU", failed).await;
+    println!("missing: {text}");
+    let other = KeyPair::new_user();
+    let other_file = secret_file(dir.path(), "other.nk", &seed(&other));
+    let wrong = settings(&url, NatsAuth::NkeySeedFile(other_file));
+    let text = refused_because(&server, wrong, &seed(&other), failed).await;
+    println!("another user's seed: {text}");
+}
+
+#[tokio::test]
+async fn a_file_without_a_user_seed_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = KeyPair::new_user();
+    let server = nkey_server(&user, dir.path());
+    let url = server.url();
+    let account = KeyPair::new_account();
+    // Mistakes a user can make: the public key instead of the seed, an account's seed, a
+    // seed with a character lost or mistyped, an empty file.
+    let good = seed(&user);
+    let truncated = good[..57].to_string();
+    let flipped = if &good[20..21] == "A" { "B" } else { "A" };
+    let typo = format!("{}{flipped}{}", &good[..20], &good[21..]);
+    for (name, text) in [
+        ("public.nk", user.public_key()),
+        ("account.nk", seed(&account)),
+        ("truncated.nk", truncated),
+        ("typo.nk", typo),
+        ("empty.nk", String::new()),
+    ] {
+        let path = secret_file(dir.path(), name, &text);
+        let err = settings(&url, NatsAuth::NkeySeedFile(path.clone()))
+            .connect()
+            .await
+            .expect_err("connected with a file that holds no user seed");
+        let said = err.to_string();
+        println!("{name}: {said}");
+        assert!(
+            matches!(err, ConnectError::BadSeed { .. }),
+            "{name}: {said}"
+        );
+        assert!(said.contains(&path.display().to_string()), "{said}");
+        assert!(
+            text.is_empty() || !said.contains(&text),
+            "shows the file: {said}"
+        );
+    }
+    let missing = dir.path().join("missing.nk");
+    let err = settings(&url, NatsAuth::NkeySeedFile(missing.clone()))
+        .connect()
+        .await
+        .expect_err("connected with a missing seed file");
+    assert!(matches!(err, ConnectError::ReadFile { .. }), "{err}");
+    assert!(err.to_string().contains("missing.nk"), "{err}");
+}
+
+#[tokio::test]
+async fn a_creds_file_connects_and_unknown_or_expired_users_are_refused() {
+    let op = Operator::start();
+    let url = op.server.url();
+    let (good, _) = op.creds("good.creds", &op.account, None);
+    let nats = settings(&url, NatsAuth::CredsFile(good))
+        .connect()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "connecting with the .creds file: {e}\nserver log:\n{}",
+                op.server.log()
+            )
+        });
+    round_trip(&nats).await;
+    // JetStream is on for the account (the account JWT's limits).
+    let info = async_nats::jetstream::new(nats)
+        .query_account()
+        .await
+        .unwrap_or_else(|e| panic!("JetStream for the account: {e}"));
+    println!("account JetStream limits: {:?}", info.limits);
+
+    // A user that expires in the future connects too, and one whose time is up does not.
+    let (later, _) = op.creds("later.creds", &op.account, Some(now() + 3600));
+    round_trip(
+        &settings(&url, NatsAuth::CredsFile(later))
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (expired, expired_seed) = op.creds("expired.creds", &op.account, Some(now() - 60));
+    let expired = settings(&url, NatsAuth::CredsFile(expired));
+    let text = refused_because(&op.server, expired, &expired_seed, "claim is expired").await;
+    println!("expired user: {text}");
+
+    // An account the server was never told about, with a well-formed chain otherwise.
+    let stranger = KeyPair::new_account();
+    let (unknown, unknown_seed) = op.creds("unknown.creds", &stranger, None);
+    let unknown = settings(&url, NatsAuth::CredsFile(unknown));
+    let text = refused_because(&op.server, unknown, &unknown_seed, "account missing").await;
+    println!("unknown account: {text}");
+
+    // The right JWT with another user's seed: the nonce signature does not match.
+    let user = KeyPair::new_user();
+    let other = KeyPair::new_user();
+    let mixed = secret_file(
+        op.dir.path(),
+        "mixed.creds",
+        &jwt::creds(&jwt::user(&op.account, &user, None), &seed(&other)),
+    );
+    let mixed = settings(&url, NatsAuth::CredsFile(mixed));
+    let text = refused_because(&op.server, mixed, &seed(&other), "Signature not verified").await;
+    println!("JWT of one user, seed of another: {text}");
+
+    let none = NatsSettings::new(&url);
+    let text = refused_because(&op.server, none, "SU", "requires a user JWT").await;
+    println!("no creds: {text}");
+
+    // A file that is not a .creds file is refused before anything is sent, naming the file.
+    let garbage = secret_file(op.dir.path(), "garbage.creds", "not a creds file\n");
+    let err = settings(&url, NatsAuth::CredsFile(garbage))
+        .connect()
+        .await
+        .expect_err("connected with a file that is not a .creds file");
+    println!("not a .creds file: {err}");
+    assert!(matches!(err, ConnectError::ReadFile { .. }), "{err}");
+    assert!(err.to_string().contains("garbage.creds"), "{err}");
+}
+
+/// A dispatcher and a worker connected to NATS at `nats_url` with `flags` (the credential
+/// flag and its file) and to a redis-server of their own, with their logs.
+struct Pipeline {
+    // Field order is drop order: the processes go before the servers and their logs.
+    worker: Process,
+    dispatcher: Process,
+    redis: RedisServer,
+    logs: tempfile::TempDir,
+}
+
+impl Pipeline {
+    /// Starts everything and returns once the jobs streams exist and the worker announced
+    /// itself, both seen over a connection made with the same credentials (`harness`).
+    async fn start(nats_url: &str, flags: [&str; 2], harness: NatsSettings) -> Pipeline {
+        let redis = RedisServer::start().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let common = [
+            "--nats-url",
+            nats_url,
+            "--redis-url",
+            &redis.url(),
+            flags[0],
+            flags[1],
+        ]
+        .map(String::from);
+        let env = [("RUST_LOG", "info")];
+        let dispatcher = Process::start(
+            "dispatcher",
+            binary("jetinfer-dispatcher").unwrap(),
+            &common,
+            env,
+            logs.path().join("dispatcher.log"),
+        )
+        .unwrap();
+        let models = repo_root().unwrap().join("models/out/models.toml");
+        let worker_args = [
+            "--models",
+            &models.display().to_string(),
+            "--id",
+            "worker-0",
+        ];
+        let worker = Process::start(
+            "worker-0",
+            binary("jetinfer-worker").unwrap(),
+            common.iter().map(String::as_str).chain(worker_args),
+            env,
+            logs.path().join("worker-0.log"),
+        )
+        .unwrap();
+        let mut pipeline = Pipeline {
+            worker,
+            dispatcher,
+            redis,
+            logs,
+        };
+        let nats = harness
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("the harness connecting: {e}"));
+        let js = async_nats::jetstream::new(nats.clone());
+        if let Err(e) = wait_for_stream(&js, Duration::from_secs(60)).await {
+            panic!("{e}\n{}", pipeline.logs());
+        }
+        if let Err(e) = wait_for_workers(&nats, 1, Duration::from_secs(120)).await {
+            panic!("{e}\n{}", pipeline.logs());
+        }
+        for p in [&mut pipeline.dispatcher, &mut pipeline.worker] {
+            assert!(p.is_running(), "{} ended\n{}", p.name(), p.log());
+        }
+        pipeline
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "==> dispatcher <==\n{}\n==> worker-0 <==\n{}",
+            self.dispatcher.log_tail(30),
+            self.worker.log_tail(30)
+        )
+    }
+
+    /// Runs `jetinfer submit --wait` with the credential `flags` for one golden sample of
+    /// `model`; returns what the result must be.
+    async fn submit_with_cli(
+        &self,
+        nats_url: &str,
+        flags: [&str; 2],
+        model: &str,
+        id: &str,
+    ) -> Expected {
+        let sample = golden().samples(model).remove(0);
+        let mut args: Vec<String> = [
+            "--nats-url",
+            nats_url,
+            "--redis-url",
+            &self.redis.url(),
+            flags[0],
+            flags[1],
+            "submit",
+            "--model",
+            model,
+            "--id",
+            id,
+            "--wait",
+        ]
+        .map(String::from)
+        .to_vec();
+        for (i, input) in sample.inputs.iter().enumerate() {
+            let path = self.logs.path().join(format!("{id}-{i}.npy"));
+            jetinfer_devkit::npy::write(&path, input).unwrap();
+            args.extend(["--input".to_string(), path.display().to_string()]);
+        }
+        let cli = binary("jetinfer").unwrap();
+        let out = tokio::process::Command::new(cli)
+            .args(&args)
+            .output()
+            .await
+            .expect("running jetinfer");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "jetinfer submit: {}\n{said}\n{}",
+            out.status,
+            self.logs()
+        );
+        println!("jetinfer submit --wait {}: {}", flags[0], said.trim());
+        Expected {
+            id: id.to_string(),
+            priority: Priority::P1,
+            expected: sample.outputs,
+        }
+    }
+}
+
+/// Golden jobs through the client library and the CLI, all correct.
+async fn golden_jobs_come_out_right(
+    pipeline: &Pipeline,
+    client: &Client,
+    nats_url: &str,
+    flags: [&str; 2],
+    test: &str,
+) {
+    let run = run_id(test);
+    let mut jobs = publish_samples(client, "mlp", 40, Priority::P1, &run).await;
+    jobs.push(
+        pipeline
+            .submit_with_cli(nats_url, flags, "pair", &format!("{run}-cli"))
+            .await,
+    );
+    assert_all_correct(client, &jobs, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_runs_with_an_nkey_seed_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = KeyPair::new_user();
+    let server = nkey_server(&user, dir.path());
+    let url = server.url();
+    let seed_file = secret_file(dir.path(), "user.nk", &seed(&user));
+    let seed_arg = seed_file.display().to_string();
+    let flags = ["--nats-nkey", seed_arg.as_str()];
+    let auth = NatsAuth::NkeySeedFile(seed_file.clone());
+    let pipeline = Pipeline::start(&url, flags, settings(&url, auth)).await;
+    let client = Client::builder(&url)
+        .nkey_seed_file(&seed_file)
+        .redis(pipeline.redis.url())
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("the client with the seed file: {e}"));
+    golden_jobs_come_out_right(&pipeline, &client, &url, flags, "nkey").await;
+    let logs = pipeline.logs();
+    assert!(
+        !logs.contains(&seed(&user)),
+        "a log shows the seed:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_runs_with_a_creds_file() {
+    let op = Operator::start();
+    let url = op.server.url();
+    let (creds, user_seed) = op.creds("jetinfer.creds", &op.account, None);
+    let creds_arg = creds.display().to_string();
+    let flags = ["--nats-creds", creds_arg.as_str()];
+    let auth = NatsAuth::CredsFile(creds.clone());
+    let pipeline = Pipeline::start(&url, flags, settings(&url, auth)).await;
+    let client = Client::builder(&url)
+        .creds_file(&creds)
+        .redis(pipeline.redis.url())
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("the client with the .creds file: {e}"));
+    golden_jobs_come_out_right(&pipeline, &client, &url, flags, "creds").await;
+    let logs = pipeline.logs();
+    assert!(!logs.contains(&user_seed), "a log shows the seed:\n{logs}");
+}
