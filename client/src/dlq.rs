@@ -185,7 +185,7 @@ pub async fn replay_letter(client: &Client, letter: &DeadLetter) -> Result<Repla
             id: letter.id.clone(),
             source,
         })?;
-    let msg_id = format!("{}:replay:{}", letter.id, jetinfer_schemas::now_ms());
+    let msg_id = jetinfer_schemas::names::replay_msg_id(&letter.id, jetinfer_schemas::now_ms());
     client
         .publish_raw(&letter.subject, &msg_id, letter.payload.clone())
         .await

@@ -25,15 +25,17 @@ pub(crate) async fn watch_store(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let ok = matches!(
-            tokio::time::timeout(Duration::from_secs(1), store.ping()).await,
-            Ok(Ok(()))
-        );
+        let probe = tokio::time::timeout(Duration::from_secs(1), store.ping()).await;
+        let ok = matches!(probe, Ok(Ok(())));
         if *tx.borrow() != ok {
             if ok {
                 tracing::info!("result store reachable again; resuming");
             } else {
-                tracing::warn!("result store unreachable; pausing intake and dispatch");
+                let why = match probe {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer within 1 s".to_string(),
+                };
+                tracing::warn!(error = %why, "result store unreachable; pausing intake and dispatch");
             }
             tx.send_replace(ok);
         }

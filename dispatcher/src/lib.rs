@@ -188,9 +188,16 @@ async fn connect(config: &Config, name: &str) -> Result<answer::Answerer, Error>
         .await?;
     let js = async_nats::jetstream::new(nats.clone());
     let mut store_config = StoreConfig::new(config.connect.redis_url());
+    store_config.tls = jetinfer_store::RedisTls {
+        ca: config.connect.redis_tls_ca.clone(),
+        cert: config.connect.redis_tls_cert.clone(),
+        key: config.connect.redis_tls_key.clone(),
+    };
     store_config.keys = Keys::new(&config.key_prefix);
     store_config.result_ttl = Duration::from_secs(config.result_ttl_s);
-    let store = ResultStore::new(&store_config)?;
+    // A Redis that refuses us (TLS, password) stops the process at start, naming why;
+    // one that is not up yet is waited for, as before.
+    let store = ResultStore::connect(&store_config).await?;
     Ok(answer::Answerer {
         store,
         nats,

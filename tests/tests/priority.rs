@@ -81,7 +81,7 @@ async fn a_p2_flood_cannot_hold_back_p0_publishes_or_deliveries() {
         );
     };
     assert!(
-        matches!(refusal, ClientError::Rejected(_)),
+        matches!(refusal, ClientError::StreamFull { .. }),
         "a full P2 stream refuses at publish: {refusal}"
     );
 
