@@ -625,3 +625,105 @@ async fn the_pipeline_runs_with_a_creds_file() {
     let logs = pipeline.logs();
     assert!(!logs.contains(&user_seed), "a log shows the seed:\n{logs}");
 }
+
+/// Waits up to 30 s for `process`'s log to say `what`; returns the log.
+async fn log_says(process: &mut Process, what: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = process.log();
+        if log.to_lowercase().contains(what) {
+            return log;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let running = process.is_running();
+            panic!(
+                "{} never said {what:?} (running: {running}); log:\n{log}",
+                process.name()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_with_wrong_credentials_say_so_without_the_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let nkey_server = nkey_server(&KeyPair::new_user(), dir.path());
+    let other = KeyPair::new_user();
+    let other_file = secret_file(dir.path(), "other.nk", &seed(&other));
+    let op = Operator::start();
+    let (expired, expired_seed) = op.creds("expired.creds", &op.account, Some(now() - 60));
+    let redis = RedisServer::start().unwrap();
+    let models = repo_root().unwrap().join("models/out/models.toml");
+
+    // The services keep trying (they may start before their server is configured), and say
+    // why each attempt failed.
+    let mut dispatcher = Process::start(
+        "dispatcher",
+        binary("jetinfer-dispatcher").unwrap(),
+        [
+            "--nats-url",
+            &nkey_server.url(),
+            "--redis-url",
+            &redis.url(),
+            "--nats-nkey",
+            &other_file.display().to_string(),
+        ],
+        [("RUST_LOG", "info")],
+        dir.path().join("dispatcher.log"),
+    )
+    .unwrap();
+    let mut worker = Process::start(
+        "worker-0",
+        binary("jetinfer-worker").unwrap(),
+        [
+            "--nats-url",
+            &op.server.url(),
+            "--redis-url",
+            &redis.url(),
+            "--nats-creds",
+            &expired.display().to_string(),
+            "--models",
+            &models.display().to_string(),
+            "--id",
+            "worker-0",
+        ],
+        [("RUST_LOG", "info")],
+        dir.path().join("worker-0.log"),
+    )
+    .unwrap();
+    for (process, secret) in [
+        (&mut dispatcher, seed(&other)),
+        (&mut worker, expired_seed.clone()),
+    ] {
+        let log = log_says(process, "authorization violation").await;
+        assert!(
+            !log.contains(&secret),
+            "{} shows the seed:\n{log}",
+            process.name()
+        );
+        assert!(
+            !log.contains("panicked"),
+            "{} panicked:\n{log}",
+            process.name()
+        );
+    }
+
+    // The CLI fails at once, naming the failure.
+    let out = tokio::process::Command::new(binary("jetinfer").unwrap())
+        .args(["--nats-url", &op.server.url(), "--nats-creds"])
+        .arg(&expired)
+        .arg("stats")
+        .output()
+        .await
+        .expect("running jetinfer");
+    let said = String::from_utf8_lossy(&out.stderr);
+    println!("jetinfer stats with an expired user: {}", said.trim());
+    assert!(!out.status.success(), "jetinfer stats succeeded: {said}");
+    assert!(said.contains("authorization violation"), "{said}");
+    assert!(said.contains("NATS"), "{said}");
+    assert!(
+        !said.contains(&seed(&other)) && !said.contains("SU"),
+        "{said}"
+    );
+}
