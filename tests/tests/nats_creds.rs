@@ -426,8 +426,15 @@ async fn a_creds_file_connects_and_unknown_or_expired_users_are_refused() {
     assert!(err.to_string().contains("garbage.creds"), "{err}");
 }
 
-/// A dispatcher and a worker connected to NATS at `nats_url` with `flags` (the credential
-/// flag and its file) and to a redis-server of their own, with their logs.
+/// A credential file and the two ways a jetinfer process is given it.
+struct Cred {
+    flag: &'static str,
+    env: &'static str,
+    file: String,
+}
+
+/// A dispatcher and a worker connected to NATS at `nats_url` with a credential flag and to
+/// a redis-server of their own, with their logs.
 struct Pipeline {
     // Field order is drop order: the processes go before the servers and their logs.
     worker: Process,
@@ -439,7 +446,7 @@ struct Pipeline {
 impl Pipeline {
     /// Starts everything and returns once the jobs streams exist and the worker announced
     /// itself, both seen over a connection made with the same credentials (`harness`).
-    async fn start(nats_url: &str, flags: [&str; 2], harness: NatsSettings) -> Pipeline {
+    async fn start(nats_url: &str, cred: &Cred, harness: NatsSettings) -> Pipeline {
         let redis = RedisServer::start().unwrap();
         let logs = tempfile::tempdir().unwrap();
         let common = [
@@ -447,8 +454,8 @@ impl Pipeline {
             nats_url,
             "--redis-url",
             &redis.url(),
-            flags[0],
-            flags[1],
+            cred.flag,
+            &cred.file,
         ]
         .map(String::from);
         let env = [("RUST_LOG", "info")];
@@ -506,23 +513,27 @@ impl Pipeline {
         )
     }
 
-    /// Runs `jetinfer submit --wait` with the credential `flags` for one golden sample of
-    /// `model`; returns what the result must be.
+    /// Runs `jetinfer submit --wait` for golden sample `i` of `model`, given `cred` by its
+    /// flag or, with `by_env`, its environment variable; returns what the result must be.
     async fn submit_with_cli(
         &self,
         nats_url: &str,
-        flags: [&str; 2],
-        model: &str,
+        (cred, by_env): (&Cred, bool),
+        (model, i): (&str, usize),
         id: &str,
     ) -> Expected {
-        let sample = golden().samples(model).remove(0);
+        let sample = golden().samples(model).remove(i);
+        let mut command = tokio::process::Command::new(binary("jetinfer").unwrap());
+        if by_env {
+            command.env(cred.env, &cred.file);
+        } else {
+            command.args([cred.flag, &cred.file]);
+        }
         let mut args: Vec<String> = [
             "--nats-url",
             nats_url,
             "--redis-url",
             &self.redis.url(),
-            flags[0],
-            flags[1],
             "submit",
             "--model",
             model,
@@ -537,8 +548,7 @@ impl Pipeline {
             jetinfer_devkit::npy::write(&path, input).unwrap();
             args.extend(["--input".to_string(), path.display().to_string()]);
         }
-        let cli = binary("jetinfer").unwrap();
-        let out = tokio::process::Command::new(cli)
+        let out = command
             .args(&args)
             .output()
             .await
@@ -554,7 +564,8 @@ impl Pipeline {
             out.status,
             self.logs()
         );
-        println!("jetinfer submit --wait {}: {}", flags[0], said.trim());
+        let how = if by_env { cred.env } else { cred.flag };
+        println!("jetinfer submit --wait with {how}: {}", said.trim());
         Expected {
             id: id.to_string(),
             priority: Priority::P1,
@@ -563,21 +574,25 @@ impl Pipeline {
     }
 }
 
-/// Golden jobs through the client library and the CLI, all correct.
+/// Golden jobs through the client library and the CLI (credential by flag and by
+/// environment variable), all correct.
 async fn golden_jobs_come_out_right(
     pipeline: &Pipeline,
     client: &Client,
     nats_url: &str,
-    flags: [&str; 2],
+    cred: &Cred,
     test: &str,
 ) {
     let run = run_id(test);
     let mut jobs = publish_samples(client, "mlp", 40, Priority::P1, &run).await;
-    jobs.push(
-        pipeline
-            .submit_with_cli(nats_url, flags, "pair", &format!("{run}-cli"))
-            .await,
-    );
+    for (i, by_env) in [false, true].into_iter().enumerate() {
+        let id = format!("{run}-cli-{i}");
+        jobs.push(
+            pipeline
+                .submit_with_cli(nats_url, (cred, by_env), ("pair", i), &id)
+                .await,
+        );
+    }
     assert_all_correct(client, &jobs, Duration::from_secs(60)).await;
 }
 
@@ -588,17 +603,20 @@ async fn the_pipeline_runs_with_an_nkey_seed_file() {
     let server = nkey_server(&user, dir.path());
     let url = server.url();
     let seed_file = secret_file(dir.path(), "user.nk", &seed(&user));
-    let seed_arg = seed_file.display().to_string();
-    let flags = ["--nats-nkey", seed_arg.as_str()];
+    let cred = Cred {
+        flag: "--nats-nkey",
+        env: "NATS_NKEY",
+        file: seed_file.display().to_string(),
+    };
     let auth = NatsAuth::NkeySeedFile(seed_file.clone());
-    let pipeline = Pipeline::start(&url, flags, settings(&url, auth)).await;
+    let pipeline = Pipeline::start(&url, &cred, settings(&url, auth)).await;
     let client = Client::builder(&url)
         .nkey_seed_file(&seed_file)
         .redis(pipeline.redis.url())
         .connect()
         .await
         .unwrap_or_else(|e| panic!("the client with the seed file: {e}"));
-    golden_jobs_come_out_right(&pipeline, &client, &url, flags, "nkey").await;
+    golden_jobs_come_out_right(&pipeline, &client, &url, &cred, "nkey").await;
     let logs = pipeline.logs();
     assert!(
         !logs.contains(&seed(&user)),
@@ -611,17 +629,20 @@ async fn the_pipeline_runs_with_a_creds_file() {
     let op = Operator::start();
     let url = op.server.url();
     let (creds, user_seed) = op.creds("jetinfer.creds", &op.account, None);
-    let creds_arg = creds.display().to_string();
-    let flags = ["--nats-creds", creds_arg.as_str()];
+    let cred = Cred {
+        flag: "--nats-creds",
+        env: "NATS_CREDS",
+        file: creds.display().to_string(),
+    };
     let auth = NatsAuth::CredsFile(creds.clone());
-    let pipeline = Pipeline::start(&url, flags, settings(&url, auth)).await;
+    let pipeline = Pipeline::start(&url, &cred, settings(&url, auth)).await;
     let client = Client::builder(&url)
         .creds_file(&creds)
         .redis(pipeline.redis.url())
         .connect()
         .await
         .unwrap_or_else(|e| panic!("the client with the .creds file: {e}"));
-    golden_jobs_come_out_right(&pipeline, &client, &url, flags, "creds").await;
+    golden_jobs_come_out_right(&pipeline, &client, &url, &cred, "creds").await;
     let logs = pipeline.logs();
     assert!(!logs.contains(&user_seed), "a log shows the seed:\n{logs}");
 }
