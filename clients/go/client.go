@@ -376,5 +376,14 @@ func (c *Client) SubmitAndWait(ctx context.Context, p Priority, job *Job) (*Resu
 	if _, err := c.Submit(ctx, p, job); err != nil {
 		return nil, err
 	}
-	return w.Wait(ctx)
+	r, err := w.Wait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Inside JetStream's duplicate window a reused id is dropped as a duplicate, and the
+	// stored result is the first job's: never return it as this job's own.
+	if !r.Answers(job.Model, InputsDigest(job.Inputs)) {
+		return nil, &IdConflictError{ID: job.ID, Result: r}
+	}
+	return r, nil
 }

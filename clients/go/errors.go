@@ -146,6 +146,18 @@ func (e *DecodeError) Error() string {
 
 func (e *DecodeError) Unwrap() error { return e.Err }
 
+// IdConflictError: the result stored under the job's id answers another job (other
+// inputs or model): the id was reused. Result is that other job's result; publish again
+// with a new id.
+type IdConflictError struct {
+	ID     string
+	Result *Result
+}
+
+func (e *IdConflictError) Error() string {
+	return fmt.Sprintf("jetinfer: job %s: the stored result answers another job with this id (model %s); use a new id", e.ID, e.Result.Model)
+}
+
 // TimeoutError: no result arrived before the context ended. Unwrap gives the
 // context's error (context.DeadlineExceeded or context.Canceled).
 type TimeoutError struct {

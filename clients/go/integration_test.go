@@ -101,6 +101,24 @@ func TestLiveSubmitWaitWithOptionsAndDuplicate(t *testing.T) {
 	}
 }
 
+func TestLiveAReusedIdWithOtherInputsIsAnIdConflict(t *testing.T) {
+	c := liveClient(t)
+	ctx := timeout(t, 60*time.Second)
+	id := testID("reuse")
+	first, err := c.SubmitAndWait(ctx, P1, &Job{ID: id, Model: "mlp", Inputs: mlpInput(0.5)})
+	if err != nil || first.InputsDigest == "" {
+		t.Fatalf("first job: %+v %v", first, err)
+	}
+	_, err = c.SubmitAndWait(ctx, P1, &Job{ID: id, Model: "mlp", Inputs: mlpInput(0.25)})
+	var conflict *IdConflictError
+	if !errors.As(err, &conflict) || conflict.Result.InputsDigest != first.InputsDigest {
+		t.Fatalf("reusing the id with other inputs: %v", err)
+	}
+	if again, err := c.SubmitAndWait(ctx, P1, &Job{ID: id, Model: "mlp", Inputs: mlpInput(0.5)}); err != nil || again.InputsDigest != first.InputsDigest {
+		t.Fatalf("the same job again: %+v %v", again, err)
+	}
+}
+
 func TestLiveInputsByReferenceGoThroughRedis(t *testing.T) {
 	c := liveClient(t, WithInlineLimit(0))
 	ctx := timeout(t, 60*time.Second)

@@ -45,6 +45,17 @@ type Result struct {
 	Attempts      uint64
 	Timings       Timings
 	CompletedAtMs uint64
+	// InputsDigest: the digest (wire format section 8) of the inputs this result answers,
+	// "" when unknown. See Answers.
+	InputsDigest string
+	// TraceID: the job's W3C trace id, "" when untraced.
+	TraceID string
+}
+
+// Answers is false when the result provably belongs to another job under the same id:
+// another model, or other inputs (by digest; a result without a digest cannot tell).
+func (r *Result) Answers(model, digest string) bool {
+	return r.Model == model && (r.InputsDigest == "" || r.InputsDigest == digest)
 }
 
 // Err is nil for status ok, else a *ResultError with the status and the error code.
@@ -95,6 +106,10 @@ func DecodeResult(b []byte) (*Result, error) {
 			})
 		case "worker":
 			r.Worker, err = d.DecodeString()
+		case "inputs_digest":
+			r.InputsDigest, err = d.DecodeString()
+		case "trace_id":
+			r.TraceID, err = d.DecodeString()
 		case "cached":
 			r.Cached, err = d.DecodeBool()
 		case "attempts":

@@ -19,6 +19,7 @@ const LIVE_TESTS: &[&str] = &[
     "TestLivePublishRefusals",
     "TestLiveWaitTimesOutWithTheContext",
     "TestLiveWaitWakesOnTheNoticeAndPollsWithout",
+    "TestLiveAReusedIdWithOtherInputsIsAnIdConflict",
 ];
 
 /// Runs a command to completion and returns its output, stdout then stderr, as text.
