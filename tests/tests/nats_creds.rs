@@ -4,7 +4,7 @@
 //!   process holds the seed (`SU…`) in a file (`--nats-nkey` / `NATS_NKEY`).
 //! - **`.creds`** (decentralised JWT auth): the server trusts an operator; the operator signs
 //!   an account, the account signs a user, and the process holds the user's JWT and seed in a
-//!   `.creds` file (`--nats-creds` / `NATS_CREDS`). `nsc` is not needed: [`jwt`] signs the
+//!   `.creds` file (`--nats-creds` / `NATS_CREDS`). `nsc` is not needed: the test signs the
 //!   claims of the chain itself with the `nkeys` crate.
 //!
 //! For each: a connection through `NatsSettings` works; the whole pipeline runs with the flags
@@ -13,20 +13,25 @@
 //! account the server does not know, an expired user, a file that holds no seed) are refused
 //! with a message naming what failed and never showing the seed.
 //!
-//! The pipeline is started process by process rather than through `LocalStack`, whose own
-//! readiness connection has no credentials: here even the harness connects with the seed.
+//! [`jwt`] signs the chain; [`pipeline`] starts the processes one by one rather than through
+//! `LocalStack`, whose own readiness connection has no credentials: here even the harness
+//! connects with the seed.
+
+#[path = "nats_creds/jwt.rs"]
+mod jwt;
+#[path = "nats_creds/pipeline.rs"]
+mod pipeline;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt;
 use jetinfer_client::{Client, ConnectError, NatsAuth, NatsSettings};
-use jetinfer_devkit::local::{
-    binary, repo_root, wait_for_stream, wait_for_workers, NatsServer, Process, RedisServer,
-};
-use jetinfer_schemas::Priority;
-use jetinfer_tests::{assert_all_correct, golden, publish_samples, run_id, Expected};
+use jetinfer_devkit::local::{binary, repo_root, NatsServer, Process, RedisServer};
 use nkeys::KeyPair;
+
+use jwt::now;
+use pipeline::{golden_jobs_come_out_right, Cred, Pipeline};
 
 /// A message goes out and comes back over the connection.
 async fn round_trip(nats: &async_nats::Client) {
@@ -92,137 +97,6 @@ fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 fn seed(key: &KeyPair) -> String {
     key.seed().expect("a generated key pair has its seed")
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs()
-}
-
-/// NATS JWTs (v2) as `nsc` would write them: a header, the claims and an ed25519 signature
-/// by the issuer's nkey, each base64url without padding, joined by dots.
-mod jwt {
-    use nkeys::KeyPair;
-    use serde_json::{json, Value};
-
-    /// base64url without padding (RFC 4648 §5), the encoding of JWT parts.
-    fn b64url(bytes: &[u8]) -> String {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-            // One byte gives 2 characters, two give 3, three give 4.
-            for i in 0..=chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            }
-        }
-        out
-    }
-
-    /// A JWT about `subject` (a public nkey) issued and signed by `issuer`; `nats` is the
-    /// type-specific part of the claims, `exp` an expiry in Unix seconds.
-    fn sign(issuer: &KeyPair, subject: &str, name: &str, nats: Value, exp: Option<u64>) -> String {
-        let mut claims = json!({
-            "jti": format!("{:032X}", rand::random::<u128>()),
-            "iat": super::now(),
-            "iss": issuer.public_key(),
-            "name": name,
-            "sub": subject,
-            "nats": nats,
-        });
-        if let Some(exp) = exp {
-            claims["exp"] = exp.into();
-        }
-        let header = json!({"typ": "JWT", "alg": "ed25519-nkey"});
-        let signed = format!(
-            "{}.{}",
-            b64url(header.to_string().as_bytes()),
-            b64url(claims.to_string().as_bytes())
-        );
-        let signature = issuer
-            .sign(signed.as_bytes())
-            .expect("a generated key pair signs");
-        format!("{signed}.{}", b64url(&signature))
-    }
-
-    /// The operator's self-signed JWT, naming the system account.
-    pub fn operator(operator: &KeyPair, system_account: &KeyPair) -> String {
-        let nats = json!({
-            "type": "operator",
-            "version": 2,
-            "system_account": system_account.public_key(),
-        });
-        sign(
-            operator,
-            &operator.public_key(),
-            "jetinfer-test",
-            nats,
-            None,
-        )
-    }
-
-    /// An account signed by `operator`, without limits; `jetstream` enables JetStream for it
-    /// (unlimited memory and file storage, streams and consumers).
-    pub fn account(operator: &KeyPair, account: &KeyPair, name: &str, jetstream: bool) -> String {
-        let js = if jetstream { -1 } else { 0 };
-        let nats = json!({
-            "type": "account",
-            "version": 2,
-            "limits": {
-                "subs": -1, "data": -1, "payload": -1,
-                "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
-                "mem_storage": js, "disk_storage": js, "streams": js, "consumer": js,
-            },
-            "default_permissions": {"pub": {}, "sub": {}},
-        });
-        sign(operator, &account.public_key(), name, nats, None)
-    }
-
-    /// A user of `account`, allowed everything, expiring at `exp` (Unix seconds) if given.
-    pub fn user(account: &KeyPair, user: &KeyPair, exp: Option<u64>) -> String {
-        let nats = json!({
-            "type": "user",
-            "version": 2,
-            "pub": {}, "sub": {},
-            "subs": -1, "data": -1, "payload": -1,
-        });
-        sign(account, &user.public_key(), "jetinfer", nats, exp)
-    }
-
-    /// A `.creds` file in the format `nsc generate creds` writes.
-    pub fn creds(user_jwt: &str, seed: &str) -> String {
-        format!(
-            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
-             ************************* IMPORTANT *************************\n\
-             NKEY Seed printed below can be used to sign and prove identity.\n\
-             NKEYs are sensitive and should be treated as secrets.\n\n\
-             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
-             *************************************************************\n"
-        )
-    }
-
-    #[test]
-    fn base64url_matches_rfc_4648_vectors() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg"),
-            ("fo", "Zm8"),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg"),
-            ("fooba", "Zm9vYmE"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(b64url(plain.as_bytes()), encoded);
-        }
-        // The two characters where base64url differs from base64.
-        assert_eq!(b64url(&[0xfb, 0xff]), "-_8");
-    }
 }
 
 /// A nats-server in operator mode (memory resolver) trusting one operator, with a system
@@ -424,176 +298,6 @@ async fn a_creds_file_connects_and_unknown_or_expired_users_are_refused() {
     println!("not a .creds file: {err}");
     assert!(matches!(err, ConnectError::ReadFile { .. }), "{err}");
     assert!(err.to_string().contains("garbage.creds"), "{err}");
-}
-
-/// A credential file and the two ways a jetinfer process is given it.
-struct Cred {
-    flag: &'static str,
-    env: &'static str,
-    file: String,
-}
-
-/// A dispatcher and a worker connected to NATS at `nats_url` with a credential flag and to
-/// a redis-server of their own, with their logs.
-struct Pipeline {
-    // Field order is drop order: the processes go before the servers and their logs.
-    worker: Process,
-    dispatcher: Process,
-    redis: RedisServer,
-    logs: tempfile::TempDir,
-}
-
-impl Pipeline {
-    /// Starts everything and returns once the jobs streams exist and the worker announced
-    /// itself, both seen over a connection made with the same credentials (`harness`).
-    async fn start(nats_url: &str, cred: &Cred, harness: NatsSettings) -> Pipeline {
-        let redis = RedisServer::start().unwrap();
-        let logs = tempfile::tempdir().unwrap();
-        let common = [
-            "--nats-url",
-            nats_url,
-            "--redis-url",
-            &redis.url(),
-            cred.flag,
-            &cred.file,
-        ]
-        .map(String::from);
-        let env = [("RUST_LOG", "info")];
-        let dispatcher = Process::start(
-            "dispatcher",
-            binary("jetinfer-dispatcher").unwrap(),
-            &common,
-            env,
-            logs.path().join("dispatcher.log"),
-        )
-        .unwrap();
-        let models = repo_root().unwrap().join("models/out/models.toml");
-        let worker_args = [
-            "--models",
-            &models.display().to_string(),
-            "--id",
-            "worker-0",
-        ];
-        let worker = Process::start(
-            "worker-0",
-            binary("jetinfer-worker").unwrap(),
-            common.iter().map(String::as_str).chain(worker_args),
-            env,
-            logs.path().join("worker-0.log"),
-        )
-        .unwrap();
-        let mut pipeline = Pipeline {
-            worker,
-            dispatcher,
-            redis,
-            logs,
-        };
-        let nats = harness
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("the harness connecting: {e}"));
-        let js = async_nats::jetstream::new(nats.clone());
-        if let Err(e) = wait_for_stream(&js, Duration::from_secs(60)).await {
-            panic!("{e}\n{}", pipeline.logs());
-        }
-        if let Err(e) = wait_for_workers(&nats, 1, Duration::from_secs(120)).await {
-            panic!("{e}\n{}", pipeline.logs());
-        }
-        for p in [&mut pipeline.dispatcher, &mut pipeline.worker] {
-            assert!(p.is_running(), "{} ended\n{}", p.name(), p.log());
-        }
-        pipeline
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "==> dispatcher <==\n{}\n==> worker-0 <==\n{}",
-            self.dispatcher.log_tail(30),
-            self.worker.log_tail(30)
-        )
-    }
-
-    /// Runs `jetinfer submit --wait` for golden sample `i` of `model`, given `cred` by its
-    /// flag or, with `by_env`, its environment variable; returns what the result must be.
-    async fn submit_with_cli(
-        &self,
-        nats_url: &str,
-        (cred, by_env): (&Cred, bool),
-        (model, i): (&str, usize),
-        id: &str,
-    ) -> Expected {
-        let sample = golden().samples(model).remove(i);
-        let mut command = tokio::process::Command::new(binary("jetinfer").unwrap());
-        if by_env {
-            command.env(cred.env, &cred.file);
-        } else {
-            command.args([cred.flag, &cred.file]);
-        }
-        let mut args: Vec<String> = [
-            "--nats-url",
-            nats_url,
-            "--redis-url",
-            &self.redis.url(),
-            "submit",
-            "--model",
-            model,
-            "--id",
-            id,
-            "--wait",
-        ]
-        .map(String::from)
-        .to_vec();
-        for (i, input) in sample.inputs.iter().enumerate() {
-            let path = self.logs.path().join(format!("{id}-{i}.npy"));
-            jetinfer_devkit::npy::write(&path, input).unwrap();
-            args.extend(["--input".to_string(), path.display().to_string()]);
-        }
-        let out = command
-            .args(&args)
-            .output()
-            .await
-            .expect("running jetinfer");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "jetinfer submit: {}\n{said}\n{}",
-            out.status,
-            self.logs()
-        );
-        let how = if by_env { cred.env } else { cred.flag };
-        println!("jetinfer submit --wait with {how}: {}", said.trim());
-        Expected {
-            id: id.to_string(),
-            priority: Priority::P1,
-            expected: sample.outputs,
-        }
-    }
-}
-
-/// Golden jobs through the client library and the CLI (credential by flag and by
-/// environment variable), all correct.
-async fn golden_jobs_come_out_right(
-    pipeline: &Pipeline,
-    client: &Client,
-    nats_url: &str,
-    cred: &Cred,
-    test: &str,
-) {
-    let run = run_id(test);
-    let mut jobs = publish_samples(client, "mlp", 40, Priority::P1, &run).await;
-    for (i, by_env) in [false, true].into_iter().enumerate() {
-        let id = format!("{run}-cli-{i}");
-        jobs.push(
-            pipeline
-                .submit_with_cli(nats_url, (cred, by_env), ("pair", i), &id)
-                .await,
-        );
-    }
-    assert_all_correct(client, &jobs, Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
