@@ -149,6 +149,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Replies to this client (publish acks) arrive under `prefix` instead of `_INBOX`, for
+    /// servers that let each role receive only its own replies (`_INBOX_<role>.>`).
+    pub fn inbox_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.nats.inbox_prefix = Some(prefix.into());
+        self
+    }
+
     /// How long one NATS connection attempt may take.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.nats.connect_timeout = timeout;

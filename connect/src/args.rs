@@ -44,6 +44,10 @@ pub struct ConnectArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, env = "NATS_KEY", global = true, requires = "nats_tls_cert")]
     pub nats_tls_key: Option<PathBuf>,
+    /// Prefix of this process's NATS reply subjects instead of `_INBOX`, for servers that let
+    /// each role receive only its own replies (`_INBOX_<role>.>`; see deploy/README.md).
+    #[arg(long, env = "NATS_INBOX_PREFIX", global = true)]
+    pub nats_inbox_prefix: Option<String>,
     /// Redis URL (`redis://`, `rediss://` for TLS, `redis+unix://`)
     /// [default: redis://127.0.0.1:6379]. `user:password@` in it log in as an ACL user.
     #[arg(long, env = "REDIS_URL", global = true)]
@@ -80,6 +84,7 @@ impl ConnectArgs {
                 cert: self.nats_tls_cert.clone(),
                 key: self.nats_tls_key.clone(),
             },
+            inbox_prefix: self.nats_inbox_prefix.clone(),
             ..NatsSettings::new(self.nats_url())
         }
     }
@@ -111,6 +116,7 @@ impl std::fmt::Debug for ConnectArgs {
             .field("nats_tls_ca", &self.nats_tls_ca)
             .field("nats_tls_cert", &self.nats_tls_cert)
             .field("nats_tls_key", &self.nats_tls_key)
+            .field("nats_inbox_prefix", &self.nats_inbox_prefix)
             .field("redis_url", &redact_url(self.redis_url()))
             .field("redis_tls_ca", &self.redis_tls_ca)
             .field("redis_tls_cert", &self.redis_tls_cert)

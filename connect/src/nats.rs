@@ -28,6 +28,14 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
+    /// The `--nats-creds` file holds no user JWT and seed in the `.creds` format (the reason
+    /// comes from async-nats and never quotes the file).
+    #[error("the NATS credentials file {path} is not a valid .creds file: {source}")]
+    BadCreds {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The `--nats-nkey` file holds no valid user seed; its content is not shown.
     #[error("the NATS nkey file {path} holds no valid user nkey seed (a line of 58 characters starting with SU; the public key, U…, belongs in the server's configuration)")]
     BadSeed { path: PathBuf },
@@ -100,6 +108,10 @@ pub struct NatsSettings {
     /// Keep trying while the server is not up yet (a service starting beside its server);
     /// off for command-line tools, which should fail fast.
     pub retry_on_initial_connect: bool,
+    /// Prefix of this connection's reply subjects instead of `_INBOX` (JetStream API
+    /// answers, publish acks, pulled messages, run replies), so a server can let each role
+    /// receive its own replies only (`_INBOX_<role>.>`) rather than everybody's.
+    pub inbox_prefix: Option<String>,
 }
 
 impl NatsSettings {
@@ -113,12 +125,19 @@ impl NatsSettings {
             name: None,
             connect_timeout: Duration::from_secs(5),
             retry_on_initial_connect: false,
+            inbox_prefix: None,
         }
     }
 
     /// Names the connection.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Replies to this connection arrive under `prefix` (see [`NatsSettings::inbox_prefix`]).
+    pub fn inbox_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.inbox_prefix = Some(prefix.into());
         self
     }
 
@@ -129,7 +148,8 @@ impl NatsSettings {
     }
 
     /// Checks what can be checked without a server: credentials given once, a client
-    /// certificate with its key. `--check-config` calls it; [`NatsSettings::connect`] too.
+    /// certificate with its key, an nkey or `.creds` file that reads and parses.
+    /// `--check-config` calls it; [`NatsSettings::connect`] too.
     pub fn check(&self) -> Result<(), ConnectError> {
         let (_, from_url) = split_userinfo(&self.url)?;
         if from_url.is_some() && self.auth != NatsAuth::None {
@@ -140,6 +160,7 @@ impl NatsSettings {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConnectError::CertWithoutKey);
         }
+        self.with_auth(async_nats::ConnectOptions::new())?;
         Ok(())
     }
 
@@ -147,7 +168,7 @@ impl NatsSettings {
     pub async fn connect(&self) -> Result<async_nats::Client, ConnectError> {
         self.check()?;
         let (url, from_url) = split_userinfo(&self.url)?;
-        let mut options = self.authenticated(from_url).await?;
+        let mut options = self.authenticated(from_url)?;
         options = self.encrypted(options)?;
         options = options.connection_timeout(self.connect_timeout);
         if let Some(name) = &self.name {
@@ -155,6 +176,9 @@ impl NatsSettings {
         }
         if self.retry_on_initial_connect {
             options = options.retry_on_initial_connect();
+        }
+        if let Some(prefix) = &self.inbox_prefix {
+            options = options.custom_inbox_prefix(prefix);
         }
         options
             .connect(url.as_str())
@@ -167,19 +191,26 @@ impl NatsSettings {
 
     /// Options carrying the credentials: from the URL, or from `auth` ([`NatsSettings::check`]
     /// has refused both at once).
-    async fn authenticated(
+    fn authenticated(
         &self,
         from_url: Option<UrlCredentials>,
     ) -> Result<async_nats::ConnectOptions, ConnectError> {
         let options = async_nats::ConnectOptions::new();
-        if let Some(creds) = from_url {
-            return Ok(match creds {
-                UrlCredentials::UserPassword { user, password } => {
-                    options.user_and_password(user, password)
-                }
-                UrlCredentials::Token(token) => options.token(token),
-            });
+        match from_url {
+            Some(UrlCredentials::UserPassword { user, password }) => {
+                Ok(options.user_and_password(user, password))
+            }
+            Some(UrlCredentials::Token(token)) => Ok(options.token(token)),
+            None => self.with_auth(options),
         }
+    }
+
+    /// `options` with the credentials of `auth`; an nkey seed or `.creds` file is read and
+    /// parsed here, so a bad one is refused naming the file before any server is asked.
+    fn with_auth(
+        &self,
+        options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, ConnectError> {
         Ok(match &self.auth {
             NatsAuth::None => options,
             NatsAuth::UserPassword { user, password } => {
@@ -193,18 +224,24 @@ impl NatsSettings {
                         path: path.clone(),
                         source,
                     })?;
-                // async-nats only finds a bad seed once the server answered, and then says
-                // "failed signing nonce"; checked here, the error names the file.
+                // async-nats only finds a bad seed once a server answered, and then says
+                // "failed signing nonce".
                 let seed =
                     user_seed(&text).ok_or_else(|| ConnectError::BadSeed { path: path.clone() })?;
                 options.nkey(seed.to_string())
             }
             NatsAuth::CredsFile(path) => {
-                options
-                    .credentials_file(path)
-                    .await
-                    .map_err(|source| ConnectError::ReadFile {
+                // Read here rather than by `credentials_file` (async), so that `check` can,
+                // and a missing file and a file that is not a `.creds` file differ.
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConnectError::ReadFile {
                         what: "credentials",
+                        path: path.clone(),
+                        source,
+                    })?;
+                options
+                    .credentials(&text)
+                    .map_err(|source| ConnectError::BadCreds {
                         path: path.clone(),
                         source,
                     })?
@@ -310,6 +347,43 @@ mod tests {
         ] {
             assert_eq!(user_seed(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn check_reads_the_credential_files() {
+        let dir = std::env::temp_dir().join(format!("jetinfer-connect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let check = |auth| {
+            NatsSettings {
+                auth,
+                ..NatsSettings::new("nats://127.0.0.1:1")
+            }
+            .check()
+        };
+        assert!(check(NatsAuth::NkeySeedFile(file("good.nk", SEED))).is_ok());
+        let public = file(
+            "public.nk",
+            "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4",
+        );
+        assert!(matches!(
+            check(NatsAuth::NkeySeedFile(public)),
+            Err(ConnectError::BadSeed { .. })
+        ));
+        let creds = file("bad.creds", "no JWT here");
+        assert!(matches!(
+            check(NatsAuth::CredsFile(creds)),
+            Err(ConnectError::BadCreds { .. })
+        ));
+        assert!(matches!(
+            check(NatsAuth::CredsFile(dir.join("missing.creds"))),
+            Err(ConnectError::ReadFile { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
