@@ -289,15 +289,40 @@ async fn a_creds_file_connects_and_unknown_or_expired_users_are_refused() {
     let text = refused_because(&op.server, none, "SU", "requires a user JWT").await;
     println!("no creds: {text}");
 
-    // A file that is not a .creds file is refused before anything is sent, naming the file.
-    let garbage = secret_file(op.dir.path(), "garbage.creds", "not a creds file\n");
-    let err = settings(&url, NatsAuth::CredsFile(garbage))
+    // Files that are not .creds files are refused before anything is sent, naming the file
+    // and not its content: no JWT, a seed with a typo, no seed.
+    let user = KeyPair::new_user();
+    let user_jwt = jwt::user(&op.account, &user, None);
+    let good_seed = seed(&user);
+    let flipped = if &good_seed[20..21] == "A" { "B" } else { "A" };
+    let typo = format!("{}{flipped}{}", &good_seed[..20], &good_seed[21..]);
+    for (name, text) in [
+        ("garbage.creds", "not a creds file\n".to_string()),
+        ("typo.creds", jwt::creds(&user_jwt, &typo)),
+        ("no-seed.creds", jwt::creds(&user_jwt, "")),
+    ] {
+        let path = secret_file(op.dir.path(), name, &text);
+        let err = settings(&url, NatsAuth::CredsFile(path))
+            .connect()
+            .await
+            .expect_err("connected with a file that is not a .creds file");
+        let said = err.to_string();
+        println!("{name}: {said}");
+        assert!(matches!(err, ConnectError::BadCreds { .. }), "{said}");
+        assert!(said.contains(name), "{said}");
+        assert!(
+            !said.contains(&typo[2..]) && !said.contains(&user_jwt),
+            "{said}"
+        );
+    }
+    let missing = op.dir.path().join("missing.creds");
+    let err = settings(&url, NatsAuth::CredsFile(missing))
         .connect()
         .await
-        .expect_err("connected with a file that is not a .creds file");
-    println!("not a .creds file: {err}");
+        .expect_err("connected with a missing .creds file");
+    println!("missing file: {err}");
     assert!(matches!(err, ConnectError::ReadFile { .. }), "{err}");
-    assert!(err.to_string().contains("garbage.creds"), "{err}");
+    assert!(err.to_string().contains("missing.creds"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
