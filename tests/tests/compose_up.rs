@@ -4,13 +4,20 @@
 //! `compose --profile cpu up` starts nats, redis, the dispatcher and two `worker-cpu`
 //! replicas serving the sample models through the models bind mount (`JETINFER_MODELS_DIR`,
 //! `JETINFER_MODELS`), and jobs published from the host with the Rust client come back with
-//! PyTorch's outputs. Every host port is one Docker chooses on 127.0.0.1, so the test runs
-//! beside anything else; the project is torn down (`down -v`) when the guard drops, also when
-//! the test fails. Without a Docker engine or a compose tool the test says why and returns.
+//! PyTorch's outputs. The stack runs with the credentials `scripts/compose-secrets.sh`
+//! generates (into a folder of the test's own, `JETINFER_SECRETS_DIR`): the test checks that
+//! NATS and Redis refuse a client without them or with a wrong password, that the producer's
+//! Redis user cannot write a result, that the dispatcher and the workers are logged in to
+//! NATS as their own roles, that running the script again keeps every password, and it
+//! publishes as the producer, with the URLs of the script's `producer.env`. Every host port
+//! is one Docker chooses on 127.0.0.1, so the test runs beside anything else; the project is
+//! torn down (`down -v`) when the guard drops, also when the test fails. Without a Docker
+//! engine or a compose tool the test says why and returns.
 //!
 //! Run alone: `cargo test -p jetinfer-tests --test compose_up -- --nocapture`.
 
-use std::io::{Read, Write};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -94,6 +101,64 @@ fn build_local_images(root: &Path) -> Vec<(String, String)> {
     vars
 }
 
+/// The stack's credentials: `scripts/compose-secrets.sh` run into a folder of the test's own.
+struct Secrets {
+    dir: tempfile::TempDir,
+}
+
+impl Secrets {
+    /// Generates them, with the host ports the script writes into producer.env (compose's
+    /// defaults when `None`).
+    fn generate(root: &Path) -> Secrets {
+        let secrets = Secrets {
+            dir: tempfile::tempdir().expect("a temporary folder"),
+        };
+        secrets.run_script(root, None);
+        secrets
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("secrets")
+    }
+
+    /// Runs the script again (or the first time) on this folder.
+    fn run_script(&self, root: &Path, ports: Option<(&str, &str)>) {
+        let mut cmd = Command::new("bash");
+        cmd.arg(root.join("scripts/compose-secrets.sh"))
+            .arg(self.path())
+            .env_remove("JETINFER_SECRETS_DIR")
+            .env_remove("JETINFER_NATS_PORT")
+            .env_remove("JETINFER_REDIS_PORT");
+        if let Some((nats, redis)) = ports {
+            cmd.env("JETINFER_NATS_PORT", nats)
+                .env("JETINFER_REDIS_PORT", redis);
+        }
+        let out = cmd.output().expect("running scripts/compose-secrets.sh");
+        assert!(
+            out.status.success(),
+            "scripts/compose-secrets.sh failed:\n{}",
+            text(&out)
+        );
+    }
+
+    /// One of its `NAME=value` files.
+    fn vars(&self, file: &str) -> BTreeMap<String, String> {
+        let path = self.path().join(file);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn var(&self, file: &str, name: &str) -> String {
+        self.vars(file)
+            .remove(name)
+            .unwrap_or_else(|| panic!("{file} has no {name}"))
+    }
+}
+
 /// One compose project; `down -v` when dropped.
 struct Project {
     tool: Vec<String>,
@@ -120,6 +185,7 @@ impl Project {
             "COMPOSE_PROJECT_NAME",
             "JETINFER_MODELS",
             "JETINFER_MODELS_DIR",
+            "JETINFER_SECRETS_DIR",
         ] {
             if !self.env.iter().any(|(k, _)| k == var) {
                 cmd.env_remove(var);
@@ -243,6 +309,170 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// Sends Redis commands over one plain TCP connection; the first line of each reply
+/// (`+PONG`, `-NOAUTH …`, `$-1`), so no client library decides what counts as refused.
+fn redis_replies(addr: &str, commands: &[&[&str]]) -> Vec<String> {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    commands
+        .iter()
+        .map(|args| {
+            let mut request = format!("*{}\r\n", args.len());
+            for a in *args {
+                request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+            s.write_all(request.as_bytes()).unwrap();
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            line.trim_end().to_string()
+        })
+        .collect()
+}
+
+/// A NATS connection attempt that must be refused for its credentials.
+async fn assert_nats_refuses(options: async_nats::ConnectOptions, addr: &str, what: &str) {
+    let attempt = tokio::time::timeout(Duration::from_secs(10), options.connect(addr)).await;
+    match attempt {
+        Ok(Err(e)) => assert_eq!(
+            e.kind(),
+            async_nats::ConnectErrorKind::AuthorizationViolation,
+            "NATS refused {what}, but not for its credentials: {e}"
+        ),
+        Ok(Ok(_)) => panic!("NATS at {addr} accepted {what}"),
+        Err(_) => panic!("connecting {what} to NATS at {addr} neither failed nor succeeded"),
+    }
+}
+
+/// The stack's access control, from the host: refusals without or with wrong credentials,
+/// the producer's Redis user held to its rights, the services logged in as their roles.
+async fn check_access(
+    project: &Project,
+    secrets: &Secrets,
+    nats: &str,
+    redis: &str,
+    monitor: &str,
+) {
+    // NATS: no credentials, a wrong password, a user that does not exist.
+    let producer_pw = secrets.var("passwords", "JETINFER_NATS_PRODUCER_PASSWORD");
+    assert_nats_refuses(
+        async_nats::ConnectOptions::new(),
+        nats,
+        "a client without credentials",
+    )
+    .await;
+    assert_nats_refuses(
+        async_nats::ConnectOptions::with_user_and_password("producer".into(), "wrong".into()),
+        nats,
+        "the producer with a wrong password",
+    )
+    .await;
+    assert_nats_refuses(
+        async_nats::ConnectOptions::with_user_and_password("admin".into(), producer_pw),
+        nats,
+        "a user named admin",
+    )
+    .await;
+
+    // Redis: the default user is off, a wrong password is refused, and the producer may read
+    // results but not write one.
+    let redis_pw = secrets.var("passwords", "JETINFER_REDIS_PRODUCER_PASSWORD");
+    let replies = redis_replies(
+        redis,
+        &[
+            &["PING"],
+            &["GET", "jetinfer:result:compose-up"],
+            &["AUTH", "jetinfer-producer", "wrong"],
+            &["AUTH", "default", ""],
+            &["AUTH", "jetinfer-producer", &redis_pw],
+            &["PING"],
+            &["GET", "jetinfer:result:compose-up"],
+            &["SET", "jetinfer:result:compose-up", "forged"],
+        ],
+    );
+    let expected = [
+        "-NOAUTH",
+        "-NOAUTH",
+        "-WRONGPASS",
+        "-WRONGPASS",
+        "+OK",
+        "+PONG",
+        "$-1",
+        "-NOPERM",
+    ];
+    for (reply, want) in replies.iter().zip(expected) {
+        assert!(
+            reply.starts_with(want),
+            "Redis replies {replies:?}, expected {expected:?}"
+        );
+    }
+
+    // Every connection NATS holds is the dispatcher's or a worker's, under its own user;
+    // the workers share theirs, each under its own id (the connection's name).
+    let connz: serde_json::Value =
+        serde_json::from_str(&http_get(monitor, "/connz?auth=1&limit=1000")).expect("connz JSON");
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in connz["connections"].as_array().expect("connections") {
+        let user = c["authorized_user"].as_str().unwrap_or("").to_string();
+        let name = c["name"].as_str().unwrap_or("").to_string();
+        users.entry(user).or_default().push(name);
+    }
+    assert_eq!(
+        users.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["dispatcher", "worker"],
+        "NATS connections by user: {users:?}"
+    );
+    let mut worker_ids = users["worker"].clone();
+    worker_ids.sort();
+    worker_ids.dedup();
+    assert_eq!(worker_ids.len(), WORKERS, "worker connections: {users:?}");
+
+    // And each service's Redis URL names its own role's user.
+    for (service, user) in [
+        ("dispatcher", "jetinfer-dispatcher"),
+        ("worker-cpu", "jetinfer-worker"),
+    ] {
+        for id in project.containers(service) {
+            let env = inspect(std::slice::from_ref(&id), "{{json .Config.Env}}").join("");
+            let env: Vec<String> = serde_json::from_str(&env).expect("Config.Env as JSON");
+            let url = env
+                .iter()
+                .find_map(|e| e.strip_prefix("REDIS_URL="))
+                .unwrap_or_else(|| panic!("{service} has no REDIS_URL"));
+            assert!(
+                url.starts_with(&format!("redis://{user}:")),
+                "{service} connects to Redis as {}",
+                jetinfer_client::redact_url(url)
+            );
+        }
+    }
+
+    // The script again, with the ports Docker chose: the same passwords, the new ports.
+    let before = secrets.vars("passwords");
+    let (nats_port, redis_port) = (port_of(nats), port_of(redis));
+    secrets.run_script(&root_dir(), Some((nats_port, redis_port)));
+    assert_eq!(
+        secrets.vars("passwords"),
+        before,
+        "a second run changed the passwords"
+    );
+    assert!(secrets
+        .var("producer.env", "NATS_URL")
+        .ends_with(&format!("@{nats}")));
+    assert!(secrets
+        .var("producer.env", "REDIS_URL")
+        .ends_with(&format!("@{redis}")));
+}
+
+/// The port of `host:port`.
+fn port_of(addr: &str) -> &str {
+    addr.rsplit(':').next().expect("host:port")
+}
+
+fn root_dir() -> PathBuf {
+    repo_root().expect("repository root")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_profile_starts_from_local_images_and_serves_jobs_from_the_host() {
     let tool = match compose_tool() {
@@ -252,8 +482,14 @@ async fn cpu_profile_starts_from_local_images_and_serves_jobs_from_the_host() {
             return;
         }
     };
-    let root = repo_root().expect("repository root");
+    let root = root_dir();
     let mut env = build_local_images(&root);
+    // Declared before the project, so it outlives the project's `down`.
+    let secrets = Secrets::generate(&root);
+    env.push((
+        "JETINFER_SECRETS_DIR".to_string(),
+        secrets.path().display().to_string(),
+    ));
     // Docker picks every host port (on 127.0.0.1); the models come through the bind mount,
     // as a user's own models would.
     for (k, v) in [
@@ -298,12 +534,16 @@ async fn cpu_profile_starts_from_local_images_and_serves_jobs_from_the_host() {
     // Published on 127.0.0.1 only, and restarted by the engine when they fail.
     let nats = project.port("nats", 1, 4222);
     let redis = project.port("redis", 1, 6379);
+    let monitor = project.port("nats", 1, 8222);
     let dispatcher = project.port("dispatcher", 1, 9464);
     let mut workers = Vec::new();
     for i in 1..=WORKERS {
         workers.push(project.port("worker-cpu", i, 9464));
     }
-    for addr in [&nats, &redis, &dispatcher].into_iter().chain(&workers) {
+    for addr in [&nats, &monitor, &redis, &dispatcher]
+        .into_iter()
+        .chain(&workers)
+    {
         assert!(
             addr.starts_with("127.0.0.1:"),
             "published beyond 127.0.0.1: {addr}"
@@ -347,14 +587,21 @@ async fn cpu_profile_starts_from_local_images_and_serves_jobs_from_the_host() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // Jobs from the host: every sample model, imgmean's inputs large enough to travel by
-    // reference through Redis.
-    let client = Client::connect(
-        &format!("nats://{nats}"),
-        &StoreConfig::new(format!("redis://{redis}")),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("connecting to nats://{nats} and redis://{redis}: {e}"));
+    check_access(&project, &secrets, &nats, &redis, &monitor).await;
+
+    // Jobs from the host, as the producer with the script's URLs: every sample model,
+    // imgmean's inputs large enough to travel by reference through Redis.
+    let nats_url = secrets.var("producer.env", "NATS_URL");
+    let redis_url = secrets.var("producer.env", "REDIS_URL");
+    let client = Client::connect(&nats_url, &StoreConfig::new(redis_url.clone()))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "connecting to {} and {} as the producer: {e}",
+                jetinfer_client::redact_url(&nats_url),
+                jetinfer_client::redact_url(&redis_url)
+            )
+        });
     let run = run_id("compose");
     let mut jobs = Vec::new();
     for (model, priority) in [
