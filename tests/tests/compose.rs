@@ -5,8 +5,14 @@
 //! exits without connecting), the health checks and Prometheus targets point at the
 //! `--metrics-addr` ports, host ports are on 127.0.0.1 only and workers have none fixed
 //! (so they scale), every service restarts, nothing needs Jaeger or Prometheus to start, and
-//! the README's compose section names every service. `${VAR:-default}` is read as its default,
-//! as compose does with VAR unset. tests/tests/compose_up.rs starts the stack for real.
+//! the README's compose section names every service. Credentials: `scripts/compose-secrets.sh`
+//! keeps its passwords on a second run and writes private files; every jetinfer service gets
+//! its own role's NATS user and Redis URL from them (env_file), none on its command line;
+//! nats-server with deploy/nats/compose.conf and redis-server with the rendered ACL file
+//! (real servers) accept each role's credentials, refuse a client without any and hold each
+//! role to its rights. `${VAR:-default}` is read as its default, as compose does with VAR
+//! unset, except `JETINFER_SECRETS_DIR`, which points at the script's output in a temporary
+//! folder. tests/tests/compose_up.rs starts the stack for real.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +20,9 @@ use std::process::Command;
 
 use jetinfer_devkit::local::{binary, repo_root};
 use serde_json::Value;
+
+#[path = "compose/credentials.rs"]
+mod credentials;
 
 fn root() -> PathBuf {
     repo_root().expect("repository root")
@@ -41,9 +50,79 @@ fn yaml(file: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("YAML as JSON")
 }
 
-/// compose.yaml as compose reads it with no variable set (every `${…}` at its default).
-fn compose() -> Value {
-    interpolate(yaml(&root().join("compose.yaml")))
+/// What `scripts/compose-secrets.sh` wrote into a temporary folder.
+struct Secrets {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Secrets {
+    /// Runs the script into a new temporary folder, with compose's default host ports.
+    fn generate() -> Secrets {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("secrets");
+        let out = secrets_script(&dir, &[]);
+        assert!(out.status.success(), "compose-secrets.sh: {}", text(&out));
+        Secrets { _tmp: tmp, dir }
+    }
+
+    /// One of its `NAME=value` files.
+    fn vars(&self, file: &str) -> BTreeMap<String, String> {
+        env_file(&self.dir.join(file))
+    }
+
+    fn var(&self, file: &str, name: &str) -> String {
+        self.vars(file)
+            .remove(name)
+            .unwrap_or_else(|| panic!("{file} has no {name}"))
+    }
+}
+
+/// Runs scripts/compose-secrets.sh on `dir` with `env` (and none of the caller's variables
+/// that it reads).
+fn secrets_script(dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new("bash")
+        .arg(root().join("scripts/compose-secrets.sh"))
+        .arg(dir)
+        .env_remove("JETINFER_SECRETS_DIR")
+        .env_remove("JETINFER_NATS_PORT")
+        .env_remove("JETINFER_REDIS_PORT")
+        .envs(env.iter().copied())
+        .output()
+        .expect("running scripts/compose-secrets.sh")
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A `NAME=value` file as compose's `env_file` reads it (no comments are written).
+fn env_file(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{}: {l:?}", path.display()));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// compose.yaml as compose reads it with JETINFER_SECRETS_DIR set to `secrets` and no other
+/// variable set (every other `${…}` at its default).
+fn compose(secrets: &Secrets) -> Value {
+    let vars = BTreeMap::from([(
+        "JETINFER_SECRETS_DIR".to_string(),
+        secrets.dir.display().to_string(),
+    )]);
+    interpolate(yaml(&root().join("compose.yaml")), &vars)
 }
 
 /// compose.yaml as written, `${…}` left in.
@@ -51,20 +130,22 @@ fn compose_raw() -> Value {
     yaml(&root().join("compose.yaml"))
 }
 
-/// Replaces `${NAME:-default}` / `${NAME-default}` by the default and `${NAME}` by nothing in
-/// every string, as compose does when NAME is unset.
-fn interpolate(v: Value) -> Value {
+/// Replaces `${NAME:-default}` / `${NAME-default}` by NAME's value in `vars`, else the
+/// default, and `${NAME}` by its value or nothing, in every string, as compose does.
+fn interpolate(v: Value, vars: &BTreeMap<String, String>) -> Value {
     match v {
-        Value::String(s) => Value::String(defaults(&s)),
-        Value::Array(a) => Value::Array(a.into_iter().map(interpolate).collect()),
-        Value::Object(m) => {
-            Value::Object(m.into_iter().map(|(k, v)| (k, interpolate(v))).collect())
-        }
+        Value::String(s) => Value::String(substitute(&s, vars)),
+        Value::Array(a) => Value::Array(a.into_iter().map(|v| interpolate(v, vars)).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k, interpolate(v, vars)))
+                .collect(),
+        ),
         other => other,
     }
 }
 
-fn defaults(s: &str) -> String {
+fn substitute(s: &str, vars: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(start) = rest.find("${") {
@@ -74,21 +155,30 @@ fn defaults(s: &str) -> String {
             .unwrap_or_else(|| panic!("unclosed ${{ in {s:?}"))
             + start;
         let inner = &rest[start + 2..end];
-        let default = inner
+        let (name, default) = inner
             .split_once(":-")
             .or_else(|| inner.split_once('-'))
-            .map_or("", |(_, d)| d);
-        out.push_str(default);
+            .unwrap_or((inner, ""));
+        out.push_str(vars.get(name).map_or(default, String::as_str));
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
     out
 }
 
+fn defaults(s: &str) -> String {
+    substitute(s, &BTreeMap::new())
+}
+
 #[test]
 fn interpolation_takes_the_defaults() {
     assert_eq!(defaults("a${X:-b}c${Y}d${Z-e}"), "abcde");
     assert_eq!(defaults("127.0.0.1:${P:-4222}:4222"), "127.0.0.1:4222:4222");
+    let vars = BTreeMap::from([("X".to_string(), "/s".to_string())]);
+    assert_eq!(
+        substitute("${X:-./.secrets}/a.env ${Y}", &vars),
+        "/s/a.env "
+    );
 }
 
 fn check_schema(file: &Path) -> (bool, String) {
@@ -123,8 +213,24 @@ fn compose_file_matches_the_compose_specification() {
     );
 }
 
-/// A service's environment as pairs (compose allows a map or a list of `K=V`).
+/// A service's environment as compose gives it to the container: its `env_file`s (a path
+/// or a list, relative to the repository), then `environment` (a map or a list of `K=V`),
+/// which wins.
 fn environment(service: &Value) -> BTreeMap<String, String> {
+    let files = match &service["env_file"] {
+        Value::String(f) => vec![f.clone()],
+        other => strings(other),
+    };
+    let mut env = BTreeMap::new();
+    for f in files {
+        env.extend(env_file(&root().join(f)));
+    }
+    env.extend(declared_environment(service));
+    env
+}
+
+/// A service's `environment` key alone.
+fn declared_environment(service: &Value) -> BTreeMap<String, String> {
     match &service["environment"] {
         Value::Object(m) => m
             .iter()
@@ -163,7 +269,8 @@ fn metrics_port(command: &[String]) -> Option<String> {
 
 #[test]
 fn every_service_command_parses_with_the_binary_and_endpoints_line_up() {
-    let compose = compose();
+    let secrets = Secrets::generate();
+    let compose = compose(&secrets);
     let services = compose["services"].as_object().expect("services");
     let mut checked = 0;
     let mut metrics_ports = BTreeMap::new();
@@ -188,11 +295,17 @@ fn every_service_command_parses_with_the_binary_and_endpoints_line_up() {
         let out = cmd.output().expect("running the binary");
         assert!(
             out.status.success(),
-            "service {name}: `{} --check-config` refused:\n{}{}",
+            "service {name}: `{} --check-config` refused:\n{}",
             command.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            text(&out)
         );
+        // The printed configuration (what `docker compose logs` would show) has no password.
+        for secret in secrets.vars("passwords").values() {
+            assert!(
+                !text(&out).contains(secret.as_str()),
+                "service {name}: --check-config prints a password"
+            );
+        }
         let port = metrics_port(&command)
             .unwrap_or_else(|| panic!("service {name} serves no --metrics-addr"));
         // The health check asks /readyz on that port.
@@ -293,7 +406,7 @@ fn check_config_refuses_an_unknown_flag() {
 
 #[test]
 fn ports_stay_on_loopback_workers_scale_and_only_nats_and_redis_are_needed() {
-    let compose = compose();
+    let compose = compose(&Secrets::generate());
     let raw = compose_raw();
     let services = compose["services"].as_object().expect("services");
     for (name, service) in services {
@@ -338,7 +451,7 @@ fn ports_stay_on_loopback_workers_scale_and_only_nats_and_redis_are_needed() {
             volumes.contains(":/models:ro"),
             "service {name} mounts no models folder: {volumes}"
         );
-        let models = environment(&raw["services"][name.as_str()]);
+        let models = declared_environment(&raw["services"][name.as_str()]);
         let models = models.get("JETINFER_MODELS").map(String::as_str);
         assert!(
             models.is_some_and(|m| m.starts_with("${JETINFER_MODELS:-/opt/jetinfer/models/")),
