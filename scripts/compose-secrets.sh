@@ -18,7 +18,8 @@
 # other file is written again from them (edit `passwords`, run this again, recreate the
 # stack). The host ports in producer.env and operator.env are JETINFER_NATS_PORT and
 # JETINFER_REDIS_PORT as compose.yaml reads them (defaults 4222, 6379): run this again after
-# moving them. DIR and the files with clear passwords are readable by you only; the rendered
+# moving them. JETINFER_REDIS_SCHEME=rediss writes every Redis URL for TLS (docs/compose.md,
+# "Adding TLS"; default redis). DIR and the files with clear passwords are readable by you only; the rendered
 # ACL file holds hashes only and is world-readable, because the container's redis user
 # reads it. Nothing here is needed by anybody else: DIR is git-ignored.
 set -euo pipefail
@@ -27,6 +28,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${1:-${JETINFER_SECRETS_DIR:-$ROOT/.secrets}}
 NATS_PORT=${JETINFER_NATS_PORT:-4222}
 REDIS_PORT=${JETINFER_REDIS_PORT:-6379}
+REDIS_SCHEME=${JETINFER_REDIS_SCHEME:-redis}
 
 die() { echo "compose-secrets: $*" >&2; exit 1; }
 
@@ -34,6 +36,9 @@ for port in "$NATS_PORT" "$REDIS_PORT"; do
     [[ $port =~ ^[0-9]+$ && $port -ge 1 && $port -le 65535 ]] \
         || die "JETINFER_NATS_PORT/JETINFER_REDIS_PORT must be a port number (1-65535), not '$port'"
 done
+
+[[ $REDIS_SCHEME == redis || $REDIS_SCHEME == rediss ]] \
+    || die "JETINFER_REDIS_SCHEME must be redis or rediss (TLS), not '$REDIS_SCHEME'"
 
 # Every password the stack uses. NATS: the users of deploy/nats/compose.conf. Redis: the
 # users of deploy/redis/users.acl plus jetinfer-health, which may only PING.
@@ -111,23 +116,23 @@ EOF
 write dispatcher.env 600 <<EOF
 NATS_USER=dispatcher
 NATS_PASSWORD=${PW[JETINFER_NATS_DISPATCHER_PASSWORD]}
-REDIS_URL=redis://jetinfer-dispatcher:${PW[JETINFER_REDIS_DISPATCHER_PASSWORD]}@redis:6379
+REDIS_URL=$REDIS_SCHEME://jetinfer-dispatcher:${PW[JETINFER_REDIS_DISPATCHER_PASSWORD]}@redis:6379
 EOF
 
 write worker.env 600 <<EOF
 NATS_USER=worker
 NATS_PASSWORD=${PW[JETINFER_NATS_WORKER_PASSWORD]}
-REDIS_URL=redis://jetinfer-worker:${PW[JETINFER_REDIS_WORKER_PASSWORD]}@redis:6379
+REDIS_URL=$REDIS_SCHEME://jetinfer-worker:${PW[JETINFER_REDIS_WORKER_PASSWORD]}@redis:6379
 EOF
 
 write producer.env 600 <<EOF
 NATS_URL=nats://producer:${PW[JETINFER_NATS_PRODUCER_PASSWORD]}@127.0.0.1:$NATS_PORT
-REDIS_URL=redis://jetinfer-producer:${PW[JETINFER_REDIS_PRODUCER_PASSWORD]}@127.0.0.1:$REDIS_PORT
+REDIS_URL=$REDIS_SCHEME://jetinfer-producer:${PW[JETINFER_REDIS_PRODUCER_PASSWORD]}@127.0.0.1:$REDIS_PORT
 EOF
 
 write operator.env 600 <<EOF
 NATS_URL=nats://operator:${PW[JETINFER_NATS_OPERATOR_PASSWORD]}@127.0.0.1:$NATS_PORT
-REDIS_URL=redis://jetinfer-operator:${PW[JETINFER_REDIS_OPERATOR_PASSWORD]}@127.0.0.1:$REDIS_PORT
+REDIS_URL=$REDIS_SCHEME://jetinfer-operator:${PW[JETINFER_REDIS_OPERATOR_PASSWORD]}@127.0.0.1:$REDIS_PORT
 EOF
 
 if [[ $added -eq 0 ]]; then

@@ -153,13 +153,31 @@ fn the_script_keeps_its_passwords_and_writes_private_files() {
         .var("producer.env", "REDIS_URL")
         .ends_with("@127.0.0.1:16379"));
 
+    // Redis URLs for TLS on request.
+    let out = secrets_script(&secrets.dir, &[("JETINFER_REDIS_SCHEME", "rediss")]);
+    assert!(out.status.success(), "{}", text(&out));
+    for file in [
+        "dispatcher.env",
+        "worker.env",
+        "producer.env",
+        "operator.env",
+    ] {
+        let url = secrets.var(file, "REDIS_URL");
+        assert!(url.starts_with("rediss://jetinfer-"), "{file}: {url}");
+    }
+
     // Bad input is refused, naming what is wrong, and leaves the files as they were.
-    let out = secrets_script(&secrets.dir, &[("JETINFER_NATS_PORT", "nats")]);
-    assert!(
-        !out.status.success() && text(&out).contains("JETINFER_NATS_PORT"),
-        "{}",
-        text(&out)
-    );
+    for (var, bad) in [
+        ("JETINFER_NATS_PORT", "nats"),
+        ("JETINFER_REDIS_SCHEME", "http"),
+    ] {
+        let out = secrets_script(&secrets.dir, &[(var, bad)]);
+        assert!(
+            !out.status.success() && text(&out).contains(var),
+            "{}",
+            text(&out)
+        );
+    }
     let passwords = secrets.dir.join("passwords");
     let good = std::fs::read_to_string(&passwords).unwrap();
     for (bad, says) in [
