@@ -11,6 +11,8 @@
 //! - [`error`]: the stable error codes.
 //! - [`limits`]: size limits and the identifier rules.
 //! - [`route`]: which served model a job may run on ([`route_matches`]).
+//! - [`registry`]: the model registry's declarations (NATS KV values) and the check of a
+//!   job's model and version against them.
 //!
 //! Every message is a MessagePack map written with `rmp_serde::to_vec_named`; unknown keys
 //! are ignored and fields added later are `#[serde(default)]`, so old readers keep working.
@@ -20,6 +22,7 @@ pub mod inputs_ref;
 pub mod job;
 pub mod limits;
 pub mod names;
+pub mod registry;
 pub mod result;
 pub mod route;
 pub mod tensor;

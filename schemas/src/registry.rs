@@ -1,0 +1,490 @@
+//! The model registry's values: what a model is declared to be (versions, files, input
+//! specs, batching, placement, default version, traffic weights) and who changed it last.
+//!
+//! One [`ModelDecl`] is stored per model under the key `<name>` of the NATS KV bucket
+//! [`REGISTRY_BUCKET`], as a MessagePack map like every other jetinfer message (written
+//! with [`crate::encode`], read with [`decode_decl`]; unknown keys are ignored, so fields
+//! can be added). docs/models.md describes the bucket and how to operate it.
+//!
+//! Weights are kept in hundredths ([`Weight`]) so that "0.01 precision" and "sums to 1"
+//! are exact integer checks, never float comparisons.
+//!
+//! [`RegistrySnapshot`] is what the dispatcher checks jobs against: [`RegistrySnapshot::check`]
+//! is the one definition of "does the registry declare this route".
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ErrorCode, JobError};
+use crate::limits::{is_valid_model_name, is_valid_version};
+use crate::tensor::DType;
+use crate::worker::InputSpec;
+
+/// The NATS KV bucket holding one [`ModelDecl`] per model, keyed by model name.
+pub const REGISTRY_BUCKET: &str = "JETINFER_MODELS";
+
+/// Revisions kept per key: the audit trail and what `rollback` can go back to (64 is the
+/// most NATS KV allows).
+pub const REGISTRY_HISTORY: i64 = 64;
+
+/// Schema version of [`ModelDecl`].
+pub const DECL_VERSION: u32 = 1;
+
+/// A traffic weight in hundredths: 0..=100 stands for 0.00..=1.00.
+pub type Weight = u16;
+
+/// Everything the registry says about one model.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ModelDecl {
+    pub v: u32,
+    pub name: String,
+    /// The declared versions, in the order they were declared.
+    pub versions: Vec<VersionDecl>,
+    /// The version a job that names none is meant for (see docs/models.md: stored, not
+    /// yet used for routing).
+    pub default_version: String,
+    /// Share of unversioned traffic per version, in hundredths, summing to 100 (stored,
+    /// not yet used for routing).
+    pub weights: BTreeMap<String, Weight>,
+    /// Who made this revision, when, and what it changed.
+    pub audit: Audit,
+}
+
+/// One declared version of a model.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct VersionDecl {
+    pub version: String,
+    /// TorchScript file, as workers reach it (a path on a directory every worker can see).
+    pub path: String,
+    /// Hex SHA-256 of the file (64 lowercase hex digits).
+    pub sha256: String,
+    /// The module and floating inputs are cast to this.
+    pub dtype: DType,
+    /// Per-sample input specs; `-1` marks a dynamic dimension.
+    pub inputs: Vec<InputSpec>,
+    pub batching: Batching,
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+/// Batching settings of a version, as in the worker's models file.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Batching {
+    pub max_batch_size: u32,
+    pub max_queue_delay_ms: u64,
+    /// One pad value per input (absent: only equal shapes batch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad: Option<Vec<i64>>,
+    #[serde(default)]
+    pub shape_buckets: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warm_lengths: Vec<i64>,
+}
+
+/// Where a version is meant to run. Empty lists mean "anywhere".
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Placement {
+    /// Worker ids.
+    #[serde(default)]
+    pub workers: Vec<String>,
+    /// Devices: `cpu`, `cuda:N`.
+    #[serde(default)]
+    pub devices: Vec<String>,
+}
+
+/// Who changed a declaration, when, and what.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Audit {
+    /// The operator (the CLI's `--by`, default `$USER@host`).
+    pub by: String,
+    /// Unix ms.
+    pub at_ms: u64,
+    /// One line: what this revision changed (`declare version 2`, `weights 1=0.90,2=0.10`).
+    pub change: String,
+}
+
+/// Why a declaration or an operator's value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("model name {0:?} is not 1..=64 bytes of [A-Za-z0-9_-]")]
+    Name(String),
+    #[error("model {0}: no versions declared")]
+    NoVersions(String),
+    #[error("model {model}: version {version:?} is not 1..=64 bytes of [A-Za-z0-9._-]")]
+    Version { model: String, version: String },
+    #[error("model {model}: version {version} is declared twice")]
+    DuplicateVersion { model: String, version: String },
+    #[error("model {model} version {version}: {what}")]
+    Field {
+        model: String,
+        version: String,
+        what: &'static str,
+    },
+    #[error("model {model}: {what} names version {version}, which is not declared")]
+    Undeclared {
+        model: String,
+        version: String,
+        what: &'static str,
+    },
+    #[error("weight {0:?} is not a number in 0..=1 with at most two decimals")]
+    Weight(String),
+    #[error("weights {0:?}: expected version=weight pairs separated by commas")]
+    WeightsSyntax(String),
+    #[error("model {model}: weights sum to {sum_hundredths}/100, not 1")]
+    WeightsSum { model: String, sum_hundredths: u32 },
+    #[error("registry value is not a model declaration: {0}")]
+    Decode(String),
+    #[error("registry value has schema version {0}, this build reads {DECL_VERSION}")]
+    SchemaVersion(u32),
+}
+
+impl ModelDecl {
+    /// Checks every rule of a declaration (names, unique versions, files, specs, default
+    /// version and weights declared, weights summing to 1).
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        if !is_valid_model_name(&self.name) {
+            return Err(RegistryError::Name(self.name.clone()));
+        }
+        if self.versions.is_empty() {
+            return Err(RegistryError::NoVersions(self.name.clone()));
+        }
+        for (i, v) in self.versions.iter().enumerate() {
+            v.validate(&self.name)?;
+            if self.versions[..i].iter().any(|o| o.version == v.version) {
+                return Err(RegistryError::DuplicateVersion {
+                    model: self.name.clone(),
+                    version: v.version.clone(),
+                });
+            }
+        }
+        let undeclared = |version: &str, what| RegistryError::Undeclared {
+            model: self.name.clone(),
+            version: version.to_string(),
+            what,
+        };
+        if self.version(&self.default_version).is_none() {
+            return Err(undeclared(&self.default_version, "the default version"));
+        }
+        for (version, w) in &self.weights {
+            if self.version(version).is_none() {
+                return Err(undeclared(version, "a weight"));
+            }
+            if *w > 100 {
+                return Err(RegistryError::Weight(format!("{w}/100")));
+            }
+        }
+        let sum: u32 = self.weights.values().map(|w| u32::from(*w)).sum();
+        if sum != 100 {
+            return Err(RegistryError::WeightsSum {
+                model: self.name.clone(),
+                sum_hundredths: sum,
+            });
+        }
+        Ok(())
+    }
+
+    /// The declared version `version`, if any.
+    pub fn version(&self, version: &str) -> Option<&VersionDecl> {
+        self.versions.iter().find(|v| v.version == version)
+    }
+
+    /// The declared version strings, in declaration order.
+    pub fn version_names(&self) -> Vec<&str> {
+        self.versions.iter().map(|v| v.version.as_str()).collect()
+    }
+}
+
+impl VersionDecl {
+    fn validate(&self, model: &str) -> Result<(), RegistryError> {
+        if !is_valid_version(&self.version) {
+            return Err(RegistryError::Version {
+                model: model.to_string(),
+                version: self.version.clone(),
+            });
+        }
+        let field = |what| RegistryError::Field {
+            model: model.to_string(),
+            version: self.version.clone(),
+            what,
+        };
+        if self.path.is_empty() {
+            return Err(field("path is empty"));
+        }
+        if self.sha256.len() != 64
+            || !self
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(field("sha256 must be 64 lowercase hex digits"));
+        }
+        if self.inputs.is_empty() {
+            return Err(field("inputs must list at least one input"));
+        }
+        if self.batching.max_batch_size < 1 {
+            return Err(field("max_batch_size must be at least 1"));
+        }
+        if self
+            .batching
+            .pad
+            .as_ref()
+            .is_some_and(|p| p.len() != self.inputs.len())
+        {
+            return Err(field("pad needs one value per input"));
+        }
+        Ok(())
+    }
+}
+
+/// Reads a registry value written by [`crate::encode`] and validates it.
+pub fn decode_decl(bytes: &[u8]) -> Result<ModelDecl, RegistryError> {
+    let decl: ModelDecl =
+        rmp_serde::from_slice(bytes).map_err(|e| RegistryError::Decode(e.to_string()))?;
+    if decl.v != DECL_VERSION {
+        return Err(RegistryError::SchemaVersion(decl.v));
+    }
+    decl.validate()?;
+    Ok(decl)
+}
+
+/// Parses a weight written `0`, `1`, `0.9`, `0.25`, `1.00` into hundredths, exactly (no
+/// float rounding): more than two significant decimals or a value above 1 is refused.
+pub fn parse_weight(text: &str) -> Result<Weight, RegistryError> {
+    let bad = || RegistryError::Weight(text.to_string());
+    let (whole, frac) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
+    if whole.is_empty() && frac.is_empty() {
+        return Err(bad());
+    }
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !digits(frac) {
+        return Err(bad());
+    }
+    let frac = frac.trim_end_matches('0');
+    if frac.len() > 2 {
+        return Err(bad());
+    }
+    let whole: u32 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let frac: u32 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
+    let hundredths = whole.checked_mul(100).ok_or_else(bad)? + frac;
+    if hundredths > 100 {
+        return Err(bad());
+    }
+    Ok(hundredths as Weight)
+}
+
+/// Parses `v1=0.9,v2=0.1` into weights per version (not yet checked against a model).
+pub fn parse_weights(text: &str) -> Result<BTreeMap<String, Weight>, RegistryError> {
+    let mut out = BTreeMap::new();
+    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (version, weight) = pair
+            .split_once('=')
+            .ok_or_else(|| RegistryError::WeightsSyntax(text.to_string()))?;
+        let version = version.trim().to_string();
+        if out.insert(version, parse_weight(weight)?).is_some() {
+            return Err(RegistryError::WeightsSyntax(text.to_string()));
+        }
+    }
+    if out.is_empty() {
+        return Err(RegistryError::WeightsSyntax(text.to_string()));
+    }
+    Ok(out)
+}
+
+/// Weights as an operator writes them: `1=0.90,2=0.10`.
+pub fn format_weights(weights: &BTreeMap<String, Weight>) -> String {
+    let pairs: Vec<String> = weights
+        .iter()
+        .map(|(v, w)| format!("{v}={}.{:02}", w / 100, w % 100))
+        .collect();
+    pairs.join(",")
+}
+
+/// The declared models and versions, as the dispatcher checks jobs against them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistrySnapshot {
+    /// Declared versions per model name. Empty: no registry (or an empty one), every
+    /// route passes.
+    pub models: BTreeMap<String, Vec<String>>,
+}
+
+impl RegistrySnapshot {
+    /// Whether the registry declares anything (only then are jobs checked).
+    pub fn is_active(&self) -> bool {
+        !self.models.is_empty()
+    }
+
+    /// `Ok` when the registry is empty or declares `model` (and `version`, when the job
+    /// named one); otherwise the `unknown_model` error to answer the job with.
+    pub fn check(&self, model: &str, version: Option<&str>) -> Result<(), JobError> {
+        if !self.is_active() {
+            return Ok(());
+        }
+        let Some(versions) = self.models.get(model) else {
+            return Err(JobError::new(
+                ErrorCode::UnknownModel,
+                format!("model {model:?} is not declared in the model registry"),
+            ));
+        };
+        match version {
+            Some(v) if !versions.iter().any(|d| d == v) => Err(JobError::new(
+                ErrorCode::UnknownModel,
+                format!(
+                    "model {model:?} has no version {v:?} in the model registry (declared: {})",
+                    versions.join(", ")
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn decl(name: &str, versions: &[&str]) -> ModelDecl {
+        ModelDecl {
+            v: DECL_VERSION,
+            name: name.into(),
+            versions: versions
+                .iter()
+                .map(|v| VersionDecl {
+                    version: v.to_string(),
+                    path: format!("{name}-{v}.pt"),
+                    sha256: "ab".repeat(32),
+                    dtype: DType::F32,
+                    inputs: vec![InputSpec {
+                        dtype: DType::F32,
+                        shape: vec![16],
+                    }],
+                    batching: Batching {
+                        max_batch_size: 8,
+                        max_queue_delay_ms: 2,
+                        pad: None,
+                        shape_buckets: false,
+                        warm_lengths: vec![],
+                    },
+                    placement: Placement::default(),
+                })
+                .collect(),
+            default_version: versions[0].into(),
+            weights: BTreeMap::from([(versions[0].to_string(), 100)]),
+            audit: Audit {
+                by: "test".into(),
+                at_ms: 1,
+                change: "declare".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_declaration_round_trips_and_validates() {
+        let d = decl("mlp", &["1", "2"]);
+        assert_eq!(decode_decl(&crate::encode(&d)).unwrap(), d);
+        assert!(matches!(
+            decode_decl(b"\x01"),
+            Err(RegistryError::Decode(_))
+        ));
+        let mut future = d.clone();
+        future.v = 9;
+        assert_eq!(
+            decode_decl(&crate::encode(&future)),
+            Err(RegistryError::SchemaVersion(9))
+        );
+    }
+
+    #[test]
+    fn invalid_declarations_are_refused_with_the_reason() {
+        let mut d = decl("mlp", &["1", "1"]);
+        assert!(matches!(
+            d.validate(),
+            Err(RegistryError::DuplicateVersion { .. })
+        ));
+        d = decl("m.x", &["1"]);
+        assert!(matches!(d.validate(), Err(RegistryError::Name(_))));
+        d = decl("mlp", &["1"]);
+        d.default_version = "7".into();
+        assert!(matches!(
+            d.validate(),
+            Err(RegistryError::Undeclared {
+                what: "the default version",
+                ..
+            })
+        ));
+        d = decl("mlp", &["1", "2"]);
+        d.weights = BTreeMap::from([("1".into(), 90), ("2".into(), 9)]);
+        assert_eq!(
+            d.validate(),
+            Err(RegistryError::WeightsSum {
+                model: "mlp".into(),
+                sum_hundredths: 99
+            })
+        );
+        d.weights = BTreeMap::from([("1".into(), 90), ("3".into(), 10)]);
+        assert!(matches!(
+            d.validate(),
+            Err(RegistryError::Undeclared {
+                what: "a weight",
+                ..
+            })
+        ));
+        d = decl("mlp", &["1"]);
+        d.versions[0].sha256 = "AB".repeat(32);
+        assert!(matches!(d.validate(), Err(RegistryError::Field { .. })));
+        d = decl("mlp", &["1"]);
+        d.versions[0].batching.pad = Some(vec![0, 0]);
+        assert!(matches!(d.validate(), Err(RegistryError::Field { .. })));
+        d.versions.clear();
+        assert!(matches!(d.validate(), Err(RegistryError::NoVersions(_))));
+    }
+
+    #[test]
+    fn weights_parse_exactly_at_hundredths() {
+        for (text, want) in [
+            ("0", 0),
+            ("1", 100),
+            ("1.0", 100),
+            ("0.9", 90),
+            ("0.10", 10),
+            (".25", 25),
+            ("0.01", 1),
+            ("0.290", 29),
+        ] {
+            assert_eq!(parse_weight(text), Ok(want), "{text}");
+        }
+        for bad in ["", ".", "0.005", "1.01", "2", "-0.1", "0,5", "abc", "1e-2"] {
+            assert!(parse_weight(bad).is_err(), "{bad:?} was accepted");
+        }
+        let w = parse_weights("1=0.9, 2=0.1").unwrap();
+        assert_eq!(w, BTreeMap::from([("1".into(), 90), ("2".into(), 10)]));
+        assert_eq!(format_weights(&w), "1=0.90,2=0.10");
+        assert!(parse_weights("1=0.5,1=0.5").is_err());
+        assert!(parse_weights("1").is_err());
+        assert!(parse_weights("").is_err());
+    }
+
+    #[test]
+    fn the_snapshot_checks_models_and_versions_only_when_active() {
+        let empty = RegistrySnapshot::default();
+        assert!(empty.check("anything", Some("9")).is_ok());
+        let snap = RegistrySnapshot {
+            models: BTreeMap::from([("mlp".into(), vec!["1".into(), "2".into()])]),
+        };
+        assert!(snap.check("mlp", None).is_ok());
+        assert!(snap.check("mlp", Some("2")).is_ok());
+        let e = snap.check("ghost", None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownModel);
+        assert!(e.message.contains("\"ghost\" is not declared"), "{e}");
+        let e = snap.check("mlp", Some("7")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownModel);
+        assert!(
+            e.message.contains("no version \"7\"") && e.message.contains("declared: 1, 2"),
+            "{e}"
+        );
+    }
+}
