@@ -9,6 +9,7 @@
 # `cargo install cargo-fuzz`). Runs under `nice -n ${FUZZ_NICE:-19}`. Environment:
 #   FUZZ_ARGS       more libFuzzer options (e.g. -runs=10000000 to stop at 10 M executions)
 #   FUZZ_SANITIZER  cargo-fuzz's --sanitizer: address (its default) or none (faster)
+#   FUZZ_TIMEOUT    seconds one input may take before it counts as a hang (default 10)
 #   FUZZ_GROW=1     keep what a run finds in fuzz/corpus/<t> (then --cmin); by default new
 #                   inputs go to a scratch directory and the committed corpora stay as they are
 # Prints executions per target and exits non-zero when a target fails; the input that
@@ -18,6 +19,8 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
+# Started from inside cargo (a test, a make step), these name the outer, stable toolchain.
+unset CARGO RUSTC RUSTUP_TOOLCHAIN
 NICE=(nice -n "${FUZZ_NICE:-19}")
 SAN=(--sanitizer "${FUZZ_SANITIZER:-address}")
 
@@ -34,7 +37,7 @@ seconds=5
 case "${1:-}" in
     --list) targets; exit 0 ;;
     --cmin) mode=cmin; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     '') ;;
     *)
         if [[ $1 =~ ^[0-9]+$ ]]; then
@@ -58,18 +61,19 @@ fi
 echo "fuzz.sh: building ${#selected[@]} targets"
 "${NICE[@]}" cargo +nightly fuzz build "${SAN[@]}"
 
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/jetinfer-fuzz.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+
 if [[ $mode == cmin ]]; then
     for t in "${selected[@]}"; do
         before=$(ls "fuzz/corpus/$t" | wc -l)
-        "${NICE[@]}" cargo +nightly fuzz cmin "${SAN[@]}" "$t" "fuzz/corpus/$t" >"fuzz/target/cmin-$t.log" 2>&1 ||
-            { tail -20 "fuzz/target/cmin-$t.log"; exit 1; }
+        "${NICE[@]}" cargo +nightly fuzz cmin "${SAN[@]}" "$t" "fuzz/corpus/$t" >"$scratch/cmin-$t.log" 2>&1 ||
+            { tail -20 "$scratch/cmin-$t.log"; exit 1; }
         echo "$t: $before -> $(ls "fuzz/corpus/$t" | wc -l) inputs"
     done
     exit 0
 fi
 
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/jetinfer-fuzz.XXXXXX")
-trap 'rm -rf "$scratch"' EXIT
 failed=()
 printf '%-12s %8s %14s %10s %s\n' target seconds executions exec/s result
 for t in "${selected[@]}"; do
@@ -80,7 +84,7 @@ for t in "${selected[@]}"; do
     [[ ${FUZZ_GROW:-0} == 1 ]] && dirs=("fuzz/corpus/$t")
     # shellcheck disable=SC2086 # FUZZ_ARGS is a list of options
     if "${NICE[@]}" cargo +nightly fuzz run "${SAN[@]}" "$t" "${dirs[@]}" -- \
-        -max_total_time="$seconds" -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1; then
+        -max_total_time="$seconds" -timeout="${FUZZ_TIMEOUT:-10}" -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1; then
         result=ok
     else
         result=FAILED
