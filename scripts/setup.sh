@@ -11,6 +11,10 @@
 #     (validates compose.yaml against the compose specification in the tests), and the
 #     Python client package (clients/python) installed editable;
 #   - the sample TorchScript models and their golden inputs/outputs (models/out).
+# Disk, first run (measured on a fresh bookworm, docs/fresh-machine.md): ~0.9 GB of Debian
+# packages, ~4.7 GB .venv, and then `make demo`'s debug build ~7 GB in target/ and ~0.3 GB of
+# crates in ~/.cargo: ~13 GB in all. A re-run with everything present takes well under a
+# second of its own (each check below is a file test or a Python start without imports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${JETINFER_VENV:-.venv}
@@ -23,9 +27,13 @@ fail() { say "$*"; exit 1; }
 # Each entry: "<command or check> <package>". A package is installed only when its check fails.
 need_pkg=()
 have() { command -v "$1" >/dev/null 2>&1; }
+# The one thing setup cannot install: the Rust toolchain (rustup installs per user).
+have cargo || fail "needs a Rust toolchain: no cargo on PATH. Install it with rustup (https://rustup.rs), \
+then open a new shell or run: source ~/.cargo/env"
 have redis-server || need_pkg+=(redis-server)
 have openssl || need_pkg+=(openssl)
 have c++ || need_pkg+=(g++)
+have cc || need_pkg+=(gcc) # Rust's linker driver and the C parts of ring, zstd, bzip2
 have "$PY" || need_pkg+=(python3)
 # python3 without its venv module (Debian splits it out) cannot make the virtualenv.
 if [ ! -x "$VENV/bin/python" ] && ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -40,17 +48,19 @@ if [ ${#need_pkg[@]} -gt 0 ]; then
   have apt-get || fail "needs ${need_pkg[*]} (Debian package names); no apt-get here to install them"
   SUDO=""
   if [ "$(id -u)" != 0 ]; then
-    have sudo || fail "needs ${need_pkg[*]}: run as root or install sudo"
+    have sudo || fail "needs ${need_pkg[*]} (Debian package names) and cannot install them: not root and no sudo; \
+run scripts/setup.sh as root once, or install sudo"
     SUDO=sudo
   fi
   say "installing ${need_pkg[*]} from Debian's packages"
   # The package lists may be missing or stale on a fresh machine: update them first. Wait for
   # another apt (unattended upgrades) instead of failing on its lock, and let apt's own error
   # reach the log.
-  $SUDO apt-get -o DPkg::Lock::Timeout=300 update -q || fail "apt-get update failed (see above)"
+  $SUDO apt-get -o DPkg::Lock::Timeout=300 update -q \
+    || fail "${SUDO:+sudo }apt-get update failed (see above); setup needs ${need_pkg[*]}"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -q \
     --no-install-recommends "${need_pkg[@]}" || fail "apt-get install ${need_pkg[*]} failed (see above)"
-  for program in redis-server openssl c++ go; do
+  for program in redis-server openssl c++ cc go; do
     have "$program" || fail "$program still missing after apt-get install"
   done
 fi
@@ -75,10 +85,24 @@ if [ ! -f "$MARK" ] || [ "$(cat "$MARK")" != "$REQS" ]; then
 fi
 
 # --- The Python client package -----------------------------------------------------------
+# find_spec locates the package without importing it (and numpy with it): milliseconds.
 if [ -f clients/python/pyproject.toml ]; then
-  "$VENV/bin/python" -c 'import jetinfer' >/dev/null 2>&1 \
+  "$VENV/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("jetinfer") is None)' \
     || "$VENV/bin/pip" install -q --disable-pip-version-check -e clients/python \
     || fail "pip install -e clients/python failed (see above)"
 fi
 
-"$VENV/bin/python" models/export.py --out models/out
+# --- The sample models --------------------------------------------------------------------
+# export.py compares its .stamp with the hashes of what it wrote, which costs an `import torch`
+# (seconds). Nothing can have changed when no file or folder under models/out (a deletion
+# changes its folder), export.py and the requirements marker are newer than the stamp: then
+# it is not started at all.
+STAMP=models/out/.stamp
+if [ -f "$STAMP" ] && [ ! models/export.py -nt "$STAMP" ] && [ ! "$MARK" -nt "$STAMP" ] \
+   && [ -z "$(find models/out -newer "$STAMP" -print -quit)" ]; then
+  :
+else
+  "$VENV/bin/python" models/export.py --out models/out || fail "models/export.py failed (see above)"
+  # export.py leaves a matching stamp as it is: renew its time so the next run is quick.
+  touch "$STAMP"
+fi
