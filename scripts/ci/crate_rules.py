@@ -17,13 +17,17 @@ ALLOWED = {
     "jetinfer-schemas": set(),
     "jetinfer-connect": {"jetinfer-schemas"},
     "jetinfer-store": {"jetinfer-schemas"},
+    # The model registry (NATS KV): read by the dispatcher, written by the CLI and tests.
+    # Its own crate so the client library stays free of it and the CLI need not pull the
+    # dispatcher; it depends on schemas and async-nats only.
+    "jetinfer-registry": {"jetinfer-schemas"},
     "jetinfer-client": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-store"},
     "jetinfer-telemetry": set(),
-    "jetinfer-dispatcher": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-store", "jetinfer-telemetry"},
+    "jetinfer-dispatcher": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-store", "jetinfer-telemetry", "jetinfer-registry"},
     "jetinfer-worker": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-store", "jetinfer-telemetry"},
     "jetinfer-devkit": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-store", "jetinfer-client"},
-    "jetinfer-cli": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-client", "jetinfer-telemetry", "jetinfer-devkit"},
-    "jetinfer-tests": {"jetinfer-schemas", "jetinfer-client", "jetinfer-devkit", "jetinfer-telemetry"},
+    "jetinfer-cli": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-client", "jetinfer-telemetry", "jetinfer-devkit", "jetinfer-registry"},
+    "jetinfer-tests": {"jetinfer-schemas", "jetinfer-client", "jetinfer-devkit", "jetinfer-telemetry", "jetinfer-registry"},
 }
 # The external crates the client library's default features may depend on directly.
 CLIENT_DEFAULT_DEPS = {

@@ -1,0 +1,146 @@
+//! The changes an operator makes to a declaration, as pure functions: each leaves the
+//! declaration valid or returns why not (and the caller writes nothing).
+//!
+//! `default` is the atomic switch: it names the default version and sends it all
+//! unversioned traffic (weights `v=1`). `weights` splits that traffic and leaves the
+//! default (the version to fall back to) alone.
+
+use std::collections::BTreeMap;
+
+use jetinfer_schemas::registry::{
+    format_weights, Audit, ModelDecl, RegistryError, VersionDecl, Weight, DECL_VERSION,
+};
+
+/// A new model whose only version is `version`: its default, with all the traffic.
+pub fn new_model(
+    name: &str,
+    version: VersionDecl,
+    audit: Audit,
+) -> Result<ModelDecl, RegistryError> {
+    let decl = ModelDecl {
+        v: DECL_VERSION,
+        name: name.to_string(),
+        default_version: version.version.clone(),
+        weights: BTreeMap::from([(version.version.clone(), 100)]),
+        versions: vec![version],
+        audit,
+    };
+    decl.validate()?;
+    Ok(decl)
+}
+
+/// Adds `version` to `decl` (default and weights unchanged: a new version gets no traffic
+/// until the operator gives it some).
+pub fn add_version(decl: &mut ModelDecl, version: VersionDecl) -> Result<(), RegistryError> {
+    if decl.version(&version.version).is_some() {
+        return Err(RegistryError::DuplicateVersion {
+            model: decl.name.clone(),
+            version: version.version,
+        });
+    }
+    decl.versions.push(version);
+    decl.validate()
+}
+
+/// Makes `version` the default and gives it all unversioned traffic.
+pub fn set_default(decl: &mut ModelDecl, version: &str) -> Result<(), RegistryError> {
+    if decl.version(version).is_none() {
+        return Err(RegistryError::Undeclared {
+            model: decl.name.clone(),
+            version: version.to_string(),
+            what: "default",
+        });
+    }
+    decl.default_version = version.to_string();
+    decl.weights = BTreeMap::from([(version.to_string(), 100)]);
+    decl.validate()
+}
+
+/// Replaces the traffic weights (every version named must be declared, the sum must be 1).
+/// Versions left out get weight 0.
+pub fn set_weights(
+    decl: &mut ModelDecl,
+    weights: BTreeMap<String, Weight>,
+) -> Result<(), RegistryError> {
+    if let Some(v) = weights.keys().find(|v| decl.version(v).is_none()) {
+        return Err(RegistryError::Undeclared {
+            model: decl.name.clone(),
+            version: v.clone(),
+            what: "a weight",
+        });
+    }
+    decl.weights = weights.into_iter().filter(|(_, w)| *w > 0).collect();
+    decl.validate()
+}
+
+/// The audit line of a weights change.
+pub fn weights_change(weights: &BTreeMap<String, Weight>) -> String {
+    format!("weights {}", format_weights(weights))
+}
+
+#[cfg(test)]
+mod tests {
+    use jetinfer_schemas::registry::{parse_weights, Batching, Placement};
+    use jetinfer_schemas::worker::InputSpec;
+    use jetinfer_schemas::DType;
+
+    use super::*;
+
+    fn version(v: &str) -> VersionDecl {
+        VersionDecl {
+            version: v.into(),
+            path: "/m.pt".into(),
+            sha256: "0".repeat(64),
+            dtype: DType::F32,
+            inputs: vec![InputSpec {
+                dtype: DType::F32,
+                shape: vec![4],
+            }],
+            batching: Batching {
+                max_batch_size: 4,
+                max_queue_delay_ms: 2,
+                pad: None,
+                shape_buckets: false,
+                warm_lengths: vec![],
+            },
+            placement: Placement::default(),
+        }
+    }
+
+    fn audit() -> Audit {
+        Audit {
+            by: "op".into(),
+            at_ms: 5,
+            change: "declare".into(),
+        }
+    }
+
+    #[test]
+    fn versions_default_and_weights_change_only_into_valid_states() {
+        let mut d = new_model("m", version("1"), audit()).unwrap();
+        assert_eq!(d.weights, BTreeMap::from([("1".into(), 100)]));
+        add_version(&mut d, version("2")).unwrap();
+        assert_eq!(d.default_version, "1", "a new version gets no traffic");
+        assert!(matches!(
+            add_version(&mut d, version("2")),
+            Err(RegistryError::DuplicateVersion { .. })
+        ));
+        set_weights(&mut d, parse_weights("1=0.9,2=0.1").unwrap()).unwrap();
+        assert_eq!(d.weights["2"], 10);
+        assert!(set_weights(&mut d.clone(), parse_weights("1=0.9,2=0.2").unwrap()).is_err());
+        assert!(set_weights(&mut d.clone(), parse_weights("1=0.9,3=0.1").unwrap()).is_err());
+        assert!(set_weights(&mut d.clone(), parse_weights("1=1,3=0").unwrap()).is_err());
+        set_weights(&mut d, parse_weights("1=0,2=1").unwrap()).unwrap();
+        assert_eq!(d.weights, BTreeMap::from([("2".into(), 100)]));
+        set_default(&mut d, "1").unwrap();
+        assert_eq!(
+            (d.default_version.as_str(), d.weights.clone()),
+            ("1", BTreeMap::from([("1".into(), 100)]))
+        );
+        assert!(matches!(
+            set_default(&mut d, "9"),
+            Err(RegistryError::Undeclared { .. })
+        ));
+        assert_eq!(weights_change(&d.weights), "weights 1=1.00");
+    }
+}
