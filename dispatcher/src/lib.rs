@@ -1,7 +1,9 @@
 //! The jetinfer dispatcher: moves jobs from the JetStream priority subjects to workers.
 //!
 //! Flow: [`intake`] (one task per priority) pulls only what its in-flight cap allows,
-//! answers undecodable or invalid jobs itself ([`answer`]), and hands the rest to the
+//! answers undecodable or invalid jobs itself ([`answer`]) — and, when the model registry
+//! declares models, jobs for models or versions it does not declare ([`registry`]) — and
+//! hands the rest to the
 //! [`scheduler`] actor, which owns the ready [`queue`]s (P0 > P1 > P2 with aging) and the
 //! [`workers`] registry (from heartbeats). The scheduler sends bundles of one model's jobs
 //! to a worker ([`dispatch`]); their JetStream messages stay un-acked, with in-progress
@@ -25,6 +27,7 @@ mod http;
 mod intake;
 mod job;
 mod queue;
+mod registry;
 mod scheduler;
 mod sizing;
 pub mod telemetry;
@@ -110,11 +113,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             source,
         })?;
     tasks.spawn(forward_heartbeats(heartbeats, tx.clone(), shutdown.clone()));
+    let registry = registry::start(answer.js.clone(), &tasks, shutdown.clone()).await;
     let intakes = Intakes {
         config: &config,
         answer: &answer,
         scheduler: &tx,
         store_health: &store_health,
+        registry: &registry,
     };
     intakes.start(&tasks, &shutdown).await?;
     stream_ready_tx.send_replace(true);
@@ -151,6 +156,7 @@ struct Intakes<'a> {
     answer: &'a answer::Answerer,
     scheduler: &'a mpsc::Sender<events::Command>,
     store_health: &'a watch::Receiver<bool>,
+    registry: &'a registry::Snapshot,
 }
 
 impl Intakes<'_> {
@@ -169,6 +175,7 @@ impl Intakes<'_> {
                     answer: self.answer.clone(),
                     scheduler: self.scheduler.clone(),
                     store_health: self.store_health.clone(),
+                    registry: self.registry.clone(),
                 };
                 tasks.spawn(intake.run(shutdown.child_token()));
             }

@@ -45,6 +45,8 @@ pub(crate) struct Intake {
     pub answer: Answerer,
     pub scheduler: mpsc::Sender<Command>,
     pub store_health: watch::Receiver<bool>,
+    /// Declared models and versions: a job for anything else is answered here.
+    pub registry: crate::registry::Snapshot,
 }
 
 impl Intake {
@@ -159,7 +161,17 @@ impl Intake {
         let envelope = Envelope::of(&msg);
         let (msg, acker) = msg.split();
         telemetry::received(self.priority, &envelope.subject_model, envelope.delivered);
-        match validate(&msg.payload, &envelope, &self.config.limits()) {
+        let checked = validate(&msg.payload, &envelope, &self.config.limits()).and_then(|job| {
+            let declared = self
+                .registry
+                .borrow()
+                .check(&job.model, job.version.as_deref());
+            match declared {
+                Ok(()) => Ok(job),
+                Err(e) => Err((Some(job.id.to_string()), e)),
+            }
+        });
+        match checked {
             Ok(job) => Some(self.hold(job, &msg.payload, envelope, Box::new(acker), permit)),
             Err((id, error)) => {
                 self.refuse(&acker, &envelope, id, error).await;

@@ -1,0 +1,88 @@
+//! The model registry as the intake checks jobs against it: a task that keeps a
+//! [`watch`] of the declared models and versions ([`RegistrySnapshot`]) current.
+//!
+//! Without the registry bucket the snapshot stays empty and nothing is checked (jobs for
+//! unannounced models wait `--unknown-model-after-ms`, as before); the task looks for the
+//! bucket every few seconds, so seeding a running system takes effect without a restart.
+//! Changes are applied one by one onto the last snapshot, so a reconnect's replay of every
+//! key never publishes a partial view.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jetinfer_registry::{snapshot, Registry};
+use jetinfer_schemas::registry::RegistrySnapshot;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often to look for the bucket while it does not exist, or after an error.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// What the intake reads: the declared models and versions.
+pub(crate) type Snapshot = watch::Receiver<Arc<RegistrySnapshot>>;
+
+/// Loads the registry (when it exists) and starts the task that follows it.
+pub(crate) async fn start(
+    js: async_nats::jetstream::Context,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Snapshot {
+    let initial = match Registry::open(&js).await {
+        Ok(Some(registry)) => match registry.list().await {
+            Ok(stored) => snapshot::of(&stored),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the model registry; jobs are not checked against it until it can be read");
+                RegistrySnapshot::default()
+            }
+        },
+        Ok(None) => RegistrySnapshot::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the model registry");
+            RegistrySnapshot::default()
+        }
+    };
+    tracing::info!(
+        declared_models = initial.models.len(),
+        "model registry loaded"
+    );
+    let (tx, rx) = watch::channel(Arc::new(initial));
+    tasks.spawn(follow(js, tx, shutdown));
+    rx
+}
+
+/// Applies every registry write to the snapshot until `shutdown`.
+async fn follow(
+    js: async_nats::jetstream::Context,
+    tx: watch::Sender<Arc<RegistrySnapshot>>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        match Registry::open(&js).await {
+            Ok(Some(registry)) => match registry.changes().await {
+                Ok(changes) => {
+                    let mut changes = std::pin::pin!(changes);
+                    loop {
+                        let next = tokio::select! { biased; _ = shutdown.cancelled() => return, c = changes.next() => c };
+                        match next {
+                            Some(Ok(change)) => {
+                                let mut next = (**tx.borrow()).clone();
+                                snapshot::apply(&mut next, change);
+                                tx.send_replace(Arc::new(next));
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "model registry entry ignored")
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch the model registry"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot open the model registry"),
+        }
+        tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(RETRY) => {} }
+    }
+}
