@@ -17,7 +17,7 @@ ALLOWED = {
     "jetinfer-schemas": set(),
     "jetinfer-connect": {"jetinfer-schemas"},
     "jetinfer-store": {"jetinfer-schemas"},
-    # The model registry (NATS KV): read by the dispatcher, written by the CLI and tests.
+    # The model registry (NATS KV): read by the dispatcher, written by the CLI.
     # Its own crate so the client library stays free of it and the CLI need not pull the
     # dispatcher; it depends on schemas and async-nats only.
     "jetinfer-registry": {"jetinfer-schemas"},
@@ -27,7 +27,7 @@ ALLOWED = {
     "jetinfer-worker": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-store", "jetinfer-telemetry"},
     "jetinfer-devkit": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-store", "jetinfer-client"},
     "jetinfer-cli": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-client", "jetinfer-telemetry", "jetinfer-devkit", "jetinfer-registry"},
-    "jetinfer-tests": {"jetinfer-schemas", "jetinfer-client", "jetinfer-devkit", "jetinfer-telemetry", "jetinfer-registry"},
+    "jetinfer-tests": {"jetinfer-schemas", "jetinfer-client", "jetinfer-devkit", "jetinfer-telemetry"},
 }
 # The external crates the client library's default features may depend on directly.
 CLIENT_DEFAULT_DEPS = {

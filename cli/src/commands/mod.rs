@@ -4,7 +4,9 @@
 //!   [`input`]).
 //! - `get`, `wait`: print a result as JSON ([`show`]).
 //! - `status`: the result, or where the job is ([`status`], lookups in [`locate`]).
-//! - `models`: what is served, where, input specs, queue depth per model ([`models`]).
+//! - `models`: what is served, where, input specs, queue depth per model; and the model
+//!   registry: `list`, `show`, `history`, `declare`, `seed`, `default`, `weights`,
+//!   `rollback` ([`models`]).
 //! - `stats`: queue depths per priority and the workers heard ([`stats`]).
 //! - `demo`: start a local stack, run golden jobs through it, check and report ([`demo`]).
 //! - `chaos`: the fault suite on real processes ([`chaos`]).
@@ -131,7 +133,8 @@ pub enum Command {
     /// id. Exit code 0 ok, 2 not finished, 3 error/expired/dead letter, 4 unknown.
     Status(status::StatusArgs),
     /// What is served: per model and version the workers (ids, devices, free slots), input
-    /// specs, batch limit and jobs queued per priority.
+    /// specs, batch limit and jobs queued per priority. Subcommands read and change the
+    /// model registry (list, show, history, declare, seed, default, weights, rollback).
     Models(models::ModelsArgs),
     /// Queue depths per priority and the workers heard on the heartbeat subject.
     Stats(stats::StatsArgs),

@@ -1,9 +1,11 @@
-//! `jetinfer models`: what is served and where — per model and version, the workers that
+//! `jetinfer models` (or `jetinfer models served`): what is served and where — per model and version, the workers that
 //! announced it (ids, devices, whether they accept work, free slots), its input specs and
 //! batch limit — and how many jobs each model has queued per priority (messages in the
 //! priority streams, waiting or held by a dispatcher). Read from the workers' heartbeats
 //! and the streams' per-subject counts; a model with queued jobs and no worker is listed
 //! too.
+//!
+//! The other subcommands read and change the model registry ([`manage`]).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -16,17 +18,38 @@ use jetinfer_schemas::worker::{Heartbeat, InputSpec};
 use jetinfer_schemas::Priority;
 use serde::Serialize;
 
+mod manage;
+
 use super::heartbeats;
 use super::output::OutputArgs;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
 pub struct ModelsArgs {
+    /// Without a subcommand: what is served (as `served`).
+    #[command(subcommand)]
+    pub command: Option<ModelsCommand>,
     /// How long to listen for worker heartbeats (workers send one per second).
-    #[arg(long, env = "JETINFER_STATS_LISTEN_S", default_value_t = 2.5)]
+    #[arg(
+        long,
+        env = "JETINFER_STATS_LISTEN_S",
+        default_value_t = 2.5,
+        global = true
+    )]
     pub listen_s: f64,
+    /// Who makes a registry change, for its audit record (default `$USER@$HOSTNAME`).
+    #[arg(long, env = "JETINFER_OPERATOR", global = true)]
+    pub by: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// What is served and where, from the workers' heartbeats (the default).
+    Served,
+    #[command(flatten)]
+    Registry(manage::RegistryCommand),
 }
 
 /// One worker serving a model.
@@ -55,12 +78,20 @@ pub struct ModelRow {
 }
 
 pub async fn run(global: &Global, args: ModelsArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        None | Some(ModelsCommand::Served) => served(global, args.listen_s, args.output).await,
+        Some(ModelsCommand::Registry(c)) => manage::run(global, c, args.by, args.output.json).await,
+    }
+}
+
+/// `models served`: per model and version, the workers announcing it and its queues.
+async fn served(global: &Global, listen_s: f64, output: OutputArgs) -> anyhow::Result<ExitCode> {
     let nats = global.connect.nats().connect().await?;
     let beats = heartbeats::subscribe(&nats).await?;
     let queued = queued_per_model(&jetstream::new(nats.clone())).await?;
-    let heard = heartbeats::collect(beats, Duration::from_secs_f64(args.listen_s)).await;
+    let heard = heartbeats::collect(beats, Duration::from_secs_f64(listen_s)).await;
     let rows = rows(&heard, &queued);
-    if args.output.json {
+    if output.json {
         println!(
             "{}",
             serde_json::json!({ "workers_heard": heard.len(), "models": rows })
