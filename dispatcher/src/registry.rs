@@ -58,6 +58,17 @@ async fn follow(
     tx: watch::Sender<Arc<RegistrySnapshot>>,
     shutdown: CancellationToken,
 ) {
+    // A registry the dispatcher may not read (NATS permissions) fails every retry: say so
+    // once at warn, then at debug.
+    let mut warned = false;
+    let mut failed = |what: &str, e: &dyn std::fmt::Display| {
+        if warned {
+            tracing::debug!(error = %e, "{what}");
+        } else {
+            tracing::warn!(error = %e, "{what}; retrying every {}s", RETRY.as_secs());
+            warned = true;
+        }
+    };
     while !shutdown.is_cancelled() {
         match Registry::open(&js).await {
             Ok(Some(registry)) => match registry.changes().await {
@@ -78,10 +89,10 @@ async fn follow(
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot watch the model registry"),
+                Err(e) => failed("cannot watch the model registry", &e),
             },
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot open the model registry"),
+            Err(e) => failed("cannot open the model registry", &e),
         }
         tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(RETRY) => {} }
     }
