@@ -179,7 +179,7 @@ fi
     echo "disk used:"
     docker exec -u root "$name" bash -c "du -sh $HOME_DIR/jetinfer/.venv $HOME_DIR/jetinfer/target $HOME_DIR/.cargo \
 $HOME_DIR/.rustup $HOME_DIR/.cache/pip /var/cache/apt /usr 2>/dev/null" | sed 's/^/  /'
-    docker ps -s --filter "name=^$name\$" --format '  container writable layer: {{.Size}}'
+    docker ps -s --filter "name=$name" --format '  container writable layer: {{.Size}}'
 } | tee -a "$LOG"
 say "log: $LOG"
 exit $rc
