@@ -15,7 +15,8 @@
 #                    (to try an uncommitted fix); ends at the next `--`
 #   --keep           leave the container running afterwards (its name is printed)
 #   --pip-cache DIR  bind-mount DIR as the user's pip cache (shares PyPI downloads between runs;
-#                    a run with a warm cache no longer proves the download)
+#                    a run with a warm cache no longer proves the download; for the
+#                    non-root run DIR must be writable by uid 1000, else pip skips it)
 #   --rust MODE      auto (default): rustup from https://sh.rustup.rs, else rustup-init from
 #                    static.rust-lang.org, else the host's toolchain; rustup | host: only that
 #   --cargo-test T   instead of make targets, run `make setup build` and then
@@ -90,11 +91,29 @@ say "container $name from $BASE_IMAGE, commit $(git rev-parse --short "$commit")
     "as $([[ $as_root == 1 ]] && echo root || echo 'dev (sudo)'), Rust from $rust_how" \
     "${pip_cache:+, pip cache $pip_cache}"
 docker run -d --name "$name" --network host "${mounts[@]}" "$BASE_IMAGE" sleep infinity >/dev/null
-cleanup() {
-    if [[ $keep == 1 ]]; then say "kept: docker exec -it -u $([[ $as_root == 1 ]] && echo root || echo dev) $name bash"
+declare -A took
+user=root
+# On every exit, a failed step included: the summary, then the container goes (unless --keep).
+finish() {
+    local rc=$?
+    summary "$rc" || true
+    if [[ $keep == 1 ]]; then say "kept: docker exec -it -u $user $name bash -l"
     else docker rm -f "$name" >/dev/null 2>&1 || true; fi
+    exit "$rc"
 }
-trap cleanup EXIT
+summary() {
+    {
+        echo "=== fresh-machine-check $name: $([[ $1 == 0 ]] && echo PASSED || echo "FAILED (exit $1)")"
+        echo "commit $(git rev-parse --short "$commit"), user $user, Rust from $rust_how${pip_cache:+, pip cache $pip_cache}"
+        for k in "${!took[@]}"; do printf '  %-28s %6d s\n' "$k" "${took[$k]}"; done | sort
+        echo "disk used:"
+        docker exec -u root "$name" bash -c "du -sh $HOME_DIR/jetinfer/.venv $HOME_DIR/jetinfer/target $HOME_DIR/.cargo \
+$HOME_DIR/.rustup $HOME_DIR/.cache/pip /var/cache/apt /usr 2>/dev/null" | sed 's/^/  /'
+        docker ps -s --filter "name=$name" --format '  container writable layer: {{.Size}}'
+    } | tee -a "$LOG"
+    say "log: $LOG"
+}
+trap finish EXIT
 
 # cx <user> <script>: runs a bash script in the container in a login shell (the PATH a user
 # gets: no /usr/sbin for a non-root one), output to the log and stderr.
@@ -105,7 +124,6 @@ cx() {
     docker exec -i -u "$user" -w "$home" -e HOME="$home" "$name" bash -l -euo pipefail -c "$1" 2>&1 \
         | tee -a "$LOG" >&2
 }
-declare -A took
 step() {
     local label=$1 t0
     shift
@@ -118,7 +136,6 @@ step() {
     return $rc
 }
 
-user=root
 # --- what the brief allows a fresh machine to have ----------------------------------------
 prereq="apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 --no-install-recommends git make ca-certificates curl $([[ $as_root == 1 ]] || echo sudo) >/dev/null"
@@ -171,15 +188,4 @@ fi
 # A second `make setup` must be quick: it runs on every `make test`.
 [[ $rc != 0 ]] || step "make setup again" cx "$user" "$run_env; make setup" || rc=$?
 
-# --- the summary --------------------------------------------------------------------------
-{
-    echo "=== fresh-machine-check $name: $([[ $rc == 0 ]] && echo PASSED || echo "FAILED (exit $rc)")"
-    echo "commit $(git rev-parse --short "$commit"), user $user, Rust from $rust_how${pip_cache:+, pip cache $pip_cache}"
-    for k in "${!took[@]}"; do printf '  %-28s %6d s\n' "$k" "${took[$k]}"; done | sort
-    echo "disk used:"
-    docker exec -u root "$name" bash -c "du -sh $HOME_DIR/jetinfer/.venv $HOME_DIR/jetinfer/target $HOME_DIR/.cargo \
-$HOME_DIR/.rustup $HOME_DIR/.cache/pip /var/cache/apt /usr 2>/dev/null" | sed 's/^/  /'
-    docker ps -s --filter "name=$name" --format '  container writable layer: {{.Size}}'
-} | tee -a "$LOG"
-say "log: $LOG"
 exit $rc
