@@ -76,8 +76,9 @@ MARK="$VENV/.jetinfer-reqs"
 if [ ! -f "$MARK" ] || [ "$(cat "$MARK")" != "$REQS" ]; then
   if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
     free_gb=$(df -Pk "$VENV" | awk 'NR==2 {print int($4/1024/1024)}')
-    say "downloading torch 2.11.0 and its CUDA libraries: ~2.5 GB to fetch, ~5 GB on disk ($free_gb GB free)"
-    [ "$free_gb" -ge 6 ] || fail "needs ~6 GB free for the virtualenv at $VENV, has $free_gb GB"
+    say "downloading torch 2.11.0 and its CUDA libraries: ~2.8 GB to fetch, ~4.7 GB in $VENV;" \
+        "the build then adds ~1.3 GB (make demo) to ~7 GB (make test) in target/ ($free_gb GB free)"
+    [ "$free_gb" -ge 6 ] || fail "needs ~6 GB free for the virtualenv at $VENV (and more for the build), has $free_gb GB"
   fi
   # pip draws its progress bars when the output is a terminal.
   "$VENV/bin/pip" install --disable-pip-version-check $REQS || fail "pip install failed (see above)"
