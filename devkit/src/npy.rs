@@ -54,6 +54,23 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor<'static>, NpyError> {
             "format version {major}.{minor}"
         )));
     }
+    // npyz allocates the header's declared length before reading it: a 4 GB claim in a
+    // tiny file must be refused here, not attempted (found by the fuzzer).
+    let (len_at, len_bytes) = if bytes[6] == 1 { (8, 2) } else { (8, 4) };
+    let header_len = bytes
+        .get(len_at..len_at + len_bytes)
+        .map(|b| {
+            b.iter()
+                .rev()
+                .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+        })
+        .ok_or_else(|| NpyError::Format("truncated header length".into()))?;
+    if (len_at + len_bytes) as u64 + header_len > bytes.len() as u64 {
+        return Err(NpyError::Format(format!(
+            "header of {header_len} bytes is longer than the file ({} bytes)",
+            bytes.len()
+        )));
+    }
     let file = npyz::NpyFile::new(bytes).map_err(|e| NpyError::Format(e.to_string()))?;
     let header = file.header().clone();
     if header.order() == npyz::Order::Fortran {
@@ -189,6 +206,18 @@ mod tests {
 
     fn f32_bytes(v: &[f32]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn a_header_longer_than_the_file_is_refused_without_allocating_it() {
+        let mut v2 = MAGIC.to_vec();
+        v2.extend_from_slice(&[2, 0]);
+        v2.extend_from_slice(&u32::MAX.to_le_bytes());
+        v2.extend_from_slice(b"{'descr'");
+        assert!(matches!(parse(&v2), Err(NpyError::Format(_))));
+        let mut v1 = MAGIC.to_vec();
+        v1.extend_from_slice(&[1, 0, 0xff, 0xff]);
+        assert!(matches!(parse(&v1), Err(NpyError::Format(_))));
     }
 
     #[test]
