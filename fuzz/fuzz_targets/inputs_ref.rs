@@ -40,7 +40,8 @@ fuzz_target!(|value: &[u8]| {
     match job.attach_inputs(value, &limits) {
         Ok(()) => {
             assert_eq!(job.inputs, tensors);
-            job.validate(&limits).expect("attached inputs passed the same checks");
+            job.validate(&limits)
+                .expect("attached inputs passed the same checks");
         }
         Err(e) => assert_eq!(e.code, ErrorCode::InvalidInput, "{e}"),
     }

@@ -12,7 +12,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(t) = tensor_from_json(&value) {
-        let count = t.element_count().expect("a parsed tensor has an element count");
+        let count = t
+            .element_count()
+            .expect("a parsed tensor has an element count");
         assert_eq!(t.data.len() as u64, count * t.dtype.size() as u64);
     }
 });

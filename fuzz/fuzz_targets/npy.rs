@@ -43,7 +43,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(t) = npy::parse(data) else {
         return;
     };
-    let count = t.element_count().expect("a parsed tensor has an element count");
+    let count = t
+        .element_count()
+        .expect("a parsed tensor has an element count");
     assert_eq!(t.data.len() as u64, count * t.dtype.size() as u64);
     let written = npy::to_bytes(&t).expect("a tensor read from .npy writes back");
     assert_eq!(npy::parse(&written).expect("what it wrote reads back"), t);

@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(encode(&back), again);
         let _ = r.error_code();
         let _ = trace_id_of(&r.trace_id);
-        let job = Job::new(r.id.as_str(), r.model.as_str(), vec![Tensor::from_f32(vec![1], &[0.5])]);
+        let job = Job::new(
+            r.id.as_str(),
+            r.model.as_str(),
+            vec![Tensor::from_f32(vec![1], &[0.5])],
+        );
         let _ = r.answers(&job);
         let mut by_ref = job.clone();
         by_ref.version = Some(r.version.as_str().into());
@@ -22,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(c) = rmp_serde::from_slice::<CachedOutputs<'_>>(data) {
         let again = encode(&c);
-        let back: CachedOutputs<'_> = rmp_serde::from_slice(&again).expect("an encoded entry decodes");
+        let back: CachedOutputs<'_> =
+            rmp_serde::from_slice(&again).expect("an encoded entry decodes");
         assert_eq!(back, c);
     }
 });

@@ -16,7 +16,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = inputs_digest(std::slice::from_ref(&t));
     match t.validate(&Limits::default()) {
         Ok(()) => {
-            let count = t.element_count().expect("a valid tensor has an element count");
+            let count = t
+                .element_count()
+                .expect("a valid tensor has an element count");
             assert_eq!(t.to_f32_vec().len() as u64, count);
         }
         Err(e) => assert_eq!(e.code, ErrorCode::InvalidInput, "{e}"),

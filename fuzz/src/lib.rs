@@ -52,5 +52,9 @@ where
 {
     let first = encode(value);
     let back: T = rmp_serde::from_slice(&first).expect("an encoded value decodes");
-    assert_eq!(encode(&back), first, "encoding is stable across a round trip");
+    assert_eq!(
+        encode(&back),
+        first,
+        "encoding is stable across a round trip"
+    );
 }
