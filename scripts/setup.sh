@@ -12,8 +12,8 @@
 #     Python client package (clients/python) installed editable;
 #   - the sample TorchScript models and their golden inputs/outputs (models/out).
 # Disk, first run (measured on a fresh bookworm, docs/fresh-machine.md): ~0.9 GB of Debian
-# packages, ~4.7 GB .venv, and then `make demo`'s debug build ~7 GB in target/ and ~0.3 GB of
-# crates in ~/.cargo: ~13 GB in all. A re-run with everything present takes well under a
+# packages, ~4.7 GB .venv, then ~0.4 GB of crates in ~/.cargo and a debug build in target/ of
+# ~1.3 GB (make demo) or ~3.8 GB (make test): ~7.5 to ~10 GB in all. A re-run with everything present takes well under a
 # second of its own (each check below is a file test or a Python start without imports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,7 +77,7 @@ if [ ! -f "$MARK" ] || [ "$(cat "$MARK")" != "$REQS" ]; then
   if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
     free_gb=$(df -Pk "$VENV" | awk 'NR==2 {print int($4/1024/1024)}')
     say "downloading torch 2.11.0 and its CUDA libraries: ~2.8 GB to fetch, ~4.7 GB in $VENV;" \
-        "the build then adds ~1.3 GB (make demo) to ~7 GB (make test) in target/ ($free_gb GB free)"
+        "the build then adds ~1.3 GB (make demo) to ~3.8 GB (make test) in target/ ($free_gb GB free)"
     [ "$free_gb" -ge 6 ] || fail "needs ~6 GB free for the virtualenv at $VENV (and more for the build), has $free_gb GB"
   fi
   # pip draws its progress bars when the output is a terminal.
