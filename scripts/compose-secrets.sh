@@ -18,7 +18,8 @@
 # other file is written again from them (edit `passwords`, run this again, recreate the
 # stack). The host ports in producer.env and operator.env are JETINFER_NATS_PORT and
 # JETINFER_REDIS_PORT as compose.yaml reads them (defaults 4222, 6379): run this again after
-# moving them. JETINFER_REDIS_SCHEME=rediss writes every Redis URL for TLS (docs/compose.md,
+# moving them. Port 0 (Docker chooses) is known only after `up`: the two files are then left
+# out until this runs again with the ports `docker compose port` tells. JETINFER_REDIS_SCHEME=rediss writes every Redis URL for TLS (docs/compose.md,
 # "Adding TLS"; default redis). DIR and the files with clear passwords are readable by you only; the rendered
 # ACL file holds hashes only and is world-readable, because the container's redis user
 # reads it. Nothing here is needed by anybody else: DIR is git-ignored.
@@ -33,8 +34,8 @@ REDIS_SCHEME=${JETINFER_REDIS_SCHEME:-redis}
 die() { echo "compose-secrets: $*" >&2; exit 1; }
 
 for port in "$NATS_PORT" "$REDIS_PORT"; do
-    [[ $port =~ ^[0-9]+$ && $port -ge 1 && $port -le 65535 ]] \
-        || die "JETINFER_NATS_PORT/JETINFER_REDIS_PORT must be a port number (1-65535), not '$port'"
+    [[ $port =~ ^[0-9]+$ && $port -le 65535 ]] \
+        || die "JETINFER_NATS_PORT/JETINFER_REDIS_PORT must be a port number (0-65535), not '$port'"
 done
 
 [[ $REDIS_SCHEME == redis || $REDIS_SCHEME == rediss ]] \
@@ -125,19 +126,29 @@ NATS_PASSWORD=${PW[JETINFER_NATS_WORKER_PASSWORD]}
 REDIS_URL=$REDIS_SCHEME://jetinfer-worker:${PW[JETINFER_REDIS_WORKER_PASSWORD]}@redis:6379
 EOF
 
-write producer.env 600 <<EOF
+if [[ $NATS_PORT -eq 0 || $REDIS_PORT -eq 0 ]]; then
+    # Stale URLs would point at another server: none until the ports are known.
+    rm -f "$DIR/producer.env" "$DIR/operator.env"
+    echo "compose-secrets: host port 0 (Docker chooses): producer.env and operator.env left out;" \
+        "after 'up', run this again with JETINFER_NATS_PORT and JETINFER_REDIS_PORT set to" \
+        "the ports 'docker compose port nats 4222' and 'docker compose port redis 6379' print" >&2
+else
+    write producer.env 600 <<EOF
 NATS_URL=nats://producer:${PW[JETINFER_NATS_PRODUCER_PASSWORD]}@127.0.0.1:$NATS_PORT
 REDIS_URL=$REDIS_SCHEME://jetinfer-producer:${PW[JETINFER_REDIS_PRODUCER_PASSWORD]}@127.0.0.1:$REDIS_PORT
 EOF
 
-write operator.env 600 <<EOF
+    write operator.env 600 <<EOF
 NATS_URL=nats://operator:${PW[JETINFER_NATS_OPERATOR_PASSWORD]}@127.0.0.1:$NATS_PORT
 REDIS_URL=$REDIS_SCHEME://jetinfer-operator:${PW[JETINFER_REDIS_OPERATOR_PASSWORD]}@127.0.0.1:$REDIS_PORT
 EOF
+fi
 
 if [[ $added -eq 0 ]]; then
     echo "compose-secrets: kept the passwords in $PASSWORDS, wrote the files in $DIR again" >&2
 else
     echo "compose-secrets: $added new password(s) in $PASSWORDS; files in $DIR" >&2
 fi
-echo "compose-secrets: your programs connect as the producer: env \$(cat $DIR/producer.env) <program>" >&2
+if [[ -f $DIR/producer.env ]]; then
+    echo "compose-secrets: your programs connect as the producer: env \$(cat $DIR/producer.env) <program>" >&2
+fi

@@ -166,6 +166,17 @@ fn the_script_keeps_its_passwords_and_writes_private_files() {
         assert!(url.starts_with("rediss://jetinfer-"), "{file}: {url}");
     }
 
+    // Port 0 (Docker chooses): no host URLs until the ports are known, never stale ones.
+    let out = secrets_script(&secrets.dir, &[("JETINFER_REDIS_PORT", "0")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("docker compose port"), "{}", text(&out));
+    assert!(!secrets.dir.join("producer.env").exists());
+    assert!(!secrets.dir.join("operator.env").exists());
+    assert_eq!(
+        secrets.var("dispatcher.env", "NATS_PASSWORD"),
+        "chosen-by-hand"
+    );
+
     // Bad input is refused, naming what is wrong, and leaves the files as they were.
     for (var, bad) in [
         ("JETINFER_NATS_PORT", "nats"),
