@@ -33,6 +33,25 @@ pub enum NpyError {
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
+/// Deepest bracket nesting accepted in a `.npy` header (see `parse`).
+const MAX_HEADER_NESTING: usize = 4;
+
+/// The deepest nesting of `[`, `(` and `{` in `text`.
+fn bracket_depth(text: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for &b in text {
+        match b {
+            b'[' | b'(' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b')' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Reads a `.npy` file into an owned tensor with the file's full shape.
 pub fn read(path: impl AsRef<Path>) -> Result<Tensor<'static>, NpyError> {
     let path = path.as_ref();
@@ -69,6 +88,15 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor<'static>, NpyError> {
         return Err(NpyError::Format(format!(
             "header of {header_len} bytes is longer than the file ({} bytes)",
             bytes.len()
+        )));
+    }
+    // npyz reads the header with `py_literal`, whose parser backtracks exponentially on
+    // nested brackets (20 levels of `[` take a minute; found by the fuzzer). A plain dtype's
+    // header nests two deep (`{… (2, 3) …}`): refuse anything deeper than a little more.
+    let header = &bytes[len_at + len_bytes..][..header_len as usize];
+    if bracket_depth(header) > MAX_HEADER_NESTING {
+        return Err(NpyError::Unsupported(format!(
+            "a header nesting brackets more than {MAX_HEADER_NESTING} deep"
         )));
     }
     let file = npyz::NpyFile::new(bytes).map_err(|e| NpyError::Format(e.to_string()))?;
@@ -206,6 +234,12 @@ mod tests {
 
     fn f32_bytes(v: &[f32]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn deeply_nested_headers_are_refused_at_once() {
+        let nested = hand_made(&format!("{{'descr':{} }}", "[".repeat(40)), 1, &[]);
+        assert!(matches!(parse(&nested), Err(NpyError::Unsupported(m)) if m.contains("nesting")));
     }
 
     #[test]
