@@ -10,7 +10,7 @@ use std::time::Duration;
 use jetinfer_connect::{NatsAuth, NatsSettings, NatsTls, DEFAULT_REDIS_URL};
 use jetinfer_schemas::inputs_ref::DEFAULT_INLINE_LIMIT;
 use jetinfer_schemas::Keys;
-use jetinfer_store::StoreConfig;
+use jetinfer_store::{InputStores, StoreConfig};
 
 use crate::client::DEFAULT_INPUTS_TTL;
 use crate::error::ClientError;
@@ -28,6 +28,8 @@ pub struct ClientBuilder {
     inline_limit: usize,
     inputs_ttl: Duration,
     retry_full: Option<RetryPolicy>,
+    /// Extra Redis servers for inputs sent by reference (input stores 1…).
+    inputs_redis_urls: Vec<String>,
 }
 
 impl ClientBuilder {
@@ -38,6 +40,7 @@ impl ClientBuilder {
             inline_limit: DEFAULT_INLINE_LIMIT,
             inputs_ttl: DEFAULT_INPUTS_TTL,
             retry_full: None,
+            inputs_redis_urls: Vec::new(),
         }
     }
 
@@ -174,6 +177,14 @@ impl ClientBuilder {
         &self.nats
     }
 
+    /// More Redis servers for inputs sent by reference, after the result store (see
+    /// `jetinfer_store::InputStores`); workers must list the same URLs in the same order
+    /// (`--inputs-redis-url`). They use the result store's TLS files and key prefix.
+    pub fn inputs_redis_urls(mut self, urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.inputs_redis_urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// The store configuration as built so far.
     pub fn store_config(&self) -> &StoreConfig {
         &self.store
@@ -181,8 +192,11 @@ impl ClientBuilder {
 
     /// Connects to NATS and prepares the Redis pool.
     pub async fn connect(self) -> Result<Client, ClientError> {
-        Ok(Client::connect_with(&self.nats, &self.store)
-            .await?
+        let client = Client::connect_with(&self.nats, &self.store).await?;
+        let inputs =
+            InputStores::new(client.store().clone(), &self.store, &self.inputs_redis_urls)?;
+        Ok(client
+            .with_input_stores(inputs)
             .with_inline_limit(self.inline_limit)
             .with_inputs_ttl(self.inputs_ttl)
             .with_retry_when_full(self.retry_full))

@@ -12,7 +12,7 @@ use jetinfer_schemas::{encode, now_ms, Job, JobResult, Limits, Priority};
 use tracing::Instrument;
 
 use jetinfer_connect::NatsSettings;
-use jetinfer_store::{ResultStore, StoreConfig};
+use jetinfer_store::{InputStores, ResultStore, StoreConfig};
 
 use crate::error::{ClientError, PublishRefusal};
 use crate::retry::RetryPolicy;
@@ -29,6 +29,8 @@ pub struct Client {
     nats: async_nats::Client,
     js: jetstream::Context,
     store: ResultStore,
+    /// Where inputs sent by reference go: the result store, and more Redis servers if given.
+    inputs: InputStores,
     limits: Limits,
     /// Jobs whose input data is at least this many bytes send their inputs by reference.
     inline_limit: usize,
@@ -70,6 +72,7 @@ impl Client {
         Client {
             nats,
             js,
+            inputs: InputStores::single(store.clone()),
             store,
             limits: Limits::default(),
             inline_limit: DEFAULT_INLINE_LIMIT,
@@ -91,6 +94,13 @@ impl Client {
     /// [`DEFAULT_INLINE_LIMIT`](jetinfer_schemas::inputs_ref::DEFAULT_INLINE_LIMIT).
     pub fn with_inline_limit(mut self, bytes: usize) -> Self {
         self.inline_limit = bytes;
+        self
+    }
+
+    /// Spreads inputs sent by reference over these stores (the result store first; see
+    /// [`InputStores`]): workers must be given the same extra stores, in the same order.
+    pub fn with_input_stores(mut self, stores: InputStores) -> Self {
+        self.inputs = stores;
         self
     }
 
@@ -165,9 +175,10 @@ impl Client {
         if job.inputs_ref.is_some() || data_bytes < self.inline_limit {
             return self.publish_raw(subject, &job.id, encode(job).into()).await;
         }
-        let (value, reference) = store_inputs(&job.inputs);
-        self.store
-            .put_inputs(&job.id, &value, self.inputs_ttl_of(job))
+        let (value, mut reference) = store_inputs(&job.inputs);
+        reference.store = self
+            .inputs
+            .put(&job.id, &value, self.inputs_ttl_of(job))
             .await?;
         // Every field named, so a field added to `Job` cannot be dropped here unnoticed.
         let by_ref = Job {

@@ -48,6 +48,6 @@ pub use client::{Client, Submitted, DEFAULT_INPUTS_TTL};
 pub use error::{ClientError, WaitManyTimeout};
 pub use jetinfer_connect::{redact_url, ConnectError, NatsAuth, NatsSettings, NatsTls};
 pub use jetinfer_store::{
-    decode_owned, RedisTls, ResultStore, ResultWrite, StoreConfig, StoreError,
+    decode_owned, InputStores, RedisTls, ResultStore, ResultWrite, StoreConfig, StoreError,
 };
 pub use retry::RetryPolicy;

@@ -62,6 +62,18 @@ pub struct ConnectArgs {
     /// The Redis client certificate's private key (PEM).
     #[arg(long, env = "REDIS_KEY", global = true, requires = "redis_tls_cert")]
     pub redis_tls_key: Option<PathBuf>,
+    /// More Redis servers for inputs sent by reference (the claim check), after the result
+    /// store, which is input store 0; repeat the flag or separate URLs with commas. Producers
+    /// and workers must list the same URLs in the same order (a job's reference names its
+    /// store by position); the dispatcher never reads inputs and ignores this. Same TLS files
+    /// as `--redis-url`.
+    #[arg(
+        long = "inputs-redis-url",
+        env = "JETINFER_INPUTS_REDIS_URLS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub inputs_redis_urls: Vec<String>,
 }
 
 impl ConnectArgs {
@@ -121,6 +133,14 @@ impl std::fmt::Debug for ConnectArgs {
             .field("redis_tls_ca", &self.redis_tls_ca)
             .field("redis_tls_cert", &self.redis_tls_cert)
             .field("redis_tls_key", &self.redis_tls_key)
+            .field(
+                "inputs_redis_urls",
+                &self
+                    .inputs_redis_urls
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

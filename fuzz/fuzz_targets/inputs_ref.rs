@@ -15,6 +15,7 @@ fuzz_target!(|value: &[u8]| {
     let foreign = InputsRef {
         bytes: value.len() as u64,
         digest: "0".repeat(64),
+        store: 0,
     };
     assert_eq!(
         load_inputs(value, &foreign).unwrap_err().code,
@@ -27,6 +28,7 @@ fuzz_target!(|value: &[u8]| {
     let reference = InputsRef {
         bytes: value.len() as u64,
         digest: inputs_digest(&tensors),
+        store: 0,
     };
     assert_eq!(load_inputs(value, &reference).unwrap(), tensors);
     if let Some(short) = value.len().checked_sub(1) {

@@ -22,6 +22,31 @@ pub struct InputsRef {
     pub bytes: u64,
     /// [`inputs_digest`] of the inputs: 64 lowercase hex digits.
     pub digest: String,
+    /// Which input store holds them, an index into the stores producers and workers list in
+    /// the same order (`--inputs-redis-url`); 0, the result store, is left out on the wire, so
+    /// a reference without this field is what version 1 of the claim check wrote.
+    #[serde(default, skip_serializing_if = "is_main_store")]
+    pub store: u16,
+}
+
+fn is_main_store(store: &u16) -> bool {
+    *store == 0
+}
+
+/// The input store a job's inputs go to when there are `stores` of them: FNV-1a (32 bit) of
+/// the job id, modulo `stores`. Spreading by id (not by size or load) needs no coordination
+/// and lets clients in other languages pick the same store; the reference names the store
+/// anyway, so a worker never has to recompute this.
+pub fn input_store_for(id: &str, stores: u16) -> u16 {
+    if stores <= 1 {
+        return 0;
+    }
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in id.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    (hash % u32::from(stores)) as u16
 }
 
 /// Inline payloads at least this large are sent by reference by default (the Rust client's
@@ -55,6 +80,7 @@ pub fn store_inputs(inputs: &[Tensor<'_>]) -> (Vec<u8>, InputsRef) {
     let reference = InputsRef {
         bytes: value.len() as u64,
         digest: inputs_digest(inputs),
+        store: 0,
     };
     (value, reference)
 }
@@ -118,6 +144,29 @@ mod tests {
             ErrorCode::BadPayload,
             "not msgpack"
         );
+    }
+
+    #[test]
+    fn input_stores_spread_by_id_and_store_zero_stays_off_the_wire() {
+        assert_eq!(input_store_for("anything", 1), 0);
+        // FNV-1a 32 of "a" is 0xe40c292c: the value other languages must reproduce.
+        assert_eq!(input_store_for("a", 1000), (0xe40c_292c_u32 % 1000) as u16);
+        let mut counts = [0u32; 3];
+        for i in 0..3000 {
+            counts[input_store_for(&format!("job-{i}"), 3) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (800..1200).contains(&n)),
+            "{counts:?}"
+        );
+        let (_, mut reference) = store_inputs(&sample());
+        let v0 = crate::encode(&reference);
+        reference.store = 2;
+        let v2 = crate::encode(&reference);
+        assert!(!String::from_utf8_lossy(&v0).contains("store"));
+        assert!(String::from_utf8_lossy(&v2).contains("store"));
+        let back: InputsRef = rmp_serde::from_slice(&v0).unwrap();
+        assert_eq!(back.store, 0);
     }
 
     #[test]

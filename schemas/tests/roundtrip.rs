@@ -330,6 +330,7 @@ fn decode_everything(bytes: &[u8]) {
     let reference = InputsRef {
         bytes: bytes.len() as u64,
         digest: "0".repeat(64),
+        store: 0,
     };
     assert_eq!(
         load_inputs(bytes, &reference).unwrap_err().code,

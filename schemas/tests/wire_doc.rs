@@ -98,3 +98,18 @@ fn the_documented_job_with_inputs_by_reference_and_its_stored_value() {
     assert_eq!(hex::encode(&stored), hex::encode(&value));
     assert!(doc.contains(&format!("SET {} <value>", Keys::default().input("j2"))));
 }
+
+#[test]
+fn the_documented_reference_to_input_store_one() {
+    let doc = doc();
+    let (_, mut reference) = store_inputs(&[Tensor::from_f32(vec![2], &[1.0, 2.0])]);
+    reference.store = 1;
+    let bytes = hex_block(&doc, "### 9.6 Job with inputs in input store 1");
+    let job = jetinfer_schemas::decode_job(&bytes, &Limits::default()).unwrap();
+    let mut expected = Job::new("j2", "mlp", Vec::new());
+    expected.inputs_ref = Some(reference);
+    assert_eq!(job, expected);
+    assert_eq!(encode(&job), bytes);
+    assert_eq!(bytes.len(), 127);
+    assert!(doc.contains("`0xe40c292c`"));
+}

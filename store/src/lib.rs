@@ -5,6 +5,7 @@
 //! connections are made (`rediss://` with [`RedisTls`], the startup check) in `connection.rs`.
 
 mod connection;
+mod inputs;
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use deadpool_redis::Pool;
 use jetinfer_schemas::{JobResult, Keys};
 
 pub use connection::RedisTls;
+pub use inputs::{InputStores, StoredValue};
 
 /// Failure to reach or use Redis. Always transient from a job's point of view.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +223,21 @@ impl ResultStore {
         let keys: Vec<String> = ids.iter().map(|id| self.keys.input(id)).collect();
         let mut conn = self.pool.get().await?;
         Ok(redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?)
+    }
+
+    /// Deletes the inputs of jobs sent by reference (`UNLINK`: the values are freed on
+    /// Redis's background thread).
+    pub async fn unlink_inputs(&self, ids: &[&str]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.input(id)).collect();
+        let mut conn = self.pool.get().await?;
+        let _: u64 = redis::cmd("UNLINK")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// Which of these jobs already have a result (one pipelined round trip).

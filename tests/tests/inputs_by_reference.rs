@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use jetinfer_client::{InputStores, ResultStore, StoreConfig};
+use jetinfer_devkit::local::RedisServer;
 use jetinfer_schemas::inputs_ref::store_inputs;
 use jetinfer_schemas::names::job_subject;
 use jetinfer_schemas::{encode, ErrorCode, Job, Priority, Status};
@@ -78,4 +80,74 @@ async fn missing_or_substituted_inputs_are_bad_payload() {
         let message = &r.error.as_ref().unwrap().message;
         assert!(message.contains(says), "{id}: {message}");
     }
+}
+
+/// Inputs spread over two more Redis servers (`--inputs-redis-url`): every job runs with
+/// the inputs of the store its reference names, the stores all get some, and each store's
+/// inputs are deleted once the results are stored. A worker not given the extra stores
+/// answers their jobs `bad_payload`, naming the misconfiguration, instead of looping them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_spread_over_several_input_stores() {
+    let extra: Vec<RedisServer> = (0..2).map(|_| RedisServer::start().unwrap()).collect();
+    let urls: Vec<String> = extra.iter().map(RedisServer::url).collect();
+    let mut stack = stack(0, &[]).await;
+    let plain = stack.client().await.unwrap();
+    let main_config = StoreConfig::new(stack.redis_url());
+    let inputs = InputStores::new(plain.store().clone(), &main_config, &urls).unwrap();
+    let client = plain.clone().with_inline_limit(0).with_input_stores(inputs);
+    let run = run_id("byref-stores");
+    let jobs = publish_samples(&client, "mlp", 300, Priority::P1, &run).await;
+
+    // Each store holds the inputs of the jobs whose id maps to it, and only those.
+    let stores: Vec<ResultStore> = std::iter::once(stack.redis_url().to_string())
+        .chain(urls.iter().cloned())
+        .map(|url| ResultStore::new(&StoreConfig::new(url)).unwrap())
+        .collect();
+    let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    for (n, store) in stores.iter().enumerate() {
+        let held = store.get_inputs(&ids).await.unwrap();
+        let expected: Vec<bool> = ids
+            .iter()
+            .map(|id| usize::from(jetinfer_schemas::inputs_ref::input_store_for(id, 3)) == n)
+            .collect();
+        let got: Vec<bool> = held.iter().map(Option::is_some).collect();
+        assert_eq!(got, expected, "store {n} holds exactly its jobs' inputs");
+        assert!(
+            got.iter().filter(|h| **h).count() > 50,
+            "store {n} gets a share"
+        );
+    }
+
+    let mut args: Vec<String> = Vec::new();
+    for url in &urls {
+        args.extend(["--inputs-redis-url".to_string(), url.clone()]);
+    }
+    stack.start_worker(args).unwrap();
+    assert_all_correct(&client, &jobs, Duration::from_secs(60)).await;
+    for (n, store) in stores.iter().enumerate() {
+        let left = store.get_inputs(&ids).await.unwrap();
+        assert!(
+            left.iter().all(Option::is_none),
+            "store {n}: inputs are deleted once the results are stored"
+        );
+    }
+
+    // A worker that knows only the result store: jobs in store 1 or 2 end as bad_payload.
+    stack.workers()[0].stop_within(Duration::from_secs(10));
+    stack.start_worker(Vec::<String>::new()).unwrap();
+    let misplaced = format!("{run}-elsewhere");
+    let outside = (0..100)
+        .map(|i| format!("{misplaced}-{i}"))
+        .find(|id| jetinfer_schemas::inputs_ref::input_store_for(id, 3) != 0)
+        .unwrap();
+    let sample = &golden().samples("mlp")[0];
+    let job = Job::new(outside.as_str(), "mlp", sample.inputs.clone());
+    client.submit(Priority::P1, &job).await.unwrap();
+    let r = client
+        .wait(&outside, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(r.error_code(), Some(ErrorCode::BadPayload));
+    let message = &r.error.as_ref().unwrap().message;
+    assert!(message.contains("--inputs-redis-url"), "{message}");
 }

@@ -18,8 +18,9 @@ pub(crate) struct JobCtx {
     pub deadline_ms: u64,
     /// Cache key for a successful result, when the job allows caching.
     pub cache_key: Option<String>,
-    /// The inputs came by reference from Redis: the result's write deletes them.
-    pub inputs_by_ref: bool,
+    /// The inputs came by reference from this input store (0: the result store): the
+    /// result's write deletes them.
+    pub inputs_store: Option<u16>,
     /// Digest of the job's inputs, recorded in its result ("" if they never decoded).
     pub inputs_digest: String,
     /// The job's W3C trace id, recorded in its result ("" when untraced).

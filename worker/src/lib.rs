@@ -47,7 +47,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use jetinfer_schemas::names::worker_run_subject;
 use jetinfer_schemas::Keys;
-use jetinfer_store::{ResultStore, StoreConfig};
+use jetinfer_store::{InputStores, ResultStore, StoreConfig};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -75,7 +75,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         .unwrap_or_else(|| format!("worker-{:08x}", rand::random::<u32>()));
     tracing::info!(id = %id, cuda = cuda_available(), cuda_devices = tch::Cuda::device_count(), config = ?config, "starting worker");
     let file = ModelsFile::load(&config.models)?;
-    let (nats, store) = connect(&config, &id).await?;
+    let (nats, store, inputs) = connect(&config, &id).await?;
     let (roster_tx, roster) = watch::channel(Roster::default());
     // Up before the models load (so /healthz answers during warm-up), and until exit (so
     // /readyz reports the drain).
@@ -88,7 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         CancellationToken::new(),
     )
     .await?;
-    let shared = shared(&config, &id, &nats, &store)?;
+    let shared = shared(&config, &id, &nats, &store, &inputs)?;
     let started = startup::start_models(file.models, config.slots, &shared).await;
     if started.models.is_empty() {
         return Err(WorkerError::NoModels);
@@ -108,6 +108,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         slots: free.clone(),
         writer: shared.writer,
         store,
+        inputs,
         limits: config.job_limits.limits(),
     });
 
@@ -141,11 +142,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     Ok(())
 }
 
-/// Connects to NATS (retrying until it answers) and sets up the result store.
+/// Connects to NATS (retrying until it answers) and sets up the result store and the input
+/// stores.
 async fn connect(
     config: &Config,
     id: &str,
-) -> Result<(async_nats::Client, ResultStore), WorkerError> {
+) -> Result<(async_nats::Client, ResultStore, InputStores), WorkerError> {
     let nats = config
         .connect
         .nats()
@@ -165,7 +167,13 @@ async fn connect(
     // A Redis that refuses us (TLS, password) stops the process at start, naming why;
     // one that is not up yet is waited for, as before.
     let store = ResultStore::connect(&store_config).await?;
-    Ok((nats, store))
+    let inputs = InputStores::connect(
+        store.clone(),
+        &store_config,
+        &config.connect.inputs_redis_urls,
+    )
+    .await?;
+    Ok((nats, store, inputs))
 }
 
 /// The result writer, the injected faults and the fatal-error token every batcher shares.
@@ -174,6 +182,7 @@ fn shared(
     id: &str,
     nats: &async_nats::Client,
     store: &ResultStore,
+    inputs: &InputStores,
 ) -> Result<startup::Shared, WorkerError> {
     let faults = faults::Faults::parse(config.inject_faults.as_deref().unwrap_or(""))?;
     if !faults.is_empty() {
@@ -184,6 +193,7 @@ fn shared(
     }
     let writer = results::Writer {
         store: store.clone(),
+        inputs: inputs.clone(),
         nats: nats.clone(),
         worker_id: id.to_string(),
         record_executions: config.record_executions,

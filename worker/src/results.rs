@@ -5,7 +5,7 @@
 use jetinfer_schemas::names::done_subject;
 use jetinfer_schemas::worker::RunOutcome;
 use jetinfer_schemas::{encode, CachedOutputs, JobResult, Status, Tensor, SCHEMA_VERSION};
-use jetinfer_store::{ResultStore, ResultWrite};
+use jetinfer_store::{InputStores, ResultStore, ResultWrite};
 
 use crate::job::JobCtx;
 use crate::telemetry::{write_ended, write_started};
@@ -19,6 +19,9 @@ pub(crate) struct Finished {
 #[derive(Clone)]
 pub(crate) struct Writer {
     pub store: ResultStore,
+    /// Where inputs sent by reference live; those outside the result store are deleted
+    /// after the results' pipeline.
+    pub inputs: InputStores,
     pub nats: async_nats::Client,
     pub worker_id: String,
     /// Count forward runs per job (`--record-executions`, for the fault suite).
@@ -47,7 +50,8 @@ fn encoded(finished: &[Finished]) -> (Vec<ResultWrite<'_>>, Vec<(String, Vec<u8>
         writes.push(ResultWrite {
             id: &f.ctx.id,
             bytes: encode(r),
-            drop_inputs: f.ctx.inputs_by_ref,
+            // Inputs in the result store go in the results' own pipeline; others after it.
+            drop_inputs: f.ctx.inputs_store == Some(0),
         });
     }
     (writes, cache)
@@ -87,6 +91,12 @@ impl Writer {
                         tracing::debug!(id = %f.ctx.id, "a result was already stored; kept the first");
                     }
                 }
+                let elsewhere: Vec<(&str, u16)> = finished
+                    .iter()
+                    .filter_map(|f| Some((f.ctx.id.as_str(), f.ctx.inputs_store?)))
+                    .filter(|(_, store)| *store != 0)
+                    .collect();
+                self.inputs.unlink_extra(&elsewhere).await;
                 RunOutcome::Stored
             }
             Err(e) => {

@@ -12,7 +12,7 @@ use jetinfer_schemas::{
     decode_job, encode, now_ms, route_matches, CachedOutputs, ErrorCode, Job, JobError, Limits,
     Tensor, Timings, SCHEMA_VERSION,
 };
-use jetinfer_store::ResultStore;
+use jetinfer_store::{InputStores, ResultStore, StoredValue};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::job::{JobCtx, Pending};
@@ -28,6 +28,7 @@ pub(crate) struct Service {
     pub slots: Arc<Semaphore>,
     pub writer: Writer,
     pub store: ResultStore,
+    pub inputs: InputStores,
     pub limits: Limits,
 }
 
@@ -48,6 +49,11 @@ enum StoredInputs {
     Missing,
     /// Sent by reference, and the store did not answer: try again later.
     Unreachable,
+    /// Sent by reference to an input store this worker was not given.
+    UnknownStore {
+        store: u16,
+        known: u16,
+    },
 }
 
 /// Puts inputs read from the store into their job (checked against its reference).
@@ -62,6 +68,14 @@ fn attach_stored<'x>(
         StoredInputs::Missing => Err(JobError::bad_payload(
             "the job's inputs, sent by reference, are not in the store (expired, or never stored)",
         )),
+        // Every worker configured alike answers the same, so sending the job back would
+        // only loop it until its deadline: say what is misconfigured instead.
+        StoredInputs::UnknownStore { store, known } => Err(JobError::bad_payload(format!(
+            "the job's inputs are in input store {store}, but this worker knows {known} \
+             (the result store and {} --inputs-redis-url): producers and workers must list \
+             the same input stores",
+            known - 1
+        ))),
     }
 }
 
@@ -163,31 +177,24 @@ impl Service {
         }
     }
 
-    /// Reads the inputs of the jobs sent by reference, one `MGET` for the request.
+    /// Reads the inputs of the jobs sent by reference: one `MGET` per input store named in
+    /// the request, the stores read concurrently.
     async fn fetch_inputs(&self, jobs: &[Result<Job<'_>, JobError>]) -> Vec<StoredInputs> {
-        let by_ref =
-            |j: &Result<Job<'_>, JobError>| j.as_ref().is_ok_and(|j| j.inputs_ref.is_some());
-        let ids: Vec<&str> = jobs
-            .iter()
-            .filter(|j| by_ref(j))
-            .filter_map(|j| j.as_ref().ok().map(|j| &*j.id))
-            .collect();
-        // `None`: the store did not answer, and every job sent by reference goes back.
-        let mut values = match self.store.get_inputs(&ids).await {
-            Ok(values) => Some(values.into_iter()),
-            Err(e) => {
-                tracing::warn!(error = %e, jobs = ids.len(), "cannot read inputs sent by reference; sending the jobs back");
-                None
-            }
-        };
+        fn by_ref<'j>(j: &'j Result<Job<'_>, JobError>) -> Option<(&'j str, u16)> {
+            let job = j.as_ref().ok()?;
+            Some((&*job.id, job.inputs_ref.as_ref()?.store))
+        }
+        let refs: Vec<(&str, u16)> = jobs.iter().filter_map(by_ref).collect();
+        let mut values = self.inputs.get(&refs).await.into_iter();
         jobs.iter()
-            .map(|j| match (by_ref(j), values.as_mut()) {
-                (false, _) => StoredInputs::Inline,
-                (true, None) => StoredInputs::Unreachable,
-                (true, Some(values)) => match values.next().flatten() {
-                    Some(v) => StoredInputs::Found(v),
-                    None => StoredInputs::Missing,
-                },
+            .map(|j| match by_ref(j).and_then(|_| values.next()) {
+                None => StoredInputs::Inline,
+                Some(StoredValue::Found(v)) => StoredInputs::Found(v),
+                Some(StoredValue::Missing) => StoredInputs::Missing,
+                Some(StoredValue::Unreachable) => StoredInputs::Unreachable,
+                Some(StoredValue::UnknownStore { store, known }) => {
+                    StoredInputs::UnknownStore { store, known }
+                }
             })
             .collect()
     }
@@ -240,7 +247,7 @@ impl Service {
                 .remaining_ms
                 .map_or(run_job.deadline_ms, |left| now_ms() + left),
             cache_key: None,
-            inputs_by_ref: job.inputs_ref.is_some(),
+            inputs_store: job.inputs_ref.as_ref().map(|r| r.store),
             inputs_digest: String::new(),
             trace_id: run_job
                 .traceparent

@@ -86,6 +86,11 @@ pub struct BenchArgs {
     /// inline. The bare loop and the Python baseline always get inline jobs.
     #[arg(long)]
     pub inline_limit: Option<usize>,
+    /// Extra redis-servers started for jetinfer's inputs sent by reference (input stores
+    /// 1..=N, `--inputs-redis-url` of the producers and workers); 0 keeps them in the result
+    /// store.
+    #[arg(long, default_value_t = 0)]
+    pub input_stores: usize,
     /// JetStream storage of the streams (the dispatcher's `--storage`, the bare loop's and
     /// the Python worker's stream).
     #[arg(long, value_enum, default_value_t = Storage::File)]
@@ -248,6 +253,7 @@ fn options(global: &Global, args: BenchArgs) -> anyhow::Result<Options> {
         },
         max_publishing: args.max_publishing,
         inline_limit: args.inline_limit,
+        input_stores: args.input_stores,
         storage: args.storage,
         workers: args.workers,
         dispatcher_args: args.dispatcher_args,

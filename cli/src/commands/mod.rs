@@ -104,6 +104,7 @@ impl Global {
         Client::builder(self.nats_url())
             .nats(self.connect.nats())
             .store(store.clone())
+            .inputs_redis_urls(self.connect.inputs_redis_urls.iter().cloned())
             .name("jetinfer-cli")
             .retry_on_initial_connect(false)
             .connect()

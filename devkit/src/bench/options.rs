@@ -69,6 +69,9 @@ pub struct BenchOptions {
     /// Input data from this many bytes on goes by reference through Redis [default: the
     /// client's]; `usize::MAX` sends every job inline.
     pub inline_limit: Option<usize>,
+    /// Extra redis-servers for jetinfer's inputs sent by reference (see
+    /// `jetinfer_store::InputStores`), started beside the stack.
+    pub input_stores: usize,
     pub storage: Storage,
     /// Workers to start (local stack).
     pub workers: usize,

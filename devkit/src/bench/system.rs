@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use jetinfer_client::{Client, StoreConfig};
+use jetinfer_client::{Client, InputStores, StoreConfig};
 use jetinfer_schemas::names::JOBS_PREFIX;
 use jetinfer_schemas::{Keys, Priority, Tensor};
 
@@ -19,7 +19,7 @@ use super::options::BenchOptions;
 use super::report::RunReport;
 use super::run::{self, RunSpec};
 use super::{bare, BenchError};
-use crate::local::{LocalStack, Process};
+use crate::local::{LocalStack, Process, RedisServer};
 
 /// What is measured.
 #[derive(Debug, Clone)]
@@ -72,8 +72,15 @@ impl Bench<'_> {
             system: name,
             log_dir: &log_dir,
         });
+        let input_stores =
+            self.start_input_stores(&system)
+                .map_err(|source| BenchError::Stack {
+                    system: name,
+                    source,
+                })?;
+        let input_urls: Vec<String> = input_stores.iter().map(RedisServer::url).collect();
         let mut stack = self
-            .builder(&system, &log_dir)
+            .builder(&system, &log_dir, &input_urls)
             .start()
             .await
             .map_err(|source| BenchError::Stack {
@@ -86,7 +93,7 @@ impl Bench<'_> {
             redis_url: &jetinfer_client::redact_url(stack.redis_url()),
             running: matches!(system, System::External),
         });
-        let clients = self.connect(&system, &stack).await?;
+        let clients = self.connect(&system, &stack, &input_urls).await?;
         // The stack keeps the CPUs it started with; the generator moves to its own.
         if let Some(cpus) = super::cpu::pin_load_generator_from_env().map_err(BenchError::Pin)? {
             eprintln!("load generator pinned to CPUs {cpus:?}");
@@ -95,7 +102,7 @@ impl Bench<'_> {
         let (prefix, extra) = self
             .start_consumer(&system, &stack, &clients, &log_dir, &stop)
             .await?;
-        let cpu = watch_cpu(&mut stack, extra.as_ref());
+        let cpu = watch_cpu(&mut stack, extra.as_ref(), &input_stores);
         let bar = self
             .observer
             .progress(name, (self.opts.duration_s * 10.0) as u64);
@@ -135,8 +142,27 @@ impl Bench<'_> {
         Ok(report)
     }
 
-    /// The stack `system` runs on.
-    fn builder(&self, system: &System, log_dir: &Path) -> crate::local::LocalStackBuilder {
+    /// `--input-stores` extra redis-servers for jetinfer's inputs sent by reference (none
+    /// for the bare loop and the Python baseline, which read only inline jobs).
+    fn start_input_stores(
+        &self,
+        system: &System,
+    ) -> Result<Vec<RedisServer>, crate::local::LocalError> {
+        match system {
+            System::Jetinfer => (0..self.opts.input_stores)
+                .map(|_| RedisServer::start())
+                .collect(),
+            System::External | System::Bare | System::Python(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The stack `system` runs on; workers get the extra input stores' URLs.
+    fn builder(
+        &self,
+        system: &System,
+        log_dir: &Path,
+        input_urls: &[String],
+    ) -> crate::local::LocalStackBuilder {
         let opts = self.opts;
         let builder = LocalStack::builder()
             .log_dir(log_dir)
@@ -159,7 +185,12 @@ impl Bench<'_> {
                 .models(self.models)
                 .dispatcher_args(["--storage".to_string(), opts.storage.as_str().into()])
                 .dispatcher_args(given(&opts.dispatcher_args))
-                .worker_args(given(&opts.worker_args)),
+                .worker_args(given(&opts.worker_args))
+                .worker_args(
+                    input_urls
+                        .iter()
+                        .flat_map(|url| ["--inputs-redis-url".to_string(), url.clone()]),
+                ),
             (System::Bare | System::Python(_), _) => builder.workers(0).dispatcher(false),
         }
     }
@@ -167,7 +198,12 @@ impl Bench<'_> {
     /// Connects one producer per priority (see [`run::run`]) and the notice listener.
     /// jetinfer gets the client's default wire (large inputs by reference); the bare loop
     /// and the Python baseline read only inline jobs, as version 1 of the wire defined.
-    async fn connect(&self, system: &System, stack: &LocalStack) -> Result<Clients, BenchError> {
+    async fn connect(
+        &self,
+        system: &System,
+        stack: &LocalStack,
+        input_urls: &[String],
+    ) -> Result<Clients, BenchError> {
         let store = StoreConfig {
             keys: Keys::new(&self.opts.key_prefix),
             ..StoreConfig::new(stack.redis_url())
@@ -179,9 +215,18 @@ impl Bench<'_> {
         };
         let mut producers = Vec::with_capacity(3);
         for _ in Priority::ALL {
+            let client = connect(stack.nats_url(), &store).await?;
+            let inputs =
+                InputStores::new(client.store().clone(), &store, input_urls).map_err(|e| {
+                    BenchError::Connect {
+                        nats_url: stack.nats_url().to_string(),
+                        redis_url: store.url.clone(),
+                        source: e.into(),
+                    }
+                })?;
             producers.push(
-                connect(stack.nats_url(), &store)
-                    .await?
+                client
+                    .with_input_stores(inputs)
                     .with_inline_limit(inline_limit),
             );
         }
@@ -278,7 +323,11 @@ async fn connect(nats_url: &str, store: &StoreConfig) -> Result<Client, BenchErr
 /// The first CPU reading of the run's processes: the serving side, the servers, and each
 /// by name. The load generator shares the machine, so its own CPU is read too (the bare
 /// loop's consumer runs inside it).
-fn watch_cpu(stack: &mut LocalStack, extra: Option<&Process>) -> CpuWatch {
+fn watch_cpu(
+    stack: &mut LocalStack,
+    extra: Option<&Process>,
+    input_stores: &[RedisServer],
+) -> CpuWatch {
     let mut named: Vec<(String, u32)> = stack
         .workers()
         .iter()
@@ -299,6 +348,10 @@ fn watch_cpu(stack: &mut LocalStack, extra: Option<&Process>) -> CpuWatch {
     if let Some(r) = stack.redis_server() {
         servers.push(r.pid());
         named.push(("redis-server".into(), r.pid()));
+    }
+    for (i, r) in input_stores.iter().enumerate() {
+        servers.push(r.pid());
+        named.push((format!("redis-inputs-{}", i + 1), r.pid()));
     }
     named.push(("jetinfer-bench".into(), std::process::id()));
     CpuWatch::start(service, servers, named)
