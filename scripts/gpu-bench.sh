@@ -48,6 +48,9 @@ PYW="$python bench/python/worker.py"
 # dispatcher's --pull-batch for the MiniLM runs.
 PY_ARGS=(--python-worker "$PYW"); [ "${NO_PYTHON:-0}" = 1 ] && PY_ARGS=()
 PULL=${PULL:-32}
+# STORES=N gives the ResNet-50 runs N extra redis-servers for the inputs sent by reference
+# (`jetinfer bench --input-stores`).
+ST_ARGS=(--input-stores "${STORES:-0}")
 jobs_per_s() { $python -c "import json,sys;r=json.load(open(sys.argv[1]));print([x for x in r['runs'] if x['system']=='jetinfer'][0]['jobs_per_s'])" "$1"; }
 bench() { # name, args...
   local name=$1; shift
@@ -73,11 +76,11 @@ resnet-mem)
   # The same with the stream in memory (the broker's disk out of the path), then 80 % of
   # that rate, Poisson.
   RC=${RC:-512}
-  bench resnet-sat-memory --model $IMG --concurrency $RC --duration-s $SAT --warmup-s $W --storage memory \
+  bench resnet-sat-memory --model $IMG --concurrency $RC --duration-s $SAT --warmup-s $W --storage memory "${ST_ARGS[@]}" \
     --ceiling --ceiling-seconds $CEIL --dispatcher-arg "--in-flight 64,$((2*RC)),256" --worker-arg "--slots $RC"
   C=$(jobs_per_s "$RES/resnet-sat-memory.json")
   R=$($python -c "print(round(0.8*$C))")
-  bench resnet-80pct-memory --model $IMG --rate "$R" --arrival poisson --duration-s $D --warmup-s $W --storage memory \
+  bench resnet-80pct-memory --model $IMG --rate "$R" --arrival poisson --duration-s $D --warmup-s $W --storage memory "${ST_ARGS[@]}" \
     --dispatcher-arg "--in-flight 64,$((2*RC)),256" --worker-arg "--slots $RC"
   ;;
 resnet-mem-t4)
@@ -122,17 +125,23 @@ profile)
 resnet)
   # RC jobs in flight (closed loop); the worker holds them all, the dispatcher twice that.
   RC=${RC:-512}
-  bench resnet-sat --model $IMG --concurrency $RC --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
+  bench resnet-sat --model $IMG --concurrency $RC --duration-s $SAT --warmup-s $W "${ST_ARGS[@]}" --ceiling --ceiling-seconds $CEIL \
     "${PY_ARGS[@]}" --dispatcher-arg "--in-flight 64,$((2*RC)),256" --worker-arg "--slots $RC"
   C=$(jobs_per_s "$RES/resnet-sat.json")
   R=$($python -c "print(round(0.8*$C))")
-  bench resnet-80pct --model $IMG --rate "$R" --arrival poisson --duration-s $D --warmup-s $W \
+  bench resnet-80pct --model $IMG --rate "$R" --arrival poisson --duration-s $D --warmup-s $W "${ST_ARGS[@]}" \
     "${PY_ARGS[@]}" --dispatcher-arg "--in-flight 64,$((2*RC)),256" --worker-arg "--slots $RC"
   ;;
 minilm)
   # INTAKE intake tasks per priority in the dispatcher (--intake-tasks).
   bench minilm-sat --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
     --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL --intake-tasks ${INTAKE:-1}" --worker-arg "--slots 1024"
+  ;;
+minilm-mix)
+  # The MiniLM load spread evenly over P0, P1, P2: three streams instead of one, each with
+  # the same in-flight cap. Does one stream bound small inline jobs?
+  bench minilm-sat-mix --model $TXT --concurrency 1024 --mix 1,1,1 --duration-s $SAT --warmup-s $W \
+    --dyn-len $DYN --dispatcher-arg "--in-flight 1024,1024,1024 --pull-batch $PULL" --worker-arg "--slots 1024"
   ;;
 minilm-intake4)
   bench minilm-sat-intake4 --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W \
