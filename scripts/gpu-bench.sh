@@ -122,6 +122,20 @@ profile)
     --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
   wait $fetch; unset JETINFER_NATS_ARGS; pack
   ;;
+resnet-80pct-batch)
+  # ResNet-50 at RATE jobs/s (80 % of a saturated run), Poisson, with the model's max batch
+  # capped at each of BATCHES: smaller batches take less time each, so a job waits less for
+  # the one running, as long as the device still keeps up with the rate.
+  for mb in ${BATCHES:-32 64}; do
+    sed "/^name = \"$IMG\"/,/^\[/ s/^max_batch_size = .*/max_batch_size = $mb/" "$M" > "$RES/ref/models.b$mb.toml"
+    grep -A12 "name = \"$IMG\"" "$RES/ref/models.b$mb.toml" | grep max_batch_size
+    M0=$M; M=$RES/ref/models.b$mb.toml
+    ${B%/*}/jetinfer-worker ceiling --models "$M" --model $IMG --batch $mb --seconds 2 | tee "$RES/ceiling-$IMG-b$mb.json"
+    bench resnet-80pct-b$mb --model $IMG --rate "${RATE:-7300}" --arrival poisson --duration-s $D --warmup-s $W "${ST_ARGS[@]}" \
+      --dispatcher-arg "--in-flight 64,2048,256" --worker-arg "--slots 1024"
+    M=$M0
+  done
+  ;;
 resnet-sat0)
   # Saturated only, inputs in the result store alone (no input stores): the same-run
   # baseline for STORES=N.
@@ -155,12 +169,18 @@ minilm-profile)
   # the dispatcher's and the worker's (8 s into the run, for 6 s).
   export JETINFER_NATS_ARGS="--profile 6061"
   ( sleep 9; exec $python -c "import urllib.request,sys;open(sys.argv[1],'wb').write(urllib.request.urlopen('http://127.0.0.1:6061/debug/pprof/profile?seconds=6',timeout=30).read())" "$RES/nats-minilm-file.pprof" ) & fetch=$!
-  if command -v perf >/dev/null; then
+  # perf from .gpu-perf/perf.tgz (packed by hand with its libraries) where none is installed.
+  PERF=$(command -v perf || true)
+  if [ -z "$PERF" ] && [ -f "$G/perf.tgz" ]; then
+    tar -xzf "$G/perf.tgz" -C /tmp && PERF="env LD_LIBRARY_PATH=/tmp/perf/lib /tmp/perf/perf"
+  fi
+  if [ -n "$PERF" ]; then
     ( sleep 9; for b in jetinfer-dispatcher jetinfer-worker; do
-        pid=$(pgrep -f "bin/$b " | head -1); [ -n "$pid" ] && perf record -F 499 -g -p "$pid" -o "$RES/perf-$b.data" -- sleep 6 >/dev/null 2>&1 &
+        pid=$(pgrep -f "bin/$b " | head -1); [ -n "$pid" ] && $PERF record -F 499 -g -p "$pid" -o "$RES/perf-$b.data" -- sleep 6 > "$RES/perf-$b.log" 2>&1 &
       done; wait
       for b in jetinfer-dispatcher jetinfer-worker; do
-        perf report -i "$RES/perf-$b.data" --no-children --percent-limit 1 --stdio 2>/dev/null | head -150 > "$RES/perf-$b.txt"; rm -f "$RES/perf-$b.data"
+        $PERF report -i "$RES/perf-$b.data" --no-children --sort comm,dso,symbol --percent-limit 0.7 --stdio -g none 2>>"$RES/perf-$b.log" | head -120 > "$RES/perf-$b.txt"
+        $PERF report -i "$RES/perf-$b.data" --no-children --sort comm --stdio -g none 2>/dev/null | head -40 > "$RES/perf-$b-threads.txt"; rm -f "$RES/perf-$b.data"
       done ) & perfjob=$!
   fi
   bench minilm-sat-profile --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W \
