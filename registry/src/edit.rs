@@ -104,6 +104,7 @@ mod tests {
                 warm_lengths: vec![],
             },
             placement: Placement::default(),
+            loaded: true,
         }
     }
 

@@ -137,6 +137,7 @@ pub fn declarations(path: &Path, audit: &Audit) -> Result<Vec<ModelDecl>, SeedEr
                 workers: vec![],
                 devices: vec![e.device.clone()],
             },
+            loaded: true,
         };
         let audit = Audit {
             change: format!("seed from {}", path.display()),
@@ -161,6 +162,7 @@ fn merge(decl: &mut ModelDecl, version: VersionDecl) -> Result<(), SeedError> {
     };
     let same_but_device = VersionDecl {
         placement: known.placement.clone(),
+        loaded: known.loaded,
         ..version.clone()
     };
     if *known != same_but_device {
@@ -193,7 +195,8 @@ pub async fn seed(
                 let mut missing = Vec::new();
                 for v in &decl.versions {
                     match stored.decl.version(&v.version) {
-                        Some(declared) if declared == v => {}
+                        // An unloaded version is still the same version.
+                        Some(declared) if declared.as_loaded() == *v => {}
                         Some(_) => {
                             return Err(SeedError::Differs {
                                 model: decl.name.clone(),

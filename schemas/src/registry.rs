@@ -66,6 +66,30 @@ pub struct VersionDecl {
     pub batching: Batching,
     #[serde(default)]
     pub placement: Placement,
+    /// Desired state: workers keep the version loaded (true, the default, also for values
+    /// written before this field existed) or unload it (`jetinfer models unload`). An
+    /// unloaded version stays declared: it can be loaded again without redeclaring it.
+    #[serde(default = "loaded_default", skip_serializing_if = "is_loaded")]
+    pub loaded: bool,
+}
+
+fn loaded_default() -> bool {
+    true
+}
+
+fn is_loaded(loaded: &bool) -> bool {
+    *loaded
+}
+
+impl VersionDecl {
+    /// The same version with its desired state set to loaded: what two declarations of a
+    /// version must agree on (`seed` compares files and settings, not load state).
+    pub fn as_loaded(&self) -> VersionDecl {
+        VersionDecl {
+            loaded: true,
+            ..self.clone()
+        }
+    }
 }
 
 /// Batching settings of a version, as in the worker's models file.
@@ -370,6 +394,7 @@ mod tests {
                         warm_lengths: vec![],
                     },
                     placement: Placement::default(),
+                    loaded: true,
                 })
                 .collect(),
             default_version: versions[0].into(),
@@ -396,6 +421,24 @@ mod tests {
             decode_decl(&crate::encode(&future)),
             Err(RegistryError::SchemaVersion(9))
         );
+    }
+
+    #[test]
+    fn the_load_state_defaults_to_loaded_and_round_trips() {
+        let d = decl("mlp", &["1", "2"]);
+        // Written as before the field existed: no `loaded` key at all.
+        let bytes = crate::encode(&d);
+        assert!(!bytes.windows(6).any(|w| w == b"loaded"));
+        assert!(decode_decl(&bytes)
+            .unwrap()
+            .versions
+            .iter()
+            .all(|v| v.loaded));
+        let mut off = d.clone();
+        off.versions[1].loaded = false;
+        let back = decode_decl(&crate::encode(&off)).unwrap();
+        assert_eq!(back, off);
+        assert_eq!(back.versions[1].as_loaded(), d.versions[1]);
     }
 
     #[test]

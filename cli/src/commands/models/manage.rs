@@ -264,6 +264,7 @@ fn version_decl(args: &DeclareArgs) -> anyhow::Result<VersionDecl> {
             workers: args.workers.clone(),
             devices: args.devices.clone(),
         },
+        loaded: true,
     })
 }
 
