@@ -73,6 +73,54 @@ pub fn set_weights(
     decl.validate()
 }
 
+/// Why a version's load state cannot change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadStateError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("model {model} version {version} is the default version: make another version the default (jetinfer models default {model} <version>) before unloading it")]
+    IsDefault { model: String, version: String },
+    #[error("model {model} version {version} still has {weight}/100 of the unversioned traffic: move its weight to other versions first (jetinfer models weights {model} ...)")]
+    HasTraffic {
+        model: String,
+        version: String,
+        weight: Weight,
+    },
+}
+
+/// Sets whether workers keep `version` loaded. Unloading is refused while the version is
+/// the default or has traffic weight: jobs routed to it would find no worker.
+pub fn set_loaded(decl: &mut ModelDecl, version: &str, loaded: bool) -> Result<(), LoadStateError> {
+    let model = decl.name.clone();
+    if decl.version(version).is_none() {
+        return Err(RegistryError::Undeclared {
+            model,
+            version: version.to_string(),
+            what: if loaded { "load" } else { "unload" },
+        }
+        .into());
+    }
+    if !loaded {
+        if decl.default_version == version {
+            return Err(LoadStateError::IsDefault {
+                model,
+                version: version.to_string(),
+            });
+        }
+        if let Some(&weight) = decl.weights.get(version).filter(|w| **w > 0) {
+            return Err(LoadStateError::HasTraffic {
+                model,
+                version: version.to_string(),
+                weight,
+            });
+        }
+    }
+    for v in decl.versions.iter_mut().filter(|v| v.version == version) {
+        v.loaded = loaded;
+    }
+    Ok(decl.validate()?)
+}
+
 /// The audit line of a weights change.
 pub fn weights_change(weights: &BTreeMap<String, Weight>) -> String {
     format!("weights {}", format_weights(weights))
@@ -143,5 +191,30 @@ mod tests {
             Err(RegistryError::Undeclared { .. })
         ));
         assert_eq!(weights_change(&d.weights), "weights 1=1.00");
+    }
+
+    #[test]
+    fn unloading_is_refused_for_the_default_and_for_a_version_with_traffic() {
+        let mut d = new_model("m", version("1"), audit()).unwrap();
+        add_version(&mut d, version("2")).unwrap();
+        set_weights(&mut d, parse_weights("1=0.9,2=0.1").unwrap()).unwrap();
+        let e = set_loaded(&mut d, "1", false).unwrap_err();
+        assert!(matches!(e, LoadStateError::IsDefault { .. }), "{e}");
+        assert!(e.to_string().contains("jetinfer models default m"));
+        let e = set_loaded(&mut d, "2", false).unwrap_err();
+        assert!(
+            matches!(e, LoadStateError::HasTraffic { weight: 10, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("move its weight"));
+        assert!(matches!(
+            set_loaded(&mut d, "9", true),
+            Err(LoadStateError::Registry(RegistryError::Undeclared { .. }))
+        ));
+        set_weights(&mut d, parse_weights("1=1").unwrap()).unwrap();
+        set_loaded(&mut d, "2", false).unwrap();
+        assert!(!d.version("2").unwrap().loaded && d.version("1").unwrap().loaded);
+        set_loaded(&mut d, "2", true).unwrap();
+        assert!(d.version("2").unwrap().loaded);
     }
 }

@@ -63,6 +63,8 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Invalid(#[from] RegistryError),
+    #[error(transparent)]
+    LoadState(#[from] edit::LoadStateError),
 }
 
 /// A declaration and the KV revision it was read at (what an update must name).
@@ -221,13 +223,16 @@ impl Registry {
     /// Reads `name`, applies `change` to its declaration, stamps `audit` and writes it back
     /// by compare-and-set. With `expect_revision`, the write also fails unless the model is
     /// still at the revision the operator looked at.
-    pub async fn modify(
+    pub async fn modify<E>(
         &self,
         name: &str,
         expect_revision: Option<u64>,
         audit: Audit,
-        change: impl FnOnce(&mut ModelDecl) -> Result<(), RegistryError>,
-    ) -> Result<Stored, StoreError> {
+        change: impl FnOnce(&mut ModelDecl) -> Result<(), E>,
+    ) -> Result<Stored, StoreError>
+    where
+        StoreError: From<E>,
+    {
         let current = self
             .get(name)
             .await?

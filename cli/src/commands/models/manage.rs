@@ -1,4 +1,4 @@
-//! `jetinfer models list|show|history|declare|seed|default|weights|rollback`: the model
+//! `jetinfer models list|show|history|declare|seed|default|weights|rollback|load|unload`: the model
 //! registry (NATS KV bucket `JETINFER_MODELS`, see docs/models.md) as an operator reads and
 //! changes it. Every write is compare-and-set on the model's revision (`--if-revision`
 //! makes it the revision the operator looked at) and carries an audit record (`--by`,
@@ -55,6 +55,24 @@ pub enum RegistryCommand {
     },
     /// Restore the model's previous declaration (as a new revision).
     Rollback { name: String },
+    /// Ask the workers to load a declared version (the default for every version).
+    Load {
+        name: String,
+        version: String,
+        /// Write only if the model is still at this revision.
+        #[arg(long)]
+        if_revision: Option<u64>,
+    },
+    /// Ask the workers to unload a version: they stop announcing it, finish its queued and
+    /// running batches, then free its memory. Refused while the version is the default or
+    /// has traffic weight (move them first). It stays declared.
+    Unload {
+        name: String,
+        version: String,
+        /// Write only if the model is still at this revision.
+        #[arg(long)]
+        if_revision: Option<u64>,
+    },
 }
 
 /// `models declare`.
@@ -198,6 +216,16 @@ pub async fn run(
                 .await?;
             stored_json(&stored)
         }
+        RegistryCommand::Load {
+            name,
+            version,
+            if_revision,
+        } => set_loaded(&js, &name, &version, if_revision, true, audit).await?,
+        RegistryCommand::Unload {
+            name,
+            version,
+            if_revision,
+        } => set_loaded(&js, &name, &version, if_revision, false, audit).await?,
         RegistryCommand::Rollback { name } => {
             let (stored, restored) = existing(&js)
                 .await?
@@ -214,6 +242,25 @@ pub async fn run(
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `models load` / `models unload`: the version's desired load state, by compare-and-set.
+async fn set_loaded(
+    js: &jetstream::Context,
+    name: &str,
+    version: &str,
+    if_revision: Option<u64>,
+    loaded: bool,
+    audit: impl Fn(String) -> Audit,
+) -> anyhow::Result<Value> {
+    let change = format!("{} {version}", if loaded { "load" } else { "unload" });
+    let stored = existing(js)
+        .await?
+        .modify(name, if_revision, audit(change), |d| {
+            edit::set_loaded(d, version, loaded)
+        })
+        .await?;
+    Ok(stored_json(&stored))
 }
 
 /// The registry, which must exist for reading a model or changing one.
