@@ -17,14 +17,14 @@ ALLOWED = {
     "jetinfer-schemas": set(),
     "jetinfer-connect": {"jetinfer-schemas"},
     "jetinfer-store": {"jetinfer-schemas"},
-    # The model registry (NATS KV): read by the dispatcher, written by the CLI.
+    # The model registry (NATS KV): read by the dispatcher and the worker (--registry), written by the CLI.
     # Its own crate so the client library stays free of it and the CLI need not pull the
     # dispatcher; it depends on schemas and async-nats only.
     "jetinfer-registry": {"jetinfer-schemas"},
     "jetinfer-client": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-store"},
     "jetinfer-telemetry": set(),
     "jetinfer-dispatcher": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-store", "jetinfer-telemetry", "jetinfer-registry"},
-    "jetinfer-worker": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-store", "jetinfer-telemetry"},
+    "jetinfer-worker": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-store", "jetinfer-telemetry", "jetinfer-registry"},
     "jetinfer-devkit": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-store", "jetinfer-client"},
     "jetinfer-cli": {"jetinfer-schemas", "jetinfer-connect", "jetinfer-client", "jetinfer-telemetry", "jetinfer-devkit", "jetinfer-registry"},
     "jetinfer-tests": {"jetinfer-schemas", "jetinfer-client", "jetinfer-devkit", "jetinfer-telemetry"},

@@ -17,9 +17,24 @@ pub struct Config {
     /// Where NATS and Redis are.
     #[command(flatten)]
     pub connect: jetinfer_connect::ConnectArgs,
-    /// The models TOML file.
-    #[arg(long, env = "JETINFER_MODELS")]
-    pub models: PathBuf,
+    /// The models TOML file (required unless `--registry`).
+    #[arg(long, env = "JETINFER_MODELS", required_unless_present = "registry")]
+    pub models: Option<PathBuf>,
+    /// Follow the model registry (NATS KV bucket `JETINFER_MODELS`) instead of a models
+    /// file: load every declared version placed on this worker, and load, unload and
+    /// reload versions as the registry changes, without a restart (see docs/models.md).
+    /// `--models` is then ignored.
+    #[arg(long, env = "JETINFER_REGISTRY")]
+    pub registry: bool,
+    /// With `--registry`: the devices this worker has. A version whose placement names no
+    /// device loads on each of them; one that names devices loads on those listed here.
+    #[arg(
+        long,
+        env = "JETINFER_DEVICES",
+        value_delimiter = ',',
+        default_value = "cpu"
+    )]
+    pub devices: Vec<String>,
     /// Worker id, unique in the pool (default: random). Part of its run subject.
     #[arg(long, env = "JETINFER_WORKER_ID")]
     pub id: Option<String>,
@@ -32,7 +47,8 @@ pub struct Config {
     #[arg(long, env = "JETINFER_CACHE_TTL_S", default_value_t = 3_600)]
     pub cache_ttl_s: u64,
     /// Jobs accepted at once (waiting in batchers plus running). Default: twice the
-    /// largest max_batch_size, one batch running and one forming per model.
+    /// largest max_batch_size, one batch running and one forming per model; with
+    /// `--registry` (models come and go) 128.
     #[arg(long, env = "JETINFER_SLOTS")]
     pub slots: Option<u32>,
     /// Heartbeat period, ms.

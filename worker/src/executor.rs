@@ -39,6 +39,9 @@ pub(crate) struct DeviceState {
     pub load: DeviceLoad,
     /// Pinned host buffers the batchers write batches into (CUDA devices only).
     pub pinned: Option<Arc<crate::staging::PinnedPool>>,
+    /// Cancelled once the thread has ended and dropped its modules (every batch sender
+    /// gone: how a version is unloaded, see lifecycle.rs).
+    pub exited: tokio_util::sync::CancellationToken,
 }
 
 /// The device thread's models and what it knows about them.
@@ -91,6 +94,10 @@ pub(crate) fn spawn_device(
                 thread.state.load.finished();
                 let _ = batch.reply.send(output);
             }
+            // Every sender is gone: free the modules, then say so.
+            let exited = thread.state.exited.clone();
+            drop(thread);
+            exited.cancel();
         })
         .expect("spawning the executor thread failed: out of resources");
     (tx, loaded_rx)

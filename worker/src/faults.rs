@@ -8,7 +8,9 @@
 //!   with a sticky CUDA error (illegal memory access);
 //! - `hang_on=V`: such a forward never returns (for the watchdog);
 //! - `exit_after_store=K`: the process aborts right after its K-th result write, before it
-//!   replies to the dispatcher (a crash between "stored" and "acked").
+//!   replies to the dispatcher (a crash between "stored" and "acked");
+//! - `slow_ms=N`: every forward takes N ms longer (batches that are surely still running
+//!   when a test unloads their model; warm-up batches are not slowed).
 //!
 //! The errors go through the same mapping as real libtorch errors, so what the suite sees is
 //! what a real OOM or device fault produces.
@@ -21,6 +23,7 @@ pub struct Faults {
     pub sticky_on: Option<f32>,
     pub hang_on: Option<f32>,
     pub exit_after_store: Option<u64>,
+    pub slow_ms: Option<u64>,
 }
 
 /// What an injected fault does to a forward.
@@ -53,7 +56,7 @@ pub enum FaultsError {
         #[source]
         source: std::num::ParseFloatError,
     },
-    #[error("unknown fault {0:?} (oom_above, sticky_on, hang_on, exit_after_store)")]
+    #[error("unknown fault {0:?} (oom_above, sticky_on, hang_on, exit_after_store, slow_ms)")]
     Unknown(String),
 }
 
@@ -81,6 +84,7 @@ impl Faults {
                 "sticky_on" => f.sticky_on = Some(float(value)?),
                 "hang_on" => f.hang_on = Some(float(value)?),
                 "exit_after_store" => f.exit_after_store = Some(count(value)?),
+                "slow_ms" => f.slow_ms = Some(count(value)?),
                 other => return Err(FaultsError::Unknown(other.to_string())),
             }
         }
@@ -93,6 +97,9 @@ impl Faults {
 
     /// The fault this batch triggers, if any.
     pub(crate) fn check(&self, batch: &[Vec<Tensor<'_>>]) -> Option<Injected> {
+        if let Some(ms) = self.slow_ms {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         let holds =
             |v: Option<f32>| v.is_some_and(|v| batch.iter().any(|job| first_value(job) == Some(v)));
         if holds(self.hang_on) {
@@ -135,5 +142,6 @@ mod tests {
             Err(FaultsError::Count { .. })
         ));
         assert!(Faults::parse("").unwrap().is_empty());
+        assert_eq!(Faults::parse("slow_ms=5").unwrap().slow_ms, Some(5));
     }
 }

@@ -48,15 +48,23 @@ impl Announcer {
         }
     }
 
-    /// Sends a heartbeat every `period` until `stop`, then one last (the roster's owner
-    /// has set `accepting` to false before stopping it).
+    /// Sends a heartbeat every `period`, and at once when the roster changes (a version
+    /// loaded or unloaded: dispatchers route to it, or stop, without waiting a period),
+    /// until `stop`; then one last (the roster's owner has set `accepting` to false before
+    /// stopping it).
     pub async fn run(self, period: Duration, stop: CancellationToken) {
         let mut tick = tokio::time::interval(period);
+        let mut changes = self.roster.clone();
+        changes.mark_unchanged();
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => self.send().await,
+                Ok(()) = changes.changed() => {
+                    changes.mark_unchanged();
+                    self.send().await;
+                }
             }
         }
         self.send().await;

@@ -3,7 +3,9 @@
 //! The endpoint starts before the models load, so `/healthz` answers during a long
 //! warm-up while `/readyz` says 503. Ready means: connected to NATS, Redis answers a PING,
 //! every servable model is loaded and warm, and the worker is accepting (not draining).
-//! The body lists the models and versions served, with their devices, from the roster.
+//! The body lists the models and versions served, with their devices, from the roster;
+//! with `--registry` also `versions`: per model, the versions the registry places here
+//! and which are loaded, loading, unloading or failed (with `load_error`).
 
 use std::sync::Arc;
 
@@ -45,13 +47,11 @@ pub(crate) async fn start(
         Box::pin(async move {
             let (nats_ok, nats_word) = nats_state(&nats);
             let (redis_ok, redis_word) = store.health().await;
-            let (serving, models, slots) = {
+            let (serving, models, slots, versions) = {
                 let r = roster.borrow();
-                (r.serving(), r.listed(), r.slots)
+                (r.serving(), r.listed(), r.slots, r.versions())
             };
-            Readiness {
-                ready: nats_ok && redis_ok && serving,
-                body: json!({
+            let mut body = json!({
                     "service": "jetinfer-worker",
                     "id": id,
                     "version": env!("CARGO_PKG_VERSION"),
@@ -60,7 +60,13 @@ pub(crate) async fn start(
                     "models": models,
                     "models_ready": serving,
                     "slots": slots,
-                }),
+            });
+            if let Some(versions) = versions {
+                body["versions"] = versions;
+            }
+            Readiness {
+                ready: nats_ok && redis_ok && serving,
+                body,
             }
         })
     });

@@ -12,6 +12,8 @@
 //!
 //! [`config`] holds the flags and the models TOML; [`roster`] is the snapshot of what the
 //! worker serves, published here and read by the service, heartbeat and health endpoint.
+//! With `--registry` the models come from the model registry instead, and [`lifecycle`]
+//! loads and unloads versions while the worker serves ([`placement`]: which are ours).
 
 pub mod ceiling;
 pub mod config;
@@ -31,8 +33,10 @@ mod gpu;
 mod heartbeat;
 mod http;
 mod job;
+mod lifecycle;
 mod loading;
 mod pad;
+mod placement;
 mod results;
 mod roster;
 mod service;
@@ -74,7 +78,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         .clone()
         .unwrap_or_else(|| format!("worker-{:08x}", rand::random::<u32>()));
     tracing::info!(id = %id, cuda = cuda_available(), cuda_devices = tch::Cuda::device_count(), config = ?config, "starting worker");
-    let file = ModelsFile::load(&config.models)?;
+    // A bad models file stops the worker before it connects anywhere.
+    let file = match (&config.models, config.registry) {
+        (Some(path), false) => Some(ModelsFile::load(path)?),
+        (Some(path), true) => {
+            tracing::warn!(models = %path.display(), "--models is ignored with --registry: the models come from the registry (seed it with `jetinfer models seed --from`)");
+            None
+        }
+        (None, _) => None,
+    };
     let (nats, store, inputs) = connect(&config, &id).await?;
     let (roster_tx, roster) = watch::channel(Roster::default());
     // Up before the models load (so /healthz answers during warm-up), and until exit (so
@@ -89,22 +101,50 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     )
     .await?;
     let shared = shared(&config, &id, &nats, &store, &inputs)?;
-    let started = startup::start_models(file.models, config.slots, &shared).await;
-    if started.models.is_empty() {
-        return Err(WorkerError::NoModels);
-    }
-    let slots = started.slots;
+    let watched: lifecycle::Watched = Default::default();
+    let slots = match file {
+        Some(file) => {
+            let started = startup::start_models(file.models, config.slots, &shared).await;
+            if started.models.is_empty() {
+                return Err(WorkerError::NoModels);
+            }
+            *watched.lock().expect("fresh") = started.device_states;
+            roster_tx.send_replace(Roster {
+                models: started.models,
+                devices: started.devices,
+                slots: started.slots,
+                accepting: true,
+                ..Default::default()
+            });
+            started.slots
+        }
+        None => {
+            // Models come and go: no largest batch to size the slots by.
+            let slots = config.slots.unwrap_or(REGISTRY_SLOTS).max(1);
+            roster_tx.send_replace(Roster {
+                devices: config.devices.clone(),
+                slots,
+                accepting: true,
+                registry: true,
+                ..Default::default()
+            });
+            let follower = lifecycle::Follower {
+                js: async_nats::jetstream::new(nats.clone()),
+                worker: id.clone(),
+                devices: config.devices.clone(),
+                slots,
+                shared: shared.clone(),
+                roster: roster_tx.clone(),
+                watched: watched.clone(),
+            };
+            tokio::spawn(follower.run(shutdown.clone()));
+            slots
+        }
+    };
     telemetry::describe(slots);
-    roster_tx.send_replace(Roster {
-        models: started.models,
-        devices: started.devices,
-        slots,
-        accepting: true,
-    });
     let free = Arc::new(Semaphore::new(slots as usize));
     let service = Arc::new(Service {
         roster: roster.clone(),
-        queues: started.queues,
         slots: free.clone(),
         writer: shared.writer,
         store,
@@ -125,7 +165,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         heartbeat_stop.clone(),
     ));
     tokio::spawn(watchdog(
-        started.device_states,
+        watched,
         Duration::from_millis(config.forward_timeout_ms),
     ));
     tracing::info!(id = %id, slots, "worker ready");
@@ -286,11 +326,12 @@ async fn drain(
 
 /// A forward that runs longer than `limit` is hung (a CUDA call cannot be cancelled): the
 /// only way out is to exit, so the dispatcher re-dispatches the jobs to other workers.
-async fn watchdog(devices: Vec<(String, executor::DeviceState)>, limit: Duration) {
+async fn watchdog(devices: lifecycle::Watched, limit: Duration) {
     let mut tick = tokio::time::interval(Duration::from_millis(250).min(limit));
     loop {
         tick.tick().await;
         let now = jetinfer_schemas::now_ms();
+        let devices = devices.lock().expect("watchdog list poisoned").clone();
         for (device, state) in &devices {
             let since = state
                 .busy_since_ms
@@ -307,6 +348,9 @@ async fn watchdog(devices: Vec<(String, executor::DeviceState)>, limit: Duration
         }
     }
 }
+
+/// Slots of a `--registry` worker without `--slots`.
+const REGISTRY_SLOTS: u32 = 128;
 
 /// How long a worker with an unusable device waits for its requests to answer.
 const FATAL_DRAIN: Duration = Duration::from_secs(2);

@@ -29,6 +29,21 @@ pub enum LoadError {
     /// telling line of its error.
     #[error("{}", .0.message)]
     Torch(JobError),
+    #[error("cannot read model file {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not the one declared (`--registry`, or `sha256` in the models file).
+    #[error("sha256 mismatch: file {} has {got}, declared {want}", path.display())]
+    Sha256 {
+        path: std::path::PathBuf,
+        got: String,
+        want: String,
+    },
+    /// The thread that checks or loads the model ended without a result (it panicked).
+    #[error("the thread that checks or loads the model ended without a result")]
+    ExecutorGone,
 }
 
 /// Parses `cpu` / `cuda:N`; refuses CUDA when libtorch has no CUDA backend (rather than

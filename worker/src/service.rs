@@ -9,8 +9,8 @@ use futures::future::join_all;
 use jetinfer_schemas::tensor::inputs_digest;
 use jetinfer_schemas::worker::{RunJob, RunOutcome, RunReply, RunRequest};
 use jetinfer_schemas::{
-    decode_job, encode, now_ms, route_matches, CachedOutputs, ErrorCode, Job, JobError, Limits,
-    Tensor, Timings, SCHEMA_VERSION,
+    decode_job, encode, now_ms, CachedOutputs, ErrorCode, Job, JobError, Limits, Tensor, Timings,
+    SCHEMA_VERSION,
 };
 use jetinfer_store::{InputStores, ResultStore, StoredValue};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -21,10 +21,8 @@ use crate::roster::{Roster, RosterRx};
 use crate::spec::check_inputs;
 
 pub(crate) struct Service {
-    /// The served models and whether the worker accepts work.
+    /// The served models (with their batcher queues) and whether the worker accepts work.
     pub roster: RosterRx,
-    /// Each model's batcher queue, in the roster's model order.
-    pub queues: Vec<mpsc::Sender<Pending>>,
     pub slots: Arc<Semaphore>,
     pub writer: Writer,
     pub store: ResultStore,
@@ -36,7 +34,9 @@ pub(crate) struct Service {
 struct Runnable {
     ctx: JobCtx,
     inputs: Vec<Tensor<'static>>,
-    model: usize,
+    /// Its model's batcher queue (a clone: the model may leave the roster meanwhile,
+    /// and its batcher still takes the jobs admitted before).
+    queue: mpsc::Sender<Pending>,
     suspect: bool,
 }
 
@@ -80,14 +80,7 @@ fn attach_stored<'x>(
 }
 
 fn find_model(roster: &Roster, job: &Job<'_>) -> Option<usize> {
-    roster.models.iter().position(|m| {
-        route_matches(
-            &job.model,
-            job.version.as_deref(),
-            &m.info.name,
-            &m.info.version,
-        )
-    })
+    roster.find(&job.model, job.version.as_deref())
 }
 
 /// Whether a decoded job may run on `model` (its index in the roster, if served): an
@@ -150,8 +143,8 @@ impl Service {
         answered.extend(from_cache);
         self.writer.write(answered).await;
         for r in runnable {
-            let queue = &self.queues[r.model];
-            if let Err(mpsc::error::SendError(p)) = queue
+            if let Err(mpsc::error::SendError(p)) = r
+                .queue
                 .send(Pending {
                     ctx: r.ctx,
                     inputs: r.inputs,
@@ -233,6 +226,12 @@ impl Service {
             }
         };
         let model = find_model(&roster, &job);
+        if model.is_none() && roster.is_retired(&job.model, job.version.as_deref()) {
+            // Unloaded here a moment ago: the dispatcher routes it elsewhere (or waits for
+            // a worker) once it hears our heartbeat without it.
+            let _ = done.send(RunOutcome::Retry);
+            return;
+        }
         let mut ctx = JobCtx {
             id: job.id.to_string(),
             model: job.model.to_string(),
@@ -284,7 +283,7 @@ impl Service {
                 runnable.push(Runnable {
                     ctx,
                     inputs,
-                    model: m,
+                    queue: roster.models[m].queue.clone(),
                     suspect: run_job.suspect,
                 });
             }

@@ -17,16 +17,14 @@ use crate::config::ModelConfig;
 use crate::exec_batch::ExecBatch;
 use crate::executor::{spawn_device, DeviceState};
 use crate::faults::Faults;
-use crate::job::Pending;
+use crate::loading::LoadError;
 use crate::results::Writer;
 use crate::roster::Served;
 
 /// What loading gives the rest of the worker.
 pub(crate) struct Started {
-    /// The models that loaded, in the order of `queues`.
+    /// The models that loaded, with their batcher queues.
     pub models: Vec<Served>,
-    /// Each model's batcher queue.
-    pub queues: Vec<mpsc::Sender<Pending>>,
     /// Every device in the models file.
     pub devices: Vec<String>,
     /// Each device's state, for the watchdog.
@@ -35,6 +33,7 @@ pub(crate) struct Started {
 }
 
 /// What every batcher shares.
+#[derive(Clone)]
 pub(crate) struct Shared {
     pub writer: Writer,
     pub faults: Arc<Faults>,
@@ -63,7 +62,6 @@ pub(crate) async fn start_models(
     let slots = slots.unwrap_or(max_batch * 2).max(1);
     let mut started = Started {
         models: Vec::new(),
-        queues: Vec::new(),
         devices: Vec::new(),
         device_states: Vec::new(),
         slots,
@@ -103,7 +101,6 @@ async fn start_device(
         let batch_time = Arc::new(BatchTime::default());
         let batcher = batcher(&m, device, index, &exec, &state, &batch_time, shared);
         shared.batchers.spawn(batcher.run(rx));
-        started.queues.push(queue);
         started.models.push(Served {
             info: ModelInfo {
                 name: m.name,
@@ -114,11 +111,13 @@ async fn start_device(
             },
             device: device.to_string(),
             batch_time,
+            queue,
         });
     }
 }
 
-fn batcher(
+/// The batcher of model `m`, which is model `exec_index` of its device thread `exec`.
+pub(crate) fn batcher(
     m: &ModelConfig,
     device: &str,
     exec_index: usize,
@@ -148,20 +147,33 @@ fn batcher(
 
 /// Checks a model file against its configured SHA-256; a mismatch refuses the model.
 fn verify_sha256(m: &ModelConfig) -> bool {
-    let Some(want) = &m.sha256 else { return true };
-    match std::fs::read(&m.path) {
-        Ok(bytes) => {
-            let got = hex::encode(Sha256::digest(&bytes));
-            if got.eq_ignore_ascii_case(want) {
-                true
-            } else {
-                tracing::error!(model = %m.name, path = %m.path.display(), want, got, "sha256 mismatch; model refused");
-                false
-            }
-        }
-        Err(e) => {
-            tracing::error!(model = %m.name, path = %m.path.display(), error = %e, "cannot read model file; model refused");
+    match check_sha256(m) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::error!(model = %m.name, version = %m.version, path = %m.path.display(), why = %why, "model refused");
             false
         }
+    }
+}
+
+/// Whether the model file can be read and has its configured SHA-256 (none configured:
+/// any file); the error says which and why, for logs and `/readyz`.
+pub(crate) fn check_sha256(m: &ModelConfig) -> Result<(), LoadError> {
+    let Some(want) = &m.sha256 else {
+        return Ok(());
+    };
+    let bytes = std::fs::read(&m.path).map_err(|source| LoadError::Read {
+        path: m.path.clone(),
+        source,
+    })?;
+    let got = hex::encode(Sha256::digest(&bytes));
+    if got.eq_ignore_ascii_case(want) {
+        Ok(())
+    } else {
+        Err(LoadError::Sha256 {
+            path: m.path.clone(),
+            got,
+            want: want.clone(),
+        })
     }
 }
