@@ -15,6 +15,7 @@ use jetinfer_schemas::worker::RunJob;
 use jetinfer_schemas::Priority;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::routing::payload::VersionSlot;
 use crate::telemetry::JobSpan;
 use jetinfer_schemas::Route;
 
@@ -37,7 +38,12 @@ impl Ack for Acker {
 
 pub(crate) struct HeldJob {
     pub id: String,
+    /// The model and the version the job named or was routed to.
     pub route: Route,
+    /// Set when the version in `route` was picked by the model's weights, not named by the
+    /// job: where the worker's copy of the payload gets it. `payload` itself stays as the
+    /// producer sent it (result comparisons and dead letters see the job as published).
+    pub routed: Option<VersionSlot>,
     pub priority: Priority,
     /// Effective absolute deadline, Unix ms.
     pub deadline_ms: u64,
@@ -67,9 +73,14 @@ impl HeldJob {
         now_ms >= self.deadline_ms
     }
 
+    /// What the worker gets: the payload, naming the routed version if there is one.
     pub fn to_run_job(&self) -> RunJob {
+        let payload = match (self.routed, &self.route.version) {
+            (Some(slot), Some(version)) => slot.write(&self.payload, version),
+            _ => self.payload.clone(),
+        };
         RunJob {
-            payload: self.payload.clone(),
+            payload,
             priority: self.priority,
             deadline_ms: self.deadline_ms,
             remaining_ms: Some(self.deadline_ms.saturating_sub(jetinfer_schemas::now_ms())),

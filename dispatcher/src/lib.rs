@@ -2,8 +2,9 @@
 //!
 //! Flow: [`intake`] (one task per priority) pulls only what its in-flight cap allows,
 //! answers undecodable or invalid jobs itself ([`answer`]) — and, when the model registry
-//! declares models, jobs for models or versions it does not declare ([`registry`]) — and
-//! hands the rest to the
+//! declares models, jobs for models or versions it does not declare ([`registry`]) —, routes
+//! jobs that name no version by their model's traffic weights ([`routing`]) and hands the
+//! rest to the
 //! [`scheduler`] actor, which owns the ready [`queue`]s (P0 > P1 > P2 with aging) and the
 //! [`workers`] registry (from heartbeats). The scheduler sends bundles of one model's jobs
 //! to a worker ([`dispatch`]); their JetStream messages stay un-acked, with in-progress
@@ -28,6 +29,7 @@ mod intake;
 mod job;
 mod queue;
 mod registry;
+mod routing;
 mod scheduler;
 mod sizing;
 pub mod telemetry;

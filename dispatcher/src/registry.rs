@@ -1,27 +1,29 @@
-//! The model registry as the intake checks jobs against it: a task that keeps a
-//! [`watch`] of the declared models and versions ([`RegistrySnapshot`]) current.
+//! The model registry as the intake checks and routes jobs by it: a task that keeps a
+//! [`watch`] of the declared models, versions and traffic splits ([`Routes`]) current.
 //!
 //! Without the registry bucket the snapshot stays empty and nothing is checked (jobs for
 //! unannounced models wait `--unknown-model-after-ms`, as before); the task looks for the
 //! bucket every few seconds, so seeding a running system takes effect without a restart.
-//! Changes are applied one by one onto the last snapshot, so a reconnect's replay of every
-//! key never publishes a partial view.
+//! Changes are applied one by one onto a copy of the last snapshot, which is then swapped
+//! in whole: a reconnect's replay of every key never publishes a partial view, and a job
+//! routed by one snapshot never sees half of a write.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use jetinfer_registry::{snapshot, Registry};
-use jetinfer_schemas::registry::RegistrySnapshot;
+use jetinfer_registry::Registry;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::routing::Routes;
+
 /// How often to look for the bucket while it does not exist, or after an error.
 const RETRY: Duration = Duration::from_secs(2);
 
-/// What the intake reads: the declared models and versions.
-pub(crate) type Snapshot = watch::Receiver<Arc<RegistrySnapshot>>;
+/// What the intake reads: the declared models, versions and traffic splits.
+pub(crate) type Snapshot = watch::Receiver<Arc<Routes>>;
 
 /// Loads the registry (when it exists) and starts the task that follows it.
 pub(crate) async fn start(
@@ -31,20 +33,20 @@ pub(crate) async fn start(
 ) -> Snapshot {
     let initial = match Registry::open(&js).await {
         Ok(Some(registry)) => match registry.list().await {
-            Ok(stored) => snapshot::of(&stored),
+            Ok(stored) => Routes::of(&stored),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the model registry; jobs are not checked against it until it can be read");
-                RegistrySnapshot::default()
+                Routes::default()
             }
         },
-        Ok(None) => RegistrySnapshot::default(),
+        Ok(None) => Routes::default(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot open the model registry");
-            RegistrySnapshot::default()
+            Routes::default()
         }
     };
     tracing::info!(
-        declared_models = initial.models.len(),
+        declared_models = initial.declared_models(),
         "model registry loaded"
     );
     let (tx, rx) = watch::channel(Arc::new(initial));
@@ -55,7 +57,7 @@ pub(crate) async fn start(
 /// Applies every registry write to the snapshot until `shutdown`.
 async fn follow(
     js: async_nats::jetstream::Context,
-    tx: watch::Sender<Arc<RegistrySnapshot>>,
+    tx: watch::Sender<Arc<Routes>>,
     shutdown: CancellationToken,
 ) {
     // A registry the dispatcher may not read (NATS permissions) fails every retry: say so
@@ -79,7 +81,7 @@ async fn follow(
                         match next {
                             Some(Ok(change)) => {
                                 let mut next = (**tx.borrow()).clone();
-                                snapshot::apply(&mut next, change);
+                                next.apply(change);
                                 tx.send_replace(Arc::new(next));
                             }
                             Some(Err(e)) => {

@@ -39,6 +39,7 @@ pub(crate) const ID_CONFLICTS: &str = "jetinfer_id_conflicts_total";
 pub(crate) const WORKERS: &str = "jetinfer_workers";
 pub(crate) const WORKER_FREE_SLOTS: &str = "jetinfer_worker_free_slots";
 pub(crate) const WORKER_IN_FLIGHT: &str = "jetinfer_dispatcher_in_flight_jobs";
+pub(crate) const ROUTED: &str = "jetinfer_dispatcher_routed_total";
 
 /// Every metric the dispatcher exports, for docs and tests.
 pub const METRIC_NAMES: &[&str] = &[
@@ -58,6 +59,7 @@ pub const METRIC_NAMES: &[&str] = &[
     WORKERS,
     WORKER_FREE_SLOTS,
     WORKER_IN_FLIGHT,
+    ROUTED,
 ];
 
 /// Describes every metric and starts the per-priority counters at zero, so a scrape shows
@@ -126,6 +128,10 @@ pub(crate) fn describe() {
         WORKER_IN_FLIGHT,
         "Jobs this dispatcher has running on each worker"
     );
+    describe_counter!(
+        ROUTED,
+        "Jobs naming no version that the model's traffic weights sent to a version, by model and version"
+    );
     for p in Priority::ALL {
         counter!(REDELIVERIES, "priority" => p.as_str()).increment(0);
         counter!(DEAD_LETTERS, "priority" => p.as_str()).increment(0);
@@ -154,6 +160,17 @@ pub(crate) fn received(priority: Priority, model: &str, delivered: u32) {
 pub(crate) fn failed(priority: Priority, model: &str, code: ErrorCode) {
     counter!(JOBS_FAILED, "priority" => priority.as_str(), "model" => model.to_string(), "code" => code.as_str())
         .increment(1);
+}
+
+/// The counter of jobs routed to `model` at `version`, registered once per registry write
+/// so that counting a routed job allocates nothing.
+pub(crate) fn routed_counter(model: &str, version: &str) -> ::metrics::Counter {
+    counter!(ROUTED, "model" => model.to_string(), "version" => version.to_string())
+}
+
+/// A job naming no version was routed to the version of `counter`.
+pub(crate) fn routed(counter: &::metrics::Counter) {
+    counter.increment(1);
 }
 
 /// A poison job was copied to the dead-letter stream.
@@ -233,10 +250,13 @@ impl Drop for JobSpan {
 
 /// The span of a job in this dispatcher, continuing the producer's trace. It lives as
 /// long as the job is held (ends at ack, error answer or hand-back). Records the wait in
-/// JetStream as a child span, from the message's publish time.
+/// JetStream as a child span, from the message's publish time. `version` is the one the
+/// job named or was routed to (none: any version of the model).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn job_span(
     id: &str,
     model: &str,
+    version: Option<&str>,
     priority: Priority,
     delivered: u32,
     traceparent: Option<&str>,
@@ -254,6 +274,7 @@ pub(crate) fn job_span(
         "messaging.consumer.group.name" = %consumer_name(priority),
         "messaging.message.id" = %id,
         "jetinfer.model" = %model,
+        "jetinfer.version" = version,
         "jetinfer.priority" = %priority,
         "jetinfer.delivered" = delivered,
         trace_id = tracing::field::Empty,
@@ -328,7 +349,8 @@ pub(crate) fn bundle_ended(worker: &str, sent: usize) {
     gauge!(WORKER_IN_FLIGHT, "worker" => worker.to_string()).decrement(sent as f64);
 }
 
-/// The `version` label of a job's latency: the version it named, or `default`.
+/// The `version` label of a job's latency: the version it named or was routed to, or
+/// `default` (no registry weights: whichever version a worker serves).
 pub(crate) fn version_label(route: &Route) -> &str {
     route.version.as_deref().unwrap_or("default")
 }

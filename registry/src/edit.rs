@@ -23,6 +23,7 @@ pub fn new_model(
         default_version: version.version.clone(),
         weights: BTreeMap::from([(version.version.clone(), 100)]),
         versions: vec![version],
+        sticky_key: None,
         audit,
     };
     decl.validate()?;

@@ -13,6 +13,7 @@
 //! - [`route`]: which served model a job may run on ([`route_matches`]).
 //! - [`registry`]: the model registry's declarations (NATS KV values) and the check of a
 //!   job's model and version against them.
+//! - [`routing`]: which version a job that names none runs on (weights over 1,000 buckets).
 //!
 //! Every message is a MessagePack map written with `rmp_serde::to_vec_named`; unknown keys
 //! are ignored and fields added later are `#[serde(default)]`, so old readers keep working.
@@ -25,6 +26,7 @@ pub mod names;
 pub mod registry;
 pub mod result;
 pub mod route;
+pub mod routing;
 pub mod tensor;
 pub mod worker;
 

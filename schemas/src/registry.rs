@@ -41,12 +41,16 @@ pub struct ModelDecl {
     pub name: String,
     /// The declared versions, in the order they were declared.
     pub versions: Vec<VersionDecl>,
-    /// The version a job that names none is meant for (see docs/models.md: stored, not
-    /// yet used for routing).
+    /// The version a job that names none falls back to: `default` gives it all the
+    /// traffic; the dispatcher routes by `weights` (see [`crate::routing`]).
     pub default_version: String,
-    /// Share of unversioned traffic per version, in hundredths, summing to 100 (stored,
-    /// not yet used for routing).
+    /// Share of unversioned traffic per version, in hundredths, summing to 100: how the
+    /// dispatcher routes jobs that name no version ([`crate::routing`]).
     pub weights: BTreeMap<String, Weight>,
+    /// A `meta` field whose value routes a job (one user always sees one version) in place
+    /// of its id; absent in values written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_key: Option<String>,
     /// Who made this revision, when, and what it changed.
     pub audit: Audit,
 }
@@ -155,6 +159,8 @@ pub enum RegistryError {
     Weight(String),
     #[error("weights {0:?}: expected version=weight pairs separated by commas")]
     WeightsSyntax(String),
+    #[error("sticky key {0:?} is not 1..=64 bytes of a meta field name")]
+    StickyKey(String),
     #[error("model {model}: weights sum to {sum_hundredths}/100, not 1")]
     WeightsSum { model: String, sum_hundredths: u32 },
     #[error("registry value is not a model declaration: {0}")]
@@ -196,6 +202,11 @@ impl ModelDecl {
             }
             if *w > 100 {
                 return Err(RegistryError::Weight(format!("{w}/100")));
+            }
+        }
+        if let Some(key) = &self.sticky_key {
+            if !is_valid_sticky_key(key) {
+                return Err(RegistryError::StickyKey(key.clone()));
             }
         }
         let sum: u32 = self.weights.values().map(|w| u32::from(*w)).sum();
@@ -259,6 +270,11 @@ impl VersionDecl {
         }
         Ok(())
     }
+}
+
+/// Whether `key` can name a sticky `meta` field: 1..=64 bytes, no control characters.
+pub fn is_valid_sticky_key(key: &str) -> bool {
+    (1..=64).contains(&key.len()) && !key.chars().any(char::is_control)
 }
 
 /// Reads a registry value written by [`crate::encode`] and validates it.
@@ -368,7 +384,7 @@ impl RegistrySnapshot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn decl(name: &str, versions: &[&str]) -> ModelDecl {
@@ -399,6 +415,7 @@ mod tests {
                 .collect(),
             default_version: versions[0].into(),
             weights: BTreeMap::from([(versions[0].to_string(), 100)]),
+            sticky_key: None,
             audit: Audit {
                 by: "test".into(),
                 at_ms: 1,

@@ -29,6 +29,8 @@ use crate::config::Config;
 use crate::events::Command;
 use crate::health;
 use crate::job::{Ack, HeldJob};
+use crate::routing::payload::VersionSlot;
+use crate::routing::{Routes, Target};
 use crate::telemetry;
 use jetinfer_schemas::Route;
 
@@ -45,7 +47,8 @@ pub(crate) struct Intake {
     pub answer: Answerer,
     pub scheduler: mpsc::Sender<Command>,
     pub store_health: watch::Receiver<bool>,
-    /// Declared models and versions: a job for anything else is answered here.
+    /// Declared models, versions and traffic splits: a job for anything else is answered
+    /// here; one that names no version is routed here.
     pub registry: crate::registry::Snapshot,
 }
 
@@ -140,9 +143,11 @@ impl Intake {
     /// [`admit`] on a task of its own, so the next pull is read while this group's Redis
     /// round trip is under way.
     async fn triage(&self, group: Vec<(Message, OwnedSemaphorePermit)>) {
+        // One snapshot for the group: every job is routed by one whole registry state.
+        let routes = self.registry.borrow().clone();
         let mut jobs = Vec::with_capacity(group.len());
         for (msg, permit) in group {
-            if let Some(job) = self.check(msg, permit).await {
+            if let Some(job) = self.check(msg, permit, &routes).await {
                 jobs.push(job);
             }
         }
@@ -156,23 +161,23 @@ impl Intake {
         tokio::spawn(admit(jobs, store, nats, limits, scheduler, health));
     }
 
-    /// Decodes and checks one message; answers what can never run (and returns `None`).
-    async fn check(&self, msg: Message, permit: OwnedSemaphorePermit) -> Option<HeldJob> {
+    /// Decodes, checks and routes one message; answers what can never run (and returns
+    /// `None`).
+    async fn check(
+        &self,
+        msg: Message,
+        permit: OwnedSemaphorePermit,
+        routes: &Routes,
+    ) -> Option<HeldJob> {
         let envelope = Envelope::of(&msg);
         let (msg, acker) = msg.split();
         telemetry::received(self.priority, &envelope.subject_model, envelope.delivered);
-        let checked = validate(&msg.payload, &envelope, &self.config.limits()).and_then(|job| {
-            let declared = self
-                .registry
-                .borrow()
-                .check(&job.model, job.version.as_deref());
-            match declared {
-                Ok(()) => Ok(job),
-                Err(e) => Err((Some(job.id.to_string()), e)),
-            }
-        });
+        let checked = validate(&msg.payload, &envelope, &self.config.limits())
+            .and_then(|job| route(routes, job, &msg.payload));
         match checked {
-            Ok(job) => Some(self.hold(job, &msg.payload, envelope, Box::new(acker), permit)),
+            Ok((job, routed)) => {
+                Some(self.hold(job, routed, &msg.payload, envelope, Box::new(acker), permit))
+            }
             Err((id, error)) => {
                 self.refuse(&acker, &envelope, id, error).await;
                 None
@@ -199,10 +204,12 @@ impl Intake {
         self.answer.fail(acker, target, error).await;
     }
 
-    /// The held job for a valid `job`, decoded from `payload`.
+    /// The held job for a valid `job`, decoded from `payload`, with the version it was
+    /// routed to (if any).
     fn hold(
         &self,
         job: Job<'_>,
+        routed: Option<(&Target, VersionSlot)>,
         payload: &Bytes,
         envelope: Envelope,
         acker: Box<dyn Ack>,
@@ -221,15 +228,24 @@ impl Intake {
             // JetStream's timestamp: the server's clock, relative to publish.
             None => published_ms + self.config.default_deadline(self.priority).as_millis() as u64,
         };
+        let version = match routed {
+            Some((target, _)) => {
+                telemetry::routed(&target.counter);
+                Some(target.version.as_str())
+            }
+            None => job.version.as_deref(),
+        };
         HeldJob {
             route: Route {
                 model: job.model.to_string(),
-                version: job.version.as_deref().map(str::to_string),
+                version: version.map(str::to_string),
             },
+            routed: routed.map(|(_, slot)| slot),
             priority: self.priority,
             span: telemetry::job_span(
                 &job.id,
                 &job.model,
+                version,
                 self.priority,
                 delivered,
                 traceparent.as_deref(),
@@ -249,6 +265,30 @@ impl Intake {
             payload: payload.clone(),
             acker,
             _permit: permit,
+        }
+    }
+}
+
+/// The version `job` runs on by `routes` (none: as it names), and where that version goes
+/// in its payload; or the `unknown_model` answer.
+fn route<'j, 'r>(
+    routes: &'r Routes,
+    job: Job<'j>,
+    payload: &[u8],
+) -> Result<(Job<'j>, Option<(&'r Target, VersionSlot)>), (Option<String>, JobError)> {
+    let refuse = |job: &Job<'_>, e| (Some(job.id.to_string()), e);
+    let target = match routes.route(&job) {
+        Ok(target) => target,
+        Err(e) => return Err(refuse(&job, e)),
+    };
+    let Some(target) = target else {
+        return Ok((job, None));
+    };
+    match VersionSlot::find(payload) {
+        Ok(slot) => Ok((job, Some((target, slot)))),
+        Err(e) => {
+            let e = JobError::bad_payload(format!("cannot route the job: {e}"));
+            Err(refuse(&job, e))
         }
     }
 }
