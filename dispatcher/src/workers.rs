@@ -259,6 +259,7 @@ pub(crate) fn test_heartbeat(id: &str, model: &str, version: &str, slots: u32) -
         gpu_memory_bytes: None,
         accepting: true,
         sent_at_ms: 0,
+        load_errors: Vec::new(),
     }
 }
 

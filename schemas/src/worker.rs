@@ -50,6 +50,20 @@ pub struct Heartbeat {
     pub accepting: bool,
     #[serde(default)]
     pub sent_at_ms: u64,
+    /// Versions the worker was asked to load (`--registry`) and refused, with why; empty
+    /// (and left out) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_errors: Vec<LoadFailure>,
+}
+
+/// A model version a worker refused to load, and why (an unreadable file, a sha256
+/// mismatch, a libtorch error while loading or warming it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LoadFailure {
+    pub name: String,
+    pub version: String,
+    pub device: String,
+    pub error: String,
 }
 
 fn yes() -> bool {

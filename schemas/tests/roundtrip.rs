@@ -254,6 +254,7 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
                     gpu_memory_bytes,
                     accepting,
                     sent_at_ms,
+                    load_errors: Vec::new(),
                 }
             },
         )

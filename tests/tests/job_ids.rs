@@ -150,6 +150,7 @@ fn spawn_liar(nats: async_nats::Client, answered: Arc<AtomicUsize>) -> tokio::ta
                         gpu_memory_bytes: None,
                         accepting: true,
                         sent_at_ms: now_ms(),
+                        load_errors: Vec::new(),
                     };
                     let _ = nats.publish(heartbeat_subject("liar"), encode(&hb).into()).await;
                 }

@@ -24,9 +24,15 @@ pub(crate) struct Announcer {
 impl Announcer {
     pub async fn send(&self) {
         // Copied out, so the snapshot is not held during the GPU query.
-        let (models, slots, devices, accepting) = {
+        let (models, slots, devices, accepting, load_errors) = {
             let r = self.roster.borrow();
-            (r.announced(), r.slots, r.devices.clone(), r.accepting)
+            (
+                r.announced(),
+                r.slots,
+                r.devices.clone(),
+                r.accepting,
+                r.load_errors(),
+            )
         };
         let hb = Heartbeat {
             v: SCHEMA_VERSION,
@@ -38,6 +44,7 @@ impl Announcer {
             devices,
             accepting,
             sent_at_ms: now_ms(),
+            load_errors,
         };
         if let Err(e) = self
             .nats

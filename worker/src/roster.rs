@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use jetinfer_schemas::worker::ModelInfo;
+use jetinfer_schemas::worker::{LoadFailure, ModelInfo};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
@@ -127,6 +127,22 @@ impl Roster {
             m.get_mut(list).expect("listed above").push(entry);
         }
         Some(json!(models))
+    }
+
+    /// The versions refused at load, for heartbeats.
+    pub fn load_errors(&self) -> Vec<LoadFailure> {
+        self.lifecycle
+            .iter()
+            .filter_map(|l| match &l.state {
+                VersionState::Failed(why) => Some(LoadFailure {
+                    name: l.name.clone(),
+                    version: l.version.clone(),
+                    device: l.device.clone(),
+                    error: why.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The version a job for `model` at `version` (none: the model's default if served
@@ -264,5 +280,11 @@ mod tests {
         assert_eq!(versions("loading"), ["2"]);
         assert_eq!(versions("unloading"), ["0"]);
         assert_eq!(v["m"]["failed"][0]["load_error"], "sha256 mismatch");
+        let refused = r.load_errors();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(
+            (refused[0].version.as_str(), refused[0].error.as_str()),
+            ("3", "sha256 mismatch")
+        );
     }
 }

@@ -265,6 +265,7 @@ mod tests {
             gpu_memory_bytes: None,
             accepting: true,
             sent_at_ms: 0,
+            load_errors: Vec::new(),
         }
     }
 

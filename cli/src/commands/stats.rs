@@ -176,6 +176,7 @@ mod tests {
             gpu_memory_bytes: Some(3 << 20),
             accepting: false,
             sent_at_ms: 0,
+            load_errors: Vec::new(),
         };
         let table = workers_table(&[hb], Duration::from_millis(2500));
         assert!(

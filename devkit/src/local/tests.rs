@@ -101,6 +101,7 @@ async fn waiting_for_workers_sees_heartbeats() {
         gpu_memory_bytes: None,
         accepting,
         sent_at_ms: 0,
+        load_errors: Vec::new(),
     };
     let publisher = client.clone();
     let announce = tokio::spawn(async move {
