@@ -45,10 +45,18 @@ pub enum RegistryCommand {
         if_revision: Option<u64>,
     },
     /// Set the share of unversioned traffic per version: `1=0.9,2=0.1` (0.01 precision,
-    /// summing to 1). Stored; routing by weight is not built yet.
+    /// summing to 1). The dispatcher routes each job that names no version by the hash of
+    /// its id, or of its sticky `meta` field, over 1,000 buckets.
     Weights {
         name: String,
         weights: String,
+        /// Route by this `meta` field (e.g. `user`) when a job has it, so one user always
+        /// sees one version; in the same write as the weights.
+        #[arg(long, conflicts_with = "no_sticky_key")]
+        sticky_key: Option<String>,
+        /// Route by job id again (remove the sticky key).
+        #[arg(long)]
+        no_sticky_key: bool,
         /// Write only if the model is still at this revision.
         #[arg(long)]
         if_revision: Option<u64>,
@@ -204,13 +212,29 @@ pub async fn run(
         RegistryCommand::Weights {
             name,
             weights,
+            sticky_key,
+            no_sticky_key,
             if_revision,
         } => {
             let weights = parse_weights(&weights)?;
-            let change = edit::weights_change(&weights);
+            let mut change = edit::weights_change(&weights);
+            // None: leave the sticky key as it is; Some(None): remove it.
+            let sticky = match (sticky_key, no_sticky_key) {
+                (Some(key), _) => Some(Some(key)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
+            match &sticky {
+                Some(Some(key)) => change.push_str(&format!(", sticky key {key}")),
+                Some(None) => change.push_str(", no sticky key"),
+                None => {}
+            }
             let stored = existing(&js)
                 .await?
                 .modify(&name, if_revision, audit(change), |d| {
+                    if let Some(key) = sticky {
+                        d.sticky_key = key;
+                    }
                     edit::set_weights(d, weights)
                 })
                 .await?;
