@@ -463,7 +463,32 @@ async fn unload_lets_running_batches_finish_then_drops_the_version() {
         rss_after / 1024
     );
 
-    // A version whose file does not match its sha256 is refused, visibly; v1 keeps serving.
+    // Wanted again: loaded again (a fresh thread reads the file), announced, serving.
+    ok(&nats, &["models", "load", "mlp", "2", "--json"]).await;
+    until_announced(&seen, &["1", "2"], Duration::from_secs(30)).await;
+    let again = format!("{run}-reloaded");
+    client
+        .submit(Priority::P1, &job(&again, Some("2"), 1))
+        .await
+        .unwrap();
+    let got = collect_results(&client, &[again.clone()], Duration::from_secs(30)).await;
+    let r = got.get(&again).expect("a result from the reloaded v2");
+    assert_eq!(
+        (r.status, r.version.as_str()),
+        (Status::Ok, "2"),
+        "{:?}",
+        r.error
+    );
+
+    // A version whose file does not match its sha256 is refused, visibly (log, /readyz,
+    // heartbeat); v1 keeps serving.
+    let mut beats = stack
+        .connect_nats()
+        .await
+        .unwrap()
+        .subscribe(HEARTBEAT_SUBJECT)
+        .await
+        .unwrap();
     declare_mlp(&nats, "3", Some(&"0".repeat(64))).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let ready = loop {
@@ -478,6 +503,22 @@ async fn unload_lets_running_batches_finish_then_drops_the_version() {
         .as_str()
         .unwrap_or("");
     assert!(why.contains("sha256 mismatch"), "{ready}");
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(msg) = beats.next().await {
+            let hb: Heartbeat = rmp_serde::from_slice(&msg.payload).unwrap();
+            if !hb.load_errors.is_empty() {
+                return hb.load_errors;
+            }
+        }
+        panic!("heartbeat subscription ended")
+    })
+    .await
+    .expect("a heartbeat with load_errors");
+    assert_eq!(
+        (refused[0].name.as_str(), refused[0].version.as_str()),
+        ("mlp", "3")
+    );
+    assert!(refused[0].error.contains("sha256 mismatch"), "{refused:?}");
     assert_eq!(ready["models_ready"], true, "{ready}");
     let probe = format!("{run}-after");
     client
