@@ -21,6 +21,7 @@
 mod args;
 pub mod context;
 pub mod http;
+mod lazy_fields;
 pub mod otlp;
 mod otlp_http;
 pub mod prometheus;
@@ -128,24 +129,34 @@ pub fn init(service: &str, format: LogFormat, default_filter: &str) -> Telemetry
     }
 }
 
-/// Log lines on stderr, as text or JSON.
+/// Log lines on stderr, as text or JSON. Span fields are formatted only for the spans a
+/// line is written in ([`lazy_fields`]), not for every span when it is created.
 fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
+    use tracing_subscriber::fmt::format::{DefaultFields, JsonFields};
     // Colours only on a terminal: log files stay greppable (`addr=…`, `trace_id=…`).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // No span events (`with_span_events`): the lazy layer replaces the fmt layer's
+    // `on_new_span`, which is also where those would be written.
     match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_ansi(ansi)
-            .with_writer(std::io::stderr)
-            .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .with_writer(std::io::stderr)
-            .boxed(),
+        LogFormat::Text => lazy_fields::LazyFields::new(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr),
+            DefaultFields::new(),
+        )
+        .boxed(),
+        LogFormat::Json => lazy_fields::LazyFields::new(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .with_writer(std::io::stderr),
+            JsonFields::new(),
+        )
+        .boxed(),
     }
 }
 
