@@ -180,8 +180,10 @@ impl NatsSettings {
         if let Some(prefix) = &self.inbox_prefix {
             options = options.custom_inbox_prefix(prefix);
         }
+        // async-nats parses a `&str` as one server: a comma-separated list must be handed
+        // over as a list, or its first `,` makes the URL invalid.
         options
-            .connect(url.as_str())
+            .connect(server_list(&url))
             .await
             .map_err(|source| ConnectError::Connect {
                 url: redact_url(&self.url),
@@ -271,6 +273,15 @@ impl NatsSettings {
     }
 }
 
+/// The servers of a comma-separated URL list (blanks around commas and empty entries left
+/// out), each parsed by async-nats on its own.
+fn server_list(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 /// The user seed in the text of an nkey file: the first line starting with `SU` (a bare seed,
 /// or `nsc`'s decorated form with the seed between marker lines), if it is a well-formed seed:
 /// 58 base32 characters decoding to a user-seed prefix, 32 key bytes and a matching CRC-16.
@@ -326,6 +337,25 @@ mod tests {
 
     /// A user seed from the nkeys documentation.
     const SEED: &str = "SUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM";
+
+    #[test]
+    fn a_url_list_is_split_into_servers() {
+        assert_eq!(server_list("nats://a:1"), vec!["nats://a:1"]);
+        assert_eq!(
+            server_list("nats://a:1, nats://b:2,,nats://c:3"),
+            vec!["nats://a:1", "nats://b:2", "nats://c:3"]
+        );
+        use async_nats::ToServerAddrs;
+        // The whole list as one `&str` is what async-nats cannot read.
+        assert!("nats://a:1,nats://b:2".to_server_addrs().is_err());
+        assert_eq!(
+            server_list("nats://a:1,nats://b:2")
+                .to_server_addrs()
+                .unwrap()
+                .count(),
+            2
+        );
+    }
 
     #[test]
     fn a_user_seed_is_found_bare_or_decorated() {
