@@ -114,6 +114,14 @@ pub struct Config {
     /// rates (tens of thousands per second) on one core.
     #[arg(long, env = "JETINFER_INTAKE_TASKS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub intake_tasks: u16,
+    /// How often the autoscaling signals on `/metrics` (queue lag, oldest-job age, arrival
+    /// rate, per-model saturation) are refreshed from JetStream, ms; with `--metrics-addr`.
+    #[arg(long, env = "JETINFER_AUTOSCALE_EVERY_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub autoscale_every_ms: u64,
+    /// The saturation score's backlog term: how many seconds a model's backlog may take
+    /// to drain at its measured capacity before the score passes 1 (docs/scale-out.md).
+    #[arg(long, env = "JETINFER_AUTOSCALE_DRAIN_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub autoscale_drain_s: u64,
     /// Logs, metrics and health endpoint, and `--check-config`.
     #[command(flatten)]
     pub ops: jetinfer_telemetry::OpsArgs,

@@ -27,6 +27,7 @@ mod health;
 mod http;
 mod intake;
 mod job;
+mod lag;
 mod queue;
 mod registry;
 mod routing;
@@ -88,6 +89,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 
     let (stream_ready_tx, stream_ready) = watch::channel(false);
     let (workers_view_tx, workers_view) = watch::channel(Vec::new());
+    let lag_workers = workers_view.clone();
     let sources = http::Sources {
         nats: answer.nats.clone(),
         store: answer.store.clone(),
@@ -124,6 +126,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         registry: &registry,
     };
     intakes.start(&tasks, &shutdown).await?;
+    // Autoscaling signals, only where /metrics serves them.
+    if config.ops.metrics_addr.is_some() {
+        let settings = lag::Settings::new(&config);
+        tasks.spawn(lag::run(answer.js.clone(), lag_workers, settings, shutdown.clone()));
+    }
     stream_ready_tx.send_replace(true);
 
     // A bundle is one NATS message: it must fit the server's max_payload.

@@ -1,0 +1,427 @@
+//! Autoscaling signals on `/metrics`: queue lag, oldest-job age and arrival rate per
+//! priority from JetStream, and per model the lag, the measured capacity and a saturation
+//! score (docs/scale-out.md explains each and how to scale on them).
+//!
+//! Every `--autoscale-every-ms` (1 s) the exporter asks JetStream, per priority, for the
+//! consumer's info (`num_pending + num_ack_pending`: the figure KEDA's nats-jetstream
+//! scaler reads, so the two agree) and for the stream's info with per-subject counts (one
+//! request: first timestamp, last sequence, and messages per `jetinfer.jobs.<p>.<model>`).
+//! The streams have WorkQueue retention, so a message stays in the stream until acked and
+//! the per-subject count is exactly that model's share of the lag; no per-model consumer
+//! is needed. Capacity comes from the workers' heartbeats (the scheduler's view): each
+//! model's `max_batch_size` over its measured `batch_ms`.
+//!
+//! The arithmetic is in plain functions ([`ArrivalWindow`], [`model_signals`]) so it is
+//! tested without a server; [`run`] only fetches and publishes.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use futures::TryStreamExt;
+use jetinfer_schemas::names::{consumer_name, jobs_stream, priority_filter, JOBS_PREFIX};
+use jetinfer_schemas::worker::Heartbeat;
+use jetinfer_schemas::{now_ms, Priority};
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::workers::WorkersView;
+
+pub(crate) const QUEUE_LAG: &str = "jetinfer_queue_lag";
+pub(crate) const OLDEST_AGE: &str = "jetinfer_queue_oldest_age_seconds";
+pub(crate) const ARRIVAL_RATE: &str = "jetinfer_arrival_rate";
+pub(crate) const MODEL_LAG: &str = "jetinfer_model_queue_lag";
+pub(crate) const MODEL_CAPACITY: &str = "jetinfer_model_capacity_jobs_per_second";
+pub(crate) const MODEL_BUSY: &str = "jetinfer_model_busy_ratio";
+pub(crate) const MODEL_SATURATION: &str = "jetinfer_model_saturation";
+pub(crate) const REFRESH_FAILURES: &str = "jetinfer_autoscale_refresh_failures_total";
+
+/// The arrival rate is measured over this much history: one-second deltas of a bursty
+/// producer would make the gauge (and anything scaling on it) jump.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// How the exporter runs (from the dispatcher's flags).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub every: Duration,
+    /// The backlog term of the saturation score: how fast a backlog should drain.
+    pub drain_target: Duration,
+}
+
+impl Settings {
+    pub fn new(config: &crate::config::Config) -> Settings {
+        Settings {
+            every: Duration::from_millis(config.autoscale_every_ms),
+            drain_target: Duration::from_secs(config.autoscale_drain_s),
+        }
+    }
+}
+
+/// Published jobs per second from the stream's `last_seq` samples over [`RATE_WINDOW`].
+/// `last_seq` counts every stored message (de-duplicated publishes are not stored), and
+/// acks do not change it, so its slope is the arrival rate whatever the workers do.
+#[derive(Debug, Default)]
+pub(crate) struct ArrivalWindow {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl ArrivalWindow {
+    /// Adds a sample and returns the rate over the window, `None` until two samples span
+    /// some time. A `last_seq` that went down means the stream was recreated: start over.
+    pub fn observe(&mut self, at: Instant, last_seq: u64) -> Option<f64> {
+        if self.samples.back().is_some_and(|&(_, s)| s > last_seq) {
+            self.samples.clear();
+        }
+        self.samples.push_back((at, last_seq));
+        // Keep the newest sample at least RATE_WINDOW old as the base of the slope.
+        while self.samples.len() > 2
+            && at.saturating_duration_since(self.samples[1].0) >= RATE_WINDOW
+        {
+            self.samples.pop_front();
+        }
+        let &(t0, s0) = self.samples.front()?;
+        let secs = at.saturating_duration_since(t0).as_secs_f64();
+        (secs > 0.0).then(|| (last_seq - s0) as f64 / secs)
+    }
+}
+
+/// One model's signals, from its lag and the live workers' heartbeats.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ModelSignals {
+    /// Jobs of the model in the streams (all priorities): waiting, held or running.
+    pub lag: u64,
+    /// Jobs/s the workers serving it can run at full batches: Σ max_batch_size ×
+    /// 1000 / batch_ms over workers that have measured `batch_ms`. 0 when none has.
+    pub capacity: f64,
+    /// Share of the slots of the workers serving it that are taken (1 − free/slots).
+    pub busy: f64,
+    /// busy + lag / (capacity × drain target); `None` without a measured capacity.
+    pub saturation: Option<f64>,
+}
+
+/// Per model: the signals from each model's lag (`lags`) and the live workers. A model
+/// that has lag but no worker, or workers but no lag, is listed too.
+pub(crate) fn model_signals(
+    lags: &BTreeMap<String, u64>,
+    workers: &[impl AsRef<Heartbeat>],
+    drain_target: Duration,
+) -> BTreeMap<String, ModelSignals> {
+    // (capacity, taken slots, slots) per model.
+    let mut served: BTreeMap<&str, (f64, u64, u64)> = BTreeMap::new();
+    for hb in workers.iter().map(AsRef::as_ref) {
+        let taken = hb.slots.saturating_sub(hb.free_slots) as u64;
+        // A worker announcing one model in several versions (or on several devices) is
+        // counted once per model for slots; its capacity is the sum of what it announces.
+        let mut seen = BTreeSet::new();
+        for m in &hb.models {
+            let entry = served.entry(m.name.as_str()).or_default();
+            if let Some(ms) = m.batch_ms.filter(|ms| *ms > 0.0) {
+                entry.0 += m.max_batch_size as f64 * 1000.0 / ms;
+            }
+            if seen.insert(m.name.as_str()) {
+                entry.1 += taken;
+                entry.2 += hb.slots as u64;
+            }
+        }
+    }
+    let names: BTreeSet<&str> = lags
+        .keys()
+        .map(String::as_str)
+        .chain(served.keys().copied())
+        .collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let lag = lags.get(name).copied().unwrap_or(0);
+            let (capacity, taken, slots) = served.get(name).copied().unwrap_or_default();
+            let busy = if slots > 0 {
+                taken as f64 / slots as f64
+            } else {
+                0.0
+            };
+            let saturation = (capacity > 0.0)
+                .then(|| busy + lag as f64 / (capacity * drain_target.as_secs_f64().max(1e-3)));
+            let signals = ModelSignals {
+                lag,
+                capacity,
+                busy,
+                saturation,
+            };
+            (name.to_string(), signals)
+        })
+        .collect()
+}
+
+/// The model of a job subject `jetinfer.jobs.<p>.<model>` (`None` for anything else).
+fn model_of(subject: &str, p: Priority) -> Option<&str> {
+    subject
+        .strip_prefix(JOBS_PREFIX)?
+        .strip_prefix('.')?
+        .strip_prefix(p.as_str())?
+        .strip_prefix('.')
+        .filter(|m| !m.is_empty())
+}
+
+/// What one priority's stream and consumer say now.
+struct PrioritySample {
+    lag: u64,
+    oldest_age_s: f64,
+    last_seq: u64,
+    /// Messages in the stream per model.
+    models: BTreeMap<String, u64>,
+}
+
+/// Why one refresh of a priority failed (logged and counted; the gauges keep their last
+/// values, and the next tick tries again).
+#[derive(Debug, thiserror::Error)]
+enum RefreshError {
+    #[error("cannot look up stream {0}")]
+    Stream(String, #[source] jetstream::context::GetStreamError),
+    #[error("cannot read consumer info")]
+    Consumer(#[from] jetstream::context::ConsumerInfoError),
+    #[error("cannot read stream info")]
+    Info(#[from] jetstream::stream::InfoError),
+}
+
+/// Asks JetStream about priority `p`: consumer info and stream info with subject counts.
+async fn sample(
+    js: &jetstream::Context,
+    stream: &mut Option<stream::Stream>,
+    p: Priority,
+) -> Result<PrioritySample, RefreshError> {
+    let handle = match stream {
+        Some(s) => s,
+        None => stream.insert(
+            js.get_stream(jobs_stream(p))
+                .await
+                .map_err(|e| RefreshError::Stream(jobs_stream(p).to_string(), e))?,
+        ),
+    };
+    let consumer = handle.consumer_info(consumer_name(p)).await?;
+    let mut subjects = handle.info_with_subjects(priority_filter(p)).await?;
+    let state = subjects.info.state.clone();
+    let mut models = BTreeMap::new();
+    while let Some((subject, count)) = subjects.try_next().await? {
+        if let Some(model) = model_of(&subject, p) {
+            *models.entry(model.to_string()).or_insert(0) += count as u64;
+        }
+    }
+    // WorkQueue retention: the first message still stored is the oldest job not yet
+    // acked (waiting in JetStream, held here, or running on a worker).
+    let oldest_age_s = if state.messages == 0 {
+        0.0
+    } else {
+        let first_ms = state.first_timestamp.unix_timestamp_nanos() / 1_000_000;
+        ((now_ms() as i128 - first_ms).max(0) as f64) / 1000.0
+    };
+    Ok(PrioritySample {
+        lag: consumer.num_pending + consumer.num_ack_pending as u64,
+        oldest_age_s,
+        last_seq: state.last_sequence,
+        models,
+    })
+}
+
+fn describe() {
+    describe_gauge!(
+        QUEUE_LAG,
+        "Jobs of the priority not yet acked: the consumer's num_pending + num_ack_pending (what KEDA's nats-jetstream scaler reads)"
+    );
+    describe_gauge!(
+        OLDEST_AGE,
+        "Age of the oldest job of the priority not yet acked (the stream's first message), seconds; 0 when empty"
+    );
+    describe_gauge!(
+        ARRIVAL_RATE,
+        "Jobs published to the priority's stream per second, over the last 10 s (slope of the stream's last sequence)"
+    );
+    describe_gauge!(
+        MODEL_LAG,
+        "Jobs of the model not yet acked, by priority and model (the stream's per-subject count)"
+    );
+    describe_gauge!(
+        MODEL_CAPACITY,
+        "Jobs/s the live workers serving the model run at full batches (max_batch_size / batch_ms, summed)"
+    );
+    describe_gauge!(
+        MODEL_BUSY,
+        "Share of the slots of the workers serving the model that are taken, from their heartbeats"
+    );
+    describe_gauge!(
+        MODEL_SATURATION,
+        "busy + model lag / (capacity x drain target); above 1 the model needs more workers; NaN without a measured capacity"
+    );
+    describe_counter!(
+        REFRESH_FAILURES,
+        "Refreshes of the autoscaling signals that failed, by priority (the gauges keep their last values)"
+    );
+}
+
+/// Refreshes the signals every `settings.every` until `shutdown`.
+pub(crate) async fn run(
+    js: jetstream::Context,
+    workers: watch::Receiver<WorkersView>,
+    settings: Settings,
+    shutdown: CancellationToken,
+) {
+    describe();
+    for p in Priority::ALL {
+        counter!(REFRESH_FAILURES, "priority" => p.as_str()).increment(0);
+    }
+    let mut streams: [Option<stream::Stream>; 3] = Default::default();
+    let mut windows: [ArrivalWindow; 3] = Default::default();
+    // (priority, model) pairs exported before: set to 0 when they leave the stream, so a
+    // drained model does not show its last backlog forever.
+    let mut exported: BTreeSet<(Priority, String)> = BTreeSet::new();
+    let mut exported_models: BTreeSet<String> = BTreeSet::new();
+    let mut tick = tokio::time::interval(settings.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! { biased; _ = shutdown.cancelled() => return, _ = tick.tick() => {} }
+        let mut lags: BTreeMap<String, u64> = BTreeMap::new();
+        let mut now_exported = BTreeSet::new();
+        let mut complete = true;
+        for p in Priority::ALL {
+            let i = p.rank();
+            let s = match sample(&js, &mut streams[i], p).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(priority = p.as_str(), error = %e, "cannot refresh the autoscaling signals");
+                    counter!(REFRESH_FAILURES, "priority" => p.as_str()).increment(1);
+                    // Look the stream up again next time (it may have been recreated).
+                    streams[i] = None;
+                    complete = false;
+                    continue;
+                }
+            };
+            gauge!(QUEUE_LAG, "priority" => p.as_str()).set(s.lag as f64);
+            gauge!(OLDEST_AGE, "priority" => p.as_str()).set(s.oldest_age_s);
+            if let Some(rate) = windows[i].observe(Instant::now(), s.last_seq) {
+                gauge!(ARRIVAL_RATE, "priority" => p.as_str()).set(rate);
+            }
+            for (model, n) in s.models {
+                gauge!(MODEL_LAG, "priority" => p.as_str(), "model" => model.clone()).set(n as f64);
+                *lags.entry(model.clone()).or_insert(0) += n;
+                now_exported.insert((p, model));
+            }
+        }
+        if !complete {
+            // Per-model figures summed over a partial set of priorities would be wrong.
+            continue;
+        }
+        for (p, model) in exported.difference(&now_exported) {
+            gauge!(MODEL_LAG, "priority" => p.as_str(), "model" => model.clone()).set(0.0);
+        }
+        exported = now_exported;
+        let view = workers.borrow().clone();
+        let signals = model_signals(&lags, &view, settings.drain_target);
+        for (model, s) in &signals {
+            gauge!(MODEL_CAPACITY, "model" => model.clone()).set(s.capacity);
+            gauge!(MODEL_BUSY, "model" => model.clone()).set(s.busy);
+            gauge!(MODEL_SATURATION, "model" => model.clone())
+                .set(s.saturation.unwrap_or(f64::NAN));
+        }
+        // A model no longer served and no longer queued: nothing to scale for it.
+        for model in exported_models.iter().filter(|m| !signals.contains_key(*m)) {
+            gauge!(MODEL_CAPACITY, "model" => model.clone()).set(0.0);
+            gauge!(MODEL_BUSY, "model" => model.clone()).set(0.0);
+            gauge!(MODEL_SATURATION, "model" => model.clone()).set(0.0);
+        }
+        exported_models = signals.into_keys().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jetinfer_schemas::worker::ModelInfo;
+    use std::sync::Arc;
+
+    fn hb(
+        worker: &str,
+        slots: u32,
+        free: u32,
+        models: &[(&str, u32, Option<f64>)],
+    ) -> Arc<Heartbeat> {
+        Arc::new(Heartbeat {
+            v: 1,
+            worker: worker.into(),
+            models: models
+                .iter()
+                .map(|&(name, max_batch_size, batch_ms)| ModelInfo {
+                    name: name.into(),
+                    version: "1".into(),
+                    max_batch_size,
+                    inputs: vec![],
+                    batch_ms,
+                })
+                .collect(),
+            slots,
+            free_slots: free,
+            devices: vec![],
+            gpu_memory_bytes: None,
+            accepting: true,
+            sent_at_ms: 0,
+            load_errors: vec![],
+        })
+    }
+
+    #[test]
+    fn arrival_rate_is_the_slope_over_the_window() {
+        let t0 = Instant::now();
+        let mut w = ArrivalWindow::default();
+        assert_eq!(w.observe(t0, 100), None, "one sample has no slope");
+        let r = w.observe(t0 + Duration::from_secs(2), 140).unwrap();
+        assert!((r - 20.0).abs() < 1e-9, "{r}");
+        // Long after, only the last RATE_WINDOW counts: 50 jobs in 10 s.
+        for s in 3..=20 {
+            w.observe(t0 + Duration::from_secs(s), 140);
+        }
+        let r = w.observe(t0 + Duration::from_secs(21), 190).unwrap();
+        assert!((r - 5.0).abs() < 1e-9, "{r}");
+        // A stream recreated (sequence back to 3): no negative rate, start over.
+        assert_eq!(w.observe(t0 + Duration::from_secs(22), 3), None);
+    }
+
+    #[test]
+    fn model_subjects_are_parsed() {
+        assert_eq!(
+            model_of("jetinfer.jobs.p1.resnet50", Priority::P1),
+            Some("resnet50")
+        );
+        assert_eq!(model_of("jetinfer.jobs.p1.a.b", Priority::P1), Some("a.b"));
+        assert_eq!(model_of("jetinfer.jobs.p0.resnet50", Priority::P1), None);
+        assert_eq!(model_of("jetinfer.jobs.p1.", Priority::P1), None);
+        assert_eq!(model_of("other.p1.x", Priority::P1), None);
+    }
+
+    #[test]
+    fn saturation_combines_busy_slots_and_backlog_over_capacity() {
+        let workers = vec![
+            // 32 jobs per 100 ms = 320 jobs/s; half of its slots taken.
+            hb(
+                "w1",
+                64,
+                32,
+                &[("resnet", 32, Some(100.0)), ("mlp", 8, None)],
+            ),
+            // Same model, 160 jobs/s, all slots taken.
+            hb("w2", 64, 0, &[("resnet", 16, Some(100.0))]),
+        ];
+        let lags = BTreeMap::from([("resnet".to_string(), 960), ("orphan".to_string(), 5)]);
+        let s = model_signals(&lags, &workers, Duration::from_secs(2));
+        let r = &s["resnet"];
+        assert!((r.capacity - 480.0).abs() < 1e-9);
+        assert!((r.busy - 0.75).abs() < 1e-9);
+        // 0.75 + 960 / (480 × 2) = 1.75
+        assert!((r.saturation.unwrap() - 1.75).abs() < 1e-9, "{r:?}");
+        // Served but never measured: no capacity, no score.
+        assert_eq!(s["mlp"].capacity, 0.0);
+        assert_eq!(s["mlp"].saturation, None);
+        assert!((s["mlp"].busy - 0.5).abs() < 1e-9);
+        // Queued but served by nobody.
+        assert_eq!(s["orphan"].lag, 5);
+        assert_eq!(s["orphan"].saturation, None);
+    }
+}

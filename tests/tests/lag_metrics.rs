@@ -1,0 +1,189 @@
+//! The dispatcher's autoscaling signals follow a real backlog (issue 13, item 4): with no
+//! worker, N published jobs show as `jetinfer_queue_lag = N` (and per model) on /metrics,
+//! with a positive arrival rate and oldest-job age; once a worker starts, the lag falls to
+//! 0, every job gets a correct result, and the model's measured capacity and saturation
+//! score appear. Every wait is a poll with a deadline, never a fixed sleep.
+
+use std::path::Path;
+use std::time::Duration;
+
+use jetinfer_devkit::local::LocalStack;
+use jetinfer_schemas::Priority;
+use jetinfer_tests::{assert_all_correct, publish_samples, run_id};
+
+const P1_JOBS: usize = 40;
+const P2_JOBS: usize = 7;
+
+/// The `addr` the dispatcher logged for its metrics endpoint (text logs).
+async fn bound_addr(log: &Path) -> String {
+    let text = poll(
+        Duration::from_secs(30),
+        "the metrics address in the log",
+        || async {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            text.lines()
+                .filter(|l| l.contains("serving metrics and health"))
+                .find_map(|l| l.split("addr=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_string)
+        },
+    )
+    .await;
+    text
+}
+
+/// Calls `f` every 100 ms until it returns `Some`, panicking with `what` after `limit`.
+async fn poll<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {limit:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The body of `GET /metrics`.
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of the series `series` (name and labels exactly as exported), if present.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn lag(text: &str, p: &str) -> Option<f64> {
+    value(text, &format!(r#"jetinfer_queue_lag{{priority="{p}"}}"#))
+}
+
+fn model_lag(text: &str, p: &str, model: &str) -> Option<f64> {
+    value(
+        text,
+        &format!(r#"jetinfer_model_queue_lag{{priority="{p}",model="{model}"}}"#),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_lag_follows_a_published_backlog_and_falls_to_zero_with_a_worker() {
+    // No worker, and nothing that would answer the waiting jobs on its own: no deadline
+    // or unknown-model answer within the test.
+    let mut stack = LocalStack::builder()
+        .workers(0)
+        .env("RUST_LOG", "info")
+        .dispatcher_args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--autoscale-every-ms",
+            "200",
+            "--unknown-model-after-ms",
+            "600000",
+            "--deadline-ms",
+            "600000,600000,600000",
+        ])
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
+    let addr = bound_addr(stack.dispatcher().unwrap().log_path()).await;
+
+    // Before any job: the signals are exported, at 0.
+    poll(
+        Duration::from_secs(30),
+        "lag 0 before publishing",
+        || async {
+            let text = scrape(&addr).await;
+            (lag(&text, "p0") == Some(0.0)
+                && lag(&text, "p1") == Some(0.0)
+                && lag(&text, "p2") == Some(0.0))
+            .then_some(())
+        },
+    )
+    .await;
+
+    let client = stack.client().await.unwrap();
+    let run = run_id("lag");
+    let mut jobs = publish_samples(&client, "mlp", P1_JOBS, Priority::P1, &run).await;
+    jobs.extend(publish_samples(&client, "mlp", P2_JOBS, Priority::P2, &run).await);
+
+    // The backlog shows, per priority and per model; the dispatcher holds some of it
+    // (ack pending) and counts it all the same.
+    let text = poll(Duration::from_secs(30), "lag = published jobs", || async {
+        let text = scrape(&addr).await;
+        let full = lag(&text, "p1") == Some(P1_JOBS as f64)
+            && lag(&text, "p2") == Some(P2_JOBS as f64)
+            && model_lag(&text, "p1", "mlp") == Some(P1_JOBS as f64)
+            && model_lag(&text, "p2", "mlp") == Some(P2_JOBS as f64)
+            && value(&text, r#"jetinfer_arrival_rate{priority="p1"}"#).is_some_and(|r| r > 0.0)
+            && value(&text, r#"jetinfer_queue_oldest_age_seconds{priority="p1"}"#)
+                .is_some_and(|a| a > 0.0);
+        full.then_some(text)
+    })
+    .await;
+    assert_eq!(lag(&text, "p0"), Some(0.0), "{text}");
+    // Nobody serves mlp yet: no capacity, no score.
+    assert_eq!(
+        value(
+            &text,
+            r#"jetinfer_model_capacity_jobs_per_second{model="mlp"}"#
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, r#"jetinfer_model_saturation{model="mlp"}"#).is_some_and(f64::is_nan),
+        "{text}"
+    );
+    // Without a worker the backlog stays exactly where it is.
+    let again = scrape(&addr).await;
+    assert_eq!(lag(&again, "p1"), Some(P1_JOBS as f64), "{again}");
+
+    stack.start_worker(Vec::<String>::new()).unwrap();
+    assert_all_correct(&client, &jobs, Duration::from_secs(120)).await;
+    let text = poll(
+        Duration::from_secs(30),
+        "lag back to 0 with a worker",
+        || async {
+            let text = scrape(&addr).await;
+            let drained = lag(&text, "p1") == Some(0.0)
+            && lag(&text, "p2") == Some(0.0)
+            && model_lag(&text, "p1", "mlp") == Some(0.0)
+            && model_lag(&text, "p2", "mlp") == Some(0.0)
+            && value(&text, r#"jetinfer_queue_oldest_age_seconds{priority="p1"}"#)
+                == Some(0.0)
+            // The worker has run batches, so its heartbeats carry a measured batch time.
+            && value(&text, r#"jetinfer_model_capacity_jobs_per_second{model="mlp"}"#)
+                .is_some_and(|c| c > 0.0);
+            drained.then_some(text)
+        },
+    )
+    .await;
+    let saturation = value(&text, r#"jetinfer_model_saturation{model="mlp"}"#).unwrap();
+    assert!(
+        saturation.is_finite() && saturation >= 0.0,
+        "an idle, measured model has a finite score: {text}"
+    );
+    stack.stop();
+}
