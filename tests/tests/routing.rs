@@ -9,7 +9,8 @@
 //! - a weight change (90/10 → 10/90) while jobs stream in: every job's version is the one
 //!   the old or the new declaration gives for its id, both occur, and jobs published after
 //!   the change follow the new one;
-//! - a sticky key (`meta.user`): every user's jobs run on one version;
+//! - a sticky key (`meta.user`): every user's jobs run on one version, jobs without the
+//!   field are routed by id, and the dispatcher's job spans carry the routed version;
 //! - a job for an undeclared model or version is answered `unknown_model` at once on P0,
 //!   P1 and P2 (`--unknown-model-after-ms` is 30 s, P0's deadline 5 s).
 
@@ -24,6 +25,7 @@ use jetinfer_devkit::golden::compare;
 use jetinfer_devkit::local::{binary, repo_root, LocalStack, NatsServer};
 use jetinfer_schemas::registry::{decode_decl, ModelDecl, REGISTRY_BUCKET};
 use jetinfer_schemas::{ErrorCode, Job, JobResult, Priority, Status};
+use jetinfer_tests::otlp::{ReceivedSpan, Receiver};
 use jetinfer_tests::{collect_results, golden, run_id, ATOL, RTOL};
 
 /// Runs `jetinfer ARGS` against `nats`; panics unless it succeeds.
@@ -64,8 +66,8 @@ fn two_versions_toml(dir: &Path) -> String {
 }
 
 /// The registry seeded with mlp 1 and 2 at `weights`, and a stack whose one worker serves
-/// both.
-async fn start(dir: &Path, weights: &[&str]) -> (NatsServer, LocalStack) {
+/// both; its spans go to `otlp` when given.
+async fn start(dir: &Path, weights: &[&str], otlp: Option<&Receiver>) -> (NatsServer, LocalStack) {
     let server = NatsServer::start().expect("nats-server");
     let nats = server.url();
     let toml = two_versions_toml(dir);
@@ -73,7 +75,14 @@ async fn start(dir: &Path, weights: &[&str]) -> (NatsServer, LocalStack) {
     let mut args = vec!["models", "weights", "mlp"];
     args.extend(weights);
     jetinfer(&nats, &args).await;
-    let stack = LocalStack::builder()
+    let mut builder = LocalStack::builder();
+    if let Some(receiver) = otlp {
+        builder = builder
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("OTEL_TRACES_SAMPLER", "parentbased_always_on");
+    }
+    let stack = builder
         .nats_url(nats)
         .models(&toml)
         .workers(1)
@@ -185,7 +194,7 @@ async fn metric(addr: &str, series: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_split_unversioned_jobs_and_a_change_applies_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, mut stack) = start(dir.path(), &["1=0.9,2=0.1"]).await;
+    let (_server, mut stack) = start(dir.path(), &["1=0.9,2=0.1"], None).await;
     let client = stack.client().await.unwrap();
     let run = run_id("routing");
 
@@ -297,7 +306,9 @@ async fn weights_split_unversioned_jobs_and_a_change_applies_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sticky_key_keeps_each_user_on_one_version() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, mut stack) = start(dir.path(), &["1=0.5,2=0.5", "--sticky-key", "user"]).await;
+    let receiver = Receiver::start().await;
+    let weights = ["1=0.5,2=0.5", "--sticky-key", "user"];
+    let (_server, mut stack) = start(dir.path(), &weights, Some(&receiver)).await;
     let client = stack.client().await.unwrap();
     let run = run_id("sticky");
     let decl = declaration(&stack).await;
@@ -337,6 +348,39 @@ async fn a_sticky_key_keeps_each_user_on_one_version() {
         assert_eq!(
             Some(got[&*job.id].version.as_str()),
             decl.routed_version(&job.id, None).as_deref()
+        );
+    }
+
+    // The dispatcher's job spans carry the routed version (they end at the ack).
+    let ids: HashSet<&str> = anonymous.iter().map(|j| &*j.id).collect();
+    let job_spans = |spans: &[ReceivedSpan]| -> Vec<ReceivedSpan> {
+        spans
+            .iter()
+            .filter(|s| s.role == "dispatcher.job")
+            .filter(|s| {
+                s.attributes
+                    .get("messaging.message.id")
+                    .is_some_and(|id| ids.contains(id.as_str()))
+            })
+            .cloned()
+            .collect()
+    };
+    let spans = receiver
+        .wait_for(Duration::from_secs(20), |s| job_spans(s).len() >= ids.len())
+        .await;
+    let spans = job_spans(&spans);
+    assert!(
+        spans.len() >= ids.len(),
+        "{} job spans of {}",
+        spans.len(),
+        ids.len()
+    );
+    for span in &spans {
+        let id = &span.attributes["messaging.message.id"];
+        assert_eq!(
+            span.attributes.get("jetinfer.version"),
+            Some(&got[id].version),
+            "span of {id}"
         );
     }
     stack.stop();

@@ -209,7 +209,7 @@ impl Intake {
     fn hold(
         &self,
         job: Job<'_>,
-        routed: Option<(&Target, VersionSlot)>,
+        routed: Routed<'_>,
         payload: &Bytes,
         envelope: Envelope,
         acker: Box<dyn Ack>,
@@ -269,13 +269,16 @@ impl Intake {
     }
 }
 
+/// The version a job was routed to, and where it goes in the job's payload.
+type Routed<'r> = Option<(&'r Target, VersionSlot)>;
+
 /// The version `job` runs on by `routes` (none: as it names), and where that version goes
-/// in its payload; or the `unknown_model` answer.
+/// in its payload; or the `unknown_model` answer, with the id to answer.
 fn route<'j, 'r>(
     routes: &'r Routes,
     job: Job<'j>,
     payload: &[u8],
-) -> Result<(Job<'j>, Option<(&'r Target, VersionSlot)>), (Option<String>, JobError)> {
+) -> Result<(Job<'j>, Routed<'r>), (Option<String>, JobError)> {
     let refuse = |job: &Job<'_>, e| (Some(job.id.to_string()), e);
     let target = match routes.route(&job) {
         Ok(target) => target,

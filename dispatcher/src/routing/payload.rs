@@ -222,14 +222,13 @@ mod tests {
         let slot = VersionSlot::find(payload).unwrap();
         let out = slot.write(payload, version);
         let job = decode_job(&out, &Limits::default()).unwrap();
-        let owned = Job {
+        Job {
             id: job.id.into_owned().into(),
             model: job.model.into_owned().into(),
             version: job.version.map(|v| v.into_owned().into()),
             inputs: job.inputs.into_iter().map(Tensor::into_owned).collect(),
             ..job
-        };
-        owned
+        }
     }
 
     #[test]
