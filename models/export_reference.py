@@ -22,7 +22,10 @@ Models (leading batch dimension left out):
                                                         stand-in for minilm (tests the pad spec)
 
 Writes OUT/<model>.pt, OUT/models.reference.cuda.toml (resnet50 and minilm on cuda:0 in
-f16, trivial on cpu) and OUT/models.reference.cpu.toml (trivial and tokpool on cpu). The
+f16, trivial on cpu), OUT/models.reference.cuda.i2.toml (the same with `instances = 2` for
+resnet50 and minilm: two executor threads each, sharing one copy of the weights; see
+docs/models.md, "Devices and instances") and OUT/models.reference.cpu.toml (trivial and
+tokpool on cpu). The
 token models carry `pad = [0, 0]`: the worker pads each batch to its longest sequence
 (mask 0 marks padding), so sequences of different lengths batch together. All but
 `trivial` set `shape_buckets = true` (batch sizes and padded lengths rounded up to a few
@@ -178,6 +181,7 @@ name = "resnet50"
 version = "1"
 path = "resnet50.pt"
 device = "cuda:0"
+instances = 1
 dtype = "f16"
 max_batch_size = 128
 max_queue_delay_ms = 2
@@ -190,6 +194,7 @@ name = "minilm"
 version = "1"
 path = "minilm.pt"
 device = "cuda:0"
+instances = 1
 dtype = "f16"
 max_batch_size = 256
 max_queue_delay_ms = 2
@@ -224,6 +229,9 @@ def main() -> int:
     cpu = [EXPORTS[n][1] for n in ("trivial", "tokpool") if n in done]
     if cuda:
         (args.out / "models.reference.cuda.toml").write_text("\n".join(cuda))
+        # The 1-vs-2-instances comparison: the same file, two threads per GPU model.
+        two = [t.replace("instances = 1\n", "instances = 2\n") for t in cuda]
+        (args.out / "models.reference.cuda.i2.toml").write_text("\n".join(two))
     if cpu:
         (args.out / "models.reference.cpu.toml").write_text("\n".join(cpu))
     return 0

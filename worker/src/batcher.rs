@@ -1,6 +1,8 @@
 //! The dynamic batcher of one model: collects jobs into a batch (when a batch goes: see
 //! `gather.rs`), splits it by input shapes (a batch stacks samples, so shapes must agree),
-//! hands each group to the device's executor, and passes the outputs to the result writer.
+//! hands each group to one of the model's executor threads ([`Lane`]s: every device the
+//! model is listed on, times its instances) — the least busy one, so N threads run N
+//! batches at once — and passes the outputs to the result writer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,43 +16,42 @@ use tokio_util::task::TaskTracker;
 
 use crate::batch_time::BatchTime;
 use crate::config::ModelConfig;
-use crate::device_load::DeviceLoad;
 use crate::exec_batch::{ExecBatch, ExecOutput};
+use crate::executor::Lane;
 use crate::gather::{gather, window};
 use crate::job::{JobCtx, Pending};
 use crate::results::{Finished, Writer};
-use crate::staging::{HostBatch, PinnedPool};
+use crate::staging::HostBatch;
 use crate::telemetry::JobTrace;
 
 pub(crate) struct Batcher {
     pub model: String,
     /// The version it serves (for the batch span).
     pub version: String,
-    /// The device that runs it (for the batch span).
-    pub device: String,
-    /// The model's index on its executor thread.
-    pub exec_index: usize,
+    /// The executor threads that run it (at least one), with their devices and instances.
+    pub lanes: Vec<Lane>,
     pub max_batch_size: usize,
     pub max_queue_delay: Duration,
     /// The model pads batches to their longest job: every job fits one batch.
     pub pad: bool,
     pub config: Arc<ModelConfig>,
-    /// The device's pinned buffers: each batch is written there before it is handed over,
-    /// while the executor still runs the previous one (CUDA devices; see staging.rs).
-    pub pinned: Option<Arc<PinnedPool>>,
-    pub exec: mpsc::Sender<ExecBatch>,
     pub writer: Writer,
     pub tasks: TaskTracker,
     pub batch_time: Arc<BatchTime>,
     /// Cancelled when the device reports a sticky error: the worker must stop.
     pub fatal: CancellationToken,
-    /// Batches in flight on the model's device (shared by the device's batchers).
-    pub load: DeviceLoad,
 }
 
 impl Batcher {
     pub async fn run(self, mut rx: mpsc::Receiver<Pending>) {
-        let mut device = self.load.watch();
+        assert!(
+            !self.lanes.is_empty(),
+            "a batcher without an executor: this is a bug"
+        );
+        // Idle as soon as any of the model's threads is idle.
+        let loads: Vec<_> = self.lanes.iter().map(|l| l.load.clone()).collect();
+        let mut device = crate::device_load::least_of(&loads);
+        let mut next = 0;
         while let Some(first) = rx.recv().await {
             let window = window(self.batch_time.get(), self.max_queue_delay);
             let jobs = gather(first, &mut rx, &mut device, self.max_batch_size, window).await;
@@ -60,14 +61,27 @@ impl Batcher {
                 by_shapes(jobs)
             };
             for group in groups {
-                self.submit(group).await;
+                self.submit(group, &mut next).await;
             }
         }
     }
 
-    /// Sends one same-shape group to the executor (waiting while it is busy with the
-    /// previous batch: that wait is the backpressure) and spawns the completion.
-    async fn submit(&self, group: Vec<Pending>) {
+    /// The lane for the next batch: the one with the fewest batches in flight; among equals,
+    /// the first from `next` on (round robin), so idle threads take turns.
+    fn pick(&self, next: &mut usize) -> &Lane {
+        let n = self.lanes.len();
+        let at = (0..n)
+            .map(|k| (*next + k) % n)
+            .min_by_key(|&i| self.lanes[i].load.current())
+            .unwrap_or(0);
+        *next = (at + 1) % n;
+        &self.lanes[at]
+    }
+
+    /// Sends one same-shape group to the least busy executor thread (waiting while it is
+    /// busy with its previous batch: that wait is the backpressure) and spawns the
+    /// completion.
+    async fn submit(&self, group: Vec<Pending>, next: &mut usize) {
         let now = now_ms();
         let (live, late): (Vec<_>, Vec<_>) =
             group.into_iter().partition(|p| p.ctx.deadline_ms > now);
@@ -94,16 +108,17 @@ impl Batcher {
         }
         let (ctxs, inputs): (Vec<_>, Vec<_>) = live.into_iter().map(|p| (p.ctx, p.inputs)).unzip();
         let traces: Vec<&JobTrace> = ctxs.iter().map(|c| &c.trace).collect();
+        let lane = self.pick(next);
         let batch =
-            crate::telemetry::Batch::start(&self.model, &self.version, &self.device, &traces);
-        let (inputs, host) = self.stage(inputs).await;
+            crate::telemetry::Batch::start(&self.model, &self.version, &lane.device, &traces);
+        let (inputs, host) = self.stage(lane, inputs).await;
         let (reply, outputs) = oneshot::channel();
         let writer = self.writer.clone();
-        self.load.submitted();
-        if self
+        lane.load.submitted();
+        if lane
             .exec
             .send(ExecBatch {
-                model: self.exec_index,
+                model: lane.exec_index,
                 inputs,
                 host,
                 reply,
@@ -111,9 +126,16 @@ impl Batcher {
             .await
             .is_err()
         {
-            self.load.finished();
-            tracing::error!(model = %self.model, "executor thread is gone");
+            lane.load.finished();
+            tracing::error!(model = %self.model, device = %lane.device, instance = lane.instance, "executor thread is gone");
         }
+        let ran = ::metrics::counter!(
+            crate::telemetry::BATCHES,
+            "model" => self.model.clone(),
+            "version" => self.version.clone(),
+            "device" => lane.device.clone(),
+            "instance" => lane.instance.to_string(),
+        );
         let (batch_time, fatal) = (self.batch_time.clone(), self.fatal.clone());
         self.tasks.spawn(async move {
             // Executor gone: the jobs' done senders drop and their requests answer Failed.
@@ -127,18 +149,21 @@ impl Batcher {
                 }
                 return;
             }
+            ran.increment(1);
             batch_time.record(out.compute_ms);
             writer.write(finish(ctxs, out)).await;
         });
     }
 
-    /// Writes the batch into the device's pinned buffers on a blocking thread (`None` on
-    /// the CPU, or when that fails: the executor then writes it itself).
+    /// Writes the batch into the pinned buffers of `lane`'s device on a blocking thread,
+    /// while that thread still runs its previous batch (`None` on the CPU, or when that
+    /// fails: the executor then writes it itself).
     async fn stage(
         &self,
+        lane: &Lane,
         inputs: Vec<Vec<Tensor<'static>>>,
     ) -> (Vec<Vec<Tensor<'static>>>, Option<HostBatch>) {
-        let Some(pool) = self.pinned.clone() else {
+        let Some(pool) = lane.pinned.clone() else {
             return (inputs, None);
         };
         let config = self.config.clone();

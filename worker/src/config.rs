@@ -85,7 +85,7 @@ pub struct ModelsFile {
 }
 
 /// One `[[models]]` entry.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub name: String,
@@ -94,9 +94,16 @@ pub struct ModelConfig {
     pub path: PathBuf,
     /// Hex SHA-256 of the file, checked before loading.
     pub sha256: Option<String>,
-    /// `cpu` or `cuda:N`.
+    /// `cpu` or `cuda:N`. The same model (name and version) may be listed on several
+    /// devices, or twice on one: it is then one model whose batches go to whichever of its
+    /// executor threads is free (see docs/models.md, "Devices and instances").
     #[serde(default = "cpu")]
     pub device: String,
+    /// Executor threads that run this model on this device, each one batch at a time and
+    /// sharing one copy of the weights (default 1). On CUDA they share the device's
+    /// default stream (tch exposes no stream API): they overlap host-side work, not kernels.
+    #[serde(default = "one")]
+    pub instances: u32,
     /// The module and floating inputs are cast to this.
     #[serde(default = "f32")]
     pub dtype: DType,
@@ -129,6 +136,13 @@ fn f32() -> DType {
 fn two_ms() -> u64 {
     2
 }
+fn one() -> u32 {
+    1
+}
+
+/// The most instances of one model on one device: each is an OS thread, and more than a
+/// few only contend for the same device.
+pub const MAX_INSTANCES: u32 = 16;
 
 /// Why the models file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +169,10 @@ pub enum ModelsFileError {
     NoInputs(String),
     #[error("model {0}: pad needs one value per input")]
     PadCount(String),
+    #[error("model {0}: instances must be between 1 and {MAX_INSTANCES}")]
+    Instances(String),
+    #[error("model {model} version {version:?} is listed more than once with different settings: entries of one version may differ only in device and instances")]
+    Conflict { model: String, version: String },
 }
 
 impl ModelsFile {
@@ -176,7 +194,31 @@ impl ModelsFile {
                 m.path = dir.join(&m.path);
             }
         }
+        file.check_repeats()?;
         Ok(file)
+    }
+
+    /// Entries of one name and version are one model on several devices (or several
+    /// instances on one): they must agree on everything but `device` and `instances`, since
+    /// one batcher forms batches for all of them from one set of settings.
+    fn check_repeats(&self) -> Result<(), ModelsFileError> {
+        let settings = |m: &ModelConfig| ModelConfig {
+            device: String::new(),
+            instances: 0,
+            ..m.clone()
+        };
+        for (i, a) in self.models.iter().enumerate() {
+            let first = self.models[..i]
+                .iter()
+                .find(|b| b.name == a.name && b.version == a.version);
+            if first.is_some_and(|b| settings(b) != settings(a)) {
+                return Err(ModelsFileError::Conflict {
+                    model: a.name.clone(),
+                    version: a.version.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -204,6 +246,9 @@ impl ModelConfig {
             .is_some_and(|p| p.len() != self.inputs.len())
         {
             return Err(ModelsFileError::PadCount(name()));
+        }
+        if !(1..=MAX_INSTANCES).contains(&self.instances) {
+            return Err(ModelsFileError::Instances(name()));
         }
         Ok(())
     }
@@ -244,6 +289,40 @@ inputs = [{ dtype = "u8", shape = [3, 224, 224] }]
         assert!(matches!(
             ModelsFile::load(&dir.join("absent.toml")),
             Err(ModelsFileError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn instances_default_to_one_and_repeats_must_agree() {
+        let dir = tempfile_dir();
+        let p = dir.join("inst.toml");
+        let entry = |device: &str, extra: &str| {
+            format!("[[models]]\nname = \"m\"\nversion = \"1\"\npath = \"m.pt\"\ndevice = \"{device}\"\nmax_batch_size = 4\ninputs = [{{ dtype = \"f32\", shape = [2] }}]\n{extra}\n")
+        };
+        std::fs::write(&p, entry("cpu", "") + &entry("cpu", "instances = 3")).unwrap();
+        let f = ModelsFile::load(&p).unwrap();
+        assert_eq!(
+            f.models.iter().map(|m| m.instances).collect::<Vec<_>>(),
+            [1, 3]
+        );
+        std::fs::write(&p, entry("cpu", "instances = 0")).unwrap();
+        assert!(matches!(
+            ModelsFile::load(&p),
+            Err(ModelsFileError::Instances(_))
+        ));
+        std::fs::write(&p, entry("cpu", "instances = 17")).unwrap();
+        assert!(matches!(
+            ModelsFile::load(&p),
+            Err(ModelsFileError::Instances(_))
+        ));
+        std::fs::write(
+            &p,
+            entry("cpu", "") + &entry("cuda:0", "max_queue_delay_ms = 9"),
+        )
+        .unwrap();
+        assert!(matches!(
+            ModelsFile::load(&p),
+            Err(ModelsFileError::Conflict { .. })
         ));
     }
 

@@ -72,6 +72,8 @@ fn config(name: &str, v: &VersionDecl, device: &str) -> ModelConfig {
         path: PathBuf::from(&v.path),
         sha256: Some(v.sha256.clone()),
         device: device.to_string(),
+        // The registry declares no instance count yet: one executor thread per device.
+        instances: 1,
         dtype: v.dtype,
         max_batch_size: v.batching.max_batch_size,
         max_queue_delay_ms: v.batching.max_queue_delay_ms,

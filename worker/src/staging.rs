@@ -8,6 +8,7 @@
 //! ([`to_device`]) serve the batches it splits or re-runs after a failure.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use jetinfer_schemas::Tensor;
@@ -22,7 +23,9 @@ thread_local! {
     /// inputs of one batch never share a buffer. Reusing them across batches is safe: the
     /// device is synchronised before the first input of a batch is written (normally a
     /// no-op, as a batch ends with a blocking device → host copy of its outputs; it matters
-    /// when a forward failed and its jobs are re-run).
+    /// when a forward failed and its jobs are re-run). Each instance of a device is its own
+    /// thread, so each has its own buffers here; the synchronisation is device-wide (tch has
+    /// no per-stream wait), so on this rare path an instance also waits for the others.
     static STAGING: RefCell<Vec<Option<tch::Tensor>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -60,14 +63,17 @@ pub(crate) fn to_device(
     })
 }
 
-/// Pinned host buffers of one CUDA device, shared by its batchers; a [`HostBatch`] gives
-/// its buffers back when dropped.
+/// Pinned host buffers of one CUDA device, shared by its batchers and instances: each
+/// batch takes buffers of its own, so a batch per instance can be written, wait and run at
+/// once; a [`HostBatch`] gives its buffers back when dropped.
 pub(crate) struct PinnedPool {
     device: Device,
     free: Mutex<Vec<tch::Tensor>>,
+    /// Buffers kept for reuse: [`POOL_KEEP`] per instance of the device.
+    keep: AtomicUsize,
 }
 
-/// Buffers kept for reuse per device: one batch being written, one waiting, one running,
+/// Buffers kept for reuse per instance: one batch being written, one waiting, one running,
 /// per input, with room for a second model.
 const POOL_KEEP: usize = 12;
 
@@ -84,8 +90,9 @@ impl Drop for HostBatch {
     fn drop(&mut self) {
         self.inputs.clear();
         let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+        let keep = self.pool.keep.load(Ordering::Relaxed);
         for b in self.buffers.drain(..) {
-            if free.len() < POOL_KEEP {
+            if free.len() < keep {
                 free.push(b);
             }
         }
@@ -99,8 +106,16 @@ impl PinnedPool {
             Arc::new(PinnedPool {
                 device,
                 free: Mutex::new(Vec::new()),
+                keep: AtomicUsize::new(POOL_KEEP),
             })
         })
+    }
+
+    /// Keeps enough buffers for `instances` threads of the device running at once (a
+    /// device's versions share the pool: the largest count wins).
+    pub fn keep_for_instances(&self, instances: usize) {
+        self.keep
+            .fetch_max(POOL_KEEP * instances.max(1), Ordering::Relaxed);
     }
 
     /// Writes every input of `jobs` (padding and shape buckets as [`to_device`] does) into

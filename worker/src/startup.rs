@@ -1,5 +1,6 @@
-//! Bringing the models up: checks each model file, starts one executor thread per device
-//! (which loads and warms its models), and one batcher per model that loaded.
+//! Bringing the models up: checks each model file, starts each device's executor threads
+//! (the first loads and warms its models; one more per extra instance), and one batcher
+//! per model that loaded, over all its devices and instances.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,8 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::batch_time::BatchTime;
 use crate::batcher::Batcher;
 use crate::config::ModelConfig;
-use crate::exec_batch::ExecBatch;
-use crate::executor::{spawn_device, DeviceState};
+use crate::executor::{spawn_device, DeviceExec, DeviceState, Lane};
 use crate::faults::Faults;
 use crate::loading::LoadError;
 use crate::results::Writer;
@@ -42,21 +42,47 @@ pub(crate) struct Shared {
     pub batchers: TaskTracker,
 }
 
-/// Loads every model on its device's thread; a model that fails is refused, the rest
+/// Loads every model on its device's threads; a model that fails is refused, the rest
 /// served. `slots`: `--slots`, or twice the largest batch.
+///
+/// Entries of one name and version form one model (the file checked that they agree): its
+/// batcher hands batches to every device it is listed on, each with as many threads as the
+/// entries there ask for (`instances`, summed over repeated entries).
 pub(crate) async fn start_models(
     models: Vec<ModelConfig>,
     slots: Option<u32>,
     shared: &Shared,
 ) -> Started {
-    let mut by_device: BTreeMap<String, Vec<ModelConfig>> = BTreeMap::new();
+    // Per model (in file order): its settings and, per device, its instances there.
+    let mut merged: Vec<(ModelConfig, BTreeMap<String, u32>)> = Vec::new();
     for m in models.into_iter().filter(verify_sha256) {
-        by_device.entry(m.device.clone()).or_default().push(m);
+        let at = merged
+            .iter()
+            .position(|(c, _)| c.name == m.name && c.version == m.version);
+        let at = at.unwrap_or_else(|| {
+            merged.push((m.clone(), BTreeMap::new()));
+            merged.len() - 1
+        });
+        let n = merged[at].1.entry(m.device.clone()).or_insert(0);
+        *n = (*n + m.instances).min(crate::config::MAX_INSTANCES);
     }
-    let max_batch = by_device
-        .values()
-        .flatten()
-        .map(|m| m.max_batch_size)
+    let mut by_device: BTreeMap<String, Vec<(usize, ModelConfig)>> = BTreeMap::new();
+    for (i, (m, devices)) in merged.iter().enumerate() {
+        for (device, &instances) in devices {
+            let config = ModelConfig {
+                device: device.clone(),
+                instances,
+                ..m.clone()
+            };
+            by_device
+                .entry(device.clone())
+                .or_default()
+                .push((i, config));
+        }
+    }
+    let max_batch = merged
+        .iter()
+        .map(|(m, _)| m.max_batch_size)
         .max()
         .unwrap_or(1);
     let slots = slots.unwrap_or(max_batch * 2).max(1);
@@ -66,19 +92,46 @@ pub(crate) async fn start_models(
         device_states: Vec::new(),
         slots,
     };
+    let mut lanes: Vec<Vec<Lane>> = vec![Vec::new(); merged.len()];
     for (device, configs) in by_device {
-        start_device(&device, configs, shared, &mut started).await;
+        start_device(&device, configs, shared, &mut started, &mut lanes).await;
         started.devices.push(device);
+    }
+    for ((m, _), lanes) in merged.into_iter().zip(lanes) {
+        if lanes.is_empty() {
+            continue;
+        }
+        let mut devices: Vec<String> = lanes.iter().map(|l| l.device.clone()).collect();
+        devices.dedup();
+        let (queue, rx) = mpsc::channel(started.slots as usize);
+        let batch_time = Arc::new(BatchTime::default());
+        tracing::info!(model = %m.name, version = %m.version, devices = ?devices, threads = lanes.len(), "model served");
+        let batcher = batcher_on(&m, lanes, &batch_time, shared);
+        shared.batchers.spawn(batcher.run(rx));
+        started.models.push(Served {
+            info: ModelInfo {
+                name: m.name,
+                version: m.version,
+                max_batch_size: m.max_batch_size,
+                inputs: m.inputs,
+                batch_ms: None,
+            },
+            device: devices.join(","),
+            batch_time,
+            queue,
+        });
     }
     started
 }
 
-/// Starts one device's thread and, once it has loaded, a batcher per loaded model.
+/// Starts one device's threads and, once they have loaded, adds the lanes of each model
+/// that loaded there to `lanes` (indexed like the merged models).
 async fn start_device(
     device: &str,
-    configs: Vec<ModelConfig>,
+    configs: Vec<(usize, ModelConfig)>,
     shared: &Shared,
     started: &mut Started,
+    lanes: &mut [Vec<Lane>],
 ) {
     let state = DeviceState {
         faults: shared.faults.clone(),
@@ -90,58 +143,52 @@ async fn start_device(
     started
         .device_states
         .push((device.to_string(), state.clone()));
-    let (exec, loaded) = spawn_device(device.to_string(), configs.clone(), state.clone());
+    let (models, configs): (Vec<usize>, Vec<ModelConfig>) = configs.into_iter().unzip();
+    let (exec, loaded) = spawn_device(device.to_string(), configs.clone(), state);
     let loaded = loaded.await.unwrap_or_default();
-    for (index, (m, ok)) in configs.into_iter().zip(loaded).enumerate() {
+    for (index, ((model, m), ok)) in models.into_iter().zip(configs).zip(loaded).enumerate() {
         if let Err(why) = ok {
-            tracing::error!(model = %m.name, version = %m.version, device = %device, why = %why, "model refused; serving the others");
+            tracing::error!(model = %m.name, version = %m.version, device = %device, why = %why, "model refused on this device; serving the others");
             continue;
         }
-        let (queue, rx) = mpsc::channel(started.slots as usize);
-        let batch_time = Arc::new(BatchTime::default());
-        let batcher = batcher(&m, device, index, &exec, &state, &batch_time, shared);
-        shared.batchers.spawn(batcher.run(rx));
-        started.models.push(Served {
-            info: ModelInfo {
-                name: m.name,
-                version: m.version,
-                max_batch_size: m.max_batch_size,
-                inputs: m.inputs,
-                batch_ms: None,
-            },
-            device: device.to_string(),
-            batch_time,
-            queue,
-        });
+        lanes[model].extend(exec.lanes_for(index));
     }
 }
 
-/// The batcher of model `m`, which is model `exec_index` of its device thread `exec`.
+/// The batcher of model `m`, which is model `exec_index` of the device threads `exec`
+/// (a version on one device, as the registry places it; `state` is kept for callers: the
+/// lanes carry the device's load and pinned buffers).
 pub(crate) fn batcher(
     m: &ModelConfig,
-    device: &str,
+    _device: &str,
     exec_index: usize,
-    exec: &mpsc::Sender<ExecBatch>,
-    state: &DeviceState,
+    exec: &DeviceExec,
+    _state: &DeviceState,
+    batch_time: &Arc<BatchTime>,
+    shared: &Shared,
+) -> Batcher {
+    batcher_on(m, exec.lanes_for(exec_index), batch_time, shared)
+}
+
+/// The batcher of model `m` over its executor threads `lanes` (every device and instance).
+pub(crate) fn batcher_on(
+    m: &ModelConfig,
+    lanes: Vec<Lane>,
     batch_time: &Arc<BatchTime>,
     shared: &Shared,
 ) -> Batcher {
     Batcher {
         model: m.name.clone(),
         version: m.version.clone(),
-        device: device.to_string(),
-        exec_index,
+        lanes,
         max_batch_size: m.max_batch_size as usize,
         max_queue_delay: Duration::from_millis(m.max_queue_delay_ms),
         pad: m.pad.is_some(),
         config: Arc::new(m.clone()),
-        pinned: state.pinned.clone(),
-        exec: exec.clone(),
         writer: shared.writer.clone(),
         tasks: shared.batchers.clone(),
         batch_time: batch_time.clone(),
         fatal: shared.fatal.clone(),
-        load: state.load.clone(),
     }
 }
 

@@ -35,6 +35,7 @@ pub(crate) const CACHE_MISSES: &str = "jetinfer_cache_misses_total";
 pub(crate) const RESULT_WRITE: &str = "jetinfer_result_write_duration_seconds";
 pub(crate) const GPU_USED: &str = "jetinfer_gpu_memory_used_bytes";
 pub(crate) const GPU_TOTAL: &str = "jetinfer_gpu_memory_total_bytes";
+pub(crate) const BATCHES: &str = "jetinfer_worker_batches_total";
 
 /// Every metric the worker exports, for docs and tests.
 pub const METRIC_NAMES: &[&str] = &[
@@ -50,6 +51,7 @@ pub const METRIC_NAMES: &[&str] = &[
     RESULT_WRITE,
     GPU_USED,
     GPU_TOTAL,
+    BATCHES,
 ];
 
 /// Describes the metrics; sets the constant ones.
@@ -97,6 +99,10 @@ pub(crate) fn describe(slots: u32) {
         GPU_TOTAL,
         ::metrics::Unit::Bytes,
         "Memory of the CUDA device, by device"
+    );
+    describe_counter!(
+        BATCHES,
+        "Batches run, by model, version, device and instance (the executor thread that ran it)"
     );
     gauge!(SLOTS).set(slots as f64);
     gauge!(IN_FLIGHT).set(0.0);
