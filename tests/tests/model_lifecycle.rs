@@ -463,6 +463,13 @@ async fn unload_lets_running_batches_finish_then_drops_the_version() {
         rss_after / 1024
     );
 
+    let list = jetinfer(&nats, &["models", "list"]).await;
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("1,2(unloaded)"),
+        "{}",
+        text(&list)
+    );
+
     // Wanted again: loaded again (a fresh thread reads the file), announced, serving.
     ok(&nats, &["models", "load", "mlp", "2", "--json"]).await;
     until_announced(&seen, &["1", "2"], Duration::from_secs(30)).await;

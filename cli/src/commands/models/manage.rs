@@ -400,7 +400,7 @@ fn list_text(stored: &[Stored]) -> String {
             "{:<16} {:>5} {:<12} {:<8} {:<20} {} by {}\n",
             d.name,
             s.revision,
-            d.version_names().join(","),
+            version_list(d),
             d.default_version,
             jetinfer_schemas::registry::format_weights(&d.weights),
             d.audit.change,
@@ -408,6 +408,21 @@ fn list_text(stored: &[Stored]) -> String {
         ));
     }
     out
+}
+
+/// The declared versions, in order, marking those the workers are asked to unload.
+fn version_list(d: &jetinfer_registry::ModelDecl) -> String {
+    d.versions
+        .iter()
+        .map(|v| {
+            if v.loaded {
+                v.version.clone()
+            } else {
+                format!("{}(unloaded)", v.version)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn history_text(history: &[Revision]) -> String {
