@@ -84,6 +84,10 @@ if [ ! -f "$MARK" ] || [ "$(cat "$MARK")" != "$REQS" ]; then
   "$VENV/bin/pip" install --disable-pip-version-check $REQS || fail "pip install failed (see above)"
   echo "$REQS" > "$MARK"
 fi
+# The Kubernetes schemas scripts/validate-k8s.sh checks deploy/k8s against (~110 MB, seconds).
+"$VENV/bin/python" -c 'import kubernetes_validate' >/dev/null 2>&1 \
+  || "$VENV/bin/pip" install -q --disable-pip-version-check kubernetes-validate==1.37.0 \
+  || fail "pip install kubernetes-validate failed (see above)"
 
 # --- The Python client package -----------------------------------------------------------
 # find_spec locates the package without importing it (and numpy with it): milliseconds.
