@@ -40,6 +40,9 @@ if [ ! -x "$VENV/bin/python" ] && ! "$PY" -c 'import ensurepip, venv' >/dev/null
   need_pkg+=(python3-venv)
 fi
 have go || need_pkg+=(golang-go)
+# Where Docker runs, the compose test builds the stack's images from a debootstrapped Debian
+# base (no registry to pull from): scripts/compose-local-images.sh.
+if have docker; then have debootstrap || need_pkg+=(debootstrap); fi
 for lib in golang-github-nats-io-go-nats-dev golang-github-vmihailenco-msgpack.v5-dev \
            golang-github-gomodule-redigo-dev golang-lukechampine-blake3-dev; do
   dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "ok installed" || need_pkg+=("$lib")
