@@ -187,6 +187,20 @@ minilm-profile)
     --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL" --worker-arg "--slots 1024"
   wait $fetch; [ -n "${perfjob:-}" ] && wait $perfjob; unset JETINFER_NATS_ARGS; pack
   ;;
+minilm-i2|resnet-i2|resnet-mem-i2)
+  # The same saturated runs with two instances per model (instances = 2: two executor
+  # threads sharing the module; export_reference.py's models.reference.cuda.i2.toml).
+  M0=$M; M=${M%.toml}.i2.toml; RC=${RC:-512}
+  case $step in
+  minilm-i2) bench minilm-sat-i2 --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
+    --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL" --worker-arg "--slots 1024" ;;
+  resnet-i2) bench resnet-sat-i2 --model $IMG --concurrency $RC --duration-s $SAT --warmup-s $W "${ST_ARGS[@]}" --ceiling --ceiling-seconds $CEIL \
+    --dispatcher-arg "--in-flight 64,$((2*RC)),256" --worker-arg "--slots $RC" ;;
+  resnet-mem-i2) bench resnet-sat-memory-i2 --model $IMG --concurrency $RC --duration-s $SAT --warmup-s $W --storage memory "${ST_ARGS[@]}" \
+    --ceiling --ceiling-seconds $CEIL --dispatcher-arg "--in-flight 64,$((2*RC)),256" --worker-arg "--slots $RC" ;;
+  esac
+  M=$M0
+  ;;
 minilm-intake4)
   bench minilm-sat-intake4 --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W \
     --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL --intake-tasks 4" --worker-arg "--slots 1024"
