@@ -8,6 +8,7 @@
 //! by PyTorch) and collect results from Redis, so a test compares jetinfer's outputs with
 //! PyTorch's.
 
+pub mod cluster;
 pub mod otlp;
 
 use std::collections::HashMap;

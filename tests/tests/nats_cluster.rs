@@ -1,0 +1,382 @@
+//! jetinfer on a 3-node NATS cluster with replicated (R3) streams, under steady load: the
+//! node that leads the P1 jobs stream is killed (SIGKILL) → every job still gets exactly
+//! one correct result, and the time from the kill to the next result is reported; the node
+//! is restarted → its copy of the stream catches up with the leader's.
+//!
+//! Real processes throughout: three nats-servers ([`NatsCluster`]), redis-server, the
+//! dispatcher (`--replicas 3`) and a worker, all connected with the list of the three
+//! nodes' URLs; outputs are compared with PyTorch's golden outputs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use jetinfer_client::Client;
+use jetinfer_devkit::golden::{compare, Sample};
+use jetinfer_devkit::local::{repo_root, LocalStack};
+use jetinfer_schemas::names::{consumer_name, jobs_stream};
+use jetinfer_schemas::{now_ms, Job, Priority, Status};
+use jetinfer_tests::cluster::NatsCluster;
+use jetinfer_tests::{collect_results, golden, run_id, ATOL, RTOL};
+use tokio::task::JoinSet;
+
+/// Jobs published in all, at [`RATE`] per second: ten seconds of steady load.
+const JOBS: usize = 600;
+const RATE: f64 = 60.0;
+/// The P1 leader is killed once this many results are in: load is flowing, and most of
+/// the jobs are still to come.
+const KILL_AFTER_RESULTS: usize = 150;
+/// How long one publish is retried (with the same id) before the job counts as refused.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a publish waits for JetStream's acknowledgement before it is tried again.
+const PUBLISH_ATTEMPT: Duration = Duration::from_secs(5);
+
+/// The dispatcher on the cluster: R3 streams (and so R3 consumers), and a short ack wait
+/// so a job whose ack was lost in the failover comes back within seconds.
+const DISPATCHER_ARGS: &[&str] = &[
+    "--replicas",
+    "3",
+    "--ack-wait-ms",
+    "4000",
+    "--heartbeat-timeout-ms",
+    "2000",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
+    let mut cluster = NatsCluster::start(3)
+        .await
+        .unwrap_or_else(|e| panic!("starting the NATS cluster: {e}"));
+    let log_dir = repo_root()
+        .unwrap()
+        .join("target/cluster-logs/p1-leader-killed");
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let stack = LocalStack::builder()
+        .nats_url(cluster.urls())
+        .workers(1)
+        .dispatcher_args(DISPATCHER_ARGS.iter().copied())
+        .worker_args(["--record-executions"])
+        .env("RUST_LOG", "info")
+        .log_dir(&log_dir)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("starting jetinfer on the cluster: {e}"));
+    let client = stack.client().await.expect("client on the cluster");
+    let js = client.jetstream().clone();
+
+    // Every priority's stream and consumer are replicated on all three nodes.
+    for p in Priority::ALL {
+        assert_replicated(&js, p, 3).await;
+    }
+
+    let samples = golden().samples("mlp");
+    assert!(!samples.is_empty(), "no golden samples for mlp");
+    let load = tokio::spawn(publish_steadily(
+        client.clone(),
+        samples.clone(),
+        run_id("cluster"),
+    ));
+
+    // Kill the node that leads P1's stream while jobs flow.
+    wait_for_results(&client, KILL_AFTER_RESULTS, Duration::from_secs(60)).await;
+    let leader = stream_leader(&js, Priority::P1).await;
+    let consumer_leader = consumer_leader(&js, Priority::P1).await;
+    cluster.kill(&leader);
+    let killed_ms = now_ms();
+    eprintln!(
+        "killed {leader}, the leader of {} (its consumer's leader: {consumer_leader:?})",
+        jobs_stream(Priority::P1)
+    );
+
+    let published = load.await.expect("publishing task");
+    let refused: Vec<&Published> = published.iter().filter(|p| !p.acked).collect();
+    assert!(
+        refused.is_empty(),
+        "{} of {JOBS} publishes were never acknowledged (producers retried for {PUBLISH_PATIENCE:?}), e.g. {}",
+        refused.len(),
+        refused[0].id
+    );
+    let retried = published.iter().filter(|p| p.attempts > 1).count();
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in &published {
+        if let Some(e) = &p.first_error {
+            *reasons.entry(e.as_str()).or_default() += 1;
+        }
+    }
+    eprintln!("publishes retried: {retried}, first failures by reason: {reasons:?}");
+
+    // Every job: one result, ok, equal to PyTorch's outputs.
+    let ids: Vec<String> = published.iter().map(|p| p.id.clone()).collect();
+    let results = collect_results(&client, &ids, Duration::from_secs(120)).await;
+    let lost: Vec<&String> = ids.iter().filter(|id| !results.contains_key(*id)).collect();
+    let wrong: Vec<&Published> = published
+        .iter()
+        .filter(|p| {
+            results.get(&p.id).is_some_and(|r| {
+                r.status != Status::Ok
+                    || compare(&samples[p.sample].outputs, &r.outputs, ATOL, RTOL).is_err()
+            })
+        })
+        .collect();
+    let executions = client.store().executions().await.expect("execution counts");
+    let twice: Vec<&String> = ids
+        .iter()
+        .filter(|id| executions.get(*id).is_some_and(|&n| n > 1))
+        .collect();
+
+    // Recovery: from the kill to the next result, and to the first result of a job whose
+    // first publish came after the kill (the whole path through the new leader).
+    let next_result_ms = results
+        .values()
+        .map(|r| r.completed_at_ms)
+        .filter(|&t| t >= killed_ms)
+        .min();
+    let first_new_ms = published
+        .iter()
+        .filter(|p| p.first_attempt_ms >= killed_ms)
+        .filter_map(|p| results.get(&p.id).map(|r| r.completed_at_ms))
+        .min();
+    let new_leader = stream_leader(&js, Priority::P1).await;
+    eprintln!(
+        "cluster failover: published {}, results {}, lost {}, wrong {}, executed twice {}, \
+         publishes retried {retried}; P1 leader {leader} -> {new_leader}; \
+         kill -> next result {} ms, kill -> first result of a job published after the kill {} ms",
+        published.len(),
+        results.len(),
+        lost.len(),
+        wrong.len(),
+        twice.len(),
+        fmt_ms(next_result_ms.map(|t| t - killed_ms)),
+        fmt_ms(first_new_ms.map(|t| t - killed_ms)),
+    );
+    assert!(
+        lost.is_empty(),
+        "lost jobs, e.g. {:?} (logs in {})",
+        &lost[..lost.len().min(5)],
+        log_dir.display()
+    );
+    assert!(
+        wrong.is_empty(),
+        "wrong results, e.g. {}: {:?}",
+        wrong[0].id,
+        results[&wrong[0].id].error
+    );
+    assert!(
+        twice.is_empty(),
+        "jobs executed more than once: {:?}",
+        &twice[..twice.len().min(5)]
+    );
+    assert_ne!(new_leader, leader, "the killed node still leads P1");
+    assert!(
+        first_new_ms.is_some(),
+        "no job was published after the kill; the test proves nothing"
+    );
+
+    // Restart the node: its own copy of the stream reaches the leader's last sequence, and
+    // the leader reports it current.
+    let restarted_at = tokio::time::Instant::now();
+    cluster
+        .restart(&leader)
+        .await
+        .unwrap_or_else(|e| panic!("restarting {leader}: {e}"));
+    let stream = jobs_stream(Priority::P1);
+    let deadline = restarted_at + Duration::from_secs(60);
+    loop {
+        let info = js
+            .get_stream(stream)
+            .await
+            .expect("P1 stream")
+            .info()
+            .await
+            .expect("P1 stream info")
+            .clone();
+        let on_node = cluster.replica_state(&leader, stream).await.ok().flatten();
+        let current = info
+            .cluster
+            .as_ref()
+            .map(|c| {
+                c.leader.as_deref() == Some(leader.as_str())
+                    || c.replicas
+                        .iter()
+                        .any(|r| r.name == leader && r.current && !r.offline)
+            })
+            .unwrap_or(false);
+        let caught_up = on_node.is_some_and(|s| {
+            s.last_seq == info.state.last_sequence && s.first_seq == info.state.first_sequence
+        });
+        if current && caught_up {
+            eprintln!(
+                "{leader} caught up in {} ms: last sequence {} on it and on the leader",
+                restarted_at.elapsed().as_millis(),
+                info.state.last_sequence
+            );
+            assert!(
+                info.state.last_sequence >= JOBS as u64,
+                "the P1 stream saw {} messages, fewer than the {JOBS} jobs",
+                info.state.last_sequence
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{leader} did not catch up within 60 s: its copy {on_node:?}, the leader's last \
+             sequence {} (first {}), replicas {:?}",
+            info.state.last_sequence,
+            info.state.first_sequence,
+            info.cluster.map(|c| c.replicas)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `p`'s stream and its durable consumer are both spread over `replicas` nodes (a leader
+/// and `replicas - 1` followers), once their groups have a leader.
+async fn assert_replicated(js: &jetstream::Context, p: Priority, replicas: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut stream = js.get_stream(jobs_stream(p)).await.expect("jobs stream");
+        let info = stream.info().await.expect("stream info").clone();
+        let mut consumer: consumer::PullConsumer = stream
+            .get_consumer(&consumer_name(p))
+            .await
+            .expect("priority consumer");
+        let cinfo = consumer.info().await.expect("consumer info").clone();
+        assert_eq!(info.config.num_replicas, replicas, "{p}: stream replicas");
+        let followers = |c: &Option<async_nats::jetstream::stream::ClusterInfo>| {
+            c.as_ref()
+                .filter(|c| c.leader.is_some())
+                .map(|c| c.replicas.len())
+        };
+        if followers(&info.cluster) == Some(replicas - 1)
+            && followers(&cinfo.cluster) == Some(replicas - 1)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{p}: stream cluster {:?}, consumer cluster {:?}: not replicated {replicas} times",
+            info.cluster,
+            cinfo.cluster
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The server name of the node leading `p`'s jobs stream (waits for one to be elected).
+async fn stream_leader(js: &jetstream::Context, p: Priority) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = match js.get_stream(jobs_stream(p)).await {
+            Ok(mut s) => s
+                .info()
+                .await
+                .ok()
+                .and_then(|i| i.cluster.clone())
+                .and_then(|c| c.leader),
+            Err(_) => None,
+        };
+        if let Some(leader) = leader {
+            return leader;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{p}'s stream has no leader"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The server name of the node leading `p`'s durable consumer, if one is elected.
+async fn consumer_leader(js: &jetstream::Context, p: Priority) -> Option<String> {
+    let stream = js.get_stream(jobs_stream(p)).await.ok()?;
+    let mut consumer: consumer::PullConsumer = stream.get_consumer(&consumer_name(p)).await.ok()?;
+    consumer.info().await.ok()?.cluster.clone()?.leader
+}
+
+/// Polls until the worker has run at least `n` jobs (its `--record-executions` counts).
+async fn wait_for_results(client: &Client, n: usize, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let done = client.store().executions().await.map_or(0, |e| e.len());
+        if done >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {done} of {n} jobs ran within {timeout:?}: jobs are not being served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One job of the load.
+struct Published {
+    id: String,
+    sample: usize,
+    first_attempt_ms: u64,
+    attempts: u32,
+    acked: bool,
+    /// Why the first try failed, if it did.
+    first_error: Option<String>,
+}
+
+/// Publishes [`JOBS`] golden `mlp` jobs at P1, [`RATE`] per second, each on a task of its
+/// own so a publish stuck in the failover does not hold back the ones after it.
+async fn publish_steadily(client: Client, samples: Vec<Sample>, run: String) -> Vec<Published> {
+    let start = tokio::time::Instant::now();
+    let mut tasks = JoinSet::new();
+    for i in 0..JOBS {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / RATE)).await;
+        let sample = i % samples.len();
+        let mut job = Job::new(format!("{run}-{i}"), "mlp", samples[sample].inputs.clone());
+        // The samples repeat: without this, cache hits would skip the model and hide a job
+        // run twice.
+        job.cache = Some(false);
+        let client = client.clone();
+        tasks.spawn(async move {
+            let first_attempt_ms = now_ms();
+            let (acked, attempts, first_error) = publish_patiently(&client, &job).await;
+            Published {
+                id: job.id.to_string(),
+                sample,
+                first_attempt_ms,
+                attempts,
+                acked,
+                first_error,
+            }
+        });
+    }
+    let mut out = tasks.join_all().await;
+    out.sort_by_key(|p| p.first_attempt_ms);
+    out
+}
+
+/// Publishes until JetStream acknowledges, with the same job id each time: a publish whose
+/// ack was lost in the failover may have been stored, and the stream's duplicate window
+/// (`Nats-Msg-Id`) keeps it once. The client retries by itself only when a stream is full,
+/// so timeouts and "no responders" while a leader is elected are retried here, as a
+/// careful producer would. Returns whether it was acknowledged, after how many tries, and
+/// why the first try failed.
+async fn publish_patiently(client: &Client, job: &Job<'_>) -> (bool, u32, Option<String>) {
+    let give_up = tokio::time::Instant::now() + PUBLISH_PATIENCE;
+    let mut attempts = 0;
+    let mut first_error = None;
+    loop {
+        attempts += 1;
+        let error =
+            match tokio::time::timeout(PUBLISH_ATTEMPT, client.submit(Priority::P1, job)).await {
+                Ok(Ok(_)) => return (true, attempts, first_error),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {PUBLISH_ATTEMPT:?}"),
+            };
+        first_error.get_or_insert(error);
+        if tokio::time::Instant::now() >= give_up {
+            return (false, attempts, first_error);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn fmt_ms(ms: Option<u64>) -> String {
+    ms.map_or("-".to_string(), |ms| ms.to_string())
+}
