@@ -235,6 +235,32 @@ impl NatsCluster {
         Ok(None)
     }
 
+    /// The running node holding a client connection named `client` (the dispatcher's
+    /// `--id`, a worker's id), from each node's `/connz`; `None` if no node lists it.
+    pub async fn node_of_client(&mut self, client: &str) -> Option<String> {
+        for name in self.names() {
+            if !self.is_running(&name) {
+                continue;
+            }
+            let port = self.node(&name).monitor_port;
+            let Ok(body) = http_get(port, "/connz?limit=1024").await else {
+                continue;
+            };
+            let Ok(connz) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            let held = connz["connections"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["name"].as_str() == Some(client));
+            if held {
+                return Some(name);
+            }
+        }
+        None
+    }
+
     fn index(&self, name: &str) -> usize {
         self.nodes
             .iter()

@@ -31,9 +31,14 @@ const PUBLISH_PATIENCE: Duration = Duration::from_secs(60);
 /// How long a publish waits for JetStream's acknowledgement before it is tried again.
 const PUBLISH_ATTEMPT: Duration = Duration::from_secs(5);
 
+/// The dispatcher's id, also the name of its NATS connection (found in `/connz`).
+const DISPATCHER_ID: &str = "cluster-dispatcher";
+
 /// The dispatcher on the cluster: R3 streams (and so R3 consumers), and a short ack wait
 /// so a job whose ack was lost in the failover comes back within seconds.
 const DISPATCHER_ARGS: &[&str] = &[
+    "--id",
+    DISPATCHER_ID,
     "--replicas",
     "3",
     "--ack-wait-ms",
@@ -69,6 +74,10 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
         assert_replicated(&js, p, 3).await;
     }
 
+    // The worst case for P1: one node leads both its stream and its consumer.
+    let leader = stream_leader(&js, Priority::P1).await;
+    move_consumer_leader_to(&client, &js, Priority::P1, &leader).await;
+
     let samples = golden().samples("mlp");
     assert!(!samples.is_empty(), "no golden samples for mlp");
     let load = tokio::spawn(publish_steadily(
@@ -81,10 +90,13 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
     wait_for_results(&client, KILL_AFTER_RESULTS, Duration::from_secs(60)).await;
     let leader = stream_leader(&js, Priority::P1).await;
     let consumer_leader = consumer_leader(&js, Priority::P1).await;
+    let dispatcher_on = cluster.node_of_client(DISPATCHER_ID).await;
+    let worker_on = cluster.node_of_client("worker-0").await;
     cluster.kill(&leader);
     let killed_ms = now_ms();
     eprintln!(
-        "killed {leader}, the leader of {} (its consumer's leader: {consumer_leader:?})",
+        "killed {leader}, the leader of {} (its consumer's leader: {consumer_leader:?}; \
+         the dispatcher was connected to {dispatcher_on:?}, the worker to {worker_on:?})",
         jobs_stream(Priority::P1)
     );
 
@@ -284,6 +296,39 @@ async fn stream_leader(js: &jetstream::Context, p: Priority) -> String {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Asks `p`'s consumer leader to step down until `node` leads it (each step-down elects
+/// one of the other replicas).
+async fn move_consumer_leader_to(
+    client: &Client,
+    js: &jetstream::Context,
+    p: Priority,
+    node: &str,
+) {
+    let subject = format!(
+        "$JS.API.CONSUMER.LEADER.STEPDOWN.{}.{}",
+        jobs_stream(p),
+        consumer_name(p)
+    );
+    for _ in 0..10 {
+        let Some(current) = consumer_leader(js, p).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        if current == node {
+            return;
+        }
+        let _ = client.nats().request(subject.clone(), "".into()).await;
+        // Until a new leader is elected.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while consumer_leader(js, p).await.is_none_or(|l| l == current)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("{p}'s consumer leader did not move to {node}");
 }
 
 /// The server name of the node leading `p`'s durable consumer, if one is elected.
