@@ -540,3 +540,55 @@ async fn unload_lets_running_batches_finish_then_drops_the_version() {
         "no refusal line in the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_version_runs_on_every_device_of_the_worker() {
+    let server = NatsServer::start().expect("nats-server");
+    let nats = server.url();
+    declare_mlp(&nats, "1", None).await;
+    // Two devices (the CPU twice: two executor threads under one batcher).
+    let mut stack = LocalStack::builder()
+        .nats_url(nats.clone())
+        .workers(1)
+        .worker_args([
+            "--registry",
+            "--devices",
+            "cpu,cpu",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
+    let addr = metrics_addr(&mut stack).await;
+    let ready = readyz(&addr).await;
+    assert_eq!(
+        ready["versions"]["mlp"]["loaded"][0]["device"], "cpu,cpu",
+        "{ready}"
+    );
+    assert_eq!(ready["models"][0]["device"], "cpu,cpu", "{ready}");
+    let client = stack.client().await.unwrap();
+    let samples = golden().samples("mlp");
+    let run = run_id("devices");
+    let ids: Vec<String> = (0..64).map(|i| format!("{run}-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        client
+            .submit(Priority::P1, &job(id, None, i))
+            .await
+            .unwrap();
+    }
+    let results = collect_results(&client, &ids, Duration::from_secs(60)).await;
+    assert_eq!(results.len(), ids.len(), "{}", stack.log_tails(20));
+    for (i, id) in ids.iter().enumerate() {
+        let r = &results[id];
+        assert_eq!(
+            (r.status, r.version.as_str()),
+            (Status::Ok, "1"),
+            "{:?}",
+            r.error
+        );
+        compare(&samples[i % samples.len()].outputs, &r.outputs, ATOL, RTOL)
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+    }
+}

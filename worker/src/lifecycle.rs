@@ -4,18 +4,22 @@
 //! One task owns what the worker runs. It reads the bucket (every declaration, then every
 //! write) and compares the versions placed on this worker (`placement.rs`) with those it
 //! runs:
-//! - **a new version** gets its own executor thread, which loads and warms it (one
-//!   forward per warm shape, the largest batch included, as at start) beside the versions
-//!   already serving; the file's sha256 is checked first. Only then is it added to the
+//! - **a new version** gets its own executor thread on each of its devices here, which
+//!   loads and warms it (one forward per warm shape, the largest batch included, as at
+//!   start) beside the versions already serving, and one batcher over those threads; the
+//!   file's sha256 is checked first. Only then is it added to the
 //!   roster, which announces it at once (the heartbeat fires on roster changes): no job is
 //!   routed to a version before it is warm. A refused version (unreadable file, sha256
-//!   mismatch, libtorch error) is logged, shown with its reason in `/readyz`, and the
-//!   worker serves the rest; a later write to its model retries it.
+//!   mismatch, libtorch error) is logged, shown with its reason in `/readyz` and the
+//!   heartbeat, and the worker serves the rest; a later write to its model retries it. A
+//!   version that loads on some of its devices only serves on those (the others are
+//!   logged).
 //! - **a version no longer placed here** (undeclared, `models unload`, placement changed)
 //!   leaves the roster, so it is no longer announced and new jobs for it are sent back
 //!   (`retry`) for the dispatcher to place elsewhere. Its queue closes: the batcher runs
 //!   the jobs already queued, the executor thread runs the batches handed to it, the
-//!   results are stored as always, and then the thread ends and drops the module. The
+//!   results are stored as always, and then the threads end and drop the module. A
+//!   version whose devices here change is unloaded, then loaded on the new ones. The
 //!   log line `model unloaded` gives the process RSS (and CUDA memory in use) before and
 //!   after.
 //!
@@ -39,9 +43,9 @@ use crate::batch_time::BatchTime;
 use crate::config::ModelConfig;
 use crate::executor::{spawn_device, DeviceState};
 use crate::loading::LoadError;
-use crate::placement::{placed, Key};
+use crate::placement::{placed, Key, Wanted};
 use crate::roster::{Lifecycle, RosterTx, Served, VersionState};
-use crate::startup::{batcher, check_sha256, Shared};
+use crate::startup::{batcher_on, check_sha256, Shared};
 
 /// The executor threads the watchdog watches; versions come and go.
 pub(crate) type Watched = Arc<Mutex<Vec<(String, DeviceState)>>>;
@@ -73,10 +77,12 @@ enum Slot {
     Failed(String),
 }
 
-/// A version that serves: its batcher and its executor thread's state.
+/// A version that serves: its batcher, and per device it loaded on, its thread's state.
 struct Running {
     batcher: JoinHandle<()>,
-    state: DeviceState,
+    states: Vec<(String, DeviceState)>,
+    /// The devices it was placed on when it loaded (a change of placement reloads it).
+    placed_on: Vec<String>,
 }
 
 /// What the task reacts to.
@@ -95,7 +101,7 @@ enum Event {
 struct Task {
     f: Follower,
     decls: BTreeMap<String, ModelDecl>,
-    wanted: BTreeMap<Key, ModelConfig>,
+    wanted: BTreeMap<Key, Wanted>,
     slots: BTreeMap<Key, Slot>,
     /// Per device, the state its version threads share (load, pinned buffers, faults).
     devices: HashMap<String, DeviceState>,
@@ -206,20 +212,24 @@ impl Task {
     /// Starts loading what is placed here and not run yet, and unloading what runs and is
     /// no longer placed here.
     fn reconcile(&mut self) {
-        let new: Vec<(Key, ModelConfig)> = self
+        let new: Vec<(Key, Wanted)> = self
             .wanted
             .iter()
             .filter(|(k, _)| !self.slots.contains_key(*k))
-            .map(|(k, c)| (k.clone(), c.clone()))
+            .map(|(k, w)| (k.clone(), w.clone()))
             .collect();
-        for (key, config) in new {
-            self.start_load(key, config);
+        for (key, wanted) in new {
+            self.start_load(key, wanted);
         }
         let gone: Vec<Key> = self
             .slots
-            .keys()
-            .filter(|k| !self.wanted.contains_key(*k))
-            .cloned()
+            .iter()
+            .filter(|(k, slot)| match (self.wanted.get(*k), slot) {
+                (None, _) => true,
+                (Some(w), Slot::Loaded(r)) => w.devices != r.placed_on,
+                (Some(_), _) => false,
+            })
+            .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
             match self.slots.get(&key) {
@@ -233,14 +243,18 @@ impl Task {
         }
     }
 
-    fn start_load(&mut self, key: Key, config: ModelConfig) {
-        tracing::info!(model = %key.name, version = %key.version, device = %key.device, "loading model version");
+    fn start_load(&mut self, key: Key, wanted: Wanted) {
+        tracing::info!(model = %key.name, version = %key.version, devices = ?wanted.devices, "loading model version");
         self.slots.insert(key.clone(), Slot::Loading);
-        let state = self.thread_state(&key.device);
+        let states: Vec<(String, DeviceState)> = wanted
+            .devices
+            .iter()
+            .map(|d| (d.clone(), self.thread_state(d)))
+            .collect();
         let (shared, slots, events) = (self.f.shared.clone(), self.f.slots, self.events.clone());
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = load(&key, config, state, slots, &shared).await;
+            let result = load(&key, wanted, states, slots, &shared).await;
             let _ = events.send(Event::Loaded {
                 key,
                 result,
@@ -273,23 +287,24 @@ impl Task {
         let (served, running) = match result {
             Ok(ok) => ok,
             Err(why) => {
-                tracing::error!(model = %key.name, version = %key.version, device = %key.device, load_error = %why, "model version refused; serving the others");
+                tracing::error!(model = %key.name, version = %key.version, load_error = %why, "model version refused; serving the others");
                 self.slots.insert(key, Slot::Failed(why.to_string()));
                 return;
             }
         };
-        if !self.wanted.contains_key(&key) {
-            // Unloaded or undeclared while it loaded: never announced, dropped at once.
+        if self.wanted.get(&key).map(|w| &w.devices) != Some(&running.placed_on) {
+            // Unloaded, undeclared or moved while it loaded: never announced, dropped at
+            // once (and loaded again where it is now placed).
             self.slots.insert(key.clone(), Slot::Unloading);
             self.spawn_unload(key, served, running);
             return;
         }
-        tracing::info!(model = %key.name, version = %key.version, device = %key.device, load_ms = took.as_millis() as u64, "model version loaded, warm and announced");
+        tracing::info!(model = %key.name, version = %key.version, devices = %served.device, load_ms = took.as_millis() as u64, "model version loaded, warm and announced");
         self.f
             .watched
             .lock()
             .expect("watchdog list poisoned")
-            .push((key.device.clone(), running.state.clone()));
+            .extend(running.states.iter().cloned());
         self.f.roster.send_modify(|r| {
             r.retired
                 .retain(|(n, v)| !(*n == key.name && *v == key.version));
@@ -304,16 +319,18 @@ impl Task {
         };
         let mut removed = None;
         self.f.roster.send_modify(|r| {
-            if let Some(i) = r.models.iter().position(|m| {
-                m.info.name == key.name && m.info.version == key.version && m.device == key.device
-            }) {
+            if let Some(i) = r
+                .models
+                .iter()
+                .position(|m| m.info.name == key.name && m.info.version == key.version)
+            {
                 removed = Some(r.models.remove(i));
             }
             r.retired.push((key.name.clone(), key.version.clone()));
             let extra = r.retired.len().saturating_sub(RETIRED_KEPT);
             r.retired.drain(..extra);
         });
-        tracing::info!(model = %key.name, version = %key.version, device = %key.device, "unloading model version: no longer announced; its queued and running batches finish first");
+        tracing::info!(model = %key.name, version = %key.version, "unloading model version: no longer announced; its queued and running batches finish first");
         match removed {
             Some(served) => self.spawn_unload(key, served, running),
             None => {
@@ -339,7 +356,11 @@ impl Task {
             .map(|(k, s)| Lifecycle {
                 name: k.name.clone(),
                 version: k.version.clone(),
-                device: k.device.clone(),
+                device: self
+                    .wanted
+                    .get(k)
+                    .map(|w| w.devices.join(","))
+                    .unwrap_or_default(),
                 state: match s {
                     Slot::Loading => VersionState::Loading,
                     Slot::Loaded(_) => VersionState::Loaded,
@@ -362,31 +383,52 @@ impl Task {
     }
 }
 
-/// Checks the file, loads and warms the version on a new executor thread, and starts its
-/// batcher.
+/// Checks the file, loads and warms the version on a new executor thread on each of its
+/// devices, and starts its batcher over those that loaded.
 async fn load(
     key: &Key,
-    config: ModelConfig,
-    state: DeviceState,
+    wanted: Wanted,
+    states: Vec<(String, DeviceState)>,
     slots: u32,
     shared: &Shared,
 ) -> Result<(Served, Running), LoadError> {
+    let config = wanted.config;
     let checked = config.clone();
     tokio::task::spawn_blocking(move || check_sha256(&checked))
         .await
         .map_err(|_| LoadError::ExecutorGone)??;
-    let (exec, report) = spawn_device(key.device.clone(), vec![config.clone()], state.clone());
-    match report.await {
-        Ok(mut report) if !report.is_empty() => report.remove(0)?,
-        _ => return Err(LoadError::ExecutorGone),
+    let (mut lanes, mut loaded, mut first_error) = (Vec::new(), Vec::new(), None);
+    for (device, state) in states {
+        let on_device = ModelConfig {
+            device: device.clone(),
+            ..config.clone()
+        };
+        // The lanes hold the thread's senders: once the batcher (their only holder) ends,
+        // the thread runs what it was handed, then ends and drops the module.
+        let (exec, report) = spawn_device(device.clone(), vec![on_device], state.clone());
+        let result = match report.await {
+            Ok(mut report) if !report.is_empty() => report.remove(0),
+            _ => Err(LoadError::ExecutorGone),
+        };
+        match result {
+            Ok(()) => {
+                lanes.extend(exec.lanes_for(0));
+                loaded.push((device, state));
+            }
+            Err(e) => {
+                tracing::error!(model = %key.name, version = %key.version, device = %device, load_error = %e, "model version refused on this device");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if lanes.is_empty() {
+        return Err(first_error.unwrap_or(LoadError::ExecutorGone));
     }
     let (queue, rx) = mpsc::channel(slots.max(1) as usize);
     let batch_time = Arc::new(BatchTime::default());
-    let b = batcher(&config, &key.device, 0, &exec, &state, &batch_time, shared);
-    // From here the batcher holds the thread's only sender: when the batcher ends, the
-    // thread runs what it was handed, then ends and drops the module.
-    drop(exec);
-    let batcher = shared.batchers.spawn(b.run(rx));
+    let batcher = shared
+        .batchers
+        .spawn(batcher_on(&config, lanes, &batch_time, shared).run(rx));
     let served = Served {
         info: ModelInfo {
             name: config.name,
@@ -395,33 +437,49 @@ async fn load(
             inputs: config.inputs,
             batch_ms: None,
         },
-        device: key.device.clone(),
+        device: loaded
+            .iter()
+            .map(|(d, _)| d.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         batch_time,
         queue,
     };
-    Ok((served, Running { batcher, state }))
+    let running = Running {
+        batcher,
+        states: loaded,
+        placed_on: wanted.devices,
+    };
+    Ok((served, running))
 }
 
 /// Lets the version's queued and running batches finish, then waits for its thread to
 /// drop the module; logs the memory before and after.
 async fn unload(key: &Key, served: Served, running: Running, watched: &Watched) {
     let started = Instant::now();
-    let devices = [key.device.clone()];
+    let devices: Vec<String> = running.states.iter().map(|(d, _)| d.clone()).collect();
     let (rss_before, cuda_before) = (rss_bytes(), crate::gpu::used_bytes(&devices));
     // The roster's sender was the last long-lived one: the batcher ends once the jobs
     // admitted before are batched and handed to the executor.
     drop(served);
     let _ = running.batcher.await;
-    running.state.exited.cancelled().await;
+    for (_, state) in &running.states {
+        state.exited.cancelled().await;
+    }
     watched
         .lock()
         .expect("watchdog list poisoned")
-        .retain(|(_, s)| !Arc::ptr_eq(&s.busy_since_ms, &running.state.busy_since_ms));
+        .retain(|(_, s)| {
+            !running
+                .states
+                .iter()
+                .any(|(_, r)| Arc::ptr_eq(&s.busy_since_ms, &r.busy_since_ms))
+        });
     let (rss_after, cuda_after) = (rss_bytes(), crate::gpu::used_bytes(&devices));
     tracing::info!(
         model = %key.name,
         version = %key.version,
-        device = %key.device,
+        devices = %devices.join(","),
         drain_ms = started.elapsed().as_millis() as u64,
         rss_before,
         rss_after,

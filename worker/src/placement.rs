@@ -5,7 +5,9 @@
 //! A version is placed here when the registry wants it loaded (`loaded`, the default),
 //! its `placement.workers` is empty or names this worker, and it has a device here: an
 //! empty `placement.devices` means each of the worker's devices (`--devices`), otherwise
-//! the listed devices this worker has.
+//! the listed devices this worker has. A version placed on several devices is one unit:
+//! one batcher over an executor thread on each (see "Devices and instances" in
+//! docs/models.md).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,26 +16,34 @@ use jetinfer_schemas::registry::{ModelDecl, VersionDecl};
 
 use crate::config::ModelConfig;
 
-/// One version of one model on one device: what loads, runs and unloads as a unit.
+/// One version of one model: what loads, runs and unloads as a unit, on its devices.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Key {
     pub name: String,
     pub version: String,
-    pub device: String,
 }
 
 impl std::fmt::Display for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} on {}", self.name, self.version, self.device)
+        write!(f, "{} {}", self.name, self.version)
     }
 }
 
-/// Every version this worker should run, with the settings it runs it with.
+/// A version as this worker should run it: its settings and the devices it runs on.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Wanted {
+    /// The settings; `device` is the first of `devices` (each device's thread gets a copy
+    /// with its own).
+    pub config: ModelConfig,
+    pub devices: Vec<String>,
+}
+
+/// Every version this worker should run, with the settings and devices it runs it with.
 pub(crate) fn placed<'a>(
     decls: impl IntoIterator<Item = &'a ModelDecl>,
     worker: &str,
     devices: &[String],
-) -> BTreeMap<Key, ModelConfig> {
+) -> BTreeMap<Key, Wanted> {
     let mut out = BTreeMap::new();
     for decl in decls {
         for v in &decl.versions {
@@ -51,14 +61,16 @@ pub(crate) fn placed<'a>(
                     .filter(|d| devices.contains(d))
                     .collect()
             };
-            for device in on {
-                let key = Key {
-                    name: decl.name.clone(),
-                    version: v.version.clone(),
-                    device: device.clone(),
-                };
-                out.insert(key, config(&decl.name, v, device));
-            }
+            let Some(first) = on.first() else { continue };
+            let key = Key {
+                name: decl.name.clone(),
+                version: v.version.clone(),
+            };
+            let wanted = Wanted {
+                config: config(&decl.name, v, first),
+                devices: on.iter().map(|d| d.to_string()).collect(),
+            };
+            out.insert(key, wanted);
         }
     }
     out
@@ -137,16 +149,15 @@ mod tests {
         }
         let devices = vec!["cpu".to_string(), "cuda:0".to_string()];
         let placed = placed([&decl], "w1", &devices);
-        let keys: Vec<String> = placed.keys().map(|k| k.to_string()).collect();
+        let keys: Vec<String> = placed
+            .iter()
+            .map(|(k, w)| format!("{k} on {}", w.devices.join(",")))
+            .collect();
         assert_eq!(
             keys,
-            [
-                "m anywhere on cpu",
-                "m anywhere on cuda:0",
-                "m this-worker on cuda:0"
-            ]
+            ["m anywhere on cpu,cuda:0", "m this-worker on cuda:0"]
         );
-        let c = placed.values().next().unwrap();
+        let c = &placed.values().next().unwrap().config;
         assert_eq!(
             (c.max_batch_size, c.sha256.as_deref()),
             (8, Some("0".repeat(64).as_str()))

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::batch_time::BatchTime;
 use crate::batcher::Batcher;
 use crate::config::ModelConfig;
-use crate::executor::{spawn_device, DeviceExec, DeviceState, Lane};
+use crate::executor::{spawn_device, DeviceState, Lane};
 use crate::faults::Faults;
 use crate::loading::LoadError;
 use crate::results::Writer;
@@ -153,21 +153,6 @@ async fn start_device(
         }
         lanes[model].extend(exec.lanes_for(index));
     }
-}
-
-/// The batcher of model `m`, which is model `exec_index` of the device threads `exec`
-/// (a version on one device, as the registry places it; `state` is kept for callers: the
-/// lanes carry the device's load and pinned buffers).
-pub(crate) fn batcher(
-    m: &ModelConfig,
-    _device: &str,
-    exec_index: usize,
-    exec: &DeviceExec,
-    _state: &DeviceState,
-    batch_time: &Arc<BatchTime>,
-    shared: &Shared,
-) -> Batcher {
-    batcher_on(m, exec.lanes_for(exec_index), batch_time, shared)
 }
 
 /// The batcher of model `m` over its executor threads `lanes` (every device and instance).
