@@ -310,12 +310,21 @@ pub(crate) async fn run(
             // Per-model figures summed over a partial set of priorities would be wrong.
             continue;
         }
+        let view = workers.borrow().clone();
+        let signals = model_signals(&lags, &view, settings.drain_target);
+        // A served model with nothing queued shows 0 at every priority, not nothing, so a
+        // query sees "no backlog" rather than "no data".
+        for model in signals.keys() {
+            for p in Priority::ALL {
+                if now_exported.insert((p, model.clone())) {
+                    gauge!(MODEL_LAG, "priority" => p.as_str(), "model" => model.clone()).set(0.0);
+                }
+            }
+        }
         for (p, model) in exported.difference(&now_exported) {
             gauge!(MODEL_LAG, "priority" => p.as_str(), "model" => model.clone()).set(0.0);
         }
         exported = now_exported;
-        let view = workers.borrow().clone();
-        let signals = model_signals(&lags, &view, settings.drain_target);
         for (model, s) in &signals {
             gauge!(MODEL_CAPACITY, "model" => model.clone()).set(s.capacity);
             gauge!(MODEL_BUSY, "model" => model.clone()).set(s.busy);
