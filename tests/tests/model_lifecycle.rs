@@ -592,3 +592,109 @@ async fn a_registry_version_runs_on_every_device_of_the_worker() {
             .unwrap_or_else(|e| panic!("{id}: {e}"));
     }
 }
+
+/// Writes a TorchScript module holding a 4096 × 4096 f32 parameter (64 MiB) that takes an
+/// `f32:16` input and returns it unchanged (traced with the project's PyTorch).
+fn big_module(path: &std::path::Path) {
+    let script = path.with_extension("py");
+    std::fs::write(
+        &script,
+        "import sys, torch\n\
+         class Big(torch.nn.Module):\n    \
+             def __init__(self):\n        \
+                 super().__init__()\n        \
+                 self.w = torch.nn.Parameter(torch.randn(4096, 4096))\n    \
+             def forward(self, x):\n        \
+                 return x * (self.w[0, 0] * 0 + 1)\n\
+         torch.jit.trace(Big().eval(), torch.zeros(2, 16)).save(sys.argv[1])\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(repo_root().unwrap().join(".venv/bin/python"))
+        .arg(&script)
+        .arg(path)
+        .output()
+        .expect("running the project's Python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A field `key=N` of a log line.
+fn field(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unloading_a_64_mib_module_gives_its_memory_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.pt");
+    big_module(&big);
+    let server = NatsServer::start().expect("nats-server");
+    let nats = server.url();
+    declare_mlp(&nats, "1", None).await;
+    ok(
+        &nats,
+        &[
+            "models",
+            "declare",
+            "mlp",
+            "--version",
+            "big",
+            "--path",
+            big.to_str().unwrap(),
+            "--input",
+            "f32:16",
+            "--max-batch-size",
+            "8",
+            "--json",
+        ],
+    )
+    .await;
+    let mut stack = LocalStack::builder()
+        .nats_url(nats.clone())
+        .workers(1)
+        .worker_args(["--registry"])
+        .env("RUST_LOG", "info")
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
+    let seen = announced(stack.connect_nats().await.unwrap());
+    until_announced(&seen, &["1", "big"], Duration::from_secs(60)).await;
+    let pid = stack.workers()[0].pid();
+    let before = rss(pid);
+    ok(&nats, &["models", "unload", "mlp", "big"]).await;
+    until_announced(&seen, &["1"], Duration::from_secs(10)).await;
+    let log_path = stack.workers()[0].log_path().to_path_buf();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(l) = log.lines().find(|l| l.contains("model unloaded")) {
+            break l.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 'model unloaded' line:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let after = rss(pid);
+    let (in_before, in_after) = (field(&line, "rss_before"), field(&line, "rss_after"));
+    println!(
+        "unload of a 64 MiB module: worker RSS {} → {} MiB (from /proc); the worker's own \
+         figures {} → {} MiB",
+        before >> 20,
+        after >> 20,
+        in_before >> 20,
+        in_after >> 20
+    );
+    // The parameter is one 64 MiB allocation, which the allocator maps and unmaps whole.
+    assert!(
+        in_after + (32 << 20) < in_before,
+        "the worker's RSS did not drop by 32 MiB: {line}"
+    );
+}
