@@ -14,7 +14,7 @@ use async_nats::jetstream::{self, consumer};
 use jetinfer_client::Client;
 use jetinfer_devkit::golden::{compare, Sample};
 use jetinfer_devkit::local::{repo_root, LocalStack};
-use jetinfer_schemas::names::{consumer_name, jobs_stream};
+use jetinfer_schemas::names::{consumer_name, jobs_stream, DLQ_STREAM};
 use jetinfer_schemas::{now_ms, Job, Priority, Status};
 use jetinfer_tests::cluster::NatsCluster;
 use jetinfer_tests::{collect_results, golden, run_id, ATOL, RTOL};
@@ -73,6 +73,7 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
     for p in Priority::ALL {
         assert_replicated(&js, p, 3).await;
     }
+    assert_eq!(dlq_replicas(&js).await, 3, "dead-letter stream replicas");
 
     // The worst case for P1: one node leads both its stream and its consumer.
     let leader = stream_leader(&js, Priority::P1).await;
@@ -242,7 +243,8 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
 }
 
 /// `p`'s stream and its durable consumer are both spread over `replicas` nodes (a leader
-/// and `replicas - 1` followers), once their groups have a leader.
+/// and `replicas - 1` followers), once their groups have a leader; waits up to 30 s (a
+/// dispatcher may still be updating them).
 async fn assert_replicated(js: &jetstream::Context, p: Priority, replicas: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -253,25 +255,37 @@ async fn assert_replicated(js: &jetstream::Context, p: Priority, replicas: usize
             .await
             .expect("priority consumer");
         let cinfo = consumer.info().await.expect("consumer info").clone();
-        assert_eq!(info.config.num_replicas, replicas, "{p}: stream replicas");
         let followers = |c: &Option<async_nats::jetstream::stream::ClusterInfo>| {
             c.as_ref()
                 .filter(|c| c.leader.is_some())
                 .map(|c| c.replicas.len())
         };
-        if followers(&info.cluster) == Some(replicas - 1)
+        if info.config.num_replicas == replicas
+            && followers(&info.cluster) == Some(replicas - 1)
             && followers(&cinfo.cluster) == Some(replicas - 1)
         {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{p}: stream cluster {:?}, consumer cluster {:?}: not replicated {replicas} times",
+            "{p}: stream replicas {}, stream cluster {:?}, consumer cluster {:?}: not \
+             replicated {replicas} times",
+            info.config.num_replicas,
             info.cluster,
             cinfo.cluster
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The dead-letter stream's replicas, once it exists.
+async fn dlq_replicas(js: &jetstream::Context) -> usize {
+    let mut dlq = js.get_stream(DLQ_STREAM).await.expect("dead-letter stream");
+    dlq.info()
+        .await
+        .expect("dead-letter stream info")
+        .config
+        .num_replicas
 }
 
 /// The server name of the node leading `p`'s jobs stream (waits for one to be elected).
@@ -295,6 +309,73 @@ async fn stream_leader(js: &jetstream::Context, p: Priority) -> String {
             "{p}'s stream has no leader"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Streams a dispatcher made with one replica (the default) become R3, consumers too, when
+/// a dispatcher starts with `--replicas 3`: a single-replica deployment is moved onto the
+/// cluster's replication by restarting its dispatcher, keeping the jobs queued meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_with_replicas_3_scales_existing_streams_up() {
+    let cluster = NatsCluster::start(3)
+        .await
+        .unwrap_or_else(|e| panic!("starting the NATS cluster: {e}"));
+    let mut stack = LocalStack::builder()
+        .nats_url(cluster.urls())
+        .workers(0)
+        .env("RUST_LOG", "info")
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("starting a dispatcher on the cluster: {e}"));
+    let client = stack.client().await.expect("client on the cluster");
+    let js = client.jetstream().clone();
+    for p in Priority::ALL {
+        assert_replicated(&js, p, 1).await;
+    }
+    // Jobs waiting in the R1 stream must still be there after the change.
+    let samples = golden().samples("mlp");
+    let run = run_id("scale-up");
+    for i in 0..20 {
+        let mut job = Job::new(
+            format!("{run}-{i}"),
+            "mlp",
+            samples[i % samples.len()].inputs.clone(),
+        );
+        // They wait for the worker to start, which may take longer than P1's default
+        // deadline on a busy machine.
+        job.deadline_ms = Some(now_ms() + 3_600_000);
+        client.submit(Priority::P1, &job).await.expect("publish");
+    }
+
+    stack
+        .start_dispatcher(["--replicas", "3"])
+        .expect("restarting the dispatcher");
+    for p in Priority::ALL {
+        assert_replicated(&js, p, 3).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while dlq_replicas(&js).await != 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead-letter stream stayed at one replica"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A worker now serves the jobs queued before the change.
+    stack.start_worker(Vec::<String>::new()).expect("worker");
+    let ids: Vec<String> = (0..20).map(|i| format!("{run}-{i}")).collect();
+    let results = collect_results(&client, &ids, Duration::from_secs(60)).await;
+    assert_eq!(
+        results.len(),
+        20,
+        "jobs queued before the scale-up were lost"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let r = &results[id];
+        assert_eq!(r.status, Status::Ok, "job {id}: {:?}", r.error);
+        compare(&samples[i % samples.len()].outputs, &r.outputs, ATOL, RTOL)
+            .unwrap_or_else(|e| panic!("job {id} differs from PyTorch: {e}"));
     }
 }
 
@@ -377,6 +458,9 @@ async fn publish_steadily(client: Client, samples: Vec<Sample>, run: String) -> 
         // The samples repeat: without this, cache hits would skip the model and hide a job
         // run twice.
         job.cache = Some(false);
+        // Far beyond any failover: this test measures loss, not expiry (P1's default
+        // deadline is 30 s after publish).
+        job.deadline_ms = Some(now_ms() + 3_600_000);
         let client = client.clone();
         tasks.spawn(async move {
             let first_attempt_ms = now_ms();
