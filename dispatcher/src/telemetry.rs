@@ -285,7 +285,7 @@ pub(crate) fn job_span(
         &span,
         unix_ms(published_ms),
         SystemTime::now(),
-        vec![KeyValue::new("messaging.system", "nats")],
+        &[KeyValue::new("messaging.system", "nats")],
     );
     gauge!(HELD, "priority" => priority.as_str()).increment(1.0);
     JobSpan { span, priority }
@@ -311,7 +311,7 @@ pub(crate) fn dispatch(
         job_span,
         wall_time_of(queued_since),
         now,
-        vec![],
+        &[],
     );
     histogram!(
         QUEUE_WAIT,

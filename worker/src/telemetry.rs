@@ -171,7 +171,7 @@ impl JobTrace {
             &self.span,
             self.arrived,
             now,
-            vec![KeyValue::new("valid", ok)],
+            &[KeyValue::new("valid", ok)],
         );
         self.waiting_since.store(micros(now), Ordering::Relaxed);
     }
@@ -194,7 +194,7 @@ impl JobTrace {
             &self.span,
             since,
             now,
-            vec![KeyValue::new("hit", hit)],
+            &[KeyValue::new("hit", hit)],
         );
         self.waiting_since.store(micros(now), Ordering::Relaxed);
         self.span
@@ -214,7 +214,7 @@ impl JobTrace {
             &self.span,
             write.started,
             write.ended,
-            vec![
+            &[
                 KeyValue::new("jobs", write.jobs as i64),
                 KeyValue::new("stored", write.stored),
             ],
@@ -260,7 +260,7 @@ impl Batch {
         for t in traces {
             span.follows_from(&t.span);
             let since = from_micros(t.waiting_since.load(Ordering::Relaxed));
-            record_span("worker.queue", &t.span, since, now, vec![]);
+            record_span("worker.queue", &t.span, since, now, &[]);
             histogram!(
                 BATCH_QUEUE_WAIT,
                 "priority" => t.priority.as_str(),
