@@ -526,6 +526,9 @@ async fn unload_lets_running_batches_finish_then_drops_the_version() {
         ("mlp", "3")
     );
     assert!(refused[0].error.contains("sha256 mismatch"), "{refused:?}");
+    let served = jetinfer(&nats, &["models", "served", "--json"]).await;
+    let served: Value = serde_json::from_slice(&served.stdout).unwrap_or(Value::Null);
+    assert_eq!(served["load_errors"][0]["version"], "3", "{served}");
     assert_eq!(ready["models_ready"], true, "{ready}");
     let probe = format!("{run}-after");
     client

@@ -91,15 +91,45 @@ async fn served(global: &Global, listen_s: f64, output: OutputArgs) -> anyhow::R
     let queued = queued_per_model(&jetstream::new(nats.clone())).await?;
     let heard = heartbeats::collect(beats, Duration::from_secs_f64(listen_s)).await;
     let rows = rows(&heard, &queued);
+    let refused = refused(&heard);
     if output.json {
         println!(
             "{}",
-            serde_json::json!({ "workers_heard": heard.len(), "models": rows })
+            serde_json::json!({ "workers_heard": heard.len(), "models": rows, "load_errors": refused })
         );
     } else {
         print!("{}", table(&rows, heard.len()));
+        for r in &refused {
+            let f = |k: &str| r[k].as_str().unwrap_or("").to_string();
+            println!(
+                "refused: {} {} on {} by {}: {}",
+                f("name"),
+                f("version"),
+                f("device"),
+                f("worker"),
+                f("error")
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The versions workers refused to load (`--registry`), with the worker and the reason.
+fn refused(heard: &[Heartbeat]) -> Vec<serde_json::Value> {
+    heard
+        .iter()
+        .flat_map(|hb| {
+            hb.load_errors.iter().map(|e| {
+                serde_json::json!({
+                    "worker": hb.worker,
+                    "name": e.name,
+                    "version": e.version,
+                    "device": e.device,
+                    "error": e.error,
+                })
+            })
+        })
+        .collect()
 }
 
 /// Messages per model name and priority in the priority streams.
