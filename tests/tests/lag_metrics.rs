@@ -2,12 +2,14 @@
 //! worker, N published jobs show as `jetinfer_queue_lag = N` (and per model) on /metrics,
 //! with a positive arrival rate and oldest-job age; once a worker starts, the lag falls to
 //! 0, every job gets a correct result, and the model's measured capacity and saturation
-//! score appear. Every wait is a poll with a deadline, never a fixed sleep.
+//! score appear; with a stream deleted, failed refreshes are counted and its gauges keep
+//! their last values. Every wait is a poll with a deadline, never a fixed sleep.
 
 use std::path::Path;
 use std::time::Duration;
 
 use jetinfer_devkit::local::LocalStack;
+use jetinfer_schemas::names::jobs_stream;
 use jetinfer_schemas::Priority;
 use jetinfer_tests::{assert_all_correct, publish_samples, run_id};
 
@@ -185,5 +187,37 @@ async fn queue_lag_follows_a_published_backlog_and_falls_to_zero_with_a_worker()
         saturation.is_finite() && saturation >= 0.0,
         "an idle, measured model has a finite score: {text}"
     );
+
+    // P0's stream gone (deleted under the running dispatcher): its refreshes fail and are
+    // counted, its gauges keep their last values (an autoscaler reading them sees a stale
+    // figure, not a drop to nothing), and the other priorities are still refreshed.
+    let js = async_nats::jetstream::new(stack.connect_nats().await.unwrap());
+    js.delete_stream(jobs_stream(Priority::P0)).await.unwrap();
+    let text = poll(
+        Duration::from_secs(30),
+        "a counted refresh failure",
+        || async {
+            let text = scrape(&addr).await;
+            let failed = value(
+                &text,
+                r#"jetinfer_autoscale_refresh_failures_total{priority="p0"}"#,
+            )
+            .is_some_and(|n| n >= 1.0);
+            failed.then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(lag(&text, "p0"), Some(0.0), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            r#"jetinfer_autoscale_refresh_failures_total{priority="p2"}"#
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    // The other priorities still run.
+    let more = publish_samples(&client, "mlp", 3, Priority::P2, &format!("{run}-late")).await;
+    assert_all_correct(&client, &more, Duration::from_secs(60)).await;
     stack.stop();
 }
