@@ -271,6 +271,9 @@ pub(crate) async fn run(
     }
     let mut streams: [Option<stream::Stream>; 3] = Default::default();
     let mut windows: [ArrivalWindow; 3] = Default::default();
+    // Whether each priority's last refresh failed: a failure is logged when it starts and
+    // when it ends, not every tick (the counter counts each).
+    let mut failing = [false; 3];
     // (priority, model) pairs exported before: set to 0 when they leave the stream, so a
     // drained model does not show its last backlog forever.
     let mut exported: BTreeSet<(Priority, String)> = BTreeSet::new();
@@ -287,7 +290,9 @@ pub(crate) async fn run(
             let s = match sample(&js, &mut streams[i], p).await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(priority = p.as_str(), error = %e, "cannot refresh the autoscaling signals");
+                    if !std::mem::replace(&mut failing[i], true) {
+                        tracing::warn!(priority = p.as_str(), error = %e, "cannot refresh the autoscaling signals; the gauges keep their last values");
+                    }
                     counter!(REFRESH_FAILURES, "priority" => p.as_str()).increment(1);
                     // Look the stream up again next time (it may have been recreated).
                     streams[i] = None;
@@ -295,6 +300,9 @@ pub(crate) async fn run(
                     continue;
                 }
             };
+            if std::mem::replace(&mut failing[i], false) {
+                tracing::info!(priority = p.as_str(), "autoscaling signals refreshed again");
+            }
             gauge!(QUEUE_LAG, "priority" => p.as_str()).set(s.lag as f64);
             gauge!(OLDEST_AGE, "priority" => p.as_str()).set(s.oldest_age_s);
             if let Some(rate) = windows[i].observe(Instant::now(), s.last_seq) {
