@@ -8,7 +8,9 @@
 //! [`scheduler`] actor, which owns the ready [`queue`]s (P0 > P1 > P2 with aging) and the
 //! [`workers`] registry (from heartbeats). The scheduler sends bundles of one model's jobs
 //! to a worker ([`dispatch`]); their JetStream messages stay un-acked, with in-progress
-//! acks, until the worker replies that the results are stored in Redis.
+//! acks, until the worker replies that the results are stored in Redis. Beside them, with
+//! `--metrics-addr`, [`lag`] exports the autoscaling signals (queue lag, oldest-job age,
+//! arrival rate, per-model saturation) from JetStream and the workers' heartbeats.
 //!
 //! Modules import downhill only: types ([`job`], [`events`], [`telemetry`]),
 //! pure state ([`queue`], [`workers`], [`sizing`]), then the actors and their helpers,
