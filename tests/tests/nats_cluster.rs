@@ -75,9 +75,16 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
     }
     assert_eq!(dlq_replicas(&js).await, 3, "dead-letter stream replicas");
 
-    // The worst case for P1: one node leads both its stream and its consumer.
-    let leader = stream_leader(&js, Priority::P1).await;
-    move_consumer_leader_to(&client, &js, Priority::P1, &leader).await;
+    // The worst case for P1: the node the dispatcher is connected to leads both P1's
+    // stream and its consumer, so the kill takes the dispatcher's connection, the stream's
+    // leader and the consumer's leader at once.
+    let dispatcher_on = cluster
+        .node_of_client(DISPATCHER_ID)
+        .await
+        .expect("the dispatcher's connection on some node");
+    for group in [Group::Stream, Group::Consumer] {
+        move_leader_to(&client, &js, Priority::P1, group, &dispatcher_on).await;
+    }
 
     let samples = golden().samples("mlp");
     assert!(!samples.is_empty(), "no golden samples for mlp");
@@ -87,10 +94,11 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
         run_id("cluster"),
     ));
 
-    // Kill the node that leads P1's stream while jobs flow.
+    // Kill the node that leads P1's stream while jobs flow (the leaders may have moved
+    // meanwhile: the one leading now is killed, whatever else it holds).
     wait_for_results(&client, KILL_AFTER_RESULTS, Duration::from_secs(60)).await;
     let leader = stream_leader(&js, Priority::P1).await;
-    let consumer_leader = consumer_leader(&js, Priority::P1).await;
+    let consumer_leader = leader_of(&js, Priority::P1, Group::Consumer).await;
     let dispatcher_on = cluster.node_of_client(DISPATCHER_ID).await;
     let worker_on = cluster.node_of_client("worker-0").await;
     cluster.kill(&leader);
@@ -149,16 +157,24 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
         .filter(|p| p.first_attempt_ms >= killed_ms)
         .filter_map(|p| results.get(&p.id).map(|r| r.completed_at_ms))
         .min();
+    // Publishing recovers when the new stream leader is elected; this is its first ack.
+    let first_ack_ms = published
+        .iter()
+        .filter(|p| p.acked && p.attempts > 1 && p.acked_ms >= killed_ms)
+        .map(|p| p.acked_ms)
+        .min();
     let new_leader = stream_leader(&js, Priority::P1).await;
     eprintln!(
         "cluster failover: published {}, results {}, lost {}, wrong {}, executed twice {}, \
          publishes retried {retried}; P1 leader {leader} -> {new_leader}; \
-         kill -> next result {} ms, kill -> first result of a job published after the kill {} ms",
+         kill -> first retried publish acknowledged {} ms, kill -> next result {} ms, \
+         kill -> first result of a job published after the kill {} ms",
         published.len(),
         results.len(),
         lost.len(),
         wrong.len(),
         twice.len(),
+        fmt_ms(first_ack_ms.map(|t| t - killed_ms)),
         fmt_ms(next_result_ms.map(|t| t - killed_ms)),
         fmt_ms(first_new_ms.map(|t| t - killed_ms)),
     );
@@ -379,21 +395,46 @@ async fn a_dispatcher_with_replicas_3_scales_existing_streams_up() {
     }
 }
 
-/// Asks `p`'s consumer leader to step down until `node` leads it (each step-down elects
-/// one of the other replicas).
-async fn move_consumer_leader_to(
+/// A Raft group of priority `p`: its jobs stream, or its durable consumer.
+#[derive(Debug, Clone, Copy)]
+enum Group {
+    Stream,
+    Consumer,
+}
+
+/// The server name of the node leading `p`'s `group`, if one is elected.
+async fn leader_of(js: &jetstream::Context, p: Priority, group: Group) -> Option<String> {
+    let mut stream = js.get_stream(jobs_stream(p)).await.ok()?;
+    let cluster = match group {
+        Group::Stream => stream.info().await.ok()?.cluster.clone(),
+        Group::Consumer => {
+            let mut consumer: consumer::PullConsumer =
+                stream.get_consumer(&consumer_name(p)).await.ok()?;
+            consumer.info().await.ok()?.cluster.clone()
+        }
+    };
+    cluster?.leader
+}
+
+/// Asks the leader of `p`'s `group` to step down until `node` leads it (each step-down
+/// elects one of the other replicas).
+async fn move_leader_to(
     client: &Client,
     js: &jetstream::Context,
     p: Priority,
+    group: Group,
     node: &str,
 ) {
-    let subject = format!(
-        "$JS.API.CONSUMER.LEADER.STEPDOWN.{}.{}",
-        jobs_stream(p),
-        consumer_name(p)
-    );
-    for _ in 0..10 {
-        let Some(current) = consumer_leader(js, p).await else {
+    let subject = match group {
+        Group::Stream => format!("$JS.API.STREAM.LEADER.STEPDOWN.{}", jobs_stream(p)),
+        Group::Consumer => format!(
+            "$JS.API.CONSUMER.LEADER.STEPDOWN.{}.{}",
+            jobs_stream(p),
+            consumer_name(p)
+        ),
+    };
+    for _ in 0..12 {
+        let Some(current) = leader_of(js, p, group).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -403,20 +444,13 @@ async fn move_consumer_leader_to(
         let _ = client.nats().request(subject.clone(), "".into()).await;
         // Until a new leader is elected.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while consumer_leader(js, p).await.is_none_or(|l| l == current)
+        while leader_of(js, p, group).await.is_none_or(|l| l == current)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    panic!("{p}'s consumer leader did not move to {node}");
-}
-
-/// The server name of the node leading `p`'s durable consumer, if one is elected.
-async fn consumer_leader(js: &jetstream::Context, p: Priority) -> Option<String> {
-    let stream = js.get_stream(jobs_stream(p)).await.ok()?;
-    let mut consumer: consumer::PullConsumer = stream.get_consumer(&consumer_name(p)).await.ok()?;
-    consumer.info().await.ok()?.cluster.clone()?.leader
+    panic!("the leader of {p}'s {group:?} did not move to {node}");
 }
 
 /// Polls until the worker has run at least `n` jobs (its `--record-executions` counts).
@@ -444,6 +478,8 @@ struct Published {
     acked: bool,
     /// Why the first try failed, if it did.
     first_error: Option<String>,
+    /// When JetStream acknowledged it.
+    acked_ms: u64,
 }
 
 /// Publishes [`JOBS`] golden `mlp` jobs at P1, [`RATE`] per second, each on a task of its
@@ -465,6 +501,7 @@ async fn publish_steadily(client: Client, samples: Vec<Sample>, run: String) -> 
         tasks.spawn(async move {
             let first_attempt_ms = now_ms();
             let (acked, attempts, first_error) = publish_patiently(&client, &job).await;
+            let acked_ms = now_ms();
             Published {
                 id: job.id.to_string(),
                 sample,
@@ -472,6 +509,7 @@ async fn publish_steadily(client: Client, samples: Vec<Sample>, run: String) -> 
                 attempts,
                 acked,
                 first_error,
+                acked_ms,
             }
         });
     }
