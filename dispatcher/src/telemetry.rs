@@ -147,8 +147,17 @@ pub(crate) fn describe() {
     gauge!(WORKERS).set(0.0);
 }
 
+/// Whether metrics are recorded (`--metrics-addr`): the per-job functions below return at
+/// once when not, instead of building label strings for a recorder that is not there.
+fn on() -> bool {
+    jetinfer_telemetry::prometheus::installed()
+}
+
 /// A message was pulled (counted before it is decoded, under its subject's model).
 pub(crate) fn received(priority: Priority, model: &str, delivered: u32) {
+    if !on() {
+        return;
+    }
     counter!(JOBS_RECEIVED, "priority" => priority.as_str(), "model" => model.to_string())
         .increment(1);
     if delivered > 1 {
@@ -179,11 +188,17 @@ pub fn dead_letter(priority: Priority) {
 }
 
 pub(crate) fn queue_push(priority: Priority) {
+    if !on() {
+        return;
+    }
     counter!(QUEUE_PUSHES, "priority" => priority.as_str()).increment(1);
     gauge!(QUEUE_DEPTH, "priority" => priority.as_str()).increment(1.0);
 }
 
 pub(crate) fn queue_pop(priority: Priority) {
+    if !on() {
+        return;
+    }
     counter!(QUEUE_POPS, "priority" => priority.as_str()).increment(1);
     gauge!(QUEUE_DEPTH, "priority" => priority.as_str()).decrement(1.0);
 }
@@ -244,7 +259,9 @@ impl std::ops::Deref for JobSpan {
 
 impl Drop for JobSpan {
     fn drop(&mut self) {
-        gauge!(HELD, "priority" => self.priority.as_str()).decrement(1.0);
+        if on() {
+            gauge!(HELD, "priority" => self.priority.as_str()).decrement(1.0);
+        }
     }
 }
 
@@ -287,7 +304,9 @@ pub(crate) fn job_span(
         SystemTime::now(),
         &[KeyValue::new("messaging.system", "nats")],
     );
-    gauge!(HELD, "priority" => priority.as_str()).increment(1.0);
+    if on() {
+        gauge!(HELD, "priority" => priority.as_str()).increment(1.0);
+    }
     JobSpan { span, priority }
 }
 
@@ -313,14 +332,16 @@ pub(crate) fn dispatch(
         now,
         &[],
     );
-    histogram!(
-        QUEUE_WAIT,
-        "priority" => priority.as_str(),
-        "model" => route.model.clone(),
-        "version" => version_label(route).to_string()
-    )
-    .record(now_ms().saturating_sub(published_ms) as f64 / 1e3);
-    gauge!(WORKER_IN_FLIGHT, "worker" => worker.to_string()).increment(1.0);
+    if on() {
+        histogram!(
+            QUEUE_WAIT,
+            "priority" => priority.as_str(),
+            "model" => route.model.clone(),
+            "version" => version_label(route).to_string()
+        )
+        .record(now_ms().saturating_sub(published_ms) as f64 / 1e3);
+        gauge!(WORKER_IN_FLIGHT, "worker" => worker.to_string()).increment(1.0);
+    }
     let span = tracing::info_span!(
         parent: job_span,
         "dispatcher.dispatch",
@@ -346,6 +367,9 @@ pub(crate) fn dispatch(
 
 /// A run request to `worker` that carried `sent` jobs ended.
 pub(crate) fn bundle_ended(worker: &str, sent: usize) {
+    if !on() {
+        return;
+    }
     gauge!(WORKER_IN_FLIGHT, "worker" => worker.to_string()).decrement(sent as f64);
 }
 
@@ -357,6 +381,9 @@ pub(crate) fn version_label(route: &Route) -> &str {
 
 /// A job was acked with its result stored by a worker.
 pub(crate) fn completed(priority: Priority, route: &Route, published_ms: u64) {
+    if !on() {
+        return;
+    }
     let (model, version) = (route.model.as_str(), version_label(route));
     let p = priority.as_str();
     counter!(JOBS_COMPLETED, "priority" => p, "model" => model.to_string()).increment(1);

@@ -11,6 +11,7 @@
 //! (`jetinfer_process_cpu_seconds_total`, `_resident_memory_bytes`, `_open_fds`, …), which
 //! [`Metrics::render`] refreshes from the operating system on each scrape.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
@@ -67,6 +68,17 @@ impl Metrics {
     }
 }
 
+/// Set once the recorder is installed.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process records metrics ([`install`] ran). Without a recorder every
+/// `metrics` macro is a no-op, yet still builds its key (label strings, a `Vec`): the job
+/// paths check this first so a process without `--metrics-addr` spends nothing per job on
+/// metrics. Installing happens at start, before any job, so counts stay consistent.
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::Relaxed)
+}
+
 /// Installs the global recorder for the service [`crate::init`] recorded (see
 /// [`install_for`]); needs a tokio runtime.
 pub fn install() -> Result<Metrics, MetricsError> {
@@ -81,6 +93,7 @@ pub fn install_for(service: &str) -> Result<Metrics, MetricsError> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
         .set_buckets_for_metric(Matcher::Suffix("_jobs".into()), JOBS_BUCKETS)?
         .install_recorder()?;
+    INSTALLED.store(true, Ordering::Relaxed);
     metrics::describe_gauge!(
         BUILD_INFO,
         "always 1; the labels name the service and the version running"

@@ -108,6 +108,12 @@ pub(crate) fn describe(slots: u32) {
     gauge!(IN_FLIGHT).set(0.0);
 }
 
+/// Whether metrics are recorded (`--metrics-addr`): the per-job calls below skip the
+/// `metrics` macros when not, instead of building label strings for no recorder.
+fn on() -> bool {
+    jetinfer_telemetry::prometheus::installed()
+}
+
 fn micros(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
 }
@@ -150,7 +156,9 @@ impl JobTrace {
             run_job.traceparent.as_deref(),
             run_job.tracestate.as_deref(),
         );
-        gauge!(IN_FLIGHT).increment(1.0);
+        if on() {
+            gauge!(IN_FLIGHT).increment(1.0);
+        }
         let now = SystemTime::now();
         JobTrace {
             span,
@@ -179,7 +187,9 @@ impl JobTrace {
 
 impl Drop for JobTrace {
     fn drop(&mut self) {
-        gauge!(IN_FLIGHT).decrement(1.0);
+        if on() {
+            gauge!(IN_FLIGHT).decrement(1.0);
+        }
     }
 }
 
@@ -199,6 +209,9 @@ impl JobTrace {
         self.waiting_since.store(micros(now), Ordering::Relaxed);
         self.span
             .record("jetinfer.cache", if hit { "hit" } else { "miss" });
+        if !on() {
+            return;
+        }
         if hit {
             counter!(CACHE_HITS, "model" => model.to_string()).increment(1);
         } else {
@@ -225,12 +238,16 @@ impl JobTrace {
             return;
         }
         let p = self.priority.as_str();
-        counter!(RESULTS, "priority" => p, "model" => model.to_string(), "status" => status_word)
-            .increment(1);
+        if on() {
+            counter!(RESULTS, "priority" => p, "model" => model.to_string(), "status" => status_word)
+                .increment(1);
+        }
         if status != Status::Ok {
             let code = code.unwrap_or("expired");
-            counter!(JOBS_FAILED, "priority" => p, "model" => model.to_string(), "code" => code)
-                .increment(1);
+            if on() {
+                counter!(JOBS_FAILED, "priority" => p, "model" => model.to_string(), "code" => code)
+                    .increment(1);
+            }
             tracing::info!(parent: &self.span, code, "job answered with an error");
         }
     }
@@ -261,6 +278,9 @@ impl Batch {
             span.follows_from(&t.span);
             let since = from_micros(t.waiting_since.load(Ordering::Relaxed));
             record_span("worker.queue", &t.span, since, now, &[]);
+            if !on() {
+                continue;
+            }
             histogram!(
                 BATCH_QUEUE_WAIT,
                 "priority" => t.priority.as_str(),
@@ -269,7 +289,9 @@ impl Batch {
             )
             .record(now.duration_since(since).unwrap_or_default().as_secs_f64());
         }
-        histogram!(BATCH_SIZE, "model" => model.to_string()).record(traces.len() as f64);
+        if on() {
+            histogram!(BATCH_SIZE, "model" => model.to_string()).record(traces.len() as f64);
+        }
         Batch {
             span,
             model: model.to_string(),
@@ -302,12 +324,14 @@ pub(crate) fn write_started() -> SystemTime {
 /// succeeded); each job's trace then records it with [`JobTrace::written`].
 pub(crate) fn write_ended(started: SystemTime, jobs: usize, stored: bool) -> Write {
     let ended = SystemTime::now();
-    histogram!(RESULT_WRITE).record(
-        ended
-            .duration_since(started)
-            .unwrap_or_default()
-            .as_secs_f64(),
-    );
+    if on() {
+        histogram!(RESULT_WRITE).record(
+            ended
+                .duration_since(started)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+    }
     Write {
         started,
         ended,
