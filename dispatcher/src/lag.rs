@@ -74,7 +74,8 @@ impl ArrivalWindow {
             self.samples.clear();
         }
         self.samples.push_back((at, last_seq));
-        // Keep the newest sample at least RATE_WINDOW old as the base of the slope.
+        // The base of the slope is the newest sample at least RATE_WINDOW old: drop older
+        // ones (while there is more history, the rate covers a shorter span).
         while self.samples.len() > 2
             && at.saturating_duration_since(self.samples[1].0) >= RATE_WINDOW
         {
