@@ -108,6 +108,19 @@ fn the_manifests_pass_the_schema_validation() {
     let out = validate(&root().join("deploy/k8s"));
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(" 0 failures"), "{}", text(&out));
+    // The oldest Kubernetes still commonly run and the newest the package knows.
+    for version in ["1.29.0", "1.37.0"] {
+        let out = Command::new(root().join("scripts/validate-k8s.sh"))
+            .env("JETINFER_K8S_VERSION", version)
+            .output()
+            .expect("running scripts/validate-k8s.sh");
+        assert!(out.status.success(), "Kubernetes {version}: {}", text(&out));
+        assert!(
+            text(&out).contains(&format!("(Kubernetes {version})")),
+            "{}",
+            text(&out)
+        );
+    }
 }
 
 #[test]
