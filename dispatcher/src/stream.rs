@@ -57,7 +57,18 @@ fn jobs_stream_config(cfg: &Config) -> JobsStream {
     }
 }
 
+/// How long JetStream API requests made through the intake's stream and consumer handles
+/// wait for an answer. async-nats's default is the connection's 10 s request timeout, and
+/// after a reconnect the pull stream asks for the consumer's info before it pulls again: on
+/// a cluster, when the node the dispatcher was connected to also led the consumer, that
+/// request goes unanswered until a new consumer leader is elected, and delivery stayed
+/// stopped for the whole 10 s. With 2 s it is asked again (async-nats retries it with a
+/// short back-off) soon after the election. Creating or updating the consumer at start
+/// takes milliseconds, well within it.
+const INTAKE_API_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Creates priority `p`'s jobs stream, or updates its limits to the dispatcher's flags.
+/// The handle returned (and the consumers made from it) uses [`INTAKE_API_TIMEOUT`].
 pub async fn ensure_stream(
     js: &jetstream::Context,
     cfg: &Config,
@@ -70,7 +81,10 @@ pub async fn ensure_stream(
             stream: name.to_string(),
             source,
         })?;
-    js.get_stream(name)
+    let mut intake_js = js.clone();
+    intake_js.set_timeout(INTAKE_API_TIMEOUT);
+    intake_js
+        .get_stream(name)
         .await
         .map_err(|source| StreamError::Get {
             stream: name.to_string(),
