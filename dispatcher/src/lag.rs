@@ -306,9 +306,9 @@ pub(crate) async fn run(
             }
             gauge!(QUEUE_LAG, "priority" => p.as_str()).set(s.lag as f64);
             gauge!(OLDEST_AGE, "priority" => p.as_str()).set(s.oldest_age_s);
-            if let Some(rate) = windows[i].observe(Instant::now(), s.last_seq) {
-                gauge!(ARRIVAL_RATE, "priority" => p.as_str()).set(rate);
-            }
+            // NaN until two samples give a slope: "not measured yet", not "no arrivals".
+            let rate = windows[i].observe(Instant::now(), s.last_seq);
+            gauge!(ARRIVAL_RATE, "priority" => p.as_str()).set(rate.unwrap_or(f64::NAN));
             for (model, n) in s.models {
                 gauge!(MODEL_LAG, "priority" => p.as_str(), "model" => model.clone()).set(n as f64);
                 *lags.entry(model.clone()).or_insert(0) += n;
