@@ -101,11 +101,13 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
     let consumer_leader = leader_of(&js, Priority::P1, Group::Consumer).await;
     let dispatcher_on = cluster.node_of_client(DISPATCHER_ID).await;
     let worker_on = cluster.node_of_client("worker-0").await;
+    let meta_leader = cluster.meta_leader_seen_by(&leader).await.ok().flatten();
     cluster.kill(&leader);
     let killed_ms = now_ms();
     eprintln!(
         "killed {leader}, the leader of {} (its consumer's leader: {consumer_leader:?}; \
-         the dispatcher was connected to {dispatcher_on:?}, the worker to {worker_on:?})",
+         the dispatcher was connected to {dispatcher_on:?}, the worker to {worker_on:?}; \
+         JetStream meta leader: {meta_leader:?})",
         jobs_stream(Priority::P1)
     );
 
