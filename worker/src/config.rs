@@ -100,8 +100,8 @@ pub struct ModelConfig {
     #[serde(default = "cpu")]
     pub device: String,
     /// Executor threads that run this model on this device, each one batch at a time and
-    /// sharing one copy of the weights (default 1). On CUDA they share the device's
-    /// default stream (tch exposes no stream API): they overlap host-side work, not kernels.
+    /// sharing one copy of the weights (default 1). On CUDA each then has its own stream
+    /// (see `executor.rs`).
     #[serde(default = "one")]
     pub instances: u32,
     /// The module and floating inputs are cast to this.

@@ -8,11 +8,11 @@
 //! thread keeps its own no-grad guard, batch-size memory and sticky-error state). Each
 //! thread is one *lane* ([`Lane`]): a model's batcher hands a batch to its least busy lane.
 //!
-//! Limit, said plainly: tch and torch-sys expose no CUDA stream API (no
-//! `getStreamFromPool` / `setCurrentCUDAStream`), so every thread of a CUDA device issues
-//! its kernels on that device's default stream. Two instances then overlap their host-side
-//! work (writing inputs, launching kernels, copying outputs back, splitting results), not
-//! their kernels; a GPU-bound model gains nothing from a second instance.
+//! On a CUDA device with more than one thread, each thread makes a pooled stream of the
+//! device its current stream (`cuda_stream.rs`: tch has no stream API, so the two libtorch
+//! functions are called directly), so the instances' kernels and copies can overlap on the
+//! GPU; a libtorch without those functions leaves them on the default stream (logged),
+//! where only their host-side work overlaps. A single thread keeps the default stream.
 //!
 //! Batches arrive on a bounded channel per thread (capacity 1: one batch runs, the next
 //! waits ready, as in text-embeddings-inference), so the batchers feel backpressure instead
@@ -39,6 +39,9 @@ use crate::forward::{run_batch, Model};
 use crate::loading::{apply_jit_settings, load_for_serving, parse_device, warm_up, LoadError};
 use crate::staging::{HostBatch, PinnedPool};
 use crate::torch_error::is_sticky;
+
+#[path = "cuda_stream.rs"]
+mod cuda_stream;
 
 /// Per model (in the order given), whether it loaded.
 pub(crate) type LoadReport = Vec<Result<(), LoadError>>;
@@ -142,6 +145,8 @@ struct Thread {
     safe_batch: Vec<usize>,
     /// The sticky error that ended this thread, once one happened.
     fatal: Option<StickyError>,
+    /// Whether the device has several threads: each then runs on its own CUDA stream.
+    own_stream: bool,
 }
 
 /// Starts the threads of one device: thread 0 loads and warms its models, then starts one
@@ -223,7 +228,13 @@ pub(crate) fn spawn_device(
                     .map(|m| m.as_ref().map_or(1, |m| m.config.max_batch_size as usize))
                     .collect(),
                 fatal: None,
+                own_stream: threads > 1,
             };
+            if let (Device::Cuda(d), true) = (device, threads > 1) {
+                // The other threads' streams do not wait for the default stream, where the
+                // weights were copied and warmed: let that work finish first.
+                tch::Cuda::synchronize(d as i64);
+            }
             for (k, (rx, load)) in receivers.enumerate() {
                 let thread = make(k + 1, load);
                 let exit = exit.clone();
@@ -245,6 +256,16 @@ pub(crate) fn spawn_device(
 fn serve(mut thread: Thread, mut rx: mpsc::Receiver<ExecBatch>, exit: Arc<ExitSignal>) {
     apply_jit_settings();
     let _guard = tch::no_grad_guard();
+    if let (Device::Cuda(d), true) = (thread.device, thread.own_stream) {
+        match cuda_stream::use_own_stream(d) {
+            Some(id) => {
+                tracing::info!(device = %thread.device_name, instance = thread.index, stream = id, "executor thread runs on its own CUDA stream")
+            }
+            None => {
+                tracing::warn!(device = %thread.device_name, instance = thread.index, "libtorch offers no CUDA stream API here: this instance shares the default stream (its kernels do not overlap the others')")
+            }
+        }
+    }
     while let Some(batch) = rx.blocking_recv() {
         let output = thread.run(batch.model, &batch.inputs, batch.host.as_ref());
         // The outputs came back: every copy of the host batch has finished, so its
