@@ -1,7 +1,9 @@
 //! jetinfer on a 3-node NATS cluster with replicated (R3) streams, under steady load: the
-//! node that leads the P1 jobs stream is killed (SIGKILL) → every job still gets exactly
-//! one correct result, and the time from the kill to the next result is reported; the node
-//! is restarted → its copy of the stream catches up with the leader's.
+//! node that leads the P1 jobs stream (and its consumer, and holds the dispatcher's
+//! connection), or the JetStream meta leader, is killed (SIGKILL) → every job still gets
+//! exactly one correct result, and the time from the kill to the next result is reported;
+//! the node is restarted → its copy of the stream catches up with the leader's. A
+//! dispatcher started with `--replicas 3` scales single-replica streams up.
 //!
 //! Real processes throughout: three nats-servers ([`NatsCluster`]), redis-server, the
 //! dispatcher (`--replicas 3`) and a worker, all connected with the list of the three
@@ -53,12 +55,37 @@ const DISPATCHER_ARGS: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
+    failover(Victim::P1Leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_jetstream_meta_leader_loses_no_job_and_it_catches_up() {
+    failover(Victim::MetaLeader).await;
+}
+
+/// Which node a failover test kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    /// The leader of P1's stream and consumer, holding the dispatcher's connection too.
+    P1Leader,
+    /// The JetStream meta leader (stream and consumer creation, placement, API requests
+    /// about them), with P1's stream and consumer led elsewhere: jobs should hardly notice.
+    MetaLeader,
+}
+
+/// Under steady P1 load, kills `victim`, checks every job, restarts the node and waits
+/// for its copy of the P1 stream to catch up.
+async fn failover(victim: Victim) {
     let mut cluster = NatsCluster::start(3)
         .await
         .unwrap_or_else(|e| panic!("starting the NATS cluster: {e}"));
     let log_dir = repo_root()
         .unwrap()
-        .join("target/cluster-logs/p1-leader-killed");
+        .join("target/cluster-logs")
+        .join(match victim {
+            Victim::P1Leader => "p1-leader-killed",
+            Victim::MetaLeader => "meta-leader-killed",
+        });
     let _ = std::fs::remove_dir_all(&log_dir);
     let stack = LocalStack::builder()
         .nats_url(cluster.urls())
@@ -79,15 +106,29 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
     }
     assert_eq!(dlq_replicas(&js).await, 3, "dead-letter stream replicas");
 
-    // The worst case for P1: the node the dispatcher is connected to leads both P1's
+    // P1 killed: the worst case, the node the dispatcher is connected to leads both P1's
     // stream and its consumer, so the kill takes the dispatcher's connection, the stream's
-    // leader and the consumer's leader at once.
-    let dispatcher_on = cluster
-        .node_of_client(DISPATCHER_ID)
-        .await
-        .expect("the dispatcher's connection on some node");
+    // leader and the consumer's leader at once. Meta leader killed: P1's leaders are moved
+    // off it, so only the meta leader goes.
+    let p1_home = match victim {
+        Victim::P1Leader => cluster
+            .node_of_client(DISPATCHER_ID)
+            .await
+            .expect("the dispatcher's connection on some node"),
+        Victim::MetaLeader => {
+            let meta = cluster
+                .wait_for_meta_leader(Duration::from_secs(30))
+                .await
+                .expect("a meta leader");
+            cluster
+                .names()
+                .into_iter()
+                .find(|n| *n != meta)
+                .expect("another node")
+        }
+    };
     for group in [Group::Stream, Group::Consumer] {
-        move_leader_to(&client, &js, Priority::P1, group, &dispatcher_on).await;
+        move_leader_to(&client, &js, Priority::P1, group, &p1_home).await;
     }
 
     let samples = golden().samples("mlp");
@@ -98,21 +139,27 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
         run_id("cluster"),
     ));
 
-    // Kill the node that leads P1's stream while jobs flow (the leaders may have moved
-    // meanwhile: the one leading now is killed, whatever else it holds).
+    // Kill the victim while jobs flow (leaders may have moved meanwhile: the node leading
+    // now is killed, whatever else it holds).
     wait_for_results(&client, KILL_AFTER_RESULTS, Duration::from_secs(60)).await;
     let leader = stream_leader(&js, Priority::P1).await;
     let consumer_leader = leader_of(&js, Priority::P1, Group::Consumer).await;
     let dispatcher_on = cluster.node_of_client(DISPATCHER_ID).await;
     let worker_on = cluster.node_of_client("worker-0").await;
-    let meta_leader = cluster.meta_leader_seen_by(&leader).await.ok().flatten();
-    cluster.kill(&leader);
+    let meta_leader = cluster
+        .wait_for_meta_leader(Duration::from_secs(30))
+        .await
+        .expect("a meta leader");
+    let killed = match victim {
+        Victim::P1Leader => leader.clone(),
+        Victim::MetaLeader => meta_leader.clone(),
+    };
+    cluster.kill(&killed);
     let killed_ms = now_ms();
     eprintln!(
-        "killed {leader}, the leader of {} (its consumer's leader: {consumer_leader:?}; \
-         the dispatcher was connected to {dispatcher_on:?}, the worker to {worker_on:?}; \
-         JetStream meta leader: {meta_leader:?})",
-        jobs_stream(Priority::P1)
+        "killed {killed} ({victim:?}); P1 stream leader {leader}, its consumer's leader \
+         {consumer_leader:?}, meta leader {meta_leader}; the dispatcher was connected to \
+         {dispatcher_on:?}, the worker to {worker_on:?}"
     );
 
     let published = load.await.expect("publishing task");
@@ -201,7 +248,16 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
         "jobs executed more than once: {:?}",
         &twice[..twice.len().min(5)]
     );
-    assert_ne!(new_leader, leader, "the killed node still leads P1");
+    match victim {
+        Victim::P1Leader => assert_ne!(new_leader, killed, "the killed node still leads P1"),
+        Victim::MetaLeader => {
+            let new_meta = cluster
+                .wait_for_meta_leader(Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|e| panic!("no new meta leader: {e}"));
+            assert_ne!(new_meta, killed, "the killed node is still the meta leader");
+        }
+    }
     let recovery_ms = first_new_ms
         .map(|t| t - killed_ms)
         .expect("no job was published after the kill; the test proves nothing");
@@ -218,9 +274,9 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
     // the leader reports it current.
     let restarted_at = tokio::time::Instant::now();
     cluster
-        .restart(&leader)
+        .restart(&killed)
         .await
-        .unwrap_or_else(|e| panic!("restarting {leader}: {e}"));
+        .unwrap_or_else(|e| panic!("restarting {killed}: {e}"));
     let stream = jobs_stream(Priority::P1);
     let deadline = restarted_at + Duration::from_secs(60);
     loop {
@@ -232,15 +288,15 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
             .await
             .expect("P1 stream info")
             .clone();
-        let on_node = cluster.replica_state(&leader, stream).await.ok().flatten();
+        let on_node = cluster.replica_state(&killed, stream).await.ok().flatten();
         let current = info
             .cluster
             .as_ref()
             .map(|c| {
-                c.leader.as_deref() == Some(leader.as_str())
+                c.leader.as_deref() == Some(killed.as_str())
                     || c.replicas
                         .iter()
-                        .any(|r| r.name == leader && r.current && !r.offline)
+                        .any(|r| r.name == killed && r.current && !r.offline)
             })
             .unwrap_or(false);
         let caught_up = on_node.is_some_and(|s| {
@@ -248,7 +304,7 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
         });
         if current && caught_up {
             eprintln!(
-                "{leader} caught up in {} ms: last sequence {} on it and on the leader",
+                "{killed} caught up in {} ms: last sequence {} on it and on the leader",
                 restarted_at.elapsed().as_millis(),
                 info.state.last_sequence
             );
@@ -261,7 +317,7 @@ async fn killing_the_p1_stream_leader_loses_no_job_and_it_catches_up() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{leader} did not catch up within 60 s: its copy {on_node:?}, the leader's last \
+            "{killed} did not catch up within 60 s: its copy {on_node:?}, the leader's last \
              sequence {} (first {}), replicas {:?}",
             info.state.last_sequence,
             info.state.first_sequence,
