@@ -46,9 +46,11 @@ pub struct Config {
     /// TTL of content-addressed cache entries, seconds.
     #[arg(long, env = "JETINFER_CACHE_TTL_S", default_value_t = 3_600)]
     pub cache_ttl_s: u64,
-    /// Jobs accepted at once (waiting in batchers plus running). Default: twice the
-    /// largest max_batch_size, one batch running and one forming per model; with
-    /// `--registry` (models come and go) 128.
+    /// Jobs accepted at once (waiting in batchers plus running). Default: per model, one
+    /// batch running on each of its executor threads (devices × instances) and one
+    /// forming — `max_batch_size × (threads + 1)`, the largest over the models (twice the
+    /// largest max_batch_size with one thread each); with `--registry` (models come and
+    /// go) 128.
     #[arg(long, env = "JETINFER_SLOTS")]
     pub slots: Option<u32>,
     /// Heartbeat period, ms.

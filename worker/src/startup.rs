@@ -43,7 +43,7 @@ pub(crate) struct Shared {
 }
 
 /// Loads every model on its device's threads; a model that fails is refused, the rest
-/// served. `slots`: `--slots`, or twice the largest batch.
+/// served. `slots`: `--slots`, or the largest `max_batch_size × (threads + 1)` of a model.
 ///
 /// Entries of one name and version form one model (the file checked that they agree): its
 /// batcher hands batches to every device it is listed on, each with as many threads as the
@@ -80,12 +80,14 @@ pub(crate) async fn start_models(
                 .push((i, config));
         }
     }
-    let max_batch = merged
+    // Per model, a batch running on each of its threads and one forming: with one thread,
+    // twice its largest batch, as before.
+    let needed = merged
         .iter()
-        .map(|(m, _)| m.max_batch_size)
+        .map(|(m, devices)| m.max_batch_size * (devices.values().sum::<u32>() + 1))
         .max()
         .unwrap_or(1);
-    let slots = slots.unwrap_or(max_batch * 2).max(1);
+    let slots = slots.unwrap_or(needed).max(1);
     let mut started = Started {
         models: Vec::new(),
         devices: Vec::new(),
