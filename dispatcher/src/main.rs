@@ -4,6 +4,10 @@ use clap::Parser;
 use jetinfer_dispatcher::Config;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: less CPU per job than glibc's allocator (jetinfer_telemetry::Allocator says why).
+#[global_allocator]
+static ALLOC: jetinfer_telemetry::Allocator = jetinfer_telemetry::Allocator;
+
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     if config.ops.check_config {

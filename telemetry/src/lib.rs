@@ -17,7 +17,9 @@
 //! - [`OpsArgs`] (`args.rs`): the flags for all of that, flattened into each binary's
 //!   configuration.
 //! - [`signal`]: SIGTERM / Ctrl-C as a cancellation.
+//! - [`Allocator`] (`alloc.rs`): the global allocator the service binaries declare.
 
+mod alloc;
 mod args;
 pub mod context;
 pub mod http;
@@ -28,6 +30,7 @@ pub mod prometheus;
 mod service;
 pub mod signal;
 
+pub use alloc::Allocator;
 pub use args::{LogFormat, OpsArgs};
 pub use otlp::{otlp_endpoint, OtlpError, OtlpProtocol};
 pub use service::service_name;
