@@ -89,9 +89,11 @@ resnet-mem-t4)
     --dispatcher-arg "--in-flight 64,1024,256 --threads 4" --worker-arg "--slots 512 --threads 4"
   ;;
 minilm-2k)
-  # Twice the jobs in flight: does throughput follow (latency-bound) or not (a limit)?
-  bench minilm-sat-2k --model $TXT --concurrency 2048 --duration-s $SAT --warmup-s $W \
-    --dyn-len $DYN --dispatcher-arg "--in-flight 64,4096,256 --pull-batch $PULL" --worker-arg "--slots 2048"
+  # More jobs in flight (MC, default 2048): does throughput follow (latency-bound) or not
+  # (a limit)?
+  MC=${MC:-2048}
+  bench minilm-sat-c$MC --model $TXT --concurrency $MC --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
+    --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*MC)),256 --pull-batch $PULL" --worker-arg "--slots $MC"
   ;;
 disk)
   # What the broker's disk takes: sequential writes, 1 MiB blocks, direct I/O, in the
