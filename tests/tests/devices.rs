@@ -96,7 +96,9 @@ async fn a_model_on_two_cpu_entries_or_two_instances_runs_batches_on_both_at_onc
     // a device's threads share its models), so the jobs took about half of that (1.4:
     // room for a slow, shared test machine).
     let serial = total * SLOW_MS as f64 / 1e3;
-    eprintln!("batches per (model, instance): {batches:?}; {serial:.1} s of forwards in {wall:.1} s");
+    eprintln!(
+        "batches per (model, instance): {batches:?}; {serial:.1} s of forwards in {wall:.1} s"
+    );
     assert!(
         serial > 1.4 * wall,
         "batches did not overlap: {total} batches × {SLOW_MS} ms = {serial:.1} s of forwards in {wall:.1} s"
