@@ -2,9 +2,11 @@
 //!
 //! Ready means: connected to NATS, Redis answers a PING, and the job stream and consumers
 //! exist. The body names the live workers and the models and versions they serve, as the
-//! scheduler's worker registry publishes them.
+//! scheduler's worker registry publishes them, and per model the versions the model
+//! registry declares beside those live workers have loaded (`models`).
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
 
 use jetinfer_store::ResultStore;
 use jetinfer_telemetry::http::{nats_state, serve, Readiness, ReadyCheck};
@@ -34,6 +36,8 @@ pub(crate) struct Sources {
     pub stream_ready: watch::Receiver<bool>,
     /// The live workers, from the scheduler's registry.
     pub workers: watch::Receiver<WorkersView>,
+    /// The model registry's declarations, once the follower has started.
+    pub registry: Arc<OnceLock<crate::registry::Snapshot>>,
 }
 
 /// Starts the endpoint when `--metrics-addr` is set, installing the metrics recorder
@@ -68,6 +72,10 @@ pub(crate) async fn start(
                     "redis": redis_word,
                     "stream": if stream_ok { "ready" } else { "not yet created" },
                     "workers": workers_json(&sources.workers.borrow()),
+                    "models": models_json(
+                        sources.registry.get().map(|r| r.borrow().clone()).as_deref(),
+                        &sources.workers.borrow(),
+                    ),
                 }),
             }
         })
@@ -76,6 +84,34 @@ pub(crate) async fn start(
         .await
         .map_err(HttpError::Serve)?;
     Ok(())
+}
+
+/// Per model, the versions the registry declares and those live workers have loaded:
+/// `{"mlp": {"declared": ["1", "2"], "loaded": ["1"]}}`. A model served but not declared
+/// (no registry) has `declared: []`; one declared but served by no live worker,
+/// `loaded: []` (its jobs wait, see docs/models.md).
+fn models_json(routes: Option<&crate::routing::Routes>, view: &WorkersView) -> Value {
+    let mut models: BTreeMap<&str, (Vec<&str>, BTreeSet<&str>)> = BTreeMap::new();
+    if let Some(routes) = routes {
+        for (name, versions) in routes.declared() {
+            models.entry(name).or_default().0 = versions.iter().map(String::as_str).collect();
+        }
+    }
+    for hb in view.iter() {
+        for m in &hb.models {
+            models.entry(&m.name).or_default().1.insert(&m.version);
+        }
+    }
+    models
+        .into_iter()
+        .map(|(name, (declared, loaded))| {
+            (
+                name.to_string(),
+                json!({"declared": declared, "loaded": loaded.into_iter().collect::<Vec<_>>()}),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// The live workers as `/readyz` lists them.

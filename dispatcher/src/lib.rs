@@ -92,11 +92,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let (stream_ready_tx, stream_ready) = watch::channel(false);
     let (workers_view_tx, workers_view) = watch::channel(Vec::new());
     let lag_workers = workers_view.clone();
+    // Filled once the registry follower runs (it needs the streams' task set, below).
+    let registry_cell = Arc::new(std::sync::OnceLock::new());
     let sources = http::Sources {
         nats: answer.nats.clone(),
         store: answer.store.clone(),
         stream_ready,
         workers: workers_view,
+        registry: registry_cell.clone(),
     };
     // Serves until exit, so /readyz can be asked during the drain too.
     http::start(&config, &name, sources, CancellationToken::new()).await?;
@@ -120,6 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         })?;
     tasks.spawn(forward_heartbeats(heartbeats, tx.clone(), shutdown.clone()));
     let registry = registry::start(answer.js.clone(), &tasks, shutdown.clone()).await;
+    let _ = registry_cell.set(registry.clone());
     let intakes = Intakes {
         config: &config,
         answer: &answer,
@@ -131,7 +135,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     // Autoscaling signals, only where /metrics serves them.
     if config.ops.metrics_addr.is_some() {
         let settings = lag::Settings::new(&config);
-        tasks.spawn(lag::run(answer.js.clone(), lag_workers, settings, shutdown.clone()));
+        tasks.spawn(lag::run(
+            answer.js.clone(),
+            lag_workers,
+            settings,
+            shutdown.clone(),
+        ));
     }
     stream_ready_tx.send_replace(true);
 

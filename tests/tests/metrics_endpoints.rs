@@ -270,4 +270,16 @@ async fn health_names_what_is_served(d_addr: &str, w_addr: &str) {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["workers"][0]["id"], "worker-0", "{body}");
     assert!(body.contains(r#""name":"mlp""#), "{body}");
+    // Per model, declared (no registry here: none) vs loaded by live workers.
+    assert_eq!(
+        v["models"]["mlp"]["declared"],
+        serde_json::json!([]),
+        "{body}"
+    );
+    assert!(
+        v["models"]["mlp"]["loaded"]
+            .as_array()
+            .is_some_and(|l| l.contains(&serde_json::json!("1"))),
+        "{body}"
+    );
 }

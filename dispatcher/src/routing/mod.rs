@@ -70,6 +70,11 @@ impl Routes {
         snapshot::apply(&mut self.check, change);
     }
 
+    /// The declared versions of each declared model (empty without a registry).
+    pub fn declared(&self) -> &std::collections::BTreeMap<String, Vec<String>> {
+        &self.check.models
+    }
+
     /// How many models the registry declares.
     pub fn declared_models(&self) -> usize {
         self.check.models.len()
