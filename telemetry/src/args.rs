@@ -31,8 +31,10 @@ pub struct OpsArgs {
     pub check_config: bool,
     /// Threads of the async runtime (NATS, Redis, scheduling; a worker's forward passes run
     /// on their own device threads). Default: one per core. Fewer bound the process's CPU
-    /// on a shared host; on the 16-core GPU host 4 threads gave the same jobs/s and the
-    /// same CPU per job as 16 (docs/benchmarks.md).
+    /// on a shared host. The thread count did not change the CPU per job where measured
+    /// (docs/benchmarks.md): 4 against 16 threads on the 16-core H100 host (ResNet-50),
+    /// 4 and 8 against 32 on a 32-core host and 1 against 2 on the 2-core machine (the
+    /// trivial model, "Service CPU per job"), so the default stays one per core.
     #[arg(long, env = "JETINFER_THREADS")]
     pub threads: Option<usize>,
 }
