@@ -189,6 +189,13 @@ minilm-profile)
     --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL" --worker-arg "--slots 1024"
   wait $fetch; [ -n "${perfjob:-}" ] && wait $perfjob; unset JETINFER_NATS_ARGS; pack
   ;;
+resnet-80pct-i2)
+  # ResNet-50 at RATE jobs/s (80 % of the two-instance saturated rate), Poisson, two instances.
+  M0=$M; M=${M%.toml}.i2.toml
+  bench resnet-80pct-i2 --model $IMG --rate "${RATE:-7000}" --arrival poisson --duration-s $D --warmup-s $W "${ST_ARGS[@]}" \
+    --dispatcher-arg "--in-flight 64,2048,256" --worker-arg "--slots 1024"
+  M=$M0
+  ;;
 minilm-i2|resnet-i2|resnet-mem-i2)
   # The same saturated runs with two instances per model (instances = 2: two executor
   # threads sharing the module; export_reference.py's models.reference.cuda.i2.toml).
