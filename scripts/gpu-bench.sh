@@ -210,6 +210,13 @@ minilm-i2|resnet-i2|resnet-mem-i2)
   esac
   M=$M0
   ;;
+minilm-bare)
+  # MiniLM saturated beside the bare loop carrying the same 2 KB jobs (publish, pull, ack,
+  # Redis SET; no dispatcher, no worker, no GPU) with the same load generator and storage:
+  # what the broker and the generator carry without jetinfer in the path.
+  bench minilm-sat-bare --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
+    --bare-loop --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL" --worker-arg "--slots 1024"
+  ;;
 minilm-intake4)
   bench minilm-sat-intake4 --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W \
     --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL --intake-tasks 4" --worker-arg "--slots 1024"
