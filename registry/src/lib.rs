@@ -112,9 +112,13 @@ impl Registry {
         Ok(Some(Registry { kv }))
     }
 
-    /// The registry, creating its bucket (with [`REGISTRY_HISTORY`] revisions per key)
-    /// when it does not exist.
-    pub async fn open_or_create(js: &jetstream::Context) -> Result<Registry, StoreError> {
+    /// The registry, creating its bucket (with [`REGISTRY_HISTORY`] revisions per key, file
+    /// storage, `replicas` copies: 3 on a 3-node NATS cluster) when it does not exist; an
+    /// existing bucket is used as it is.
+    pub async fn open_or_create(
+        js: &jetstream::Context,
+        replicas: usize,
+    ) -> Result<Registry, StoreError> {
         if let Some(r) = Self::open(js).await? {
             return Ok(r);
         }
@@ -122,6 +126,8 @@ impl Registry {
             bucket: REGISTRY_BUCKET.to_string(),
             description: "jetinfer model registry: one declaration per model".to_string(),
             history: REGISTRY_HISTORY,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas.max(1),
             ..Default::default()
         };
         match js.create_key_value(config).await {

@@ -40,6 +40,10 @@ pub struct ModelsArgs {
     /// Who makes a registry change, for its audit record (default `$USER@$HOSTNAME`).
     #[arg(long, env = "JETINFER_OPERATOR", global = true)]
     pub by: Option<String>,
+    /// Replicas of the registry's bucket when a command creates it (3 on a 3-node NATS
+    /// cluster, like the dispatcher's `--replicas`); an existing bucket keeps its own.
+    #[arg(long, env = "JETINFER_REPLICAS", default_value_t = 1, global = true)]
+    pub replicas: usize,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -80,7 +84,9 @@ pub struct ModelRow {
 pub async fn run(global: &Global, args: ModelsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         None | Some(ModelsCommand::Served) => served(global, args.listen_s, args.output).await,
-        Some(ModelsCommand::Registry(c)) => manage::run(global, c, args.by, args.output.json).await,
+        Some(ModelsCommand::Registry(c)) => {
+            manage::run(global, c, args.by, args.replicas, args.output.json).await
+        }
     }
 }
 

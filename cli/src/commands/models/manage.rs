@@ -117,6 +117,7 @@ pub async fn run(
     global: &Global,
     command: RegistryCommand,
     by: Option<String>,
+    replicas: usize,
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
     let nats = global.connect.nats().connect().await?;
@@ -156,7 +157,7 @@ pub async fn run(
             json!({ "name": name, "revisions": history.iter().map(revision_json).collect::<Vec<_>>() })
         }
         RegistryCommand::Declare(args) => {
-            let registry = Registry::open_or_create(&js).await?;
+            let registry = Registry::open_or_create(&js, replicas).await?;
             let version = version_decl(&args)?;
             let change = format!("declare version {}", args.version);
             let stored = match registry.get(&args.name).await? {
@@ -177,7 +178,7 @@ pub async fn run(
         }
         RegistryCommand::Seed { from } => {
             let decls = seed::declarations(&from, &audit(String::new()))?;
-            let registry = Registry::open_or_create(&js).await?;
+            let registry = Registry::open_or_create(&js, replicas).await?;
             let outcomes = seed::seed(&registry, decls).await?;
             if !json_out {
                 for (name, outcome) in &outcomes {
