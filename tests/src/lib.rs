@@ -8,7 +8,10 @@
 //! by PyTorch) and collect results from Redis, so a test compares jetinfer's outputs with
 //! PyTorch's.
 
+pub mod cli;
 pub mod cluster;
+pub mod http;
+pub mod logs;
 pub mod otlp;
 
 use std::collections::HashMap;

@@ -17,6 +17,7 @@ use jetinfer_schemas::names::{
     DLQ_SUBJECT_HEADER,
 };
 use jetinfer_schemas::{encode, ErrorCode, Job, JobError, JobResult, Priority};
+use jetinfer_tests::cli::text;
 use jetinfer_tests::{golden, run_id, stack, ATOL, RTOL};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -46,15 +47,6 @@ async fn jetinfer(stack: &LocalStack, args: &[&str], stdin: Option<&[u8]>) -> Ou
         .await
         .expect("jetinfer finished in time")
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The one JSON document a `--json` command printed on stdout.

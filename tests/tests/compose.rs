@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use jetinfer_devkit::local::{binary, repo_root};
+use jetinfer_tests::cli::{check_config, combined as text};
 use serde_json::Value;
 
 #[path = "compose/credentials.rs"]
@@ -90,14 +91,6 @@ fn secrets_script(dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
         .envs(env.iter().copied())
         .output()
         .expect("running scripts/compose-secrets.sh")
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A `NAME=value` file as compose's `env_file` reads it (no comments are written).
@@ -282,17 +275,7 @@ fn every_service_command_parses_with_the_binary_and_endpoints_line_up() {
         let exe = binary(program).unwrap_or_else(|e| panic!("service {name}: {e}"));
         // Only the service's own environment (plus what a process needs to start): an
         // inherited NATS_URL or RUST_LOG must not make a broken file pass.
-        let mut cmd = Command::new(&exe);
-        cmd.args(&command[1..])
-            .arg("--check-config")
-            .env_clear()
-            .envs(environment(service));
-        for keep in ["PATH", "LD_LIBRARY_PATH", "HOME"] {
-            if let Some(v) = std::env::var_os(keep) {
-                cmd.env(keep, v);
-            }
-        }
-        let out = cmd.output().expect("running the binary");
+        let out = check_config(&exe, &command[1..], environment(service));
         assert!(
             out.status.success(),
             "service {name}: `{} --check-config` refused:\n{}",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use jetinfer_devkit::local::{repo_root, LocalStack};
 use jetinfer_schemas::Priority;
-use jetinfer_tests::{assert_all_correct, publish_samples, run_id};
+use jetinfer_tests::{assert_all_correct, http, publish_samples, run_id};
 
 /// Added to every forward, ms.
 const SLOW_MS: u64 = 300;
@@ -61,7 +61,7 @@ async fn a_model_on_two_cpu_entries_or_two_instances_runs_batches_on_both_at_onc
         .start()
         .await
         .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
-    let addr = metrics_addr(&mut stack).await;
+    let addr = http::metrics_addr(stack.workers()[0].log_path()).await;
     let client = stack.client().await.unwrap();
     let run = run_id("devices");
 
@@ -72,7 +72,7 @@ async fn a_model_on_two_cpu_entries_or_two_instances_runs_batches_on_both_at_onc
     let wall = started.elapsed().as_secs_f64();
     assert!(results.values().all(|r| r.version == "1"));
 
-    let text = get(&addr, "/metrics").await;
+    let text = http::get(&addr, "/metrics").await.1;
     let batches = batches_by_thread(&text);
     for model in ["mlp", "pair"] {
         for instance in ["0", "1"] {
@@ -129,42 +129,4 @@ fn batches_by_thread(text: &str) -> BTreeMap<(String, String), f64> {
             .or_insert(0.0) += value.parse::<f64>().unwrap();
     }
     out
-}
-
-/// The metrics address the worker logged.
-async fn metrics_addr(stack: &mut LocalStack) -> String {
-    let log = stack.workers()[0].log_path().to_path_buf();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(rest) = text
-            .lines()
-            .find(|l| l.contains("serving metrics and health"))
-            .and_then(|l| l.split("addr=").nth(1))
-        {
-            return rest.split_whitespace().next().unwrap_or("").to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no metrics address in the worker log:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A plain HTTP/1.1 GET; the body.
-async fn get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    text.split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default()
 }

@@ -14,18 +14,11 @@ use std::process::{Command, Output};
 use jetinfer_devkit::local::{binary, repo_root};
 use jetinfer_schemas::names::{consumer_name, jobs_stream};
 use jetinfer_schemas::Priority;
+use jetinfer_tests::cli::{check_config, combined as text};
 use serde_json::Value;
 
 fn root() -> PathBuf {
     repo_root().expect("repository root")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Runs scripts/validate-k8s.sh on `dir`.
@@ -235,17 +228,7 @@ fn every_container_parses_with_its_binary_and_probes_the_metrics_port() {
             .collect();
         assert_eq!(command[0], name, "{name} runs its own binary");
         let exe = binary(&command[0]).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut cmd = Command::new(&exe);
-        cmd.args(&command[1..])
-            .arg("--check-config")
-            .env_clear()
-            .envs(environment(c));
-        for keep in ["PATH", "LD_LIBRARY_PATH", "HOME"] {
-            if let Some(v) = std::env::var_os(keep) {
-                cmd.env(keep, v);
-            }
-        }
-        let out = cmd.output().expect("running the binary");
+        let out = check_config(&exe, &command[1..], environment(c));
         assert!(
             out.status.success(),
             "{name}: `{} --check-config` refused:\n{}",

@@ -5,34 +5,15 @@
 //! score appear; with a stream deleted, failed refreshes are counted and its gauges keep
 //! their last values. Every wait is a poll with a deadline, never a fixed sleep.
 
-use std::path::Path;
 use std::time::Duration;
 
 use jetinfer_devkit::local::LocalStack;
 use jetinfer_schemas::names::jobs_stream;
 use jetinfer_schemas::Priority;
-use jetinfer_tests::{assert_all_correct, publish_samples, run_id};
+use jetinfer_tests::{assert_all_correct, http, publish_samples, run_id};
 
 const P1_JOBS: usize = 40;
 const P2_JOBS: usize = 7;
-
-/// The `addr` the dispatcher logged for its metrics endpoint (text logs).
-async fn bound_addr(log: &Path) -> String {
-    let text = poll(
-        Duration::from_secs(30),
-        "the metrics address in the log",
-        || async {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            text.lines()
-                .filter(|l| l.contains("serving metrics and health"))
-                .find_map(|l| l.split("addr=").nth(1))
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_string)
-        },
-    )
-    .await;
-    text
-}
 
 /// Calls `f` every 100 ms until it returns `Some`, panicking with `what` after `limit`.
 async fn poll<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
@@ -51,24 +32,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The body of `GET /metrics`.
-async fn scrape(addr: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text.split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default()
 }
 
 /// The value of the series `series` (name and labels exactly as exported), if present.
@@ -109,14 +72,14 @@ async fn queue_lag_follows_a_published_backlog_and_falls_to_zero_with_a_worker()
         .start()
         .await
         .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
-    let addr = bound_addr(stack.dispatcher().unwrap().log_path()).await;
+    let addr = http::metrics_addr(stack.dispatcher().unwrap().log_path()).await;
 
     // Before any job: the signals are exported, at 0.
     poll(
         Duration::from_secs(30),
         "lag 0 before publishing",
         || async {
-            let text = scrape(&addr).await;
+            let text = http::scrape(&addr).await;
             (lag(&text, "p0") == Some(0.0)
                 && lag(&text, "p1") == Some(0.0)
                 && lag(&text, "p2") == Some(0.0))
@@ -133,7 +96,7 @@ async fn queue_lag_follows_a_published_backlog_and_falls_to_zero_with_a_worker()
     // The backlog shows, per priority and per model; the dispatcher holds some of it
     // (ack pending) and counts it all the same.
     let text = poll(Duration::from_secs(30), "lag = published jobs", || async {
-        let text = scrape(&addr).await;
+        let text = http::scrape(&addr).await;
         let full = lag(&text, "p1") == Some(P1_JOBS as f64)
             && lag(&text, "p2") == Some(P2_JOBS as f64)
             && model_lag(&text, "p1", "mlp") == Some(P1_JOBS as f64)
@@ -159,7 +122,7 @@ async fn queue_lag_follows_a_published_backlog_and_falls_to_zero_with_a_worker()
         "{text}"
     );
     // Without a worker the backlog stays exactly where it is.
-    let again = scrape(&addr).await;
+    let again = http::scrape(&addr).await;
     assert_eq!(lag(&again, "p1"), Some(P1_JOBS as f64), "{again}");
 
     stack.start_worker(Vec::<String>::new()).unwrap();
@@ -168,7 +131,7 @@ async fn queue_lag_follows_a_published_backlog_and_falls_to_zero_with_a_worker()
         Duration::from_secs(30),
         "lag back to 0 with a worker",
         || async {
-            let text = scrape(&addr).await;
+            let text = http::scrape(&addr).await;
             let drained = lag(&text, "p1") == Some(0.0)
             && lag(&text, "p2") == Some(0.0)
             && model_lag(&text, "p1", "mlp") == Some(0.0)
@@ -197,7 +160,7 @@ async fn queue_lag_follows_a_published_backlog_and_falls_to_zero_with_a_worker()
         Duration::from_secs(30),
         "a counted refresh failure",
         || async {
-            let text = scrape(&addr).await;
+            let text = http::scrape(&addr).await;
             let failed = value(
                 &text,
                 r#"jetinfer_autoscale_refresh_failures_total{priority="p0"}"#,

@@ -2,65 +2,13 @@
 //! exported series documented, every documented one exported), plus /healthz and /readyz.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use jetinfer_devkit::local::{repo_root, LocalStack};
 use jetinfer_schemas::names::job_subject;
 use jetinfer_schemas::{Job, Priority, Status, Tensor};
+use jetinfer_tests::http::{get, metrics_addr};
 use jetinfer_tests::{golden, run_id};
-
-/// The `addr` a process logged for its metrics endpoint (text or JSON logs).
-async fn bound_addr(log: &Path) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        for line in text
-            .lines()
-            .filter(|l| l.contains("serving metrics and health"))
-        {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                if let Some(a) = v["fields"]["addr"].as_str() {
-                    return a.to_string();
-                }
-            }
-            if let Some(rest) = line.split("addr=").nth(1) {
-                return rest.split_whitespace().next().unwrap_or("").to_string();
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no metrics address in {}:\n{text}",
-            log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A plain HTTP/1.1 GET: (status, body).
-async fn get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (status, body)
-}
 
 /// Metric family names in a Prometheus text exposition.
 fn families(text: &str) -> BTreeSet<String> {
@@ -91,8 +39,8 @@ async fn metrics_and_health_endpoints_of_dispatcher_and_worker() {
         .start()
         .await
         .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
-    let d_addr = bound_addr(stack.dispatcher().unwrap().log_path()).await;
-    let w_addr = bound_addr(stack.workers()[0].log_path()).await;
+    let d_addr = metrics_addr(stack.dispatcher().unwrap().log_path()).await;
+    let w_addr = metrics_addr(stack.workers()[0].log_path()).await;
     let client = stack.client().await.unwrap();
     send_traffic(&client).await;
 

@@ -18,7 +18,8 @@ use jetinfer_devkit::local::{binary, repo_root, LocalStack, NatsServer};
 use jetinfer_schemas::names::HEARTBEAT_SUBJECT;
 use jetinfer_schemas::worker::Heartbeat;
 use jetinfer_schemas::{Job, Priority, Status};
-use jetinfer_tests::{collect_results, golden, run_id, ATOL, RTOL};
+use jetinfer_tests::cli::text;
+use jetinfer_tests::{collect_results, golden, http, logs, run_id, ATOL, RTOL};
 use serde_json::Value;
 
 /// Runs `jetinfer ARGS` against `nats`.
@@ -36,15 +37,6 @@ async fn jetinfer(nats: &str, args: &[&str]) -> Output {
         .await
         .expect("jetinfer finished in time")
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 async fn ok(nats: &str, args: &[&str]) {
@@ -289,22 +281,6 @@ async fn switch_v1_to_v2_under_steady_load_loses_and_fails_nothing() {
     assert!(ran_on.get("2").copied().unwrap_or(0) > 0 && ran_on.get("1").copied().unwrap_or(0) > 0);
 }
 
-/// The worker's `/readyz` body.
-async fn readyz(addr: &str) -> Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("readyz body is not JSON ({e}): {text}"))
-}
-
 /// The versions listed under `versions.mlp.<list>` in a `/readyz` body.
 fn listed(ready: &Value, list: &str) -> Vec<String> {
     ready["versions"]["mlp"][list]
@@ -315,27 +291,6 @@ fn listed(ready: &Value, list: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// The metrics address the worker logged.
-async fn metrics_addr(stack: &mut LocalStack) -> String {
-    let log = stack.workers()[0].log_path().to_path_buf();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(rest) = text
-            .lines()
-            .find(|l| l.contains("serving metrics and health"))
-            .and_then(|l| l.split("addr=").nth(1))
-        {
-            return rest.split_whitespace().next().unwrap_or("").to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no metrics address in the worker log:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Resident set size of a process, bytes.
@@ -372,7 +327,7 @@ async fn unload_lets_running_batches_finish_then_drops_the_version() {
         .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
     let seen = announced(stack.connect_nats().await.unwrap());
     until_announced(&seen, &["1", "2"], Duration::from_secs(30)).await;
-    let addr = metrics_addr(&mut stack).await;
+    let addr = http::metrics_addr(stack.workers()[0].log_path()).await;
     let pid = stack.workers()[0].pid();
     let client = stack.client().await.unwrap();
     let samples = golden().samples("mlp");
@@ -432,23 +387,15 @@ async fn unload_lets_running_batches_finish_then_drops_the_version() {
 
     // The module is dropped (the thread logs it once it ends) and /readyz no longer has v2.
     let log_path = stack.workers()[0].log_path().to_path_buf();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let unloaded_line = loop {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if let Some(l) = log
-            .lines()
-            .find(|l| l.contains("model unloaded") && l.contains("version=2"))
-        {
-            break l.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no 'model unloaded' line for v2:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let unloaded_line = logs::wait_for_line(
+        &log_path,
+        Duration::from_secs(20),
+        "'model unloaded' line for v2",
+        |l| (l.contains("model unloaded") && l.contains("version=2")).then(|| l.to_string()),
+    )
+    .await;
     let rss_after = rss(pid);
-    let ready = readyz(&addr).await;
+    let ready = http::readyz(&addr).await;
     assert_eq!(listed(&ready, "loaded"), ["1"], "{ready}");
     assert_eq!(listed(&ready, "declared"), ["1"], "{ready}");
     assert!(listed(&ready, "unloading").is_empty(), "{ready}");
@@ -499,7 +446,7 @@ async fn unload_lets_running_batches_finish_then_drops_the_version() {
     declare_mlp(&nats, "3", Some(&"0".repeat(64))).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let ready = loop {
-        let ready = readyz(&addr).await;
+        let ready = http::readyz(&addr).await;
         if listed(&ready, "failed") == ["3"] {
             break ready;
         }
@@ -564,8 +511,8 @@ async fn a_registry_version_runs_on_every_device_of_the_worker() {
         .start()
         .await
         .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
-    let addr = metrics_addr(&mut stack).await;
-    let ready = readyz(&addr).await;
+    let addr = http::metrics_addr(stack.workers()[0].log_path()).await;
+    let ready = http::readyz(&addr).await;
     assert_eq!(
         ready["versions"]["mlp"]["loaded"][0]["device"], "cpu,cpu",
         "{ready}"
@@ -673,18 +620,13 @@ async fn unloading_a_64_mib_module_gives_its_memory_back() {
     ok(&nats, &["models", "unload", "mlp", "big"]).await;
     until_announced(&seen, &["1"], Duration::from_secs(10)).await;
     let log_path = stack.workers()[0].log_path().to_path_buf();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let line = loop {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if let Some(l) = log.lines().find(|l| l.contains("model unloaded")) {
-            break l.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no 'model unloaded' line:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let line = logs::wait_for_line(
+        &log_path,
+        Duration::from_secs(20),
+        "'model unloaded' line",
+        |l| l.contains("model unloaded").then(|| l.to_string()),
+    )
+    .await;
     let after = rss(pid);
     let (in_before, in_after) = (field(&line, "rss_before"), field(&line, "rss_after"));
     println!(

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use jetinfer_devkit::json::tensor_to_json;
 use jetinfer_devkit::local::{binary, repo_root, LocalStack, NatsServer};
+use jetinfer_tests::cli::text;
 use jetinfer_tests::golden;
 use serde_json::Value;
 
@@ -38,15 +39,6 @@ async fn jetinfer(nats: &str, redis: Option<&str>, args: &[&str]) -> Output {
         .await
         .expect("jetinfer finished in time")
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The JSON document of a `--json` command that must succeed.
