@@ -129,31 +129,20 @@ pub fn weights_change(weights: &BTreeMap<String, Weight>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use jetinfer_schemas::registry::{parse_weights, Batching, Placement};
-    use jetinfer_schemas::worker::InputSpec;
-    use jetinfer_schemas::DType;
+    use jetinfer_schemas::registry::{parse_weights, Batching};
 
     use super::*;
 
     fn version(v: &str) -> VersionDecl {
+        let example = VersionDecl::example(v);
         VersionDecl {
-            version: v.into(),
             path: "/m.pt".into(),
             sha256: "0".repeat(64),
-            dtype: DType::F32,
-            inputs: vec![InputSpec {
-                dtype: DType::F32,
-                shape: vec![4],
-            }],
             batching: Batching {
                 max_batch_size: 4,
-                max_queue_delay_ms: 2,
-                pad: None,
-                shape_buckets: false,
-                warm_lengths: vec![],
+                ..example.batching.clone()
             },
-            placement: Placement::default(),
-            loaded: true,
+            ..example
         }
     }
 

@@ -94,6 +94,33 @@ impl VersionDecl {
             ..self.clone()
         }
     }
+
+    /// An example declaration of `version`, for tests and docs: file `/m/<version>.pt`
+    /// (a made-up sha256), one f32 input of shape `[4]`, batches of up to 8 jobs formed
+    /// within 2 ms, no placement, loaded. Tests change what they need with struct-update
+    /// syntax (`VersionDecl { loaded: false, ..VersionDecl::example("2") }`).
+    #[doc(hidden)]
+    pub fn example(version: &str) -> VersionDecl {
+        VersionDecl {
+            version: version.into(),
+            path: format!("/m/{version}.pt"),
+            sha256: "ab".repeat(32),
+            dtype: DType::F32,
+            inputs: vec![InputSpec {
+                dtype: DType::F32,
+                shape: vec![4],
+            }],
+            batching: Batching {
+                max_batch_size: 8,
+                max_queue_delay_ms: 2,
+                pad: None,
+                shape_buckets: false,
+                warm_lengths: vec![],
+            },
+            placement: Placement::default(),
+            loaded: true,
+        }
+    }
 }
 
 /// Batching settings of a version, as in the worker's models file.
@@ -394,23 +421,12 @@ pub(crate) mod tests {
             versions: versions
                 .iter()
                 .map(|v| VersionDecl {
-                    version: v.to_string(),
                     path: format!("{name}-{v}.pt"),
-                    sha256: "ab".repeat(32),
-                    dtype: DType::F32,
                     inputs: vec![InputSpec {
                         dtype: DType::F32,
                         shape: vec![16],
                     }],
-                    batching: Batching {
-                        max_batch_size: 8,
-                        max_queue_delay_ms: 2,
-                        pad: None,
-                        shape_buckets: false,
-                        warm_lengths: vec![],
-                    },
-                    placement: Placement::default(),
-                    loaded: true,
+                    ..VersionDecl::example(v)
                 })
                 .collect(),
             default_version: versions[0].into(),

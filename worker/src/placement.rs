@@ -93,39 +93,27 @@ fn config(name: &str, v: &VersionDecl, device: &str) -> ModelConfig {
         pad: v.batching.pad.clone(),
         shape_buckets: v.batching.shape_buckets,
         warm_lengths: v.batching.warm_lengths.clone(),
+        // The registry declares TorchScript files only.
+        sim: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use jetinfer_schemas::registry::{Audit, Batching, Placement};
-    use jetinfer_schemas::worker::InputSpec;
-    use jetinfer_schemas::DType;
+    use jetinfer_schemas::registry::{Audit, Placement};
 
     use super::*;
 
     fn version(v: &str, workers: &[&str], devices: &[&str], loaded: bool) -> VersionDecl {
         VersionDecl {
-            version: v.into(),
             path: "/m.pt".into(),
             sha256: "0".repeat(64),
-            dtype: DType::F32,
-            inputs: vec![InputSpec {
-                dtype: DType::F32,
-                shape: vec![4],
-            }],
-            batching: Batching {
-                max_batch_size: 8,
-                max_queue_delay_ms: 2,
-                pad: None,
-                shape_buckets: false,
-                warm_lengths: vec![],
-            },
             placement: Placement {
                 workers: workers.iter().map(|s| s.to_string()).collect(),
                 devices: devices.iter().map(|s| s.to_string()).collect(),
             },
             loaded,
+            ..VersionDecl::example(v)
         }
     }
 

@@ -121,37 +121,20 @@ impl ModelRoutes {
 mod tests {
     use std::collections::BTreeMap;
 
-    use jetinfer_schemas::registry::{Audit, Batching, Placement, VersionDecl, DECL_VERSION};
-    use jetinfer_schemas::tensor::{DType, Tensor};
-    use jetinfer_schemas::worker::InputSpec;
+    use jetinfer_schemas::registry::{Audit, VersionDecl, DECL_VERSION};
+    use jetinfer_schemas::tensor::Tensor;
     use jetinfer_schemas::ErrorCode;
 
     use super::*;
 
     fn decl(name: &str, weights: &[(&str, u16)], sticky: Option<&str>) -> ModelDecl {
-        let version = |v: &str| VersionDecl {
-            version: v.into(),
-            path: format!("/m/{v}.pt"),
-            sha256: "ab".repeat(32),
-            dtype: DType::F32,
-            inputs: vec![InputSpec {
-                dtype: DType::F32,
-                shape: vec![4],
-            }],
-            batching: Batching {
-                max_batch_size: 8,
-                max_queue_delay_ms: 2,
-                pad: None,
-                shape_buckets: false,
-                warm_lengths: vec![],
-            },
-            placement: Placement::default(),
-            loaded: true,
-        };
         let d = ModelDecl {
             v: DECL_VERSION,
             name: name.into(),
-            versions: weights.iter().map(|(v, _)| version(v)).collect(),
+            versions: weights
+                .iter()
+                .map(|(v, _)| VersionDecl::example(v))
+                .collect(),
             default_version: weights[0].0.into(),
             weights: weights.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
             sticky_key: sticky.map(Into::into),
