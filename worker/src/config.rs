@@ -92,7 +92,9 @@ pub struct ModelsFile {
 pub struct ModelConfig {
     pub name: String,
     pub version: String,
-    /// TorchScript file; relative paths are relative to the models file.
+    /// TorchScript file; relative paths are relative to the models file. Not needed (and
+    /// not read) with `sim`.
+    #[serde(default)]
     pub path: PathBuf,
     /// Hex SHA-256 of the file, checked before loading.
     pub sha256: Option<String>,
@@ -127,6 +129,10 @@ pub struct ModelConfig {
     /// Lengths of dynamic dimensions warmed at load (with `shape_buckets`).
     #[serde(default)]
     pub warm_lengths: Vec<i64>,
+    /// A simulated model instead of a TorchScript file: each batch takes `batch_ms +
+    /// per_sample_ms × jobs` on the executor thread, no libtorch forward (see `sim.rs`).
+    #[serde(default)]
+    pub sim: Option<crate::sim::SimDevice>,
 }
 
 fn cpu() -> String {
@@ -173,6 +179,10 @@ pub enum ModelsFileError {
     PadCount(String),
     #[error("model {0}: instances must be between 1 and {MAX_INSTANCES}")]
     Instances(String),
+    #[error("model {0}: path is required (unless the model is simulated: `sim`)")]
+    NoPath(String),
+    #[error("model {0}: sim times must be finite, between 0 and 10000 ms")]
+    SimTimes(String),
     #[error("model {model} version {version:?} is listed more than once with different settings: entries of one version may differ only in device and instances")]
     Conflict { model: String, version: String },
 }
@@ -192,7 +202,7 @@ impl ModelsFile {
         let dir = path.parent().unwrap_or(Path::new("."));
         for m in &mut file.models {
             m.check()?;
-            if m.path.is_relative() {
+            if m.sim.is_none() && m.path.is_relative() {
                 m.path = dir.join(&m.path);
             }
         }
@@ -252,7 +262,11 @@ impl ModelConfig {
         if !(1..=MAX_INSTANCES).contains(&self.instances) {
             return Err(ModelsFileError::Instances(name()));
         }
-        Ok(())
+        match &self.sim {
+            None if self.path.as_os_str().is_empty() => Err(ModelsFileError::NoPath(name())),
+            Some(sim) if !sim.is_valid() => Err(ModelsFileError::SimTimes(name())),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -325,6 +339,39 @@ inputs = [{ dtype = "u8", shape = [3, 224, 224] }]
         assert!(matches!(
             ModelsFile::load(&p),
             Err(ModelsFileError::Conflict { .. })
+        ));
+    }
+
+    #[test]
+    fn sim_models_need_no_path_and_sane_times() {
+        let dir = tempfile_dir();
+        let p = dir.join("sim.toml");
+        let entry = |extra: &str| {
+            format!("[[models]]\nname = \"s\"\nversion = \"1\"\nmax_batch_size = 32\ninputs = [{{ dtype = \"f32\", shape = [4] }}]\n{extra}\n")
+        };
+        std::fs::write(&p, entry("sim = { batch_ms = 20.0, per_sample_ms = 0.5 }")).unwrap();
+        let f = ModelsFile::load(&p).unwrap();
+        let sim = f.models[0].sim.unwrap();
+        assert_eq!((sim.batch_ms, sim.per_sample_ms), (20.0, 0.5));
+        assert_eq!(
+            f.models[0].path,
+            PathBuf::new(),
+            "no path resolved for a sim model"
+        );
+        std::fs::write(&p, entry("")).unwrap();
+        assert!(matches!(
+            ModelsFile::load(&p),
+            Err(ModelsFileError::NoPath(_))
+        ));
+        std::fs::write(&p, entry("sim = { batch_ms = -1.0 }")).unwrap();
+        assert!(matches!(
+            ModelsFile::load(&p),
+            Err(ModelsFileError::SimTimes(_))
+        ));
+        std::fs::write(&p, entry("sim = { batch_ms = 1.0, per_batch = 2.0 }")).unwrap();
+        assert!(matches!(
+            ModelsFile::load(&p),
+            Err(ModelsFileError::Parse { .. })
         ));
     }
 

@@ -308,7 +308,15 @@ fn load_all(
 
 /// Loads one model and warms it up at every warm shape.
 fn load(config: &ModelConfig, device: Device) -> Result<Model, LoadError> {
-    let module = load_for_serving(config, device)?;
+    if config.sim.is_some() {
+        // Simulated: nothing to load or warm (sim.rs).
+        tracing::info!(model = %config.name, version = %config.version, sim = ?config.sim, "simulated model ready");
+        return Ok(Model {
+            config: config.clone(),
+            module: None,
+        });
+    }
+    let module = Some(load_for_serving(config, device)?);
     let model = Model {
         config: config.clone(),
         module,

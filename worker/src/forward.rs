@@ -11,10 +11,11 @@ use crate::loading::kind_of;
 use crate::staging::{to_device, HostBatch};
 use crate::torch_error::torch_error;
 
-/// A loaded model on its executor thread.
+/// A loaded model on its executor thread: its TorchScript module, or none for a simulated
+/// model (`sim` in its config, see sim.rs).
 pub(crate) struct Model {
     pub config: ModelConfig,
-    pub module: CModule,
+    pub module: Option<CModule>,
 }
 
 fn dtype_of(k: Kind) -> Result<DType, JobError> {
@@ -48,6 +49,12 @@ pub(crate) fn run_batch(
     inputs: &[Vec<Tensor<'static>>],
     host: Option<&HostBatch>,
 ) -> Result<Vec<Vec<Tensor<'static>>>, JobError> {
+    let (Some(module), None) = (&m.module, &m.config.sim) else {
+        return match &m.config.sim {
+            Some(sim) => sim.run_batch(faults, inputs),
+            None => Err(JobError::new(ErrorCode::Internal, "model has no module")),
+        };
+    };
     let mut args = Vec::with_capacity(m.config.inputs.len());
     for i in 0..m.config.inputs.len() {
         let first = &inputs[0][i];
@@ -71,7 +78,7 @@ pub(crate) fn run_batch(
         },
         None => {}
     }
-    let out = m.module.forward_is(&args).map_err(torch_error)?;
+    let out = module.forward_is(&args).map_err(torch_error)?;
     split_outputs(flatten(out)?, inputs.len())
 }
 

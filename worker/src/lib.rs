@@ -40,6 +40,7 @@ mod placement;
 mod results;
 mod roster;
 mod service;
+pub mod sim;
 mod spec;
 mod staging;
 mod startup;
