@@ -36,3 +36,15 @@ pub fn check_config(exe: &Path, args: &[String], env: BTreeMap<String, String>) 
     }
     cmd.output().expect("running the binary")
 }
+
+/// The strings of a JSON array (a command line or argument list read from a deployment
+/// file); other elements are skipped, and anything but an array gives none.
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use jetinfer_devkit::local::{binary, repo_root};
-use jetinfer_tests::cli::{check_config, combined as text};
+use jetinfer_tests::cli::{check_config, combined as text, strings};
 use serde_json::Value;
 
 #[path = "compose/credentials.rs"]
@@ -242,16 +242,6 @@ fn declared_environment(service: &Value) -> BTreeMap<String, String> {
             .collect(),
         _ => BTreeMap::new(),
     }
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The port of `--metrics-addr` in a command line.

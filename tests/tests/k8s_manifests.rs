@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use jetinfer_devkit::local::{binary, repo_root};
 use jetinfer_schemas::names::{consumer_name, jobs_stream};
 use jetinfer_schemas::Priority;
-use jetinfer_tests::cli::{check_config, combined as text};
+use jetinfer_tests::cli::{check_config, combined as text, strings};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -51,16 +51,6 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .iter()
         .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("no {kind} {name} in deploy/k8s"))
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The only container of a Deployment.

@@ -49,6 +49,20 @@ async fn ok(nats: &str, args: &[&str]) {
     );
 }
 
+/// A stack on `nats` with one `--registry` worker, given `extra` arguments too, logging
+/// at info (the tests read the worker's log lines).
+async fn registry_stack(nats: &str, extra: &[&str]) -> LocalStack {
+    LocalStack::builder()
+        .nats_url(nats.to_string())
+        .workers(1)
+        .worker_args(["--registry"])
+        .worker_args(extra.iter().copied())
+        .env("RUST_LOG", "info")
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("starting the local stack: {e}"))
+}
+
 /// Declares `mlp` at `version` (the sample model's file), optionally with a wrong sha256.
 async fn declare_mlp(nats: &str, version: &str, sha256: Option<&str>) {
     let path = repo_root().unwrap().join("models/out/mlp.pt");
@@ -138,14 +152,7 @@ async fn switch_v1_to_v2_under_steady_load_loses_and_fails_nothing() {
     let server = NatsServer::start().expect("nats-server");
     let nats = server.url();
     declare_mlp(&nats, "1", None).await;
-    let stack = LocalStack::builder()
-        .nats_url(nats.clone())
-        .workers(1)
-        .worker_args(["--registry"])
-        .env("RUST_LOG", "info")
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
+    let stack = registry_stack(&nats, &[]).await;
     let seen = announced(stack.connect_nats().await.unwrap());
     until_announced(&seen, &["1"], Duration::from_secs(30)).await;
     let client = Arc::new(stack.client().await.unwrap());
@@ -311,20 +318,16 @@ async fn unload_lets_running_batches_finish_then_drops_the_version() {
     declare_mlp(&nats, "1", None).await;
     declare_mlp(&nats, "2", None).await;
     // Every forward takes a second longer: batches are surely running when v2 is unloaded.
-    let mut stack = LocalStack::builder()
-        .nats_url(nats.clone())
-        .workers(1)
-        .worker_args([
-            "--registry",
+    let mut stack = registry_stack(
+        &nats,
+        &[
             "--inject-faults",
             "slow_ms=1000",
             "--metrics-addr",
             "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
+        ],
+    )
+    .await;
     let seen = announced(stack.connect_nats().await.unwrap());
     until_announced(&seen, &["1", "2"], Duration::from_secs(30)).await;
     let addr = http::metrics_addr(stack.workers()[0].log_path()).await;
@@ -497,20 +500,11 @@ async fn a_registry_version_runs_on_every_device_of_the_worker() {
     let nats = server.url();
     declare_mlp(&nats, "1", None).await;
     // Two devices (the CPU twice: two executor threads under one batcher).
-    let mut stack = LocalStack::builder()
-        .nats_url(nats.clone())
-        .workers(1)
-        .worker_args([
-            "--registry",
-            "--devices",
-            "cpu,cpu",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
+    let mut stack = registry_stack(
+        &nats,
+        &["--devices", "cpu,cpu", "--metrics-addr", "127.0.0.1:0"],
+    )
+    .await;
     let addr = http::metrics_addr(stack.workers()[0].log_path()).await;
     let ready = http::readyz(&addr).await;
     assert_eq!(
@@ -605,14 +599,7 @@ async fn unloading_a_64_mib_module_gives_its_memory_back() {
         ],
     )
     .await;
-    let mut stack = LocalStack::builder()
-        .nats_url(nats.clone())
-        .workers(1)
-        .worker_args(["--registry"])
-        .env("RUST_LOG", "info")
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
+    let mut stack = registry_stack(&nats, &[]).await;
     let seen = announced(stack.connect_nats().await.unwrap());
     until_announced(&seen, &["1", "big"], Duration::from_secs(60)).await;
     let pid = stack.workers()[0].pid();
