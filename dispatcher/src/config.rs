@@ -122,6 +122,14 @@ pub struct Config {
     /// to drain at its measured capacity before the score passes 1 (docs/scale-out.md).
     #[arg(long, env = "JETINFER_AUTOSCALE_DRAIN_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub autoscale_drain_s: u64,
+    /// TTL of the dispatcher lease, ms: with more than one dispatcher, only the holder of
+    /// the lease schedules; a standby takes over within about this long after the active
+    /// one dies (docs/architecture.md, "More than one dispatcher").
+    #[arg(long, env = "JETINFER_LEASE_TTL_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(300..))]
+    pub lease_ttl_ms: u64,
+    /// Schedule without taking the lease: only for a deployment with a single dispatcher.
+    #[arg(long, env = "JETINFER_NO_LEASE")]
+    pub no_lease: bool,
     /// Logs, metrics and health endpoint, and `--check-config`.
     #[command(flatten)]
     pub ops: jetinfer_telemetry::OpsArgs,
@@ -162,6 +170,10 @@ impl Config {
     /// In-progress acks go out at a third of AckWait, so one lost ack is survivable.
     pub fn progress_every(&self) -> Duration {
         Duration::from_millis((self.ack_wait_ms / 3).max(100))
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
     }
 
     /// The configuration for logs; credentials are hidden by `ConnectArgs`' `Debug`.

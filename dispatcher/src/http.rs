@@ -1,7 +1,8 @@
 //! The dispatcher's `/metrics`, `/healthz` and `/readyz` (on `--metrics-addr`).
 //!
-//! Ready means: connected to NATS, Redis answers a PING, and the job stream and consumers
-//! exist. The body names the live workers and the models and versions they serve, as the
+//! Ready means: connected to NATS, Redis answers a PING, this dispatcher holds the
+//! dispatcher lease (a standby answers 503, `"lease": "standby, active is <id>"`), and the
+//! job stream and consumers exist. The body names the live workers and the models and versions they serve, as the
 //! scheduler's worker registry publishes them, and per model the versions the model
 //! registry declares beside those live workers have loaded (`models`).
 
@@ -36,6 +37,8 @@ pub(crate) struct Sources {
     pub stream_ready: watch::Receiver<bool>,
     /// The live workers, from the scheduler's registry.
     pub workers: watch::Receiver<WorkersView>,
+    /// Active, standby or lost, from the lease ([`crate::lease`]).
+    pub role: watch::Receiver<crate::lease::Role>,
     /// The model registry's declarations, once the follower has started.
     pub registry: Arc<OnceLock<crate::registry::Snapshot>>,
 }
@@ -62,14 +65,17 @@ pub(crate) async fn start(
             let (nats_ok, nats_word) = nats_state(&sources.nats);
             let (redis_ok, redis_word) = sources.store.health().await;
             let stream_ok = *sources.stream_ready.borrow();
+            let role = sources.role.borrow().clone();
+            let active = role == crate::lease::Role::Active;
             Readiness {
-                ready: nats_ok && redis_ok && stream_ok,
+                ready: nats_ok && redis_ok && active && stream_ok,
                 body: json!({
                     "service": "jetinfer-dispatcher",
                     "id": name,
                     "version": env!("CARGO_PKG_VERSION"),
                     "nats": nats_word,
                     "redis": redis_word,
+                    "lease": role.describe(),
                     "stream": if stream_ok { "ready" } else { "not yet created" },
                     "workers": workers_json(&sources.workers.borrow()),
                     "models": models_json(

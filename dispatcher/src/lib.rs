@@ -12,6 +12,9 @@
 //! `--metrics-addr`, [`lag`] exports the autoscaling signals (queue lag, oldest-job age,
 //! arrival rate, per-model saturation) from JetStream and the workers' heartbeats.
 //!
+//! With more than one dispatcher, only the holder of the [`lease`] (a NATS KV key) sets up
+//! the streams and consumers and schedules; the others wait as standbys.
+//!
 //! Modules import downhill only: types ([`job`], [`events`], [`telemetry`]),
 //! pure state ([`queue`], [`workers`], [`sizing`]), then the actors and their helpers,
 //! then this file, which wires them together.
@@ -19,6 +22,7 @@
 //! This crate does not link libtorch.
 
 pub mod config;
+pub mod lease;
 pub mod stream;
 
 mod answer;
@@ -52,6 +56,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{Config, ConfigError};
 pub use http::HttpError;
+pub use lease::LeaseError;
 pub use stream::StreamError;
 
 /// How long in-flight bundles may take to finish after shutdown is requested.
@@ -70,6 +75,10 @@ pub enum Error {
     Http(#[from] HttpError),
     #[error("cannot set up JetStream")]
     Stream(#[from] StreamError),
+    /// The lease bucket cannot be opened, or the active dispatcher lost the lease: it
+    /// stopped scheduling and exits so a supervisor restarts it as a standby.
+    #[error("dispatcher lease")]
+    Lease(#[from] LeaseError),
     #[error("cannot subscribe to {subject}")]
     Subscribe {
         subject: &'static str,
@@ -94,15 +103,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let lag_workers = workers_view.clone();
     // Filled once the registry follower runs (it needs the streams' task set, below).
     let registry_cell = Arc::new(std::sync::OnceLock::new());
+    let (role_tx, role) = watch::channel(lease::Role::Standby { active: None });
     let sources = http::Sources {
         nats: answer.nats.clone(),
         store: answer.store.clone(),
         stream_ready,
         workers: workers_view,
+        role,
         registry: registry_cell.clone(),
     };
     // Serves until exit, so /readyz can be asked during the drain too.
     http::start(&config, &name, sources, CancellationToken::new()).await?;
+    // The lease comes before any stream, consumer or job is touched. `work` stops every
+    // task on shutdown or at once when the lease is lost; `release` ends the renewals
+    // after the drain.
+    let work = shutdown.child_token();
+    let release = CancellationToken::new();
+    let keeper = if config.no_lease {
+        None
+    } else {
+        let kv = lease::open(&answer.js, config.lease_ttl(), config.replicas).await?;
+        let Some(held) = lease::acquire(kv, &name, config.lease_ttl(), &role_tx, &shutdown).await
+        else {
+            tracing::info!("dispatcher stopped while standby");
+            return Ok(());
+        };
+        Some(tokio::spawn(held.keep(work.clone(), release.clone())))
+    };
+    role_tx.send_replace(lease::Role::Active);
+    telemetry::lease_active(true);
+    let requested = shutdown;
+    let shutdown = work;
     stream::retire_legacy_stream(&answer.js).await?;
     stream::ensure_dlq_stream(&answer.js, &config).await?;
     let tasks = TaskTracker::new();
@@ -165,8 +196,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         workers_view_tx,
     );
     tracing::info!("dispatcher ready");
-    scheduler.run(rx, shutdown).await;
+    scheduler.run(rx, shutdown.clone()).await;
+    if !requested.is_cancelled() {
+        // Only the lease cancels `work` without a shutdown request: another dispatcher may
+        // be active now, so nothing more is acked here; held jobs go back to JetStream
+        // when their AckWait runs out and the active one gets them.
+        role_tx.send_replace(lease::Role::Lost);
+        telemetry::lease_active(false);
+        let lost = match keeper {
+            Some(k) => k.await.ok().and_then(Result::err),
+            None => None,
+        };
+        let lost = lost.unwrap_or(LeaseError::Lost {
+            why: "renewals stopped".to_string(),
+        });
+        tracing::error!(error = %lost, "stopping: another dispatcher may be active");
+        return Err(lost.into());
+    }
     drain(tasks, &nats).await;
+    // After the drain, so that a standby starts only once our bundles are answered.
+    release.cancel();
+    if let Some(k) = keeper {
+        if let Ok(Err(e)) = k.await {
+            tracing::warn!(error = %e, "dispatcher lease lost during the drain");
+        }
+    }
     Ok(())
 }
 

@@ -40,6 +40,7 @@ pub(crate) const WORKERS: &str = "jetinfer_workers";
 pub(crate) const WORKER_FREE_SLOTS: &str = "jetinfer_worker_free_slots";
 pub(crate) const WORKER_IN_FLIGHT: &str = "jetinfer_dispatcher_in_flight_jobs";
 pub(crate) const ROUTED: &str = "jetinfer_dispatcher_routed_total";
+pub(crate) const ACTIVE: &str = "jetinfer_dispatcher_active";
 
 /// Every metric the dispatcher exports, for docs and tests.
 pub const METRIC_NAMES: &[&str] = &[
@@ -60,6 +61,7 @@ pub const METRIC_NAMES: &[&str] = &[
     WORKER_FREE_SLOTS,
     WORKER_IN_FLIGHT,
     ROUTED,
+    ACTIVE,
 ];
 
 /// Describes every metric and starts the per-priority counters at zero, so a scrape shows
@@ -144,7 +146,17 @@ pub(crate) fn describe() {
     for reason in ["worker_gone", "failed"] {
         counter!(REDISPATCHES, "reason" => reason).increment(0);
     }
+    describe_gauge!(
+        ACTIVE,
+        "1 while this dispatcher holds the dispatcher lease and schedules, 0 while it is a standby"
+    );
     gauge!(WORKERS).set(0.0);
+    gauge!(ACTIVE).set(0.0);
+}
+
+/// Whether this dispatcher is the active one (holds the lease).
+pub(crate) fn lease_active(active: bool) {
+    gauge!(ACTIVE).set(if active { 1.0 } else { 0.0 });
 }
 
 /// Whether metrics are recorded (`--metrics-addr`): the per-job functions below return at
