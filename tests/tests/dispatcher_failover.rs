@@ -17,13 +17,25 @@ use jetinfer_tests::{assert_all_correct, publish_samples, run_id};
 const TTL_MS: &str = "3000";
 const ACK_WAIT_MS: &str = "4000";
 
-/// A stack whose dispatcher is `d-a` (active), with one worker serving metrics.
+/// A stack whose dispatcher is `d-a` (active), with one worker serving metrics whose
+/// batches take 200 ms longer (so that the active dispatcher surely holds jobs on it when
+/// killed), and the standby `d-b`; with both dispatchers' metrics addresses.
 async fn two_dispatcher_stack(ttl_ms: &str) -> (LocalStack, Process, String, String) {
-    let mut stack = LocalStack::builder()
+    let mut builder = LocalStack::builder()
         .workers(1)
         .dispatcher_args(dispatcher_args("d-a", ttl_ms))
-        .worker_args(["--metrics-addr", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
+        .worker_args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--inject-faults",
+            "slow_ms=200",
+        ])
+        .env("RUST_LOG", "info");
+    // FAILOVER_LOGS=<dir> keeps the processes' logs there (by default they go with the stack).
+    if let Ok(dir) = std::env::var("FAILOVER_LOGS") {
+        builder = builder.log_dir(dir);
+    }
+    let mut stack = builder
         .start()
         .await
         .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
@@ -89,6 +101,31 @@ async fn wait_ready(addr: &str, limit: Duration) -> Duration {
     }
 }
 
+/// The P1 consumer's state (`num_pending`, `num_ack_pending`).
+async fn p1_consumer(js: &async_nats::jetstream::Context) -> async_nats::jetstream::consumer::Info {
+    let mut c: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream("jetinfer-dispatch-p1", "JETINFER_P1")
+        .await
+        .unwrap();
+    c.info().await.unwrap().clone()
+}
+
+/// Polls `probe` every 100 ms until it gives a value; panics after `limit`.
+async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The value of an unlabelled metric line `name value` in a scrape (0 when absent).
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -143,44 +180,40 @@ async fn kill_9_of_the_active_dispatcher_hands_over_with_no_job_lost() {
         })
     };
 
+    // Load across the kill: 150 jobs in rounds of 10, a burst of 100 that the active one
+    // is killed while holding (un-acked, on the slow worker), then 50 more.
     let client = stack.client().await.unwrap();
+    let js = async_nats::jetstream::new(stack.connect_nats().await.unwrap());
     let prefix = run_id("failover");
     let mut jobs = Vec::new();
-    for round in 0..3 {
-        jobs.extend(
-            publish_samples(
-                &client,
-                "mlp",
-                50,
-                Priority::P1,
-                &format!("{prefix}-{round}"),
-            )
-            .await,
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    for round in 0..15 {
+        let p = format!("{prefix}-{round}");
+        jobs.extend(publish_samples(&client, "mlp", 10, Priority::P1, &p).await);
+        tokio::time::sleep(Duration::from_millis(30)).await;
     }
+    let burst = format!("{prefix}-burst");
+    jobs.extend(publish_samples(&client, "mlp", 100, Priority::P1, &burst).await);
+    let held = wait_for(
+        Duration::from_secs(20),
+        "the active one to hold jobs",
+        || async {
+            let n = p1_consumer(&js).await.num_ack_pending;
+            (n > 0).then_some(n)
+        },
+    )
+    .await;
     // The standby still took nothing while the active one worked.
     assert_standby(&b_addr).await;
     stack.dispatcher().unwrap().kill();
     let killed = Instant::now();
-    for round in 3..6 {
-        jobs.extend(
-            publish_samples(
-                &client,
-                "mlp",
-                50,
-                Priority::P1,
-                &format!("{prefix}-{round}"),
-            )
-            .await,
-        );
+    for round in 15..20 {
+        let p = format!("{prefix}-{round}");
+        jobs.extend(publish_samples(&client, "mlp", 10, Priority::P1, &p).await);
     }
     // The key expires within the TTL; the standby polls at a third of it.
-    let took = wait_ready(&b_addr, Duration::from_secs(20)).await;
-    eprintln!(
-        "standby ready {:?} after the kill",
-        killed.elapsed().min(took + Duration::from_secs(1))
-    );
+    wait_ready(&b_addr, Duration::from_secs(20)).await;
+    let took = killed.elapsed();
+    eprintln!("killed holding {held} jobs; standby ready {took:?} after the kill");
     assert_eq!(readyz(&b_addr).await["lease"], "active");
     assert_eq!(
         metric(&scrape(&b_addr).await, "jetinfer_dispatcher_active"),
@@ -188,9 +221,40 @@ async fn kill_9_of_the_active_dispatcher_hands_over_with_no_job_lost() {
     );
 
     assert_all_correct(&client, &jobs, Duration::from_secs(90)).await;
+    // The jobs the killed one held come back to the new active one after their AckWait
+    // (their results may be stored already), and every message is acked in the end.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let b_metrics = loop {
+        let m = scrape(&b_addr).await;
+        if metric(&m, "jetinfer_redeliveries_total") > 0.0 {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job held by the killed dispatcher reached the standby:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    loop {
+        let info = p1_consumer(&js).await;
+        if info.num_ack_pending == 0 && info.num_pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "P1 messages left un-acked: {} pending, {} awaiting ack",
+            info.num_pending,
+            info.num_ack_pending
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     sampler.await.unwrap();
     let max = max_in_flight.load(Ordering::Relaxed);
+    eprintln!(
+        "worker in flight at most {max} of {slots} slots; {} redeliveries on the new active one",
+        metric(&b_metrics, "jetinfer_redeliveries_total")
+    );
     assert!(max >= 1, "the sampler saw no job on the worker");
     assert!(
         max <= slots,
