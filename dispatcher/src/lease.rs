@@ -185,19 +185,21 @@ pub(crate) async fn acquire(
             }
             Err(e) => tracing::warn!(error = %e, "cannot try the dispatcher lease; retrying"),
         }
+        // `false` when the watch has ended (then polling alone goes on).
         let changed = async {
             match watch.as_mut() {
-                Some(w) => {
-                    w.next().await;
-                }
+                Some(w) => w.next().await.is_some(),
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let watching = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return None,
-            _ = changed => {}
-            _ = tokio::time::sleep(poll) => {}
+            more = changed => more,
+            _ = tokio::time::sleep(poll) => true,
+        };
+        if !watching {
+            watch = None;
         }
     }
 }

@@ -16,6 +16,7 @@ use jetinfer_tests::{assert_all_correct, publish_samples, run_id};
 
 const TTL_MS: &str = "3000";
 const ACK_WAIT_MS: &str = "4000";
+const SMALL_STREAMS: &str = "268435456";
 
 /// A stack whose dispatcher is `d-a` (active), with one worker serving metrics whose
 /// batches take 200 ms longer (so that the active dispatcher surely holds jobs on it when
@@ -59,6 +60,10 @@ fn dispatcher_args(id: &str, ttl_ms: &str) -> Vec<String> {
         ACK_WAIT_MS,
         "--heartbeat-timeout-ms",
         "3000",
+        // JetStream reserves each stream's max bytes on disk: small, so that a test machine
+        // with a fuller disk still starts them.
+        "--stream-max-bytes",
+        SMALL_STREAMS,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -290,7 +295,18 @@ async fn sigterm_of_the_active_dispatcher_hands_over_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatcher_whose_lease_is_taken_stops_and_exits_non_zero() {
-    let mut stack = jetinfer_tests::stack(0, &["--id", "d-a", "--lease-ttl-ms", TTL_MS]).await;
+    let mut stack = jetinfer_tests::stack(
+        0,
+        &[
+            "--id",
+            "d-a",
+            "--lease-ttl-ms",
+            TTL_MS,
+            "--stream-max-bytes",
+            SMALL_STREAMS,
+        ],
+    )
+    .await;
     let nats = stack.connect_nats().await.unwrap();
     let kv = async_nats::jetstream::new(nats)
         .get_key_value("JETINFER_LEASES")
