@@ -110,8 +110,39 @@ impl Renewal {
 }
 
 /// Opens the lease bucket, creating it (`max_age` = `ttl`, history 1, `replicas` copies)
-/// when it does not exist.
+/// when it does not exist. Returns it with the TTL to work with: the bucket's `max_age`,
+/// which decides when a key expires, even where it differs from `ttl` (an existing bucket
+/// made by a dispatcher with another `--lease-ttl-ms`): renewing at a third of a longer TTL
+/// than the bucket's would let the key expire under its holder.
 pub(crate) async fn open(
+    js: &jetstream::Context,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<(kv::Store, Duration), LeaseError> {
+    let store = open_or_create(js, ttl, replicas).await?;
+    let max_age = store.status().await.map(|s| s.max_age()).unwrap_or(ttl);
+    Ok((store, effective_ttl(ttl, max_age)))
+}
+
+/// The TTL to renew against, given ours and the bucket's `max_age` (zero: none).
+fn effective_ttl(ours: Duration, max_age: Duration) -> Duration {
+    if max_age.is_zero() {
+        tracing::warn!(bucket = LEASE_BUCKET, "the lease bucket has no max_age: a dead holder's lease never expires (delete the key by hand, or recreate the bucket)");
+        ours
+    } else if max_age != ours {
+        tracing::warn!(
+            bucket = LEASE_BUCKET,
+            bucket_ttl_ms = max_age.as_millis() as u64,
+            ours_ms = ours.as_millis() as u64,
+            "the lease bucket's max_age differs from --lease-ttl-ms; using the bucket's"
+        );
+        max_age
+    } else {
+        ours
+    }
+}
+
+async fn open_or_create(
     js: &jetstream::Context,
     ttl: Duration,
     replicas: usize,
@@ -300,6 +331,15 @@ mod tests {
             r.failed(t0 + Duration::from_millis(3500), false),
             Verdict::Lost
         );
+    }
+
+    #[test]
+    fn the_buckets_max_age_wins() {
+        let s = Duration::from_secs;
+        assert_eq!(effective_ttl(s(3), s(3)), s(3));
+        assert_eq!(effective_ttl(s(3), s(30)), s(30));
+        assert_eq!(effective_ttl(s(30), s(3)), s(3));
+        assert_eq!(effective_ttl(s(3), Duration::ZERO), s(3));
     }
 
     #[test]

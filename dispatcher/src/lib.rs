@@ -122,9 +122,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let keeper = if config.no_lease {
         None
     } else {
-        let kv = lease::open(&answer.js, config.lease_ttl(), config.replicas).await?;
-        let Some(held) = lease::acquire(kv, &name, config.lease_ttl(), &role_tx, &shutdown).await
-        else {
+        let (kv, ttl) = lease::open(&answer.js, config.lease_ttl(), config.replicas).await?;
+        let Some(held) = lease::acquire(kv, &name, ttl, &role_tx, &shutdown).await else {
             tracing::info!("dispatcher stopped while standby");
             return Ok(());
         };
