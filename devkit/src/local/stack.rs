@@ -98,7 +98,7 @@ impl LocalStack {
             "dispatcher",
             binary("jetinfer-dispatcher")?,
             &args,
-            self.spec.envs.clone(),
+            local_dispatcher_env(&self.spec.envs),
             log,
         )?;
         Ok(self.dispatcher.insert(process))
@@ -231,3 +231,21 @@ impl LocalStack {
         }
     }
 }
+
+/// Byte limit of each jobs stream a local stack's dispatcher creates, unless the caller or
+/// the environment sets `JETINFER_STREAM_MAX_BYTES` (or passes `--stream-max-bytes`).
+/// nats-server reserves a stream's `max_bytes` against its file store, which defaults to
+/// three quarters of the free disk: the production default (8 GiB, three priority streams)
+/// is refused on a machine with less than ~32 GB free, and tests run several servers at
+/// once. 1 GiB holds what the tests, the demo and the bench queue (250,000 2 KB jobs).
+const LOCAL_STREAM_MAX_BYTES: &str = "1073741824";
+
+fn local_dispatcher_env(envs: &[(String, String)]) -> Vec<(String, String)> {
+    let mut envs = envs.to_vec();
+    let key = "JETINFER_STREAM_MAX_BYTES";
+    if !envs.iter().any(|(k, _)| k == key) && std::env::var_os(key).is_none() {
+        envs.push((key.to_string(), LOCAL_STREAM_MAX_BYTES.to_string()));
+    }
+    envs
+}
+
