@@ -278,8 +278,9 @@ fn workers_ask_for_a_gpu_and_outlast_their_drain_and_the_dispatcher_runs_once() 
     let mount = c["volumeMounts"][0]["mountPath"].as_str().unwrap();
     assert_eq!(env["JETINFER_MODELS"], format!("{mount}/models.toml"));
 
-    // Two dispatchers would double-book worker slots (issue 13 item 2): one replica, and a
-    // rollout stops the old pod before starting the new one.
+    // One dispatcher replica with `Recreate` rollouts, as shipped: a second replica would be
+    // a standby behind the lease (docs/architecture.md, "More than one dispatcher"), which
+    // deploy/k8s does not configure yet.
     let d = find(&objects, "Deployment", "jetinfer-dispatcher");
     assert_eq!(d["spec"]["replicas"], 1);
     assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
