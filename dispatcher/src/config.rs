@@ -127,9 +127,13 @@ pub struct Config {
     /// one dies (docs/architecture.md, "More than one dispatcher").
     #[arg(long, env = "JETINFER_LEASE_TTL_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(300..))]
     pub lease_ttl_ms: u64,
-    /// Schedule without taking the lease: only for a deployment with a single dispatcher.
-    #[arg(long, env = "JETINFER_NO_LEASE")]
-    pub no_lease: bool,
+    /// Take the dispatcher lease before scheduling, so that several dispatchers run as one
+    /// active and hot standbys (docs/architecture.md, "More than one dispatcher"). Off by
+    /// default: a lone dispatcher that loses its lease (NATS restarting longer than 2/3 of
+    /// the TTL) exits for its supervisor to restart it, where without the lease it simply
+    /// reconnects and carries on.
+    #[arg(long, env = "JETINFER_LEASE")]
+    pub lease: bool,
     /// Logs, metrics and health endpoint, and `--check-config`.
     #[command(flatten)]
     pub ops: jetinfer_telemetry::OpsArgs,

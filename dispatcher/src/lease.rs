@@ -41,7 +41,7 @@ pub enum LeaseError {
 pub enum Role {
     /// Waiting for the lease; `active` names the holder when known.
     Standby { active: Option<String> },
-    /// Holding the lease (or running with `--no-lease`).
+    /// Holding the lease (or running without `--lease`).
     Active,
     /// Lost the lease; stopping.
     Lost,

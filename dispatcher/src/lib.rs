@@ -119,7 +119,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     // after the drain.
     let work = shutdown.child_token();
     let release = CancellationToken::new();
-    let keeper = if config.no_lease {
+    let keeper = if !config.lease {
         None
     } else {
         let (kv, ttl) = lease::open(&answer.js, config.lease_ttl(), config.replicas).await?;

@@ -54,6 +54,7 @@ fn dispatcher_args(id: &str, ttl_ms: &str) -> Vec<String> {
         id,
         "--metrics-addr",
         "127.0.0.1:0",
+        "--lease",
         "--lease-ttl-ms",
         ttl_ms,
         "--ack-wait-ms",
@@ -300,6 +301,7 @@ async fn a_dispatcher_whose_lease_is_taken_stops_and_exits_non_zero() {
         &[
             "--id",
             "d-a",
+            "--lease",
             "--lease-ttl-ms",
             TTL_MS,
             "--stream-max-bytes",
