@@ -248,4 +248,3 @@ fn local_dispatcher_env(envs: &[(String, String)]) -> Vec<(String, String)> {
     }
     envs
 }
-
