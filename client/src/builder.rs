@@ -30,6 +30,8 @@ pub struct ClientBuilder {
     retry_full: Option<RetryPolicy>,
     /// Extra Redis servers for inputs sent by reference (input stores 1…).
     inputs_redis_urls: Vec<String>,
+    /// Partition streams per priority, when not read from JetStream.
+    partitions: Option<u16>,
 }
 
 impl ClientBuilder {
@@ -41,6 +43,7 @@ impl ClientBuilder {
             inputs_ttl: DEFAULT_INPUTS_TTL,
             retry_full: None,
             inputs_redis_urls: Vec::new(),
+            partitions: None,
         }
     }
 
@@ -185,6 +188,12 @@ impl ClientBuilder {
         self
     }
 
+    /// See [`Client::with_partitions`] (by default the count is read from JetStream).
+    pub fn partitions(mut self, n: u16) -> Self {
+        self.partitions = Some(n);
+        self
+    }
+
     /// The store configuration as built so far.
     pub fn store_config(&self) -> &StoreConfig {
         &self.store
@@ -195,11 +204,15 @@ impl ClientBuilder {
         let client = Client::connect_with(&self.nats, &self.store).await?;
         let inputs =
             InputStores::new(client.store().clone(), &self.store, &self.inputs_redis_urls)?;
-        Ok(client
+        let client = client
             .with_input_stores(inputs)
             .with_inline_limit(self.inline_limit)
             .with_inputs_ttl(self.inputs_ttl)
-            .with_retry_when_full(self.retry_full))
+            .with_retry_when_full(self.retry_full);
+        Ok(match self.partitions {
+            Some(n) => client.with_partitions(n),
+            None => client,
+        })
     }
 }
 

@@ -1,13 +1,13 @@
-//! [`Client`]: connect, publish jobs to JetStream (inputs by reference when large, retry
-//! with back-off when the stream is full if asked), and read results from Redis. Waiting
-//! for results is in `wait.rs`.
+//! [`Client`]: connect, publish jobs to JetStream (inputs by reference when large, spread
+//! over the priority's partition streams, retry with back-off when the stream is full if
+//! asked), and read results from Redis. Waiting for results is in `wait.rs`.
 
 use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use jetinfer_schemas::inputs_ref::{store_inputs, DEFAULT_INLINE_LIMIT};
-use jetinfer_schemas::names::job_subject;
+use jetinfer_schemas::partitions::{partition_for, partition_subject};
 use jetinfer_schemas::{encode, now_ms, Job, JobResult, Limits, Priority};
 use tracing::Instrument;
 
@@ -15,6 +15,7 @@ use jetinfer_connect::NatsSettings;
 use jetinfer_store::{InputStores, ResultStore, StoreConfig};
 
 use crate::error::{ClientError, PublishRefusal};
+use crate::partitions::PartitionCounts;
 use crate::retry::RetryPolicy;
 
 /// How long inputs sent by reference stay in Redis when the job names no deadline (the
@@ -37,6 +38,8 @@ pub struct Client {
     inputs_ttl: Duration,
     /// Retry publishes refused by a full stream (off when `None`).
     retry_full: Option<RetryPolicy>,
+    /// Each priority's partition streams, read from JetStream (or fixed).
+    partitions: PartitionCounts,
 }
 
 /// The publish acknowledgement of one job.
@@ -78,7 +81,17 @@ impl Client {
             inline_limit: DEFAULT_INLINE_LIMIT,
             inputs_ttl: DEFAULT_INPUTS_TTL,
             retry_full: None,
+            partitions: PartitionCounts::default(),
         }
+    }
+
+    /// Spreads every priority's jobs over `n` partition streams without asking JetStream how
+    /// many there are (by default the client reads the count the dispatcher publishes, see
+    /// [`jetinfer_schemas::partitions`]). `n` must not exceed the dispatcher's
+    /// `--partitions`: a partition with no stream refuses the job ([`ClientError::NoStream`]).
+    pub fn with_partitions(mut self, n: u16) -> Self {
+        self.partitions = PartitionCounts::fixed(n);
+        self
     }
 
     /// Retries publishes that a full stream refuses, with this back-off (see
@@ -132,19 +145,50 @@ impl Client {
         &self.limits
     }
 
-    /// Publishes a job on `jetinfer.jobs.<priority>.<model>` with `Nats-Msg-Id: <id>` and
-    /// waits for JetStream's acknowledgement. The job is checked first, so a malformed job
-    /// fails here rather than as an error result.
+    /// Publishes a job on `jetinfer.jobs.<priority>.<model>` (followed by `.<k>` in
+    /// partition k ≥ 1, chosen from the job id) with `Nats-Msg-Id: <id>` and waits for
+    /// JetStream's acknowledgement. The job is checked first, so a malformed job fails here
+    /// rather than as an error result.
     pub async fn submit(
         &self,
         priority: Priority,
         job: &Job<'_>,
     ) -> Result<Submitted, ClientError> {
         job.validate(&self.limits)?;
+        let partitions = self.partitions.count(&self.js, priority).await;
+        let partition = partition_for(&job.id, partitions);
+        match self.submit_to(priority, partition, job).await {
+            // The dispatcher may run with fewer partitions now: ask again, publish again.
+            Err(ClientError::NoStream { .. })
+                if partition > 0 && self.partitions.forget(priority) =>
+            {
+                let partitions = self.partitions.count(&self.js, priority).await;
+                let partition = partition_for(&job.id, partitions);
+                self.submit_to(priority, partition, job).await
+            }
+            submitted => submitted,
+        }
+    }
+
+    /// The subject a job `id` of `model` is published on at `priority`: its partition's
+    /// (see [`Client::with_partitions`]). For tools that publish with
+    /// [`Client::publish_job`] instead of [`Client::submit`].
+    pub async fn job_subject(&self, priority: Priority, model: &str, id: &str) -> String {
+        let partitions = self.partitions.count(&self.js, priority).await;
+        partition_subject(priority, model, partition_for(id, partitions))
+    }
+
+    /// [`Client::submit`] to partition `partition` of `priority`.
+    async fn submit_to(
+        &self,
+        priority: Priority,
+        partition: u16,
+        job: &Job<'_>,
+    ) -> Result<Submitted, ClientError> {
         // The producer's span of the job's trace, after the OpenTelemetry messaging
         // conventions; with feature `otel`, `publish_raw` puts its context in the
         // `traceparent`/`tracestate` headers (only when spans are exported).
-        let subject = job_subject(priority, &job.model);
+        let subject = partition_subject(priority, &job.model, partition);
         let span = tracing::info_span!(
             "jetinfer.publish",
             otel.name = %format_args!("publish {subject}"),

@@ -40,6 +40,7 @@ mod error;
 mod gather;
 #[cfg(feature = "otel")]
 mod otel;
+mod partitions;
 mod retry;
 mod wait;
 

@@ -1,13 +1,15 @@
-//! The JetStream objects every process agrees on: one jobs stream per priority, the
-//! dead-letter stream and the durable pull consumer of each priority. The dispatcher
-//! creates them from these definitions; tools that run without a dispatcher (the bench
-//! baselines) create the same.
+//! The JetStream objects every process agrees on: the jobs streams of each priority (one per
+//! partition, `jetinfer_schemas::partitions`), the dead-letter stream and the durable pull
+//! consumer of each jobs stream. The dispatcher creates them from these definitions; tools
+//! that run without a dispatcher (the bench baselines) create the same.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{consumer, stream};
-use jetinfer_schemas::names::{
-    consumer_name, jobs_stream, priority_filter, DLQ_STREAM, JOBS_PREFIX, LEGACY_JOBS_STREAM,
+use jetinfer_schemas::names::{DLQ_STREAM, JOBS_PREFIX, LEGACY_JOBS_STREAM};
+use jetinfer_schemas::partitions::{
+    partition_consumer, partition_filter, partition_stream, partitions_from_metadata,
+    PARTITIONS_METADATA_KEY,
 };
 use jetinfer_schemas::Priority;
 
@@ -41,16 +43,24 @@ impl Default for JobsStream {
 }
 
 impl JobsStream {
-    /// The stream of priority `p`'s jobs (`jetinfer.jobs.<p>.>`): WorkQueue retention (a
-    /// job leaves the stream when acked), DiscardNew so producers get an error when it is
-    /// full — in all, and per subject (model), so one model's burst cannot lock the others
-    /// out — and a duplicate window for `Nats-Msg-Id` de-duplication.
-    pub fn config(&self, p: Priority) -> stream::Config {
-        stream::Config {
-            name: jobs_stream(p).to_string(),
-            subjects: vec![priority_filter(p)],
+    /// The stream of partition `k` of priority `p`'s jobs, when the priority has
+    /// `partitions` of them: WorkQueue retention (a job leaves the stream when acked),
+    /// DiscardNew so producers get an error when it is full — in all, and per subject
+    /// (model), so one model's burst cannot lock the others out — and a duplicate window for
+    /// `Nats-Msg-Id` de-duplication. Every partition has these limits, each on its own.
+    /// Partition 0 carries the partition count in its metadata, where producers read it.
+    pub fn config(&self, p: Priority, k: u16, partitions: u16) -> stream::Config {
+        let mut config = stream::Config {
+            name: partition_stream(p, k),
+            subjects: vec![partition_filter(p, k)],
             ..self.shared_config()
+        };
+        if k == 0 {
+            config
+                .metadata
+                .insert(PARTITIONS_METADATA_KEY.to_string(), partitions.to_string());
         }
+        config
     }
 
     /// One stream for every priority, as before each priority had its own: the layout the
@@ -99,19 +109,42 @@ impl JobsStream {
     }
 }
 
-/// The durable pull consumer of one priority. `max_deliver` is unlimited: the dispatcher
+/// How many partition streams priority `p` has, as the dispatcher wrote it in the metadata
+/// of the priority's partition-0 stream. A stream that cannot be read (not created yet, no
+/// permission to read it) counts as one partition: partition 0 is always right to publish
+/// to and to look in, only not spread.
+pub async fn partition_count(js: &async_nats::jetstream::Context, p: Priority) -> u16 {
+    let name = partition_stream(p, 0);
+    match js.get_stream(&name).await {
+        Ok(stream) => partitions_from_metadata(
+            stream
+                .cached_info()
+                .config
+                .metadata
+                .get(PARTITIONS_METADATA_KEY)
+                .map(String::as_str),
+        ),
+        Err(e) => {
+            tracing::debug!(stream = %name, error = %e, "cannot read the stream's partition count; taking one partition");
+            1
+        }
+    }
+}
+
+/// The durable pull consumer of partition `k` of one priority. `max_deliver` is unlimited: the dispatcher
 /// counts attempts itself and dead-letters (`poison`), because a WorkQueue stream would
 /// keep a message that hit MaxDeliver forever without telling anyone. `max_ack_pending`
 /// must cover what the dispatcher holds plus its prefetch: a lower value silently stops
 /// delivery.
 pub fn priority_consumer(
     p: Priority,
+    k: u16,
     ack_wait: Duration,
     max_ack_pending: i64,
 ) -> consumer::pull::Config {
     consumer::pull::Config {
-        durable_name: Some(consumer_name(p)),
-        filter_subject: priority_filter(p),
+        durable_name: Some(partition_consumer(p, k)),
+        filter_subject: partition_filter(p, k),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait,
         max_deliver: -1,
@@ -126,16 +159,19 @@ mod tests {
 
     #[test]
     fn per_subject_limit_only_when_set() {
-        let open = JobsStream::default().config(Priority::P0);
+        let open = JobsStream::default().config(Priority::P0, 0, 3);
         assert_eq!(open.name, "JETINFER_P0");
-        assert_eq!(open.subjects, ["jetinfer.jobs.p0.>"]);
+        assert_eq!(open.subjects, ["jetinfer.jobs.p0.*"]);
+        assert_eq!(open.metadata[PARTITIONS_METADATA_KEY], "3");
         assert_eq!(open.max_messages_per_subject, -1);
         assert!(!open.discard_new_per_subject);
         let capped = JobsStream {
             max_messages_per_subject: 10,
             ..Default::default()
         }
-        .config(Priority::P2);
+        .config(Priority::P2, 2, 3);
+        assert_eq!(capped.name, "JETINFER_P2_2");
+        assert!(capped.metadata.is_empty());
         assert_eq!(capped.max_messages_per_subject, 10);
         assert!(capped.discard_new_per_subject);
         assert_eq!(capped.retention, stream::RetentionPolicy::WorkQueue);

@@ -114,6 +114,12 @@ pub struct Config {
     /// rates (tens of thousands per second) on one core.
     #[arg(long, env = "JETINFER_INTAKE_TASKS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub intake_tasks: u16,
+    /// Partition streams per priority (1–8): one stream carries ~34,000 small jobs/s on
+    /// a 16-core host whatever the GPUs behind it could run; with N, each priority's jobs are
+    /// spread over N streams by job id (docs/architecture.md, "Partition streams"). Producers
+    /// read N from the streams. Lowering it needs the extra partitions empty.
+    #[arg(long, env = "JETINFER_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=jetinfer_schemas::partitions::MAX_PARTITIONS as i64))]
+    pub partitions: u16,
     /// How often the autoscaling signals on `/metrics` (queue lag, oldest-job age, arrival
     /// rate, per-model saturation) are refreshed from JetStream, ms; with `--metrics-addr`.
     #[arg(long, env = "JETINFER_AUTOSCALE_EVERY_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(100..))]

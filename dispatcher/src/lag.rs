@@ -2,8 +2,8 @@
 //! priority from JetStream, and per model the lag, the measured capacity and a saturation
 //! score (docs/scale-out.md explains each and how to scale on them).
 //!
-//! Every `--autoscale-every-ms` (1 s) the exporter asks JetStream, per priority, for the
-//! consumer's info (`num_pending + num_ack_pending`: the figure KEDA's nats-jetstream
+//! Every `--autoscale-every-ms` (1 s) the exporter asks JetStream, per priority and partition
+//! stream (summed over a priority's partitions), for the consumer's info (`num_pending + num_ack_pending`: the figure KEDA's nats-jetstream
 //! scaler reads, so the two agree) and for the stream's info with per-subject counts (one
 //! request: first timestamp, last sequence, and messages per `jetinfer.jobs.<p>.<model>`).
 //! The streams have WorkQueue retention, so a message stays in the stream until acked and
@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use futures::TryStreamExt;
-use jetinfer_schemas::names::{consumer_name, jobs_stream, priority_filter, JOBS_PREFIX};
+use jetinfer_schemas::names::{parse_job_subject, priority_filter};
+use jetinfer_schemas::partitions::{partition_consumer, partition_stream};
 use jetinfer_schemas::worker::Heartbeat;
 use jetinfer_schemas::{now_ms, Priority};
 use metrics::{counter, describe_counter, describe_gauge, gauge};
@@ -47,6 +48,8 @@ pub(crate) struct Settings {
     pub every: Duration,
     /// The backlog term of the saturation score: how fast a backlog should drain.
     pub drain_target: Duration,
+    /// Partition streams per priority (`--partitions`): the figures are their sums.
+    pub partitions: u16,
 }
 
 impl Settings {
@@ -54,6 +57,7 @@ impl Settings {
         Settings {
             every: Duration::from_millis(config.autoscale_every_ms),
             drain_target: Duration::from_secs(config.autoscale_drain_s),
+            partitions: config.partitions,
         }
     }
 }
@@ -154,17 +158,15 @@ pub(crate) fn model_signals(
         .collect()
 }
 
-/// The model of a job subject `jetinfer.jobs.<p>.<model>` (`None` for anything else).
+/// The model of a job subject of priority `p`, `jetinfer.jobs.<p>.<model>[.<partition>]`
+/// (`None` for anything else).
 fn model_of(subject: &str, p: Priority) -> Option<&str> {
-    subject
-        .strip_prefix(JOBS_PREFIX)?
-        .strip_prefix('.')?
-        .strip_prefix(p.as_str())?
-        .strip_prefix('.')
-        .filter(|m| !m.is_empty())
+    parse_job_subject(subject)
+        .filter(|&(q, model)| q == p && !model.is_empty())
+        .map(|(_, model)| model)
 }
 
-/// What one priority's stream and consumer say now.
+/// What one priority's streams and consumers (one per partition) say now, summed.
 struct PrioritySample {
     lag: u64,
     oldest_age_s: f64,
@@ -185,43 +187,48 @@ enum RefreshError {
     Info(#[from] jetstream::stream::InfoError),
 }
 
-/// Asks JetStream about priority `p`: consumer info and stream info with subject counts.
+/// Asks JetStream about priority `p`: consumer info and stream info with subject counts of
+/// each of its partitions (`streams`: one cached handle per partition), summed; the oldest
+/// age is the oldest partition's.
 async fn sample(
     js: &jetstream::Context,
-    stream: &mut Option<stream::Stream>,
+    streams: &mut [Option<stream::Stream>],
     p: Priority,
 ) -> Result<PrioritySample, RefreshError> {
-    let handle = match stream {
-        Some(s) => s,
-        None => stream.insert(
-            js.get_stream(jobs_stream(p))
-                .await
-                .map_err(|e| RefreshError::Stream(jobs_stream(p).to_string(), e))?,
-        ),
+    let mut sum = PrioritySample {
+        lag: 0,
+        oldest_age_s: 0.0,
+        last_seq: 0,
+        models: BTreeMap::new(),
     };
-    let consumer = handle.consumer_info(consumer_name(p)).await?;
-    let mut subjects = handle.info_with_subjects(priority_filter(p)).await?;
-    let state = subjects.info.state.clone();
-    let mut models = BTreeMap::new();
-    while let Some((subject, count)) = subjects.try_next().await? {
-        if let Some(model) = model_of(&subject, p) {
-            *models.entry(model.to_string()).or_insert(0) += count as u64;
+    for (k, stream) in (0u16..).zip(streams.iter_mut()) {
+        let handle = match stream {
+            Some(s) => s,
+            None => {
+                let name = partition_stream(p, k);
+                let found = js.get_stream(&name).await;
+                stream.insert(found.map_err(|e| RefreshError::Stream(name, e))?)
+            }
+        };
+        let consumer = handle.consumer_info(partition_consumer(p, k)).await?;
+        let mut subjects = handle.info_with_subjects(priority_filter(p)).await?;
+        let state = subjects.info.state.clone();
+        while let Some((subject, count)) = subjects.try_next().await? {
+            if let Some(model) = model_of(&subject, p) {
+                *sum.models.entry(model.to_string()).or_insert(0) += count as u64;
+            }
         }
+        // WorkQueue retention: the first message still stored is the oldest job not yet
+        // acked (waiting in JetStream, held here, or running on a worker).
+        if state.messages > 0 {
+            let first_ms = state.first_timestamp.unix_timestamp_nanos() / 1_000_000;
+            let age_s = ((now_ms() as i128 - first_ms).max(0) as f64) / 1000.0;
+            sum.oldest_age_s = sum.oldest_age_s.max(age_s);
+        }
+        sum.lag += consumer.num_pending + consumer.num_ack_pending as u64;
+        sum.last_seq += state.last_sequence;
     }
-    // WorkQueue retention: the first message still stored is the oldest job not yet
-    // acked (waiting in JetStream, held here, or running on a worker).
-    let oldest_age_s = if state.messages == 0 {
-        0.0
-    } else {
-        let first_ms = state.first_timestamp.unix_timestamp_nanos() / 1_000_000;
-        ((now_ms() as i128 - first_ms).max(0) as f64) / 1000.0
-    };
-    Ok(PrioritySample {
-        lag: consumer.num_pending + consumer.num_ack_pending as u64,
-        oldest_age_s,
-        last_seq: state.last_sequence,
-        models,
-    })
+    Ok(sum)
 }
 
 fn describe() {
@@ -270,7 +277,9 @@ pub(crate) async fn run(
     for p in Priority::ALL {
         counter!(REFRESH_FAILURES, "priority" => p.as_str()).increment(0);
     }
-    let mut streams: [Option<stream::Stream>; 3] = Default::default();
+    let partitions = usize::from(settings.partitions.max(1));
+    let mut streams: [Vec<Option<stream::Stream>>; 3] =
+        std::array::from_fn(|_| (0..partitions).map(|_| None).collect());
     let mut windows: [ArrivalWindow; 3] = Default::default();
     // Whether each priority's last refresh failed: a failure is logged when it starts and
     // when it ends, not every tick (the counter counts each).
@@ -295,8 +304,8 @@ pub(crate) async fn run(
                         tracing::warn!(priority = p.as_str(), error = %e, "cannot refresh the autoscaling signals; the gauges keep their last values");
                     }
                     counter!(REFRESH_FAILURES, "priority" => p.as_str()).increment(1);
-                    // Look the stream up again next time (it may have been recreated).
-                    streams[i] = None;
+                    // Look the streams up again next time (they may have been recreated).
+                    streams[i].iter_mut().for_each(|s| *s = None);
                     complete = false;
                     continue;
                 }
@@ -409,6 +418,10 @@ mod tests {
             Some("resnet50")
         );
         assert_eq!(model_of("jetinfer.jobs.p1.a.b", Priority::P1), Some("a.b"));
+        assert_eq!(
+            model_of("jetinfer.jobs.p1.resnet50.3", Priority::P1),
+            Some("resnet50")
+        );
         assert_eq!(model_of("jetinfer.jobs.p0.resnet50", Priority::P1), None);
         assert_eq!(model_of("jetinfer.jobs.p1.", Priority::P1), None);
         assert_eq!(model_of("other.p1.x", Priority::P1), None);

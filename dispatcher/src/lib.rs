@@ -233,25 +233,38 @@ struct Intakes<'a> {
 }
 
 impl Intakes<'_> {
-    /// Sets up each priority's stream and consumer and starts its intake on `tasks`.
+    /// Sets up each priority's streams and consumers (one per partition) and starts their
+    /// intakes on `tasks`. A priority's partitions share its in-flight cap: the cap bounds
+    /// what the dispatcher holds of that priority, however its jobs were spread.
     async fn start(&self, tasks: &TaskTracker, shutdown: &CancellationToken) -> Result<(), Error> {
+        let js = &self.answer.js;
+        let mut extra = Vec::new();
         for p in Priority::ALL {
-            let stream = stream::ensure_stream(&self.answer.js, self.config, p).await?;
-            let consumer = stream::ensure_consumer(&stream, self.config, p).await?;
+            extra.extend(stream::extra_partitions(js, self.config, p).await?);
+        }
+        for p in Priority::ALL {
             let permits = Arc::new(Semaphore::new(self.config.in_flight_cap(p)));
-            for _ in 0..self.config.intake_tasks {
-                let intake = intake::Intake {
-                    priority: p,
-                    consumer: consumer.clone(),
-                    permits: permits.clone(),
-                    config: self.config.clone(),
-                    answer: self.answer.clone(),
-                    scheduler: self.scheduler.clone(),
-                    store_health: self.store_health.clone(),
-                    registry: self.registry.clone(),
-                };
-                tasks.spawn(intake.run(shutdown.child_token()));
+            for k in 0..self.config.partitions {
+                let stream = stream::ensure_stream(js, self.config, p, k).await?;
+                let consumer = stream::ensure_consumer(&stream, self.config, p, k).await?;
+                for _ in 0..self.config.intake_tasks {
+                    let intake = intake::Intake {
+                        priority: p,
+                        consumer: consumer.clone(),
+                        permits: permits.clone(),
+                        config: self.config.clone(),
+                        answer: self.answer.clone(),
+                        scheduler: self.scheduler.clone(),
+                        store_health: self.store_health.clone(),
+                        registry: self.registry.clone(),
+                    };
+                    tasks.spawn(intake.run(shutdown.child_token()));
+                }
             }
+        }
+        // After partition 0 announces the new count.
+        for stream in extra {
+            stream::retire_partition(js, self.config, stream).await?;
         }
         Ok(())
     }

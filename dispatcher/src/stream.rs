@@ -1,4 +1,5 @@
-//! The JetStream side: each priority's jobs stream and its durable pull consumer.
+//! The JetStream side: each priority's jobs streams (one per partition) and their durable
+//! pull consumers.
 
 use std::time::Duration;
 
@@ -6,7 +7,8 @@ use async_nats::jetstream::context::{CreateStreamError, GetStreamError};
 use async_nats::jetstream::stream::{ConsumerError, ConsumerUpdateError};
 use async_nats::jetstream::{self, consumer, stream};
 use jetinfer_connect::streams::{priority_consumer, JobsStream};
-use jetinfer_schemas::names::{consumer_name, jobs_stream, LEGACY_JOBS_STREAM};
+use jetinfer_schemas::names::LEGACY_JOBS_STREAM;
+use jetinfer_schemas::partitions::{partition_consumer, partition_stream, MAX_PARTITIONS};
 use jetinfer_schemas::Priority;
 
 use crate::config::{Config, Storage};
@@ -32,6 +34,21 @@ pub enum StreamError {
     LegacyNotEmpty { messages: u64 },
     #[error("cannot remove the empty stream {LEGACY_JOBS_STREAM}")]
     LegacyRemove(#[source] async_nats::jetstream::context::DeleteStreamError),
+    /// `--partitions` was lowered while a partition beyond it still holds jobs: nobody
+    /// would pull them.
+    #[error("stream {stream} (a partition beyond --partitions {partitions}) still holds {messages} jobs: start with --partitions {needed} until it drains")]
+    PartitionNotEmpty {
+        stream: String,
+        partitions: u16,
+        needed: u16,
+        messages: u64,
+    },
+    #[error("cannot remove the empty stream {stream} (a partition beyond --partitions)")]
+    PartitionRemove {
+        stream: String,
+        #[source]
+        source: async_nats::jetstream::context::DeleteStreamError,
+    },
     /// Creating failed (`create`), and so did updating the existing consumer (`source`).
     #[error("cannot create or update consumer {consumer} (create: {create})")]
     Consumer {
@@ -67,29 +84,101 @@ fn jobs_stream_config(cfg: &Config) -> JobsStream {
 /// takes milliseconds, well within it.
 const INTAKE_API_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Creates priority `p`'s jobs stream, or updates its limits to the dispatcher's flags.
-/// The handle returned (and the consumers made from it) uses [`INTAKE_API_TIMEOUT`].
+/// Creates partition `k` of priority `p`'s jobs streams, or updates its limits to the
+/// dispatcher's flags. The handle returned (and the consumers made from it) uses
+/// [`INTAKE_API_TIMEOUT`].
 pub async fn ensure_stream(
     js: &jetstream::Context,
     cfg: &Config,
     p: Priority,
+    k: u16,
 ) -> Result<stream::Stream, StreamError> {
-    let name = jobs_stream(p);
-    js.create_or_update_stream(jobs_stream_config(cfg).config(p))
+    let name = partition_stream(p, k);
+    js.create_or_update_stream(jobs_stream_config(cfg).config(p, k, cfg.partitions))
         .await
         .map_err(|source| StreamError::Create {
-            stream: name.to_string(),
+            stream: name.clone(),
             source,
         })?;
     let mut intake_js = js.clone();
     intake_js.set_timeout(INTAKE_API_TIMEOUT);
     intake_js
-        .get_stream(name)
+        .get_stream(&name)
         .await
         .map_err(|source| StreamError::Get {
-            stream: name.to_string(),
+            stream: name.clone(),
             source,
         })
+}
+
+/// The streams of `p`'s partitions beyond `--partitions` that exist (a dispatcher that
+/// ran with more left them), refused with [`StreamError::PartitionNotEmpty`] if one still
+/// holds jobs: no consumer of this dispatcher would pull them. Checked before anything is
+/// changed, so a refused start leaves the layout as it was.
+pub async fn extra_partitions(
+    js: &jetstream::Context,
+    cfg: &Config,
+    p: Priority,
+) -> Result<Vec<stream::Stream>, StreamError> {
+    let mut extra = Vec::new();
+    for k in cfg.partitions..MAX_PARTITIONS {
+        let Ok(mut stream) = js.get_stream(partition_stream(p, k)).await else {
+            continue;
+        };
+        check_empty(&mut stream, cfg, k).await?;
+        extra.push(stream);
+    }
+    Ok(extra)
+}
+
+/// Removes an extra partition once partition 0 announces the lower count: first its
+/// subjects are taken away (a producer that still publishes there gets "no stream" and
+/// reads the count again, see `jetinfer_client`), then it is deleted if still empty — a job
+/// published between the first check and the subject change is never deleted with it.
+pub async fn retire_partition(
+    js: &jetstream::Context,
+    cfg: &Config,
+    mut stream: stream::Stream,
+) -> Result<(), StreamError> {
+    let mut config = stream.cached_info().config.clone();
+    let name = config.name.clone();
+    let k = partition_of(&name);
+    config.subjects = vec![format!("jetinfer.retired.{}", name.to_ascii_lowercase())];
+    js.update_stream(config)
+        .await
+        .map_err(|source| StreamError::Create {
+            stream: name.clone(),
+            source,
+        })?;
+    check_empty(&mut stream, cfg, k).await?;
+    js.delete_stream(&name)
+        .await
+        .map_err(|source| StreamError::PartitionRemove {
+            stream: name.clone(),
+            source,
+        })?;
+    tracing::info!(stream = %name, partitions = cfg.partitions, "removed an empty partition beyond --partitions");
+    Ok(())
+}
+
+/// The partition number at the end of a partition stream's name (`JETINFER_P1_3` → 3).
+fn partition_of(name: &str) -> u16 {
+    name.rsplit_once('_')
+        .and_then(|(_, k)| k.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn check_empty(stream: &mut stream::Stream, cfg: &Config, k: u16) -> Result<(), StreamError> {
+    let messages = stream.info().await.map(|i| i.state.messages).unwrap_or(0);
+    if messages == 0 {
+        return Ok(());
+    }
+    Err(StreamError::PartitionNotEmpty {
+        stream: stream.cached_info().config.name.clone(),
+        partitions: cfg.partitions,
+        needed: k + 1,
+        messages,
+    })
 }
 
 /// Removes the one-stream layout of older versions when it is empty (its subjects would
@@ -122,26 +211,30 @@ pub async fn ensure_dlq_stream(js: &jetstream::Context, cfg: &Config) -> Result<
     Ok(())
 }
 
-/// Creates the durable pull consumer of one priority, or updates it to our settings.
+/// Creates the durable pull consumer of partition `k` of one priority, or updates it to
+/// our settings.
 pub async fn ensure_consumer(
     stream: &stream::Stream,
     cfg: &Config,
     p: Priority,
+    k: u16,
 ) -> Result<consumer::PullConsumer, StreamError> {
-    // Held jobs plus every intake task's prefetch buffer.
+    // Held jobs (the priority's cap, which one partition may hold all of) plus every
+    // intake task's prefetch buffer.
     let prefetch = cfg.pull_batch * 2 * cfg.intake_tasks as usize;
     let max_ack_pending = (cfg.in_flight_cap(p) + prefetch) as i64;
-    let config = priority_consumer(p, cfg.ack_wait(), max_ack_pending);
+    let config = priority_consumer(p, k, cfg.ack_wait(), max_ack_pending);
     match stream.create_consumer(config.clone()).await {
         Ok(c) => Ok(c),
         Err(e) => {
             // An older dispatcher created it with other settings: update to ours.
-            tracing::info!(consumer = %consumer_name(p), error = %e, "updating existing consumer");
+            let consumer = partition_consumer(p, k);
+            tracing::info!(%consumer, error = %e, "updating existing consumer");
             stream
                 .update_consumer(config)
                 .await
                 .map_err(|source| StreamError::Consumer {
-                    consumer: consumer_name(p),
+                    consumer,
                     create: e,
                     source,
                 })

@@ -41,12 +41,7 @@ pub fn input_store_for(id: &str, stores: u16) -> u16 {
     if stores <= 1 {
         return 0;
     }
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in id.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    (hash % u32::from(stores)) as u16
+    (crate::partitions::fnv1a_32(id.as_bytes()) % u32::from(stores)) as u16
 }
 
 /// Inline payloads at least this large are sent by reference by default (the Rust client's

@@ -23,6 +23,7 @@ pub mod inputs_ref;
 pub mod job;
 pub mod limits;
 pub mod names;
+pub mod partitions;
 pub mod registry;
 pub mod result;
 pub mod route;

@@ -96,15 +96,21 @@ pub fn job_subject(priority: Priority, model: &str) -> String {
     format!("{JOBS_PREFIX}.{}.{model}", priority.as_str())
 }
 
-/// `jetinfer.jobs.<priority>.>`: the filter of one priority's consumer.
+/// `jetinfer.jobs.<priority>.>`: every subject of one priority, in any of its partitions.
 pub fn priority_filter(priority: Priority) -> String {
     format!("{JOBS_PREFIX}.{}.>", priority.as_str())
 }
 
-/// Splits a job subject into its priority and model token.
+/// Splits a job subject into its priority and model token; the partition number that
+/// follows the model on partitions other than 0 (`jetinfer.jobs.<p>.<model>.<k>`, see
+/// [`crate::partitions`]) is not part of the model.
 pub fn parse_job_subject(subject: &str) -> Option<(Priority, &str)> {
     let rest = subject.strip_prefix(JOBS_PREFIX)?.strip_prefix('.')?;
     let (p, model) = rest.split_once('.')?;
+    let model = match model.rsplit_once('.') {
+        Some((m, k)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) => m,
+        _ => model,
+    };
     Some((Priority::parse(p).filter(|_| p.starts_with('p'))?, model))
 }
 
@@ -239,6 +245,10 @@ mod tests {
         assert_eq!(parse_job_subject("jetinfer.jobs.p7.mlp"), None);
         assert_eq!(parse_job_subject("jetinfer.jobs.1.mlp"), None);
         assert_eq!(parse_job_subject("other.jobs.p1.mlp"), None);
+        assert_eq!(
+            parse_job_subject("jetinfer.jobs.p2.mlp.3"),
+            Some((Priority::P2, "mlp"))
+        );
         assert_eq!(priority_filter(Priority::P2), "jetinfer.jobs.p2.>");
     }
 

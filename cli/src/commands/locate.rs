@@ -1,5 +1,5 @@
 //! Where a job without a result is, read from what the servers already keep (no per-job
-//! writes): its message in a priority stream (found by `Nats-Msg-Id`, skipping deleted
+//! writes): its message in a priority's partition streams (found by `Nats-Msg-Id`, skipping deleted
 //! sequences with `next_by_subj`), whether the dispatchers' consumer has delivered it
 //! (held by a dispatcher: queued there or running on a worker) or not (waiting, with the
 //! messages ahead of it), and its dead letter.
@@ -9,16 +9,16 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream::{self, stream::RawMessageErrorKind};
 use jetinfer_client::dlq::DeadLetter;
-use jetinfer_schemas::names::{
-    consumer_name, jobs_stream, msg_id_is_for, parse_job_subject, priority_filter,
-};
+use jetinfer_connect::streams::partition_count;
+use jetinfer_schemas::names::{msg_id_is_for, parse_job_subject, priority_filter};
+use jetinfer_schemas::partitions::{partition_consumer, partition_for, partition_stream};
 use jetinfer_schemas::{trace_id_of, Priority};
 use tokio::time::Instant;
 
 /// A job's message in its priority stream.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct InStream {
-    pub stream: &'static str,
+    pub stream: String,
     pub priority: &'static str,
     pub seq: u64,
     pub subject: String,
@@ -58,20 +58,46 @@ pub async fn find_in_streams(
         complete: true,
     };
     for p in Priority::ALL {
-        let Ok(mut stream) = js.get_stream(jobs_stream(p)).await else {
-            continue; // no such stream yet: nothing waits in it
+        // The partition a partition-aware producer chose first, then the others (a producer
+        // that knows nothing of partitions publishes to partition 0).
+        let n = partition_count(js, p).await;
+        let first = partition_for(id, n);
+        let order = std::iter::once(first).chain((0..n).filter(|&k| k != first));
+        for k in order {
+            scan_partition(js, p, k, id, deadline, &mut scan).await?;
+            if scan.found.is_some() || !scan.complete {
+                return Ok(scan);
+            }
+        }
+    }
+    Ok(scan)
+}
+
+/// Reads partition `k` of priority `p` for job `id` into `scan`, until `deadline`.
+async fn scan_partition(
+    js: &jetstream::Context,
+    p: Priority,
+    k: u16,
+    id: &str,
+    deadline: Instant,
+    scan: &mut Scan,
+) -> anyhow::Result<()> {
+    let name = partition_stream(p, k);
+    {
+        let Ok(mut stream) = js.get_stream(&name).await else {
+            return Ok(()); // no such stream yet: nothing waits in it
         };
         let state = stream
             .info()
             .await
-            .with_context(|| format!("reading the state of {}", jobs_stream(p)))?
+            .with_context(|| format!("reading the state of {name}"))?
             .state
             .clone();
         if state.messages == 0 {
-            continue;
+            return Ok(());
         }
         // Without the dispatchers' consumer nothing has been delivered.
-        let delivered = match stream.consumer_info(consumer_name(p)).await {
+        let delivered = match stream.consumer_info(partition_consumer(p, k)).await {
             Ok(info) => info.delivered.stream_sequence,
             Err(_) => 0,
         };
@@ -81,13 +107,13 @@ pub async fn find_in_streams(
         while seq <= state.last_sequence {
             if Instant::now() >= deadline {
                 scan.complete = false;
-                return Ok(scan);
+                return Ok(());
             }
             let m = match stream.get_first_raw_message_by_subject(&filter, seq).await {
                 Ok(m) => m,
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
                 Err(e) => {
-                    return Err(e).with_context(|| format!("reading {}", jobs_stream(p)));
+                    return Err(e).with_context(|| format!("reading {name}"));
                 }
             };
             scan.scanned += 1;
@@ -106,7 +132,7 @@ pub async fn find_in_streams(
                 .map(|(_, model)| model.to_string())
                 .unwrap_or_default();
             scan.found = Some(InStream {
-                stream: jobs_stream(p),
+                stream: name.clone(),
                 priority: p.as_str(),
                 seq: m.sequence,
                 subject,
@@ -119,10 +145,10 @@ pub async fn find_in_streams(
                     .and_then(trace_id_of)
                     .map(str::to_string),
             });
-            return Ok(scan);
+            return Ok(());
         }
     }
-    Ok(scan)
+    Ok(())
 }
 
 /// A dead letter of job `id` (or of its replay), if the dead-letter stream holds one.

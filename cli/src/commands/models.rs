@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::TryStreamExt;
-use jetinfer_schemas::names::{jobs_stream, parse_job_subject, priority_filter};
+use jetinfer_connect::streams::partition_count;
+use jetinfer_schemas::names::{parse_job_subject, priority_filter};
+use jetinfer_schemas::partitions::partition_stream;
 use jetinfer_schemas::worker::{Heartbeat, InputSpec};
 use jetinfer_schemas::Priority;
 use serde::Serialize;
@@ -144,16 +146,18 @@ async fn queued_per_model(
 ) -> anyhow::Result<BTreeMap<String, BTreeMap<&'static str, u64>>> {
     let mut out: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
     for p in Priority::ALL {
-        let Ok(stream) = js.get_stream(jobs_stream(p)).await else {
-            continue; // not created yet: nothing queued
-        };
-        let mut subjects = stream.info_with_subjects(priority_filter(p)).await?;
-        while let Some((subject, count)) = subjects.try_next().await? {
-            if let Some((_, model)) = parse_job_subject(&subject) {
-                *out.entry(model.to_string())
-                    .or_default()
-                    .entry(p.as_str())
-                    .or_default() += count as u64;
+        for k in 0..partition_count(js, p).await {
+            let Ok(stream) = js.get_stream(partition_stream(p, k)).await else {
+                continue; // not created yet: nothing queued
+            };
+            let mut subjects = stream.info_with_subjects(priority_filter(p)).await?;
+            while let Some((subject, count)) = subjects.try_next().await? {
+                if let Some((_, model)) = parse_job_subject(&subject) {
+                    *out.entry(model.to_string())
+                        .or_default()
+                        .entry(p.as_str())
+                        .or_default() += count as u64;
+                }
             }
         }
     }

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use jetinfer_schemas::names::{consumer_name, jobs_stream};
+use jetinfer_connect::streams::partition_count;
+use jetinfer_schemas::partitions::{partition_consumer, partition_stream};
 use jetinfer_schemas::worker::Heartbeat;
 use jetinfer_schemas::Priority;
 use serde_json::{json, Value};
@@ -40,38 +41,41 @@ pub async fn run(global: &Global, args: StatsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Each priority stream's state: messages, bytes, and its consumer's pending and
-/// unacknowledged counts, or why they could not be read.
+/// Each priority's streams' state (one per partition): messages, bytes, and the
+/// consumer's pending and unacknowledged counts, or why they could not be read.
 async fn read_queues(js: &jetstream::Context) -> Vec<Value> {
     let mut out = Vec::new();
     for p in Priority::ALL {
-        let name = jobs_stream(p);
-        let mut stream = match js.get_stream(name).await {
-            Ok(s) => s,
-            Err(e) => {
-                out.push(json!({ "stream": name, "error": format!("not available ({e}); is a dispatcher running?") }));
-                continue;
-            }
-        };
-        let (messages, bytes) = match stream.info().await {
-            Ok(info) => (info.state.messages, info.state.bytes),
-            Err(e) => {
-                out.push(json!({ "stream": name, "error": e.to_string() }));
-                continue;
-            }
-        };
-        out.push(match stream.consumer_info(&consumer_name(p)).await {
-            Ok(info) => json!({
-                "stream": name, "messages": messages, "bytes": bytes,
-                "pending": info.num_pending, "in_flight": info.num_ack_pending,
-            }),
-            Err(e) => json!({
-                "stream": name, "messages": messages, "bytes": bytes,
-                "error": format!("consumer absent ({e})"),
-            }),
-        });
+        for k in 0..partition_count(js, p).await {
+            out.push(read_queue(js, p, k).await);
+        }
     }
     out
+}
+
+/// One partition stream's state, or why it could not be read.
+async fn read_queue(js: &jetstream::Context, p: Priority, k: u16) -> Value {
+    let name = partition_stream(p, k);
+    let mut stream = match js.get_stream(&name).await {
+        Ok(s) => s,
+        Err(e) => {
+            return json!({ "stream": name, "error": format!("not available ({e}); is a dispatcher running?") });
+        }
+    };
+    let (messages, bytes) = match stream.info().await {
+        Ok(info) => (info.state.messages, info.state.bytes),
+        Err(e) => return json!({ "stream": name, "error": e.to_string() }),
+    };
+    match stream.consumer_info(&partition_consumer(p, k)).await {
+        Ok(info) => json!({
+            "stream": name, "messages": messages, "bytes": bytes,
+            "pending": info.num_pending, "in_flight": info.num_ack_pending,
+        }),
+        Err(e) => json!({
+            "stream": name, "messages": messages, "bytes": bytes,
+            "error": format!("consumer absent ({e})"),
+        }),
+    }
 }
 
 fn queues_table(queues: &[Value]) -> String {
@@ -194,6 +198,6 @@ mod tests {
         ] {
             assert!(row.contains(part), "{part} in {row}");
         }
-        assert_eq!(consumer_name(Priority::P2), "jetinfer-dispatch-p2");
+        assert_eq!(partition_consumer(Priority::P2, 0), "jetinfer-dispatch-p2");
     }
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use jetinfer_schemas::names::{jobs_stream, HEARTBEAT_SUBJECT};
+use jetinfer_connect::streams::partition_count;
+use jetinfer_schemas::names::HEARTBEAT_SUBJECT;
+use jetinfer_schemas::partitions::partition_stream;
 use jetinfer_schemas::worker::Heartbeat;
 use jetinfer_schemas::Priority;
 
@@ -38,13 +40,15 @@ pub(crate) fn wait_for_tcp(
     }
 }
 
-/// Waits until every priority's jobs stream exists (the dispatcher creates them at start,
-/// P0 first).
+/// Waits until every priority's jobs streams exist (the dispatcher creates them at start,
+/// P0 first, each priority's partitions in order).
 pub async fn wait_for_stream(js: &jetstream::Context, timeout: Duration) -> Result<(), LocalError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let last = jobs_stream(Priority::P2);
-        let last_error = match js.get_stream(last).await {
+        // P2's partition 0 says how many partitions there are; the last one is made last.
+        let partitions = partition_count(js, Priority::P2).await;
+        let last = partition_stream(Priority::P2, partitions - 1);
+        let last_error = match js.get_stream(&last).await {
             Ok(_) => return Ok(()),
             Err(e) => e.to_string(),
         };

@@ -1,6 +1,6 @@
-//! Intake: one task per priority pulls from its durable consumer, but only as many jobs as
-//! the priority's in-flight cap allows (a permit per job), triages each message and hands
-//! good jobs to the scheduler.
+//! Intake: one task per partition stream of each priority pulls from its durable consumer,
+//! but only as many jobs as the priority's in-flight cap allows (a permit per job), triages
+//! each message and hands good jobs to the scheduler.
 //!
 //! Messages are triaged in groups: the first one is awaited, then whatever else the pull
 //! has already delivered (up to `--pull-batch`) joins it, so a group costs one Redis round

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jetinfer_client::Client;
+use jetinfer_schemas::names::JOBS_PREFIX;
 use jetinfer_schemas::{Job, Priority, Tensor};
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
@@ -53,12 +54,14 @@ impl PublishCtx {
             },
         );
         self.shared.sent.fetch_add(1, Ordering::Relaxed);
-        let subject = format!(
-            "{}.{}.{}",
-            self.prefix,
-            Priority::ALL[prio].as_str(),
-            self.model
-        );
+        let priority = Priority::ALL[prio];
+        let subject = if self.prefix == JOBS_PREFIX {
+            // The pipeline: the job's partition stream.
+            let producer = &self.producers[prio];
+            producer.job_subject(priority, &self.model, &id).await
+        } else {
+            format!("{}.{}.{}", self.prefix, priority.as_str(), self.model)
+        };
         if self.producers[prio]
             .publish_job(&subject, &job)
             .await
