@@ -95,6 +95,18 @@ minilm-2k)
   bench minilm-sat-c$MC --model $TXT --concurrency $MC --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
     --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*MC)),256 --pull-batch $PULL" --worker-arg "--slots $MC"
   ;;
+minilm-parts|minilm-parts-profile)
+  # Each priority spread over PARTS partition streams (default 4), MC jobs in flight:
+  # whether the one-stream limit was the limit. -profile adds nats-server's pprof.
+  MC=${MC:-2048}; PARTS=${PARTS:-4}
+  if [ $step = minilm-parts-profile ]; then
+    export JETINFER_NATS_ARGS="--profile 6061"
+    ( sleep 9; exec $python -c "import urllib.request,sys;open(sys.argv[1],'wb').write(urllib.request.urlopen('http://127.0.0.1:6061/debug/pprof/profile?seconds=6',timeout=30).read())" "$RES/nats-minilm-parts.pprof" ) &
+  fi
+  bench minilm-sat-p$PARTS --model $TXT --concurrency $MC --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
+    --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*MC)),256 --pull-batch $PULL --partitions $PARTS" --worker-arg "--slots $MC"
+  unset JETINFER_NATS_ARGS
+  ;;
 disk)
   # What the broker's disk takes: sequential writes, 1 MiB blocks, direct I/O, in the
   # folder nats-server stores into (the system temp folder).
