@@ -26,6 +26,7 @@ use jetinfer_devkit::local::{
     binary, repo_root, wait_for_workers, LocalStack, NatsServer, ProcessUrls, RedisServer,
 };
 use jetinfer_schemas::{ErrorCode, Job, Priority, Status, Tensor};
+use jetinfer_schemas::partitions::{partition_consumer, partition_stream};
 use jetinfer_tests::{assert_all_correct, golden, publish_samples, run_id};
 use tokio::sync::mpsc;
 
@@ -253,11 +254,15 @@ async fn the_pipeline_runs_with_each_process_under_its_own_role() {
         // A job for a model nobody serves is answered by the dispatcher after 1 s.
         // A job sent again after 1 s is not de-duplicated by JetStream but reaches the
         // dispatcher, which compares it with the stored result.
+        // Two partition streams per priority: the rights on partition streams are in the
+        // shipped files too (the producer reads the count, the dispatcher pulls both).
         .dispatcher_args([
             "--unknown-model-after-ms",
             "1000",
             "--duplicate-window-s",
             "1",
+            "--partitions",
+            &PARTITIONS.to_string(),
         ])
         .workers(0)
         .env("RUST_LOG", "info")
@@ -358,16 +363,20 @@ async fn the_pipeline_runs_with_each_process_under_its_own_role() {
     // What the operator reads: queue depths, consumers, dead letters.
     let ops = stack.client().await.unwrap();
     for p in Priority::ALL {
-        let mut stream = ops
-            .jetstream()
-            .get_stream(jetinfer_schemas::names::jobs_stream(p))
-            .await
-            .unwrap();
-        stream.info().await.unwrap();
-        stream
-            .consumer_info(&jetinfer_schemas::names::consumer_name(p))
-            .await
-            .unwrap();
+        for k in 0..PARTITIONS {
+            let mut stream = ops
+                .jetstream()
+                .get_stream(partition_stream(p, k))
+                .await
+                .unwrap();
+            let stored = stream.info().await.unwrap().state.last_sequence;
+            // The producer read the count: its P0 and P1 jobs went to both partitions.
+            assert!(p == Priority::P2 || stored > 0, "{p}, partition {k}: no job");
+            stream
+                .consumer_info(&partition_consumer(p, k))
+                .await
+                .unwrap();
+        }
     }
     assert!(ops.dead_letters().await.unwrap().is_empty());
     assert!(ops.get(&jobs[0].id).await.unwrap().is_some());
@@ -384,16 +393,20 @@ async fn ops_nats(stack: &LocalStack) -> async_nats::Client {
     stack.connect_nats().await.unwrap()
 }
 
-/// Waits until priority `p`'s stream holds no job (WorkQueue: acked or terminated ones leave).
+/// Partition streams per priority in the pipeline test.
+const PARTITIONS: u16 = 2;
+
+/// Waits until priority `p`'s streams hold no job (WorkQueue: acked or terminated ones leave).
 async fn wait_until_stream_empty(nats: &async_nats::Client, p: Priority) {
     let js = async_nats::jetstream::new(nats.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let mut stream = js
-            .get_stream(jetinfer_schemas::names::jobs_stream(p))
-            .await
-            .unwrap();
-        if stream.info().await.unwrap().state.messages == 0 {
+        let mut messages = 0;
+        for k in 0..PARTITIONS {
+            let mut stream = js.get_stream(partition_stream(p, k)).await.unwrap();
+            messages += stream.info().await.unwrap().state.messages;
+        }
+        if messages == 0 {
             return;
         }
         assert!(
