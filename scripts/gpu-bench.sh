@@ -192,16 +192,20 @@ minilm-profile)
     tar -xzf "$G/perf.tgz" -C /tmp && PERF="env LD_LIBRARY_PATH=/tmp/perf/lib /tmp/perf/perf"
   fi
   if [ -n "$PERF" ]; then
-    ( sleep 9; for b in jetinfer-dispatcher jetinfer-worker; do
-        pid=$(pgrep -f "bin/$b " | head -1); [ -n "$pid" ] && $PERF record -F 499 -g -p "$pid" -o "$RES/perf-$b.data" -- sleep 6 > "$RES/perf-$b.log" 2>&1 &
+    # The load generator too: in a closed loop its notice handling is part of the latency.
+    ( sleep 9; for b in jetinfer-dispatcher jetinfer-worker "jetinfer bench"; do
+        pid=$(pgrep -f "bin/$b " | head -1); f=${b/ /-}
+        [ -n "$pid" ] && $PERF record -F 499 -g -p "$pid" -o "$RES/perf-$f.data" -- sleep 6 > "$RES/perf-$f.log" 2>&1 &
       done; wait
-      for b in jetinfer-dispatcher jetinfer-worker; do
+      for b in jetinfer-dispatcher jetinfer-worker jetinfer-bench; do
         $PERF report -i "$RES/perf-$b.data" --no-children --sort comm,dso,symbol --percent-limit 0.7 --stdio -g none 2>>"$RES/perf-$b.log" | head -120 > "$RES/perf-$b.txt"
         $PERF report -i "$RES/perf-$b.data" --no-children --sort comm --stdio -g none 2>/dev/null | head -40 > "$RES/perf-$b-threads.txt"; rm -f "$RES/perf-$b.data"
       done ) & perfjob=$!
   fi
-  bench minilm-sat-profile --model $TXT --concurrency 1024 --duration-s $SAT --warmup-s $W \
-    --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL" --worker-arg "--slots 1024"
+  # MC jobs in flight (1024), PROFILE_PARTS partition streams (1).
+  PMC=${MC:-1024}
+  bench minilm-sat-profile --model $TXT --concurrency $PMC --duration-s $SAT --warmup-s $W \
+    --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*PMC)),256 --pull-batch $PULL --partitions ${PROFILE_PARTS:-1}" --worker-arg "--slots $PMC"
   wait $fetch; [ -n "${perfjob:-}" ] && wait $perfjob; unset JETINFER_NATS_ARGS; pack
   ;;
 resnet-80pct-i2)
