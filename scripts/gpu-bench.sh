@@ -96,6 +96,13 @@ minilm-2k)
   bench minilm-sat-c$MC --model $TXT --concurrency $MC --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
     --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*MC)),256 --pull-batch $PULL" --worker-arg "--slots $MC"
   ;;
+minilm-open)
+  # Open loop: MiniLM offered at RATE jobs/s (Poisson) over PARTS partitions (4): the rate
+  # served when offered more than capacity, free of the closed loop's latency coupling.
+  RATE=${RATE:-60000}; PARTS=${PARTS:-4}
+  bench minilm-open-$RATE-p$PARTS --model $TXT --rates "0,$RATE,0" --arrival poisson --max-publishing 4096 --duration-s $SAT --warmup-s $W --drain-s 30 \
+    --dyn-len $DYN --dispatcher-arg "--in-flight 64,4096,256 --pull-batch $PULL --partitions $PARTS" --worker-arg "--slots 2048"
+  ;;
 minilm-parts|minilm-parts-profile)
   # Each priority spread over n partition streams for each n in PARTS (default 4), MC jobs
   # in flight: whether the one-stream limit was the limit. -profile adds nats-server's pprof.
@@ -201,7 +208,9 @@ minilm-profile)
       done; wait
       for b in jetinfer-dispatcher jetinfer-worker jetinfer-bench; do
         $PERF report -i "$RES/perf-$b.data" --no-children --sort comm,dso,symbol --percent-limit 0.7 --stdio -g none 2>>"$RES/perf-$b.log" | head -120 > "$RES/perf-$b.txt"
-        $PERF report -i "$RES/perf-$b.data" --no-children --sort comm --stdio -g none 2>/dev/null | head -40 > "$RES/perf-$b-threads.txt"; rm -f "$RES/perf-$b.data"
+        $PERF report -i "$RES/perf-$b.data" --no-children --sort comm --stdio -g none 2>/dev/null | head -40 > "$RES/perf-$b-threads.txt"
+        # Inclusive time per function (who the hot leaves above are called from).
+        $PERF report -i "$RES/perf-$b.data" --children --sort symbol --percent-limit 3 --stdio -g none 2>/dev/null | head -150 > "$RES/perf-$b-children.txt"; rm -f "$RES/perf-$b.data"
       done ) & perfjob=$!
   fi
   # MC jobs in flight (1024), PROFILE_PARTS partition streams (1).
