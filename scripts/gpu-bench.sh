@@ -106,7 +106,8 @@ minilm-open)
 minilm-parts|minilm-parts-profile)
   # Each priority spread over n partition streams for each n in PARTS (default 4), MC jobs
   # in flight: whether the one-stream limit was the limit. -profile adds nats-server's pprof.
-  # I2=1: two instances per model (models.reference.cuda.i2.toml); TAG names the variant.
+  # I2=1: two instances per model (models.reference.cuda.i2.toml); DX / WX: more dispatcher
+  # / worker arguments; TAG names the variant.
   MC=${MC:-2048}; M0=$M; [ "${I2:-0}" = 1 ] && M=${M%.toml}.i2.toml
   for n in ${PARTS:-4}; do
     if [ $step = minilm-parts-profile ]; then
@@ -114,7 +115,7 @@ minilm-parts|minilm-parts-profile)
       ( sleep 9; exec $python -c "import urllib.request,sys;open(sys.argv[1],'wb').write(urllib.request.urlopen('http://127.0.0.1:6061/debug/pprof/profile?seconds=6',timeout=30).read())" "$RES/nats-minilm-p$n.pprof" ) &
     fi
     bench minilm-sat-p$n${TAG:-} --model $TXT --concurrency $MC --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
-      --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*MC)),256 --pull-batch $PULL --partitions $n" --worker-arg "--slots $MC"
+      --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*MC)),256 --pull-batch $PULL --partitions $n ${DX:-}" --worker-arg "--slots $MC ${WX:-}"
     unset JETINFER_NATS_ARGS
   done
   M=$M0
