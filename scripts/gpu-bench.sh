@@ -96,6 +96,20 @@ minilm-2k)
   bench minilm-sat-c$MC --model $TXT --concurrency $MC --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
     --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*MC)),256 --pull-batch $PULL" --worker-arg "--slots $MC"
   ;;
+sim-parts)
+  # MiniLM's jobs (two i64 token inputs of 16-128, max batch 256) served by the simulated
+  # device (worker/src/sim.rs: SIM_MS per batch, no GPU) on SIM_WORKERS workers (1 2),
+  # over PARTS partitions (4): what the queue path alone carries, and whether a second
+  # worker doubles it (a per-worker limit) or not (the dispatcher's or the broker's).
+  MC=${MC:-2048}; PARTS=${PARTS:-4}
+  printf '[[models]]\nname = "minisim"\nversion = "1"\nmax_batch_size = 256\nmax_queue_delay_ms = 2\ninputs = [{ dtype = "i64", shape = [-1] }, { dtype = "i64", shape = [-1] }]\nsim = { batch_ms = %s }\n' "${SIM_MS:-1.0}" > "$RES/sim.toml"
+  M0=$M; M=$RES/sim.toml
+  for w in ${SIM_WORKERS:-1 2}; do
+    bench sim-p$PARTS-w$w --model minisim --workers $w --concurrency $MC --duration-s $SAT --warmup-s $W \
+      --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*MC)),256 --pull-batch $PULL --partitions $PARTS ${DX:-}" --worker-arg "--slots $MC ${WX:-}"
+  done
+  M=$M0
+  ;;
 minilm-open)
   # Open loop: MiniLM offered at RATE jobs/s (Poisson) over PARTS partitions (4): the rate
   # served when offered more than capacity, free of the closed loop's latency coupling.
