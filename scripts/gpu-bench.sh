@@ -102,7 +102,7 @@ sim-parts)
   # over PARTS partitions (4): what the queue path alone carries, and whether a second
   # worker doubles it (a per-worker limit) or not (the dispatcher's or the broker's).
   MC=${MC:-2048}; PARTS=${PARTS:-4}
-  printf '[[models]]\nname = "minisim"\nversion = "1"\nmax_batch_size = 256\nmax_queue_delay_ms = 2\ninputs = [{ dtype = "i64", shape = [-1] }, { dtype = "i64", shape = [-1] }]\nsim = { batch_ms = %s }\n' "${SIM_MS:-1.0}" > "$RES/sim.toml"
+  printf '[[models]]\nname = "minisim"\nversion = "1"\nmax_batch_size = 256\nmax_queue_delay_ms = 2\ninputs = [{ dtype = "i64", shape = [-1] }, { dtype = "i64", shape = [-1] }]\npad = [0, 0]\nshape_buckets = true\nsim = { batch_ms = %s }\n' "${SIM_MS:-1.0}" > "$RES/sim.toml"
   M0=$M; M=$RES/sim.toml
   for w in ${SIM_WORKERS:-1 2}; do
     bench sim-p$PARTS-w$w --model minisim --workers $w --concurrency $MC --duration-s $SAT --warmup-s $W \
