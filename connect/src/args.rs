@@ -48,8 +48,9 @@ pub struct ConnectArgs {
     /// each role receive only its own replies (`_INBOX_<role>.>`; see deploy/README.md).
     #[arg(long, env = "NATS_INBOX_PREFIX", global = true)]
     pub nats_inbox_prefix: Option<String>,
-    /// Redis URL (`redis://`, `rediss://` for TLS, `redis+unix://`)
-    /// [default: redis://127.0.0.1:6379]. `user:password@` in it log in as an ACL user.
+    /// Redis URL (`redis://`, `rediss://` for TLS, `redis+unix://`, or
+    /// `redis+sentinel://host1:26379,host2:26379/<master-name>` for the primary that Sentinel
+    /// names) [default: redis://127.0.0.1:6379]. `user:password@` in it log in as an ACL user.
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
     /// CA certificate (PEM) to trust for the Redis server's TLS certificate, instead of the
@@ -74,6 +75,19 @@ pub struct ConnectArgs {
         value_delimiter = ','
     )]
     pub inputs_redis_urls: Vec<String>,
+    /// Results count as stored only once this many Redis replicas hold them (`WAIT`), so a
+    /// failover to a replica cannot lose an acknowledged result; fewer in time and the jobs
+    /// run again. 0 (the default): as soon as the primary has them.
+    #[arg(
+        long,
+        env = "JETINFER_REDIS_WAIT_REPLICAS",
+        global = true,
+        default_value_t = 0
+    )]
+    pub redis_wait_replicas: u32,
+    /// How long a results write waits for --redis-wait-replicas [default: 1000].
+    #[arg(long, env = "JETINFER_REDIS_WAIT_TIMEOUT_MS", global = true)]
+    pub redis_wait_timeout_ms: Option<u64>,
 }
 
 impl ConnectArgs {
@@ -85,6 +99,11 @@ impl ConnectArgs {
     /// The Redis URL given, or the default.
     pub fn redis_url(&self) -> &str {
         self.redis_url.as_deref().unwrap_or(DEFAULT_REDIS_URL)
+    }
+
+    /// How long a results write waits for `--redis-wait-replicas`.
+    pub fn redis_wait_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.redis_wait_timeout_ms.unwrap_or(1000))
     }
 
     /// NATS settings for the given (or default) URL, credentials and TLS files.
@@ -141,6 +160,8 @@ impl std::fmt::Debug for ConnectArgs {
                     .map(|u| redact_url(u))
                     .collect::<Vec<_>>(),
             )
+            .field("redis_wait_replicas", &self.redis_wait_replicas)
+            .field("redis_wait_timeout_ms", &self.redis_wait_timeout_ms)
             .finish()
     }
 }
@@ -176,6 +197,23 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("redis://127.0.0.1:6379"), "{shown}");
+    }
+
+    #[test]
+    fn redis_wait_replicas_is_off_unless_asked_for() {
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.connect.redis_wait_replicas, 0);
+        assert_eq!(cli.connect.redis_wait_timeout().as_millis(), 1000);
+        let cli = Cli::try_parse_from([
+            "x",
+            "--redis-wait-replicas",
+            "1",
+            "--redis-wait-timeout-ms",
+            "250",
+        ])
+        .unwrap();
+        assert_eq!(cli.connect.redis_wait_replicas, 1);
+        assert_eq!(cli.connect.redis_wait_timeout().as_millis(), 250);
     }
 
     #[test]

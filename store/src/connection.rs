@@ -1,5 +1,6 @@
 //! How the store reaches Redis: the connection pool for a URL (`redis://`, `rediss://`,
-//! `redis+unix://`) with, for `rediss://`, a custom CA and a client certificate
+//! `redis+unix://`, or `redis+sentinel://` for a primary found through Sentinel, see
+//! `sentinel.rs`) with, for `rediss://`, a custom CA and a client certificate
 //! ([`RedisTls`]), and [`check`]: one connection at startup, so that a configuration Redis
 //! will never accept (untrusted certificate, missing client certificate, wrong password,
 //! plain `redis://` to a TLS port) is refused with a message naming what failed instead of
@@ -8,10 +9,76 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use deadpool_redis::redis::aio::ConnectionLike;
 use deadpool_redis::redis::{self, ErrorKind, RedisError};
 use deadpool_redis::{Manager, Pool, PoolConfig, Runtime};
 
+use crate::sentinel::{is_sentinel_url, SentinelManager, SentinelUrl};
 use crate::StoreError;
+
+/// The store's connection pool: straight to one server, or to the primary Sentinel names.
+#[derive(Clone)]
+pub(crate) enum RedisPool {
+    Direct(Pool),
+    Sentinel(deadpool::managed::Pool<SentinelManager>),
+}
+
+impl std::fmt::Debug for RedisPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RedisPool::Direct(_) => "RedisPool::Direct",
+            RedisPool::Sentinel(_) => "RedisPool::Sentinel",
+        })
+    }
+}
+
+/// A connection taken from a [`RedisPool`]; goes back to the pool when dropped.
+pub(crate) enum PooledConnection {
+    Direct(deadpool_redis::Connection),
+    Sentinel(deadpool::managed::Object<SentinelManager>),
+}
+
+impl RedisPool {
+    /// A connection: an idle one that passes its check (`PING`; `ROLE` = primary behind
+    /// Sentinel), or a new one.
+    pub(crate) async fn get(&self) -> Result<PooledConnection, deadpool_redis::PoolError> {
+        Ok(match self {
+            RedisPool::Direct(pool) => PooledConnection::Direct(pool.get().await?),
+            RedisPool::Sentinel(pool) => PooledConnection::Sentinel(pool.get().await?),
+        })
+    }
+}
+
+impl ConnectionLike for PooledConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            PooledConnection::Direct(c) => c.req_packed_command(cmd),
+            PooledConnection::Sentinel(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            PooledConnection::Direct(c) => c.req_packed_commands(cmd, offset, count),
+            PooledConnection::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            PooledConnection::Direct(c) => c.get_db(),
+            PooledConnection::Sentinel(c) => c.get_db(),
+        }
+    }
+}
 
 /// TLS files for a `rediss://` URL, all PEM. Without `ca`, the system's trust store is used;
 /// `cert` and `key` (both or neither) are the client certificate for servers that require
@@ -85,7 +152,21 @@ fn read_pem(path: &Path, what: &'static str, label: &str) -> Result<Vec<u8>, Sto
 }
 
 /// The pool for `url` and `tls`; connections are opened lazily.
-pub(crate) fn pool(url: &str, tls: &RedisTls, config: PoolConfig) -> Result<Pool, StoreError> {
+pub(crate) fn pool(url: &str, tls: &RedisTls, config: PoolConfig) -> Result<RedisPool, StoreError> {
+    if is_sentinel_url(url) {
+        if !tls.is_empty() {
+            return Err(tls_config(
+                "TLS files are given but TLS through Sentinel is not supported yet",
+            ));
+        }
+        let manager = SentinelManager::new(&SentinelUrl::parse(url)?)?;
+        return deadpool::managed::Pool::builder(manager)
+            .config(config)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map(RedisPool::Sentinel)
+            .map_err(|e| StoreError::Config(deadpool_redis::CreatePoolError::Build(e)));
+    }
     let manager = if tls.is_empty() {
         Manager::new(url)?
     } else {
@@ -105,6 +186,7 @@ pub(crate) fn pool(url: &str, tls: &RedisTls, config: PoolConfig) -> Result<Pool
         .config(config)
         .runtime(Runtime::Tokio1)
         .build()
+        .map(RedisPool::Direct)
         .map_err(|e| StoreError::Config(deadpool_redis::CreatePoolError::Build(e)))
 }
 
@@ -114,7 +196,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Opens a connection and PINGs. [`StoreError::Refused`]: Redis answered but will not
 /// accept this configuration (retrying cannot help); [`StoreError::Unreachable`]: nothing
 /// answered (it may come up later).
-pub(crate) async fn check(pool: &Pool, url: &str, tls: &RedisTls) -> Result<(), StoreError> {
+pub(crate) async fn check(pool: &RedisPool, url: &str, tls: &RedisTls) -> Result<(), StoreError> {
     let attempt = async {
         let mut conn = pool.get().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
@@ -224,5 +306,34 @@ mod tests {
         };
         let err = pool("rediss://h:6380", &cert_only, PoolConfig::default()).unwrap_err();
         assert!(err.to_string().contains("needs its key"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_sentinel_url_is_a_typed_error_and_a_good_one_a_sentinel_pool() {
+        let err = pool(
+            "redis+sentinel://u:pw@h:x/m",
+            &RedisTls::default(),
+            PoolConfig::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::SentinelUrl(crate::SentinelUrlError::BadPort { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(!err.to_string().contains("pw"), "{err}");
+        let ok = pool(
+            "redis+sentinel://h1:26379,h2/jetinfer",
+            &RedisTls::default(),
+            PoolConfig::default(),
+        )
+        .unwrap();
+        assert!(matches!(ok, RedisPool::Sentinel(_)));
+        assert_eq!(
+            crate::redact("redis+sentinel://u:pw@h1:26379,h2/jetinfer"),
+            "redis+sentinel://h1:26379,h2:26379/jetinfer"
+        );
     }
 }

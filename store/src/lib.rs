@@ -2,19 +2,23 @@
 //! content-addressed cache and the lost-run counts. The client library reads results through
 //! it, the dispatcher and the workers write through it, so every process agrees on keys,
 //! TTLs and encoding: [`ResultStore`] and its configuration [`StoreConfig`] here; how the
-//! connections are made (`rediss://` with [`RedisTls`], the startup check) in `connection.rs`.
+//! connections are made (`rediss://` with [`RedisTls`], the startup check) in `connection.rs`;
+//! a primary found through Sentinel (`redis+sentinel://`, [`SentinelUrl`]) in `sentinel.rs`.
 
 mod connection;
 mod inputs;
+mod sentinel;
+mod write;
 
 use std::time::Duration;
 
+use connection::RedisPool;
 use deadpool_redis::redis::{self, AsyncCommands};
-use deadpool_redis::Pool;
 use jetinfer_schemas::{JobResult, Keys};
 
 pub use connection::RedisTls;
 pub use inputs::{InputStores, StoredValue};
+pub use sentinel::{is_sentinel_url, SentinelUrl, SentinelUrlError};
 
 /// Failure to reach or use Redis. Always transient from a job's point of view.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,17 @@ pub enum StoreError {
     },
     #[error("redis TLS: {0}")]
     TlsConfig(String),
+    #[error("redis Sentinel URL: {0}")]
+    SentinelUrl(#[from] SentinelUrlError),
+    /// `WAIT` found fewer replicas holding the writes than asked for within its timeout:
+    /// the results are on the primary only and could be lost at a failover, so they do
+    /// not count as stored (the jobs run again; `SET NX` keeps the first result).
+    #[error("results reached {acked} of the {wanted} replicas asked for (WAIT {wanted} {timeout_ms} ms)")]
+    NotReplicated {
+        acked: u32,
+        wanted: u32,
+        timeout_ms: u64,
+    },
     /// Redis answered but does not accept this configuration (certificate, password,
     /// scheme): retrying cannot help. See [`ResultStore::check`].
     #[error("Redis at {url} refused the connection: {reason}")]
@@ -58,6 +73,11 @@ pub struct StoreConfig {
     pub cache_ttl: Duration,
     /// Pool size; each connection is multiplexed, so a few suffice.
     pub pool_size: usize,
+    /// Results count as stored only once this many replicas hold them (`WAIT`); 0: as
+    /// soon as the primary has them (asynchronous replication).
+    pub wait_replicas: u32,
+    /// How long `WAIT` waits for [`StoreConfig::wait_replicas`].
+    pub wait_timeout: Duration,
 }
 
 impl StoreConfig {
@@ -69,6 +89,8 @@ impl StoreConfig {
             result_ttl: Duration::from_secs(24 * 3600),
             cache_ttl: Duration::from_secs(3600),
             pool_size: 8,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -84,12 +106,14 @@ pub struct ResultWrite<'a> {
 /// Handle to the result store; cheap to clone.
 #[derive(Clone)]
 pub struct ResultStore {
-    pool: Pool,
+    pool: RedisPool,
     url: String,
     tls: RedisTls,
     keys: Keys,
     result_ttl_ms: u64,
     cache_ttl_ms: u64,
+    /// `WAIT <replicas> <ms>` after each results pipeline (None: off).
+    wait: Option<(u32, u64)>,
 }
 
 impl ResultStore {
@@ -115,6 +139,13 @@ impl ResultStore {
             keys: config.keys.clone(),
             result_ttl_ms: config.result_ttl.as_millis() as u64,
             cache_ttl_ms: config.cache_ttl.as_millis() as u64,
+            // WAIT 0 ms would block forever: at least 1 ms.
+            wait: (config.wait_replicas > 0).then(|| {
+                (
+                    config.wait_replicas,
+                    (config.wait_timeout.as_millis() as u64).max(1),
+                )
+            }),
         })
     }
 
@@ -253,45 +284,6 @@ impl ResultStore {
         Ok(pipe.query_async(&mut conn).await?)
     }
 
-    /// Writes results with `SET NX PX` (the first result wins, a late or duplicate run
-    /// never overwrites it) and cache entries with `SET PX`, all in one pipeline.
-    /// Returns, per result, whether this write stored it (false: one was there already).
-    pub async fn put_results(
-        &self,
-        results: &[ResultWrite<'_>],
-        cache: &[(String, Vec<u8>)],
-    ) -> Result<Vec<bool>, StoreError> {
-        if results.is_empty() && cache.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for r in results {
-            pipe.cmd("SET")
-                .arg(self.keys.result(r.id))
-                .arg(&r.bytes)
-                .arg("NX")
-                .arg("PX")
-                .arg(self.result_ttl_ms);
-            if r.drop_inputs {
-                // After the SET in the same pipeline: the inputs go only once a result
-                // (this one or an earlier run's) is stored. UNLINK frees the ~150 KB value
-                // on Redis's background thread, not its one command thread.
-                pipe.cmd("UNLINK").arg(self.keys.input(r.id)).ignore();
-            }
-        }
-        for (key, bytes) in cache {
-            pipe.cmd("SET")
-                .arg(key)
-                .arg(bytes)
-                .arg("PX")
-                .arg(self.cache_ttl_ms)
-                .ignore();
-        }
-        let mut conn = self.pool.get().await?;
-        let replies: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-        Ok(replies.into_iter().map(|r| r.is_some()).collect())
-    }
-
     /// What intake needs to know of jobs before queueing them, in one round trip for all
     /// of them: per job, whether a result exists, and how many of its runs were lost so far
     /// (see [`Keys::failures`]).
@@ -384,6 +376,12 @@ impl ResultStore {
 /// The scheme and address of a Redis URL, for messages: never its user or password.
 fn redact(url: &str) -> String {
     use redis::IntoConnectionInfo;
+    if is_sentinel_url(url) {
+        return SentinelUrl::parse(url).map_or_else(
+            |_| format!("{}<unparsable address>", sentinel::SCHEME),
+            |u| u.redacted(),
+        );
+    }
     let scheme = url.split_once("://").map_or("redis", |(s, _)| s);
     match url.into_connection_info() {
         Ok(info) => format!("{scheme}://{}", info.addr()),
