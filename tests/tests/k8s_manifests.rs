@@ -5,7 +5,7 @@
 //! creates (schemas/src/names.rs), every container's command line and environment parse with
 //! the binary's own flags (`--check-config`), probes ask /readyz and /healthz on the
 //! `--metrics-addr` port, the worker asks for a GPU and its grace period outlasts its drain,
-//! and the dispatcher never runs twice at once.
+//! and the dispatcher runs as a lease holder with a standby whose rollouts can finish.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -120,8 +120,8 @@ fn broken_manifests_fail_the_schema_validation() {
         // A wrong type.
         (
             "dispatcher.yaml",
-            "replicas: 1",
-            "replicas: one",
+            "replicas: 2",
+            "replicas: two",
             "spec/replicas",
         ),
         // A KEDA trigger without its consumer.
@@ -229,13 +229,22 @@ fn every_container_parses_with_its_binary_and_probes_the_metrics_port() {
             !text(&out).contains("stand-in-nats_password"),
             "{name} prints a password"
         );
-        // Probes: /readyz for readiness, /healthz for liveness, on the --metrics-addr port.
+        // Probes on the --metrics-addr port: /healthz for liveness; /readyz for readiness,
+        // except the dispatcher's, whose standby is 503 on /readyz by design (a Deployment
+        // waiting for it would never finish a rollout).
         let i = command.iter().position(|a| a == "--metrics-addr").unwrap();
         let port: u64 = command[i + 1].rsplit(':').next().unwrap().parse().unwrap();
         let ports = c["ports"].as_array().unwrap();
         let named = ports.iter().find(|p| p["name"] == "metrics").unwrap();
         assert_eq!(named["containerPort"].as_u64(), Some(port), "{name}");
-        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{name}");
+        let ready = match name {
+            "jetinfer-dispatcher" => "/healthz",
+            _ => "/readyz",
+        };
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], ready, "{name}");
+        if name == "jetinfer-dispatcher" {
+            assert!(text(&out).contains("lease: true"), "{}", text(&out));
+        }
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{name}");
         for probe in ["readinessProbe", "livenessProbe"] {
             assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{name} {probe}");
@@ -254,7 +263,7 @@ fn every_container_parses_with_its_binary_and_probes_the_metrics_port() {
 }
 
 #[test]
-fn workers_ask_for_a_gpu_and_outlast_their_drain_and_the_dispatcher_runs_once() {
+fn workers_ask_for_a_gpu_and_outlast_their_drain_and_dispatchers_hold_a_lease() {
     let objects = objects();
     let w = find(&objects, "Deployment", "jetinfer-worker");
     let c = container(w);
@@ -278,10 +287,21 @@ fn workers_ask_for_a_gpu_and_outlast_their_drain_and_the_dispatcher_runs_once() 
     let mount = c["volumeMounts"][0]["mountPath"].as_str().unwrap();
     assert_eq!(env["JETINFER_MODELS"], format!("{mount}/models.toml"));
 
-    // One dispatcher replica with `Recreate` rollouts, as shipped: a second replica would be
-    // a standby behind the lease (docs/architecture.md, "More than one dispatcher"), which
-    // deploy/k8s does not configure yet.
+    // Two dispatchers, the lease on (only its holder schedules: docs/architecture.md, "More
+    // than one dispatcher"; JETINFER_LEASE is parsed by --check-config above), rolled out
+    // new-pod-first so a standby is there whenever the active one stops, and at most one
+    // taken at a time by a voluntary disruption.
     let d = find(&objects, "Deployment", "jetinfer-dispatcher");
-    assert_eq!(d["spec"]["replicas"], 1);
-    assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(environment(container(d))["JETINFER_LEASE"], "true");
+    let rolling = &d["spec"]["strategy"];
+    assert_eq!(rolling["type"], "RollingUpdate", "{rolling}");
+    assert_eq!(rolling["rollingUpdate"]["maxUnavailable"], 0, "{rolling}");
+    assert_eq!(rolling["rollingUpdate"]["maxSurge"], 1, "{rolling}");
+    let pdb = find(&objects, "PodDisruptionBudget", "jetinfer-dispatcher");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1, "{pdb}");
+    let labels = &d["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in pdb["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&labels[k], v, "the budget selects the dispatcher's pods");
+    }
 }
