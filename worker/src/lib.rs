@@ -205,6 +205,8 @@ async fn connect(
     store_config.keys = Keys::new(&config.key_prefix);
     store_config.result_ttl = Duration::from_secs(config.result_ttl_s);
     store_config.cache_ttl = Duration::from_secs(config.cache_ttl_s);
+    store_config.wait_replicas = config.connect.redis_wait_replicas;
+    store_config.wait_timeout = config.connect.redis_wait_timeout();
     // A Redis that refuses us (TLS, password) stops the process at start, naming why;
     // one that is not up yet is waited for, as before.
     let store = ResultStore::connect(&store_config).await?;
