@@ -8,11 +8,11 @@
 //! request: first timestamp, last sequence, and messages per `jetinfer.jobs.<p>.<model>`).
 //! The streams have WorkQueue retention, so a message stays in the stream until acked and
 //! the per-subject count is exactly that model's share of the lag; no per-model consumer
-//! is needed. Capacity comes from the workers' heartbeats (the scheduler's view): each
-//! model's `max_batch_size` over its measured `batch_ms`.
+//! is needed. The per-model capacity, served and arrival rates and saturation score come
+//! from those lags and the workers' heartbeats (`saturation.rs`).
 //!
-//! The arithmetic is in plain functions ([`ArrivalWindow`], [`model_signals`]) so it is
-//! tested without a server; [`run`] only fetches and publishes.
+//! The arithmetic is in plain functions ([`ArrivalWindow`], `saturation::model_signals`)
+//! so it is tested without a server; [`run`] only fetches and publishes.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -21,21 +21,18 @@ use async_nats::jetstream::{self, stream};
 use futures::TryStreamExt;
 use jetinfer_schemas::names::{parse_job_subject, priority_filter};
 use jetinfer_schemas::partitions::{partition_consumer, partition_stream};
-use jetinfer_schemas::worker::Heartbeat;
 use jetinfer_schemas::{now_ms, Priority};
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::saturation::{model_signals, LagSlopes};
 use crate::workers::WorkersView;
 
 pub(crate) const QUEUE_LAG: &str = "jetinfer_queue_lag";
 pub(crate) const OLDEST_AGE: &str = "jetinfer_queue_oldest_age_seconds";
 pub(crate) const ARRIVAL_RATE: &str = "jetinfer_arrival_rate";
 pub(crate) const MODEL_LAG: &str = "jetinfer_model_queue_lag";
-pub(crate) const MODEL_CAPACITY: &str = "jetinfer_model_capacity_jobs_per_second";
-pub(crate) const MODEL_BUSY: &str = "jetinfer_model_busy_ratio";
-pub(crate) const MODEL_SATURATION: &str = "jetinfer_model_saturation";
 pub(crate) const REFRESH_FAILURES: &str = "jetinfer_autoscale_refresh_failures_total";
 
 /// The arrival rate is measured over this much history: one-second deltas of a bursty
@@ -89,73 +86,6 @@ impl ArrivalWindow {
         let secs = at.saturating_duration_since(t0).as_secs_f64();
         (secs > 0.0).then(|| (last_seq - s0) as f64 / secs)
     }
-}
-
-/// One model's signals, from its lag and the live workers' heartbeats.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ModelSignals {
-    /// Jobs of the model in the streams (all priorities): waiting, held or running.
-    pub lag: u64,
-    /// Jobs/s the workers serving it can run at full batches: Σ max_batch_size ×
-    /// 1000 / batch_ms over workers that have measured `batch_ms`. 0 when none has.
-    pub capacity: f64,
-    /// Share of the slots of the workers serving it that are taken (1 − free/slots).
-    pub busy: f64,
-    /// busy + lag / (capacity × drain target); `None` without a measured capacity.
-    pub saturation: Option<f64>,
-}
-
-/// Per model: the signals from each model's lag (`lags`) and the live workers. A model
-/// that has lag but no worker, or workers but no lag, is listed too.
-pub(crate) fn model_signals(
-    lags: &BTreeMap<String, u64>,
-    workers: &[impl AsRef<Heartbeat>],
-    drain_target: Duration,
-) -> BTreeMap<String, ModelSignals> {
-    // (capacity, taken slots, slots) per model.
-    let mut served: BTreeMap<&str, (f64, u64, u64)> = BTreeMap::new();
-    for hb in workers.iter().map(AsRef::as_ref) {
-        let taken = hb.slots.saturating_sub(hb.free_slots) as u64;
-        // A worker announcing one model in several versions (or on several devices) is
-        // counted once per model for slots; its capacity is the sum of what it announces.
-        let mut seen = BTreeSet::new();
-        for m in &hb.models {
-            let entry = served.entry(m.name.as_str()).or_default();
-            if let Some(ms) = m.batch_ms.filter(|ms| *ms > 0.0) {
-                entry.0 += m.max_batch_size as f64 * 1000.0 / ms;
-            }
-            if seen.insert(m.name.as_str()) {
-                entry.1 += taken;
-                entry.2 += hb.slots as u64;
-            }
-        }
-    }
-    let names: BTreeSet<&str> = lags
-        .keys()
-        .map(String::as_str)
-        .chain(served.keys().copied())
-        .collect();
-    names
-        .into_iter()
-        .map(|name| {
-            let lag = lags.get(name).copied().unwrap_or(0);
-            let (capacity, taken, slots) = served.get(name).copied().unwrap_or_default();
-            let busy = if slots > 0 {
-                taken as f64 / slots as f64
-            } else {
-                0.0
-            };
-            let saturation = (capacity > 0.0)
-                .then(|| busy + lag as f64 / (capacity * drain_target.as_secs_f64().max(1e-3)));
-            let signals = ModelSignals {
-                lag,
-                capacity,
-                busy,
-                saturation,
-            };
-            (name.to_string(), signals)
-        })
-        .collect()
 }
 
 /// The model of a job subject of priority `p`, `jetinfer.jobs.<p>.<model>[.<partition>]`
@@ -248,18 +178,6 @@ fn describe() {
         MODEL_LAG,
         "Jobs of the model not yet acked, by priority and model (the stream's per-subject count)"
     );
-    describe_gauge!(
-        MODEL_CAPACITY,
-        "Jobs/s the live workers serving the model run at full batches (max_batch_size / batch_ms, summed)"
-    );
-    describe_gauge!(
-        MODEL_BUSY,
-        "Share of the slots of the workers serving the model that are taken, from their heartbeats"
-    );
-    describe_gauge!(
-        MODEL_SATURATION,
-        "busy + model lag / (capacity x drain target); above 1 the model needs more workers; NaN without a measured capacity"
-    );
     describe_counter!(
         REFRESH_FAILURES,
         "Refreshes of the autoscaling signals that failed, by priority (the gauges keep their last values)"
@@ -274,6 +192,8 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     describe();
+    crate::saturation::describe();
+    let mut slopes = LagSlopes::default();
     for p in Priority::ALL {
         counter!(REFRESH_FAILURES, "priority" => p.as_str()).increment(0);
     }
@@ -329,7 +249,8 @@ pub(crate) async fn run(
             continue;
         }
         let view = workers.borrow().clone();
-        let signals = model_signals(&lags, &view, settings.drain_target);
+        let lag_slopes = slopes.observe(Instant::now(), &lags);
+        let signals = model_signals(&lags, &lag_slopes, &view, settings.drain_target);
         // A served model with nothing queued shows 0 at every priority, not nothing, so a
         // query sees "no backlog" rather than "no data".
         for model in signals.keys() {
@@ -343,18 +264,9 @@ pub(crate) async fn run(
             gauge!(MODEL_LAG, "priority" => p.as_str(), "model" => model.clone()).set(0.0);
         }
         exported = now_exported;
-        for (model, s) in &signals {
-            gauge!(MODEL_CAPACITY, "model" => model.clone()).set(s.capacity);
-            gauge!(MODEL_BUSY, "model" => model.clone()).set(s.busy);
-            gauge!(MODEL_SATURATION, "model" => model.clone())
-                .set(s.saturation.unwrap_or(f64::NAN));
-        }
         // A model no longer served and no longer queued: nothing to scale for it.
-        for model in exported_models.iter().filter(|m| !signals.contains_key(*m)) {
-            gauge!(MODEL_CAPACITY, "model" => model.clone()).set(0.0);
-            gauge!(MODEL_BUSY, "model" => model.clone()).set(0.0);
-            gauge!(MODEL_SATURATION, "model" => model.clone()).set(0.0);
-        }
+        let gone = exported_models.iter().filter(|m| !signals.contains_key(*m));
+        crate::saturation::publish(&signals, gone);
         exported_models = signals.into_keys().collect();
     }
 }
@@ -362,37 +274,6 @@ pub(crate) async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jetinfer_schemas::worker::ModelInfo;
-    use std::sync::Arc;
-
-    fn hb(
-        worker: &str,
-        slots: u32,
-        free: u32,
-        models: &[(&str, u32, Option<f64>)],
-    ) -> Arc<Heartbeat> {
-        Arc::new(Heartbeat {
-            v: 1,
-            worker: worker.into(),
-            models: models
-                .iter()
-                .map(|&(name, max_batch_size, batch_ms)| ModelInfo {
-                    name: name.into(),
-                    version: "1".into(),
-                    max_batch_size,
-                    inputs: vec![],
-                    batch_ms,
-                })
-                .collect(),
-            slots,
-            free_slots: free,
-            devices: vec![],
-            gpu_memory_bytes: None,
-            accepting: true,
-            sent_at_ms: 0,
-            load_errors: vec![],
-        })
-    }
 
     #[test]
     fn arrival_rate_is_the_slope_over_the_window() {
@@ -425,34 +306,5 @@ mod tests {
         assert_eq!(model_of("jetinfer.jobs.p0.resnet50", Priority::P1), None);
         assert_eq!(model_of("jetinfer.jobs.p1.", Priority::P1), None);
         assert_eq!(model_of("other.p1.x", Priority::P1), None);
-    }
-
-    #[test]
-    fn saturation_combines_busy_slots_and_backlog_over_capacity() {
-        let workers = vec![
-            // 32 jobs per 100 ms = 320 jobs/s; half of its slots taken.
-            hb(
-                "w1",
-                64,
-                32,
-                &[("resnet", 32, Some(100.0)), ("mlp", 8, None)],
-            ),
-            // Same model, 160 jobs/s, all slots taken.
-            hb("w2", 64, 0, &[("resnet", 16, Some(100.0))]),
-        ];
-        let lags = BTreeMap::from([("resnet".to_string(), 960), ("orphan".to_string(), 5)]);
-        let s = model_signals(&lags, &workers, Duration::from_secs(2));
-        let r = &s["resnet"];
-        assert!((r.capacity - 480.0).abs() < 1e-9);
-        assert!((r.busy - 0.75).abs() < 1e-9);
-        // 0.75 + 960 / (480 × 2) = 1.75
-        assert!((r.saturation.unwrap() - 1.75).abs() < 1e-9, "{r:?}");
-        // Served but never measured: no capacity, no score.
-        assert_eq!(s["mlp"].capacity, 0.0);
-        assert_eq!(s["mlp"].saturation, None);
-        assert!((s["mlp"].busy - 0.5).abs() < 1e-9);
-        // Queued but served by nobody.
-        assert_eq!(s["orphan"].lag, 5);
-        assert_eq!(s["orphan"].saturation, None);
     }
 }

@@ -37,6 +37,7 @@ mod lag;
 mod queue;
 mod registry;
 mod routing;
+mod saturation;
 mod scheduler;
 mod sizing;
 pub mod telemetry;

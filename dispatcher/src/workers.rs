@@ -260,6 +260,7 @@ pub(crate) fn test_heartbeat(id: &str, model: &str, version: &str, slots: u32) -
         accepting: true,
         sent_at_ms: 0,
         load_errors: Vec::new(),
+        load: None,
     }
 }
 

@@ -54,6 +54,55 @@ pub struct Heartbeat {
     /// (and left out) otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub load_errors: Vec<LoadFailure>,
+    /// What the worker measured over its last window (served rates, busy time, capacity,
+    /// device memory): the autoscaling inputs of docs/scale-out.md. Absent from workers
+    /// that predate it (or measured nothing yet); dispatchers then fall back to `batch_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<WorkerLoad>,
+}
+
+/// A worker's measured load: per model it serves and per device it uses.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct WorkerLoad {
+    /// Length of the window the rates and fractions cover, seconds (shorter just after
+    /// the worker started).
+    #[serde(default)]
+    pub window_s: f64,
+    #[serde(default)]
+    pub models: Vec<ModelLoad>,
+    #[serde(default)]
+    pub devices: Vec<DeviceLoad>,
+}
+
+/// One served model version's measured load.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ModelLoad {
+    pub name: String,
+    pub version: String,
+    /// Jobs run through a forward per second over the window.
+    pub served_per_s: f64,
+    /// Share of the window the model's executor threads spent in its forwards (averaged
+    /// over its threads: 1 = every thread of the model busy all the time).
+    pub busy: f64,
+    /// Jobs/s the model's threads would run at full batches, from the batch times measured
+    /// at the sizes seen (a fit of time against batch size); `None` until measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_per_s: Option<f64>,
+}
+
+/// One device's measured load.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DeviceLoad {
+    /// `"cpu"`, `"cuda:0"`, …
+    pub device: String,
+    /// Share of the window during which at least one of the device's executor threads was
+    /// in a forward.
+    pub busy: f64,
+    /// Memory in use on the device (all processes) and its size, bytes; absent on CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_bytes: Option<u64>,
 }
 
 /// A model version a worker refused to load, and why (an unreadable file, a sha256
@@ -133,6 +182,57 @@ pub struct RunReply {
 mod tests {
     use super::*;
     use crate::encode;
+
+    /// Old and new processes interoperate: a heartbeat without `load` decodes to `None`,
+    /// and one with it decodes in a reader that does not know the field (serde ignores
+    /// unknown map keys), here simulated by a struct without it.
+    #[test]
+    fn heartbeat_load_is_optional_both_ways() {
+        #[derive(Serialize, Deserialize)]
+        struct OldHeartbeat {
+            v: u32,
+            worker: String,
+            models: Vec<ModelInfo>,
+            slots: u32,
+            free_slots: u32,
+        }
+        let old = OldHeartbeat {
+            v: 1,
+            worker: "w".into(),
+            models: vec![],
+            slots: 4,
+            free_slots: 4,
+        };
+        let hb: Heartbeat = rmp_serde::from_slice(&encode(&old)).unwrap();
+        assert_eq!(hb.load, None);
+        let load = WorkerLoad {
+            window_s: 10.0,
+            models: vec![ModelLoad {
+                name: "m".into(),
+                version: "1".into(),
+                served_per_s: 12.5,
+                busy: 0.25,
+                capacity_per_s: Some(50.0),
+            }],
+            devices: vec![DeviceLoad {
+                device: "cuda:0".into(),
+                busy: 0.5,
+                memory_used_bytes: Some(1 << 30),
+                memory_total_bytes: Some(80 << 30),
+            }],
+        };
+        let new = Heartbeat {
+            load: Some(load.clone()),
+            ..hb
+        };
+        let bytes = encode(&new);
+        assert_eq!(
+            rmp_serde::from_slice::<Heartbeat>(&bytes).unwrap().load,
+            Some(load)
+        );
+        let seen_by_old: OldHeartbeat = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(seen_by_old.slots, 4);
+    }
 
     #[test]
     fn run_request_round_trip_keeps_payload_bytes() {

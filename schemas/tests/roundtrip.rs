@@ -255,6 +255,7 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
                     accepting,
                     sent_at_ms,
                     load_errors: Vec::new(),
+                    load: None,
                 }
             },
         )

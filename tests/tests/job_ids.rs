@@ -151,6 +151,7 @@ fn spawn_liar(nats: async_nats::Client, answered: Arc<AtomicUsize>) -> tokio::ta
                         accepting: true,
                         sent_at_ms: now_ms(),
                         load_errors: Vec::new(),
+                        load: None,
                     };
                     let _ = nats.publish(heartbeat_subject("liar"), encode(&hb).into()).await;
                 }

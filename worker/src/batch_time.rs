@@ -1,19 +1,22 @@
 //! A model's recent batch forward time (exponential moving average), written by its batcher
-//! and announced in heartbeats so dispatchers can size their timeouts to the model.
+//! and announced in heartbeats so dispatchers can size their timeouts to the model; with it,
+//! the model's load meter (`meters.rs`: jobs served, busy time, capacity over a window).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::meters::ModelMeter;
 
 /// The average in f64 bits; `u64::MAX` = no batch yet. Lock-free: one writer (the batcher's
 /// completions), one reader (the heartbeat).
 #[derive(Debug)]
-pub(crate) struct BatchTime(AtomicU64);
+pub(crate) struct BatchTime(AtomicU64, ModelMeter);
 
 /// Weight of the newest batch in the average.
 const ALPHA: f64 = 0.2;
 
 impl Default for BatchTime {
     fn default() -> Self {
-        BatchTime(AtomicU64::new(u64::MAX))
+        BatchTime(AtomicU64::new(u64::MAX), ModelMeter::default())
     }
 }
 
@@ -24,6 +27,11 @@ impl BatchTime {
             None => ms,
         };
         self.0.store(next.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The model's load meter.
+    pub fn meter(&self) -> &ModelMeter {
+        &self.1
     }
 
     pub fn get(&self) -> Option<f64> {

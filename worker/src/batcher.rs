@@ -137,6 +137,7 @@ impl Batcher {
             "instance" => lane.instance.to_string(),
         );
         let (batch_time, fatal) = (self.batch_time.clone(), self.fatal.clone());
+        let (jobs, lanes) = (ctxs.len(), self.lanes.len());
         self.tasks.spawn(async move {
             // Executor gone: the jobs' done senders drop and their requests answer Failed.
             let Ok(out) = outputs.await else { return };
@@ -151,6 +152,7 @@ impl Batcher {
             }
             ran.increment(1);
             batch_time.record(out.compute_ms);
+            batch_time.meter().record(jobs, out.compute_ms, lanes);
             writer.write(finish(ctxs, out)).await;
         });
     }

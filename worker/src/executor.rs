@@ -59,6 +59,9 @@ pub(crate) struct DeviceState {
     /// Pinned host buffers the batchers write batches into (CUDA devices only), shared by
     /// the device's instances (each batch takes its own buffers).
     pub pinned: Option<Arc<PinnedPool>>,
+    /// Time the device's threads spend in forwards (shared by every thread and version
+    /// on the device; read by the heartbeat).
+    pub busy: Arc<crate::meters::BusyMeter>,
     /// Cancelled once every thread of the device has ended and the modules are dropped
     /// (every batch sender gone: how a version is unloaded, see lifecycle.rs).
     pub exited: tokio_util::sync::CancellationToken,
@@ -138,6 +141,7 @@ struct Thread {
     /// Which of the device's threads (its clock slot).
     index: usize,
     clocks: Arc<BusyClocks>,
+    busy: Arc<crate::meters::BusyMeter>,
     load: DeviceLoad,
     faults: Arc<Faults>,
     models: Vec<Option<Arc<Model>>>,
@@ -198,6 +202,7 @@ pub(crate) fn spawn_device(
     let instances: Vec<u32> = configs.iter().map(|c| c.instances.max(1)).collect();
     let exit = Arc::new(ExitSignal(state.exited.clone()));
     let faults = state.faults.clone();
+    let busy = state.busy.clone();
     std::thread::Builder::new()
         .name(format!("exec-{device_name}"))
         .spawn(move || {
@@ -215,6 +220,7 @@ pub(crate) fn spawn_device(
                 device,
                 index,
                 clocks: clocks.clone(),
+                busy: busy.clone(),
                 load,
                 faults: faults.clone(),
                 // Thread k runs the models with more than k instances.
@@ -339,6 +345,7 @@ impl Thread {
     ) -> ExecOutput {
         let started = Instant::now();
         self.clocks.set(self.index, jetinfer_schemas::now_ms());
+        self.busy.begin();
         let result = match (&self.fatal, self.models.get(index).and_then(Option::as_ref)) {
             (Some(f), _) => Err(f.clone()),
             (None, Some(m)) => run_adaptive(
@@ -354,6 +361,7 @@ impl Thread {
                 .map(|_| Err(JobError::new(ErrorCode::Internal, "model not loaded")))
                 .collect()),
         };
+        self.busy.end();
         self.clocks.set(self.index, 0);
         let compute_ms = started.elapsed().as_secs_f64() * 1e3;
         match result {

@@ -82,29 +82,44 @@ pub(crate) fn memory_info(ordinal: i32) -> Option<(u64, u64)> {
     }
 }
 
-/// Memory in use summed over the CUDA devices among `devices` (`cuda:N`), updating the
-/// per-device gauges; `None` when none is a CUDA device or the driver cannot tell.
-pub(crate) fn used_bytes(devices: &[String]) -> Option<u64> {
-    let mut sum = None;
-    for name in devices {
-        let Some(ordinal) = name.strip_prefix("cuda:").and_then(|i| i.parse().ok()) else {
-            continue;
-        };
-        if let Some((used, total)) = memory_info(ordinal) {
+/// Per device of `devices`, `(used, total)` bytes when it is a CUDA device (`cuda:N`) the
+/// driver can tell about, updating the per-device gauges; `None` otherwise (CPU).
+pub(crate) fn per_device(devices: &[String]) -> Vec<Option<(u64, u64)>> {
+    devices
+        .iter()
+        .map(|name| {
+            let ordinal = name.strip_prefix("cuda:").and_then(|i| i.parse().ok())?;
+            let (used, total) = memory_info(ordinal)?;
             ::metrics::gauge!(crate::telemetry::GPU_USED, "device" => name.clone())
                 .set(used as f64);
             ::metrics::gauge!(crate::telemetry::GPU_TOTAL, "device" => name.clone())
                 .set(total as f64);
-            *sum.get_or_insert(0) += used;
-        }
-    }
-    sum
+            Some((used, total))
+        })
+        .collect()
+}
+
+/// Memory in use summed over the CUDA devices among `devices`, updating the per-device
+/// gauges; `None` when none is a CUDA device or the driver cannot tell.
+pub(crate) fn used_bytes(devices: &[String]) -> Option<u64> {
+    used_sum(&per_device(devices))
+}
+
+/// Memory in use summed over the devices `per_device` could measure; `None` when none.
+pub(crate) fn used_sum(memory: &[Option<(u64, u64)>]) -> Option<u64> {
+    memory
+        .iter()
+        .flatten()
+        .map(|&(used, _)| used)
+        .reduce(|a, b| a + b)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn cpu_devices_have_no_gpu_memory() {
-        assert_eq!(super::used_bytes(&["cpu".to_string()]), None);
+        let memory = super::per_device(&["cpu".to_string()]);
+        assert_eq!(memory, vec![None]);
+        assert_eq!(super::used_sum(&memory), None);
     }
 }

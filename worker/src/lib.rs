@@ -35,6 +35,7 @@ mod http;
 mod job;
 mod lifecycle;
 mod loading;
+mod meters;
 mod pad;
 mod placement;
 mod results;
@@ -160,6 +161,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         worker: id.clone(),
         roster,
         free,
+        watched: watched.clone(),
     };
     let heartbeat = tokio::spawn(announcer.run(
         Duration::from_millis(config.heartbeat_ms),

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use jetinfer_schemas::worker::{LoadFailure, ModelInfo};
+use jetinfer_schemas::worker::{LoadFailure, ModelInfo, ModelLoad};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
@@ -83,6 +83,23 @@ impl Roster {
             .map(|m| ModelInfo {
                 batch_ms: m.batch_time.get(),
                 ..m.info.clone()
+            })
+            .collect()
+    }
+
+    /// What each model's load meter measured over the window ending `now`.
+    pub fn measured(&self, now: std::time::Instant) -> Vec<ModelLoad> {
+        self.models
+            .iter()
+            .map(|m| {
+                let r = m.batch_time.meter().read(now, m.info.max_batch_size);
+                ModelLoad {
+                    name: m.info.name.clone(),
+                    version: m.info.version.clone(),
+                    served_per_s: r.served_per_s,
+                    busy: r.busy,
+                    capacity_per_s: r.capacity_per_s,
+                }
             })
             .collect()
     }

@@ -36,6 +36,10 @@ pub(crate) const RESULT_WRITE: &str = "jetinfer_result_write_duration_seconds";
 pub(crate) const GPU_USED: &str = "jetinfer_gpu_memory_used_bytes";
 pub(crate) const GPU_TOTAL: &str = "jetinfer_gpu_memory_total_bytes";
 pub(crate) const BATCHES: &str = "jetinfer_worker_batches_total";
+pub(crate) const SERVED_RATE: &str = "jetinfer_worker_served_jobs_per_second";
+pub(crate) const MODEL_BUSY: &str = "jetinfer_worker_model_busy_ratio";
+pub(crate) const CAPACITY: &str = "jetinfer_worker_capacity_jobs_per_second";
+pub(crate) const DEVICE_BUSY: &str = "jetinfer_worker_device_busy_ratio";
 
 /// Every metric the worker exports, for docs and tests.
 pub const METRIC_NAMES: &[&str] = &[
@@ -52,6 +56,10 @@ pub const METRIC_NAMES: &[&str] = &[
     GPU_USED,
     GPU_TOTAL,
     BATCHES,
+    SERVED_RATE,
+    MODEL_BUSY,
+    CAPACITY,
+    DEVICE_BUSY,
 ];
 
 /// Describes the metrics; sets the constant ones.
@@ -103,6 +111,22 @@ pub(crate) fn describe(slots: u32) {
     describe_counter!(
         BATCHES,
         "Batches run, by model, version, device and instance (the executor thread that ran it)"
+    );
+    describe_gauge!(
+        SERVED_RATE,
+        "Jobs run through a forward per second over the last 10 s, by model and version"
+    );
+    describe_gauge!(
+        MODEL_BUSY,
+        "Share of the last 10 s the model's executor threads spent in its forwards (averaged over its threads), by model and version"
+    );
+    describe_gauge!(
+        CAPACITY,
+        "Jobs/s the model's threads would run at full batches, from a fit of measured batch time against batch size, by model and version"
+    );
+    describe_gauge!(
+        DEVICE_BUSY,
+        "Share of the last 10 s during which at least one executor thread of the device was in a forward, by device"
     );
     gauge!(SLOTS).set(slots as f64);
     gauge!(IN_FLIGHT).set(0.0);

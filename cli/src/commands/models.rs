@@ -306,6 +306,7 @@ mod tests {
             accepting: true,
             sent_at_ms: 0,
             load_errors: Vec::new(),
+            load: None,
         }
     }
 

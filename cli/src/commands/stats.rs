@@ -181,6 +181,7 @@ mod tests {
             accepting: false,
             sent_at_ms: 0,
             load_errors: Vec::new(),
+            load: None,
         };
         let table = workers_table(&[hb], Duration::from_millis(2500));
         assert!(

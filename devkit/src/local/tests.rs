@@ -102,6 +102,7 @@ async fn waiting_for_workers_sees_heartbeats() {
         accepting,
         sent_at_ms: 0,
         load_errors: Vec::new(),
+        load: None,
     };
     let publisher = client.clone();
     let announce = tokio::spawn(async move {
