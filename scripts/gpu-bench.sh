@@ -106,7 +106,7 @@ sim-parts)
   M0=$M; M=$RES/sim.toml
   for w in ${SIM_WORKERS:-1 2}; do
     bench sim-p$PARTS-w$w --model minisim --workers $w --concurrency $MC --duration-s $SAT --warmup-s $W \
-      --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*MC)),256 --pull-batch $PULL --partitions $PARTS ${DX:-}" --worker-arg "--slots $MC ${WX:-}"
+      --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*MC)),256 --pull-batch $PULL ${DX:-}" --partitions $PARTS --worker-arg "--slots $MC ${WX:-}"
   done
   M=$M0
   ;;
@@ -115,11 +115,12 @@ minilm-open)
   # served when offered more than capacity, free of the closed loop's latency coupling.
   RATE=${RATE:-60000}; PARTS=${PARTS:-4}
   bench minilm-open-$RATE-p$PARTS --model $TXT --rates "0,$RATE,0" --arrival poisson --max-publishing 4096 --duration-s $SAT --warmup-s $W --drain-s 30 \
-    --dyn-len $DYN --dispatcher-arg "--in-flight 64,4096,256 --pull-batch $PULL --partitions $PARTS" --worker-arg "--slots 2048"
+    --dyn-len $DYN --dispatcher-arg "--in-flight 64,4096,256 --pull-batch $PULL" --partitions $PARTS --worker-arg "--slots 2048"
   ;;
 minilm-parts|minilm-parts-profile)
   # Each priority spread over n partition streams for each n in PARTS (default 4), MC jobs
   # in flight: whether the one-stream limit was the limit. -profile adds nats-server's pprof.
+  # BARE=1 adds the bare loop over as many streams (same generator, same jobs);
   # I2=1: two instances per model (models.reference.cuda.i2.toml); DX / WX: more dispatcher
   # / worker arguments; TAG names the variant.
   MC=${MC:-2048}; M0=$M; [ "${I2:-0}" = 1 ] && M=${M%.toml}.i2.toml
@@ -129,7 +130,7 @@ minilm-parts|minilm-parts-profile)
       ( sleep 9; exec $python -c "import urllib.request,sys;open(sys.argv[1],'wb').write(urllib.request.urlopen('http://127.0.0.1:6061/debug/pprof/profile?seconds=6',timeout=30).read())" "$RES/nats-minilm-p$n.pprof" ) &
     fi
     bench minilm-sat-p$n${TAG:-} --model $TXT --concurrency $MC --duration-s $SAT --warmup-s $W --ceiling --ceiling-seconds $CEIL \
-      --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*MC)),256 --pull-batch $PULL --partitions $n ${DX:-}" --worker-arg "--slots $MC ${WX:-}"
+      --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*MC)),256 --pull-batch $PULL ${DX:-}" --partitions $n ${BARE:+--bare-loop} --worker-arg "--slots $MC ${WX:-}"
     unset JETINFER_NATS_ARGS
   done
   M=$M0
@@ -231,7 +232,7 @@ minilm-profile)
   # MC jobs in flight (1024), PROFILE_PARTS partition streams (1).
   PMC=${MC:-1024}
   bench minilm-sat-profile --model $TXT --concurrency $PMC --duration-s $SAT --warmup-s $W \
-    --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*PMC)),256 --pull-batch $PULL --partitions ${PROFILE_PARTS:-1}" --worker-arg "--slots $PMC"
+    --dyn-len $DYN --dispatcher-arg "--in-flight 64,$((2*PMC)),256 --pull-batch $PULL" --partitions ${PROFILE_PARTS:-1} --worker-arg "--slots $PMC"
   wait $fetch; [ -n "${perfjob:-}" ] && wait $perfjob; unset JETINFER_NATS_ARGS; pack
   ;;
 resnet-80pct-i2)

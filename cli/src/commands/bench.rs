@@ -95,6 +95,10 @@ pub struct BenchArgs {
     /// the Python worker's stream).
     #[arg(long, value_enum, default_value_t = Storage::File)]
     pub storage: Storage,
+    /// Partition streams per priority: the dispatcher's `--partitions`, and as many
+    /// streams for `--bare-loop`, spread by job id the same way.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub partitions: u16,
     /// Workers to start (local stack).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -255,6 +259,7 @@ fn options(global: &Global, args: BenchArgs) -> anyhow::Result<Options> {
         inline_limit: args.inline_limit,
         input_stores: args.input_stores,
         storage: args.storage,
+        partitions: args.partitions,
         workers: args.workers,
         dispatcher_args: args.dispatcher_args,
         worker_args: args.worker_args,

@@ -2,8 +2,10 @@
 //! jetinfer (async-nats, the Redis [`ResultStore`]) — JetStream publish → pull → ack →
 //! Redis `SET` — so `jetinfer bench --bare-loop` can say how much the pipeline adds.
 //!
-//! It uses its own WorkQueue stream (`JETINFER_BARE`, subjects `jetinfer.bare.>`) with the
-//! same storage as the pipeline's, one durable pull consumer, pulls in batches, stores one
+//! It uses its own WorkQueue streams (`JETINFER_BARE`, subjects `jetinfer.bare.<p>.<model>`,
+//! and with `--partitions N` also `JETINFER_BARE_<k>` on `jetinfer.bare.<p>.<model>.<k>`,
+//! spread by job id as the pipeline's partitions are) with the same storage as the
+//! pipeline's, one durable pull consumer per stream, pulls in batches, stores one
 //! minimal result per message in one pipeline per batch (`SET NX PX`, as the worker does),
 //! acks, and publishes the completion notice the benchmark times — the same notice the
 //! worker publishes, so both are measured the same way. It decodes nothing but the id
@@ -14,13 +16,14 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use jetinfer_schemas::names::done_subject;
+use jetinfer_schemas::partitions::MAX_PARTITIONS;
 use jetinfer_schemas::{encode, now_ms, JobResult, Timings};
 use tokio_util::sync::CancellationToken;
 
 use super::BenchError;
 use jetinfer_client::{ResultStore, ResultWrite};
 
-/// The bare loop's stream.
+/// The bare loop's stream (partition 0; partition k is `JETINFER_BARE_<k>`).
 pub const BARE_STREAM: &str = "JETINFER_BARE";
 /// Its subject prefix (`jetinfer.bare.<p>.<model>`).
 pub const BARE_PREFIX: &str = "jetinfer.bare";
@@ -28,24 +31,59 @@ pub const BARE_PREFIX: &str = "jetinfer.bare";
 /// Messages per pull, as the dispatcher's default `--pull-batch`.
 const PULL_BATCH: usize = 32;
 
-/// Creates (or recreates, empty) the bare stream and starts its consumer loop; it runs
-/// until `stop`.
+/// The subject of a bare job of `model` at priority token `p`, in partition `k`.
+pub fn bare_subject(p: &str, model: &str, k: u16) -> String {
+    match k {
+        0 => format!("{BARE_PREFIX}.{p}.{model}"),
+        k => format!("{BARE_PREFIX}.{p}.{model}.{k}"),
+    }
+}
+
+/// Creates (or recreates, empty) the bare streams, `partitions` of them, and starts a
+/// consumer loop on each; they run until `stop`.
 pub async fn start(
     nats: async_nats::Client,
     store: ResultStore,
     storage: stream::StorageType,
+    partitions: u16,
     stop: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, BenchError> {
+) -> Result<(), BenchError> {
     let js = jetstream::new(nats.clone());
+    for k in 0..MAX_PARTITIONS {
+        let _ = js.delete_stream(stream_name(k)).await;
+    }
+    for k in 0..partitions.clamp(1, MAX_PARTITIONS) {
+        let messages = start_partition(&js, storage, k).await?;
+        tokio::spawn(serve(nats.clone(), store.clone(), messages, stop.clone()));
+    }
+    Ok(())
+}
+
+fn stream_name(k: u16) -> String {
+    match k {
+        0 => BARE_STREAM.to_string(),
+        k => format!("{BARE_STREAM}_{k}"),
+    }
+}
+
+/// Partition `k`'s stream and the pull of its consumer.
+async fn start_partition(
+    js: &jetstream::Context,
+    storage: stream::StorageType,
+    k: u16,
+) -> Result<consumer::pull::Stream, BenchError> {
     let nats_err = |e: async_nats::Error| BenchError::Nats {
         what: "bare loop",
         source: e,
     };
-    let _ = js.delete_stream(BARE_STREAM).await;
+    let subject = match k {
+        0 => format!("{BARE_PREFIX}.*.*"),
+        k => format!("{BARE_PREFIX}.*.*.{k}"),
+    };
     let stream = js
         .create_stream(stream::Config {
-            name: BARE_STREAM.into(),
-            subjects: vec![format!("{BARE_PREFIX}.>")],
+            name: stream_name(k),
+            subjects: vec![subject],
             retention: stream::RetentionPolicy::WorkQueue,
             storage,
             ..Default::default()
@@ -61,13 +99,12 @@ pub async fn start(
         })
         .await
         .map_err(|e| nats_err(e.into()))?;
-    let messages = consumer
+    consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)
         .messages()
         .await
-        .map_err(|e| nats_err(e.into()))?;
-    Ok(tokio::spawn(serve(nats, store, messages, stop)))
+        .map_err(|e| nats_err(e.into()))
 }
 
 async fn serve(

@@ -73,6 +73,9 @@ pub struct BenchOptions {
     /// `jetinfer_store::InputStores`), started beside the stack.
     pub input_stores: usize,
     pub storage: Storage,
+    /// Partition streams per priority: the dispatcher's `--partitions`, and as many streams
+    /// for the bare loop.
+    pub partitions: u16,
     /// Workers to start (local stack).
     pub workers: usize,
     pub dispatcher_args: Vec<String>,

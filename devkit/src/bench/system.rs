@@ -184,6 +184,7 @@ impl Bench<'_> {
                 .workers(opts.workers)
                 .models(self.models)
                 .dispatcher_args(["--storage".to_string(), opts.storage.as_str().into()])
+                .dispatcher_args(["--partitions".to_string(), opts.partitions.to_string()])
                 .dispatcher_args(given(&opts.dispatcher_args))
                 .worker_args(given(&opts.worker_args))
                 .worker_args(
@@ -265,7 +266,8 @@ impl Bench<'_> {
                             source: e.into(),
                         })?;
                 let store = client.store().clone();
-                bare::start(nats, store, self.opts.storage.js(), stop.clone()).await?;
+                let storage = self.opts.storage.js();
+                bare::start(nats, store, storage, self.opts.partitions, stop.clone()).await?;
                 Ok((bare::BARE_PREFIX.to_string(), None))
             }
             System::Python(cmd) => {
@@ -297,6 +299,7 @@ impl Bench<'_> {
         let opts = self.opts;
         RunSpec {
             subject_prefix: prefix,
+            partitions: opts.partitions,
             model: opts.model.clone(),
             pool: self.pool.clone(),
             load: self.load.clone(),

@@ -30,6 +30,9 @@ pub use super::load::{Arrival, Load};
 pub struct RunSpec {
     /// Subject prefix: `jetinfer.jobs` for the pipeline, another for the bare loop.
     pub subject_prefix: String,
+    /// The bare loop's partition streams (the pipeline's producers read theirs from
+    /// JetStream).
+    pub partitions: u16,
     pub model: String,
     /// Samples cycled as job inputs.
     pub pool: Arc<Vec<Vec<Tensor<'static>>>>,
@@ -135,6 +138,7 @@ async fn publish_all(
         producers: producers.clone(),
         shared: shared.clone(),
         prefix: spec.subject_prefix.clone(),
+        bare_partitions: spec.partitions,
         model: spec.model.clone(),
         pool: spec.pool.clone(),
         id_prefix: id_prefix.to_string(),

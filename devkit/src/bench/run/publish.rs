@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use jetinfer_client::Client;
 use jetinfer_schemas::names::JOBS_PREFIX;
+use jetinfer_schemas::partitions::partition_for;
+
+use crate::bench::bare::{bare_subject, BARE_PREFIX};
 use jetinfer_schemas::{Job, Priority, Tensor};
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
@@ -22,6 +25,8 @@ pub(super) struct PublishCtx {
     pub producers: [Client; 3],
     pub shared: Arc<Shared>,
     pub prefix: String,
+    /// Partition streams of the bare loop.
+    pub bare_partitions: u16,
     pub model: String,
     pub pool: Arc<Vec<Vec<Tensor<'static>>>>,
     pub id_prefix: String,
@@ -59,6 +64,9 @@ impl PublishCtx {
             // The pipeline: the job's partition stream.
             let producer = &self.producers[prio];
             producer.job_subject(priority, &self.model, &id).await
+        } else if self.prefix == BARE_PREFIX {
+            let k = partition_for(&id, self.bare_partitions);
+            bare_subject(priority.as_str(), &self.model, k)
         } else {
             format!("{}.{}.{}", self.prefix, priority.as_str(), self.model)
         };
