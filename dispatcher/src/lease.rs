@@ -110,7 +110,7 @@ impl Renewal {
 }
 
 /// Opens the lease bucket, creating it (`max_age` = `ttl`, history 1, `replicas` copies)
-/// when it does not exist. Returns it with the TTL to work with: the bucket's `max_age`,
+/// when it does not exist, and raising an existing bucket's copies to `replicas`. Returns it with the TTL to work with: the bucket's `max_age`,
 /// which decides when a key expires, even where it differs from `ttl` (an existing bucket
 /// made by a dispatcher with another `--lease-ttl-ms`): renewing at a third of a longer TTL
 /// than the bucket's would let the key expire under its holder.
@@ -148,6 +148,7 @@ async fn open_or_create(
     replicas: usize,
 ) -> Result<kv::Store, LeaseError> {
     if let Ok(store) = js.get_key_value(LEASE_BUCKET).await {
+        scale_up(js, replicas).await;
         return Ok(store);
     }
     let config = kv::Config {
@@ -167,6 +168,53 @@ async fn open_or_create(
             .await
             .map_err(|_| LeaseError::Bucket(Box::new(e))),
     }
+}
+
+/// Raises the bucket's replicas to `replicas` where it has fewer: a deployment moved onto a
+/// NATS cluster (`--replicas 3`) keeps the bucket a single-server dispatcher made, and a
+/// one-copy lease stops every dispatcher when its node goes, R3 streams or not. Only ever
+/// up, so a dispatcher started with a lower `--replicas` does not shrink it; any dispatcher
+/// may do it, active or not, as it changes no key. A failure only warns: the lease works
+/// with fewer copies.
+async fn scale_up(js: &jetstream::Context, replicas: usize) {
+    let name = format!("KV_{LEASE_BUCKET}");
+    let config = match js.get_stream(&name).await {
+        Ok(mut stream) => match stream.info().await {
+            Ok(info) => info.config.clone(),
+            Err(e) => {
+                tracing::warn!(stream = %name, error = %e, "cannot read the lease bucket's replicas");
+                return;
+            }
+        },
+        Err(e) => {
+            tracing::warn!(stream = %name, error = %e, "cannot read the lease bucket's replicas");
+            return;
+        }
+    };
+    let Some(config) = raised(config, replicas) else {
+        return;
+    };
+    match js.update_stream(&config).await {
+        Ok(_) => tracing::info!(
+            bucket = LEASE_BUCKET,
+            replicas,
+            "raised the lease bucket's replicas"
+        ),
+        Err(e) => {
+            tracing::warn!(bucket = LEASE_BUCKET, replicas, error = %e, "cannot raise the lease bucket's replicas; it keeps fewer")
+        }
+    }
+}
+
+/// `config` with `replicas` copies, if that is more than it has.
+fn raised(
+    mut config: jetstream::stream::Config,
+    replicas: usize,
+) -> Option<jetstream::stream::Config> {
+    (config.num_replicas < replicas).then(|| {
+        config.num_replicas = replicas;
+        config
+    })
 }
 
 /// The lease, held.
@@ -340,6 +388,17 @@ mod tests {
         assert_eq!(effective_ttl(s(3), s(30)), s(30));
         assert_eq!(effective_ttl(s(30), s(3)), s(3));
         assert_eq!(effective_ttl(s(3), Duration::ZERO), s(3));
+    }
+
+    #[test]
+    fn replicas_only_go_up() {
+        let with = |n| jetstream::stream::Config {
+            num_replicas: n,
+            ..Default::default()
+        };
+        assert_eq!(raised(with(1), 3).map(|c| c.num_replicas), Some(3));
+        assert!(raised(with(3), 3).is_none());
+        assert!(raised(with(3), 1).is_none());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The dispatcher lease on a 3-node NATS cluster: two `--lease` dispatchers with
 //! `--replicas 3` (R3 streams and an R3 lease bucket) and one worker, under steady load.
+//! The lease bucket exists already with one copy, as a single-server deployment leaves it:
+//! the dispatchers raise it to three.
 //!
 //! 1. `kill -9` of the active dispatcher → the standby takes over when the key expires;
 //!    the killed one is started again (as a supervisor would) and waits as a standby.
@@ -225,6 +227,18 @@ async fn the_lease_on_a_cluster_keeps_one_active_dispatcher_through_kills() {
     let (nats_urls, redis_url) = (cluster.urls(), stack.redis_url().to_string());
     let urls = (nats_urls.as_str(), redis_url.as_str());
     let fleet = Fleet::new();
+    let nats = stack.connect_nats().await.unwrap();
+    jetstream::new(nats)
+        .create_key_value(jetstream::kv::Config {
+            bucket: "JETINFER_LEASES".into(),
+            history: 1,
+            max_age: Duration::from_millis(3000),
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("a one-copy lease bucket");
+
     // d-a first, so that it takes the lease; then its standby d-b.
     let mut ds = vec![start("d-a", 0, urls, &logs).await];
     fleet.dispatcher("d-a", &ds[0].addr);
@@ -248,15 +262,23 @@ async fn the_lease_on_a_cluster_keeps_one_active_dispatcher_through_kills() {
 
     let client = stack.client().await.unwrap();
     let js = client.jetstream().clone();
-    let bucket = js
-        .get_stream(LEASE_STREAM)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .clone();
-    assert_eq!(bucket.config.num_replicas, 3, "the lease bucket's replicas");
+    // Raised to three copies by the dispatchers, each with a follower on the other nodes.
+    let started = Instant::now();
+    loop {
+        let mut stream = js.get_stream(LEASE_STREAM).await.unwrap();
+        let info = stream.info().await.unwrap().clone();
+        let followers = info.cluster.as_ref().map_or(0, |c| c.replicas.len());
+        if info.config.num_replicas == 3 && followers == 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the lease bucket: {} replicas, cluster {:?}",
+            info.config.num_replicas,
+            info.cluster
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let samples = golden().samples("mlp");
     let stop_load = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(publish(client.clone(), samples.clone(), stop_load.clone()));
