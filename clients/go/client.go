@@ -3,6 +3,7 @@ package jetinfer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -10,74 +11,17 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-const (
-	// DefaultInlineLimit: jobs whose input data totals at least this many bytes send
-	// their inputs by reference through Redis (section 10), as the Rust client does.
-	DefaultInlineLimit = 32 << 10
-	// DefaultInputsTTL: how long inputs sent by reference stay in Redis when the job
-	// names no deadline (the worker deletes them once the result is stored).
-	DefaultInputsTTL = time.Hour
-	// DefaultKeyPrefix of the Redis keys (jetinfer:result:<id>, jetinfer:input:<id>).
-	DefaultKeyPrefix = "jetinfer"
-	// DefaultPublishTimeout bounds waiting for JetStream's ack when the context has no
-	// deadline.
-	DefaultPublishTimeout = 10 * time.Second
-
-	// inputsTTLMargin is kept beyond a job's deadline, for the clocks of producer and
-	// dispatcher to differ.
-	inputsTTLMargin = time.Minute
-	// pollFirst is the first pause between two reads of a missing result; it doubles up
-	// to pollMax.
-	pollFirst = 20 * time.Millisecond
-	pollMax   = 500 * time.Millisecond
-)
-
-// Option configures Connect and New.
-type Option func(*config)
-
-type config struct {
-	name           string
-	natsOptions    []nats.Option
-	inlineLimit    int
-	inputsTTL      time.Duration
-	keyPrefix      string
-	publishTimeout time.Duration
-	redisMaxIdle   int
-	// pollFirst, doubling up to pollMax: the pauses between reads of a missing result.
-	pollFirst, pollMax time.Duration
-}
-
-// WithName names the NATS connection (seen in the server's monitoring).
-func WithName(name string) Option { return func(c *config) { c.name = name } }
-
-// WithNATSOptions passes options to nats.Connect (credentials, TLS, reconnects).
-func WithNATSOptions(opts ...nats.Option) Option {
-	return func(c *config) { c.natsOptions = append(c.natsOptions, opts...) }
-}
-
-// WithInlineLimit: jobs whose input data totals at least bytes keep their inputs in
-// Redis and carry a reference; 0 sends every job by reference, math.MaxInt none.
-func WithInlineLimit(bytes int) Option { return func(c *config) { c.inlineLimit = bytes } }
-
-// WithInputsTTL: how long inputs sent by reference stay in Redis when a job has no
-// deadline; with a deadline, until a minute after it.
-func WithInputsTTL(ttl time.Duration) Option { return func(c *config) { c.inputsTTL = ttl } }
-
-// WithKeyPrefix changes the Redis key prefix, for deployments that changed theirs.
-func WithKeyPrefix(prefix string) Option { return func(c *config) { c.keyPrefix = prefix } }
-
-// WithPublishTimeout bounds the wait for a publish ack when the context has no deadline.
-func WithPublishTimeout(d time.Duration) Option {
-	return func(c *config) { c.publishTimeout = d }
-}
-
 // Client publishes jobs to JetStream and reads their results from Redis. It is safe
 // for concurrent use.
 type Client struct {
 	nc   *nats.Conn
 	js   nats.JetStreamContext
 	pool *redis.Pool
-	cfg  config
+	// stores are where inputs sent by reference go: pool, then the input stores of
+	// WithInputsRedisURLs (which the client opened, so Close closes them).
+	stores     []*redis.Pool
+	cfg        config
+	partitions *partitionCounts
 	// owned: Close closes the connections (they were opened by Connect).
 	owned bool
 }
@@ -92,22 +36,6 @@ type Submitted struct {
 	Sequence uint64
 	// ByReference: the inputs went through Redis (section 10).
 	ByReference bool
-}
-
-func newConfig(opts []Option) config {
-	cfg := config{
-		inlineLimit:    DefaultInlineLimit,
-		inputsTTL:      DefaultInputsTTL,
-		keyPrefix:      DefaultKeyPrefix,
-		publishTimeout: DefaultPublishTimeout,
-		redisMaxIdle:   8,
-		pollFirst:      pollFirst,
-		pollMax:        pollMax,
-	}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	return cfg
 }
 
 // Connect opens a NATS connection and a Redis pool (redis://, rediss://, unix:// or
@@ -140,19 +68,42 @@ func Connect(natsURL, redisURL string, opts ...Option) (*Client, error) {
 // New builds a client over a NATS connection and a Redis pool the caller owns (Close
 // leaves them open).
 func New(nc *nats.Conn, pool *redis.Pool, opts ...Option) (*Client, error) {
+	cfg := newConfig(opts)
+	if cfg.partitions < 0 || cfg.partitions > MaxPartitions {
+		return nil, fmt.Errorf("jetinfer: WithPartitions(%d): the count is 1..%d", cfg.partitions, MaxPartitions)
+	}
 	js, err := nc.JetStream()
 	if err != nil {
 		return nil, err
 	}
-	return &Client{nc: nc, js: js, pool: pool, cfg: newConfig(opts)}, nil
+	c := &Client{nc: nc, js: js, pool: pool, stores: []*redis.Pool{pool}, cfg: cfg,
+		partitions: &partitionCounts{fixed: cfg.partitions}}
+	for _, u := range cfg.inputsRedisURLs {
+		store, err := newRedisPool(u, cfg.redisMaxIdle)
+		if err != nil {
+			c.closeInputStores()
+			return nil, fmt.Errorf("input store %d: %w", len(c.stores), err)
+		}
+		c.stores = append(c.stores, store)
+	}
+	return c, nil
 }
 
-// Close closes the connections Connect opened.
+// Close closes the connections Connect opened, and the input stores of
+// WithInputsRedisURLs.
 func (c *Client) Close() {
+	c.closeInputStores()
 	if c.owned {
 		c.nc.Close()
 		c.pool.Close()
 	}
+}
+
+func (c *Client) closeInputStores() {
+	for _, store := range c.stores[1:] {
+		store.Close()
+	}
+	c.stores = c.stores[:1]
 }
 
 // NATS is the client's NATS connection.
@@ -161,15 +112,20 @@ func (c *Client) NATS() *nats.Conn { return c.nc }
 // Redis is the client's Redis pool.
 func (c *Client) Redis() *redis.Pool { return c.pool }
 
+// InputStores are the Redis pools of inputs sent by reference, by store index: Redis()
+// first, then those of WithInputsRedisURLs.
+func (c *Client) InputStores() []*redis.Pool { return c.stores }
+
 // ResultKey is the Redis key of a job's result.
 func (c *Client) ResultKey(id string) string { return c.cfg.keyPrefix + ":result:" + id }
 
 // InputKey is the Redis key of a job's inputs sent by reference.
 func (c *Client) InputKey(id string) string { return c.cfg.keyPrefix + ":input:" + id }
 
-// Submit validates the job and publishes it on jetinfer.jobs.<priority>.<model> with
-// Nats-Msg-Id: <id>, waiting for JetStream's ack. Inputs of at least the inline limit
-// are first stored in Redis (SET PX) and the job carries a reference. Errors:
+// Submit validates the job and publishes it on jetinfer.jobs.<priority>.<model>
+// (followed by .<k> in partition k >= 1, chosen from the id) with Nats-Msg-Id: <id>,
+// waiting for JetStream's ack. Inputs of at least the inline limit are first stored in
+// Redis (SET PX; in the id's input store) and the job carries a reference. Errors:
 // *InvalidJobError (nothing sent), *StoreError (inputs not stored, nothing published),
 // *RejectedError (ErrStreamFull, ErrNoStream, or another refusal; the job is not
 // submitted and may be published again with the same id).
@@ -195,7 +151,7 @@ func (c *Client) Submit(ctx context.Context, p Priority, job *Job) (*Submitted, 
 		return nil, badPayload("the job message is %d bytes, at most %d (send the inputs by reference)",
 			len(payload), MaxPayloadBytes)
 	}
-	ack, err := c.Publish(ctx, p.Subject(job.Model), job.ID, payload)
+	ack, err := c.publishJob(ctx, p, job.Model, job.ID, payload)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +159,8 @@ func (c *Client) Submit(ctx context.Context, p Priority, job *Job) (*Submitted, 
 		Sequence: ack.Sequence, ByReference: ref != nil}, nil
 }
 
-// storeInputs writes the job's inputs to jetinfer:input:<id> and returns their reference.
+// storeInputs writes the job's inputs to jetinfer:input:<id> in the id's input store and
+// returns their reference.
 func (c *Client) storeInputs(ctx context.Context, job *Job) (*InputsRef, error) {
 	value := EncodeInputs(job.Inputs)
 	if len(value) > MaxPayloadBytes {
@@ -217,15 +174,17 @@ func (c *Client) storeInputs(ctx context.Context, job *Job) (*InputsRef, error) 
 		}
 	}
 	key := c.InputKey(job.ID)
-	conn, err := c.pool.GetContext(ctx)
+	store := InputStoreFor(job.ID, len(c.stores))
+	op := fmt.Sprintf("SET %s (input store %d)", key, store)
+	conn, err := c.stores[store].GetContext(ctx)
 	if err != nil {
-		return nil, &StoreError{Op: "SET " + key, Err: err}
+		return nil, &StoreError{Op: op, Err: err}
 	}
 	defer conn.Close()
 	if _, err := redis.String(conn.Do("SET", key, value, "PX", ttl.Milliseconds())); err != nil {
-		return nil, &StoreError{Op: "SET " + key, Err: err}
+		return nil, &StoreError{Op: op, Err: err}
 	}
-	return &InputsRef{Bytes: uint64(len(value)), Digest: InputsDigest(job.Inputs)}, nil
+	return &InputsRef{Bytes: uint64(len(value)), Digest: InputsDigest(job.Inputs), Store: uint16(store)}, nil
 }
 
 // Publish sends an encoded job message through JetStream with Nats-Msg-Id: msgID and

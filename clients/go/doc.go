@@ -21,5 +21,11 @@
 //	wire.go     MessagePack encoding of jobs and stored inputs, decoding of results
 //	result.go   Result and its status
 //	redis.go    Redis URLs (redis://, rediss://, unix://, redis+unix://) and the pool
-//	client.go   Client: Submit, Get, Watch/Wait, SubmitAndWait
+//	partitions.go  the choice of partition stream and input store by job id (FNV-1a-32),
+//	            stream and subject names, each priority's kept partition count
+//	options.go  the options of Connect and New, and the defaults
+//	client.go   Client: Submit, Get, Watch/Wait, SubmitAndWait; inputs by reference
+//	            stored in the id's input store
+//	publish.go  publishing to the job's partition: the count read from JetStream, read
+//	            again when a publish finds no stream
 package jetinfer

@@ -16,6 +16,9 @@ type InputsRef struct {
 	Bytes uint64
 	// Digest is InputsDigest of the inputs.
 	Digest string
+	// Store is the input store holding them (0: the result store; left out of the
+	// message when 0, example 9.6).
+	Store uint16
 }
 
 // EncodeJob writes the Job map of section 3 exactly as the Rust encoder does: keys in the
@@ -47,11 +50,19 @@ func EncodeJob(j *Job, ref *InputsRef) ([]byte, error) {
 	if ref != nil {
 		w.arrayLen(0)
 		w.str("inputs_ref")
-		w.mapLen(2)
+		if ref.Store != 0 {
+			w.mapLen(3)
+		} else {
+			w.mapLen(2)
+		}
 		w.str("bytes")
 		w.uint(ref.Bytes)
 		w.str("digest")
 		w.str(ref.Digest)
+		if ref.Store != 0 {
+			w.str("store")
+			w.uint(uint64(ref.Store))
+		}
 	} else {
 		w.tensors(j.Inputs)
 	}

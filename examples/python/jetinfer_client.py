@@ -8,6 +8,7 @@ outputs PyTorch computed; prints PASS and exits 0 only when all match.
 """
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,12 +39,19 @@ def main() -> int:
     p.add_argument("--priority", default="p1", choices=["p0", "p1", "p2"])
     p.add_argument("--inline-limit", type=int, default=jetinfer.INLINE_LIMIT, metavar="BYTES",
                    help="inputs of this many bytes or more go by reference through Redis (0 = all)")
+    p.add_argument("--inputs-redis-url", action="append", metavar="URL",
+                   help="an extra Redis for inputs sent by reference (input stores 1, 2, ... in the order "
+                        "given; repeatable or comma-separated; default $JETINFER_INPUTS_REDIS_URLS; the same "
+                        "list as the workers')")
     p.add_argument("--no-cache", action="store_true", help="run every job on a model, never from the result cache")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for all results")
     args = p.parse_args()
 
     samples = golden_samples(args.golden, args.model, args.count)
-    with jetinfer.Client(args.nats_url, args.redis_url, inline_limit=args.inline_limit) as client:
+    given = args.inputs_redis_url or [os.environ.get("JETINFER_INPUTS_REDIS_URLS", "")]
+    extra = [u for arg in given for u in arg.split(",") if u]
+    with jetinfer.Client(args.nats_url, args.redis_url, inline_limit=args.inline_limit,
+                         inputs_redis_urls=extra) as client:
         start = time.monotonic()
         ids = [client.submit(args.model, inputs, priority=args.priority,
                              cache=False if args.no_cache else None).id for inputs, _ in samples]

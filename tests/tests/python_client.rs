@@ -1,19 +1,22 @@
 //! The Python client package (`clients/python`, importable as `jetinfer`) against a real
 //! stack: its unit tests (the hex examples of docs/wire-format.md) and its integration
 //! tests (golden jobs inline and by reference, waits, typed errors), run by
-//! `python -m unittest` with the stack's URLs in the environment.
+//! `python -m unittest` with the stack's URLs in the environment; then its spreading
+//! tests (test_spread.py) against a stack with partition streams and input stores.
 
 use std::path::Path;
 
-use jetinfer_devkit::local::repo_root;
+use jetinfer_devkit::local::{repo_root, LocalStack, RedisServer};
 use jetinfer_tests::stack;
 use tokio::process::Command;
 
-/// The integration tests the package defines: each must be reported as run and passed,
-/// so a skipped class (URLs not passed through) or a test file that was not collected fails.
-fn integration_test_names(root: &Path) -> Vec<String> {
-    let source = std::fs::read_to_string(root.join("clients/python/tests/test_integration.py"))
-        .expect("reading clients/python/tests/test_integration.py");
+/// The integration tests a test file of the package defines: each must be reported as
+/// run and passed, so a skipped class (URLs not passed through) or a test file that was
+/// not collected fails.
+fn integration_test_names(root: &Path, file: &str) -> Vec<String> {
+    let path = root.join("clients/python/tests").join(file);
+    let source = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     source
         .lines()
         .filter_map(|l| {
@@ -24,6 +27,26 @@ fn integration_test_names(root: &Path) -> Vec<String> {
             Some(format!("test_{}", &rest[..rest.find('(')?]))
         })
         .collect()
+}
+
+/// Checks that every test of `file` (module `module`) ran and passed in `-v` output, which
+/// reports one line per test: "test_x (module.Class.test_x) ... ok".
+fn assert_all_passed(root: &Path, file: &str, text: &str, at_least: usize) {
+    let module = file.trim_end_matches(".py");
+    let expected = integration_test_names(root, file);
+    assert!(
+        expected.len() >= at_least,
+        "found only {expected:?} in {file}"
+    );
+    for name in &expected {
+        let passed = text
+            .lines()
+            .any(|l| l.starts_with(&format!("{name} ({module}.")) && l.ends_with("... ok"));
+        assert!(
+            passed,
+            "test {name} of {file} did not run and pass:\n{text}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,19 +93,64 @@ async fn python_client_package_passes_its_unit_and_integration_tests() {
         stack.log_tails(20)
     );
 
-    // `-v` reports one line per test: "test_x (test_integration.Class.test_x) ... ok".
-    let expected = integration_test_names(&root);
+    assert_all_passed(&root, "test_integration.py", &text, 10);
+    // On a plain stack the spreading tests find one partition and one input store.
+    assert_all_passed(&root, "test_spread.py", &text, 5);
     assert!(
-        expected.len() >= 10,
-        "found only {expected:?} in test_integration.py"
+        text.contains("stack layout: partitions=1 input_stores=1"),
+        "{text}"
     );
-    for name in &expected {
-        let passed = text
-            .lines()
-            .any(|l| l.starts_with(&format!("{name} (test_integration.")) && l.ends_with("... ok"));
-        assert!(
-            passed,
-            "integration test {name} did not run and pass:\n{text}"
-        );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_spreads_jobs_over_partition_streams_and_input_stores() {
+    let root = repo_root().unwrap();
+    let extra: Vec<RedisServer> = (0..2).map(|_| RedisServer::start().unwrap()).collect();
+    let urls: Vec<String> = extra.iter().map(RedisServer::url).collect();
+    let mut worker_args = Vec::new();
+    for url in &urls {
+        worker_args.extend(["--inputs-redis-url".to_string(), url.clone()]);
     }
+    let stack = LocalStack::builder()
+        .workers(1)
+        .dispatcher_args(["--partitions", "3"])
+        .worker_args(worker_args)
+        .env("RUST_LOG", "info")
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
+    let out = Command::new(root.join(".venv/bin/python"))
+        .args([
+            "-m",
+            "unittest",
+            "discover",
+            "-s",
+            "clients/python/tests",
+            "-p",
+            "test_spread.py",
+            "-v",
+        ])
+        .current_dir(&root)
+        .env("JETINFER_TEST_NATS_URL", stack.nats_url())
+        .env("JETINFER_TEST_REDIS_URL", stack.redis_url())
+        .env("JETINFER_TEST_PARTITIONS", "3")
+        .env("JETINFER_TEST_INPUTS_REDIS_URLS", urls.join(","))
+        .output()
+        .await
+        .expect("running python -m unittest");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the Python client's spreading tests failed:\n{text}\n{}",
+        stack.log_tails(20)
+    );
+    assert_all_passed(&root, "test_spread.py", &text, 5);
+    assert!(
+        text.contains("stack layout: partitions=3 input_stores=3"),
+        "{text}"
+    );
 }

@@ -16,6 +16,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -124,6 +125,7 @@ func mismatch(r *jetinfer.Result, want []jetinfer.Tensor, atol, rtol float64) st
 
 type options struct {
 	natsURL, redisURL, golden, models, modes, priority string
+	inputsRedisURLs                                    string
 	count                                              int
 	timeout                                            time.Duration
 	atol, rtol                                         float64
@@ -133,6 +135,8 @@ func main() {
 	var o options
 	flag.StringVar(&o.natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS server")
 	flag.StringVar(&o.redisURL, "redis-url", "redis://127.0.0.1:6379", "Redis (redis://, rediss://, unix://, redis+unix://)")
+	flag.StringVar(&o.inputsRedisURLs, "inputs-redis-url", os.Getenv("JETINFER_INPUTS_REDIS_URLS"),
+		"extra Redis servers for inputs sent by reference (input stores 1, 2, ...), comma-separated; the workers' list")
 	flag.StringVar(&o.golden, "golden", "models/out/golden.json", "golden data index")
 	flag.StringVar(&o.models, "models", "pair,imgmean", "models to check, comma-separated")
 	flag.StringVar(&o.modes, "modes", "inline,ref", "how inputs travel: inline, ref (through Redis) or both")
@@ -163,7 +167,8 @@ func run(o options) error {
 			return fmt.Errorf("unknown mode %q (inline or ref)", mode)
 		}
 		c, err := jetinfer.Connect(o.natsURL, o.redisURL,
-			jetinfer.WithName("jetinfer-example-go"), jetinfer.WithInlineLimit(limit))
+			jetinfer.WithName("jetinfer-example-go"), jetinfer.WithInlineLimit(limit),
+			jetinfer.WithInputsRedisURLs(o.inputsRedisURLs))
 		if err != nil {
 			return err
 		}
@@ -178,6 +183,7 @@ func run(o options) error {
 		want        []jetinfer.Tensor
 	}
 	var jobs []pending
+	streams := map[string]int{} // jobs stored per stream (partition)
 	run := fmt.Sprintf("go-example-%08x", rand.New(rand.NewSource(time.Now().UnixNano())).Uint32())
 	for _, model := range strings.Split(o.models, ",") {
 		samples, err := loadGolden(o.golden, model)
@@ -204,8 +210,17 @@ func run(o options) error {
 					return fmt.Errorf("%s: sent by reference = %v in mode %s", job.ID, sub.ByReference, mode)
 				}
 				jobs = append(jobs, pending{model, mode, w, s.outputs})
+				streams[sub.Stream]++
 			}
 		}
+	}
+	names := make([]string, 0, len(streams))
+	for name := range streams {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		fmt.Printf("stream %s: %d jobs\n", name, streams[name])
 	}
 	bad := 0
 	counts := map[string]int{}

@@ -10,8 +10,10 @@ docs/wire-format.md in the jetinfer repository specifies.
   arrays, Tensors or raw bytes.
 - ``errors.py``: the exception tree (ConnectError, InvalidJob, StreamFull, StreamMissing, Rejected,
   StoreError, Timeout, WaitManyTimeout, JobFailed, JobExpired).
-- ``wire.py``: names, limits and job encoding; ``_gather.py``: wait_many's bookkeeping;
-  ``_otel.py``: the ``traceparent`` header when OpenTelemetry is installed.
+- ``wire.py``: names, limits, job encoding, and the choice of partition stream and input
+  store; ``_partitions.py``: each priority's partition count, read from JetStream;
+  ``_gather.py``: wait_many's bookkeeping; ``_otel.py``: the ``traceparent`` header when
+  OpenTelemetry is installed.
 
 ::
 

@@ -1,5 +1,6 @@
 """The asyncio client: :class:`AsyncClient` publishes jobs to JetStream (inputs of 32 KiB
-or more by reference through Redis) and reads their results from Redis, waking up on the
+or more by reference through Redis, spread over the input stores; each job to its
+priority's partition stream) and reads their results from Redis, waking up on the
 completion notices of core NATS and polling Redis as the fallback.
 """
 from __future__ import annotations
@@ -17,11 +18,13 @@ import redis.exceptions
 
 from ._gather import MGET_CHUNK, Gather, id_of_notice, notice_subjects
 from ._otel import trace_headers
+from ._partitions import PartitionCounts, check_fixed
 from .errors import ConnectError, IdConflict, InvalidJob, Rejected, StoreError, StreamFull, StreamMissing, Timeout, WaitManyTimeout
 from .result import Result, decode_result
 from .tensor import inputs_digest
 from .wire import (INLINE_LIMIT, INPUTS_TTL_MS, KEY_PREFIX, Priority, build_job, by_reference, check_job_id,
-                   encode_job, input_key, inputs_ttl_ms, job_subject, now_ms, result_key)
+                   encode_job, input_key, input_store_for, inputs_ttl_ms, now_ms, partition_for, partition_subject,
+                   result_key)
 
 #: First and longest pause between two polls of Redis while waiting (it doubles).
 POLL_FIRST = 0.02
@@ -49,6 +52,15 @@ class Submitted:
 def normalize_redis_url(url: str) -> str:
     """redis-py's spelling of a URL: ``redis+unix:///path`` becomes ``unix:///path``."""
     return "unix://" + url[len("redis+unix://"):] if url.startswith("redis+unix://") else url
+
+
+def _url_list(urls: Union[str, Sequence[str], None]) -> List[str]:
+    """A list of URLs from a list or a comma-separated string (as JETINFER_INPUTS_REDIS_URLS)."""
+    if urls is None:
+        return []
+    if isinstance(urls, str):
+        urls = urls.split(",")
+    return [u.strip() for u in urls if u.strip()]
 
 
 def _redact(url: str) -> str:
@@ -88,10 +100,18 @@ class AsyncClient:
 
     def __init__(self, nc: Any, redis: Any, *, inline_limit: int = INLINE_LIMIT,
                  inputs_ttl: float = INPUTS_TTL_MS / 1000, key_prefix: str = KEY_PREFIX,
-                 publish_timeout: float = 5.0, owns_connections: bool = False):
+                 publish_timeout: float = 5.0, inputs_redis: Sequence[Any] = (),
+                 partitions: Optional[int] = None, owns_connections: bool = False):
         self.nc = nc
         self.js = nc.jetstream()
         self.redis = redis
+        #: Where inputs sent by reference go: store 0 is the result store, then
+        #: ``inputs_redis`` in order (the workers' ``--inputs-redis-url`` list).
+        self.input_stores: List[Any] = [redis, *inputs_redis]
+        try:
+            self.partitions = PartitionCounts(self.js, partitions)
+        except ValueError as e:
+            raise InvalidJob(str(e)) from None
         self.inline_limit = inline_limit
         self.inputs_ttl_ms = int(inputs_ttl * 1000)
         self.key_prefix = key_prefix
@@ -101,13 +121,22 @@ class AsyncClient:
     @classmethod
     async def connect(cls, nats_url: str = "nats://127.0.0.1:4222", redis_url: str = "redis://127.0.0.1:6379",
                       *, name: Optional[str] = None, nats_options: Optional[Dict[str, Any]] = None,
-                      connect_wait: float = 10.0, **options: Any) -> "AsyncClient":
+                      connect_wait: float = 10.0, inputs_redis_urls: Union[str, Sequence[str], None] = None,
+                      **options: Any) -> "AsyncClient":
         """Connects to NATS (``nats_options`` go to ``nats.connect``: user, token, tls, ...)
         and prepares a Redis pool (``redis://``, ``rediss://``, ``unix://`` or
         ``redis+unix://`` URL). ``options``: ``inline_limit`` (bytes; 0 sends every job's
         inputs by reference), ``inputs_ttl`` (seconds, for jobs without deadline),
-        ``key_prefix``, ``publish_timeout`` (seconds). Raises ConnectError when NATS is not
-        reached within ``connect_wait`` seconds."""
+        ``key_prefix``, ``publish_timeout`` (seconds), ``partitions`` (a fixed partition
+        count instead of the one the dispatcher publishes). ``inputs_redis_urls``: extra
+        Redis servers for inputs sent by reference (input stores 1, 2, ...; a list or a
+        comma-separated string), the same list in the same order as the workers'
+        ``--inputs-redis-url``. Raises ConnectError when NATS is not reached within
+        ``connect_wait`` seconds."""
+        try:  # before connecting: a bad option is the caller's to fix, not a connection problem
+            check_fixed(options.get("partitions"))
+        except ValueError as e:
+            raise InvalidJob(str(e)) from None
         opts = {"connect_timeout": 5, "error_cb": _quiet, **(nats_options or {})}
         try:
             # nats-py retries an unreachable server for minutes; give up sooner.
@@ -116,16 +145,24 @@ class AsyncClient:
             raise ConnectError(f"NATS at {_redact(nats_url)}: no connection within {connect_wait:g} s") from e
         except (nats.errors.Error, OSError) as e:
             raise ConnectError(f"NATS at {_redact(nats_url)}: {type(e).__name__}: {e}") from e
+        stores: List[Any] = []
         try:
-            r = aioredis.Redis.from_url(normalize_redis_url(redis_url))
-        except ValueError as e:
+            for url in [redis_url, *_url_list(inputs_redis_urls)]:
+                try:
+                    stores.append(aioredis.Redis.from_url(normalize_redis_url(url)))
+                except ValueError as e:
+                    raise ConnectError(f"Redis URL {_redact(url)}: {e}") from e
+            return cls(nc, stores[0], inputs_redis=stores[1:], owns_connections=True, **options)
+        except BaseException:
+            for store in stores:
+                await store.aclose()
             await nc.close()
-            raise ConnectError(f"Redis URL {_redact(redis_url)}: {e}") from e
-        return cls(nc, r, owns_connections=True, **options)
+            raise
 
     async def close(self) -> None:
         if self._owns:
-            await self.redis.aclose()
+            for store in self.input_stores:
+                await store.aclose()
             await self.nc.close()
 
     async def __aenter__(self) -> "AsyncClient":
@@ -138,15 +175,16 @@ class AsyncClient:
                      id: Optional[str] = None, version: Optional[str] = None,
                      meta: Optional[Mapping[str, str]] = None, cache: Optional[bool] = None,
                      deadline_ms: Optional[int] = None, deadline_in: Optional[float] = None) -> Submitted:
-        """Publishes a job on ``jetinfer.jobs.<priority>.<model>`` with ``Nats-Msg-Id: <id>``
-        and waits for JetStream's ack.
+        """Publishes a job on ``jetinfer.jobs.<priority>.<model>`` (followed by ``.<k>`` in
+        partition k >= 1, chosen from the id) with ``Nats-Msg-Id: <id>`` and waits for
+        JetStream's ack.
 
         ``inputs``: one sample per model argument (numpy arrays, :class:`~jetinfer.Tensor`
         or raw bytes as a ``u8`` vector), no batch dimension. ``id`` defaults to a fresh
         ``py-<uuid>``. The deadline is ``deadline_ms`` (Unix ms) or ``deadline_in`` seconds
         from now; without one the priority's default applies. Inputs with at least
         ``inline_limit`` bytes of data, or too big for the server's ``max_payload`` inline,
-        are stored in Redis first and sent by reference.
+        are stored in Redis first (in the id's input store) and sent by reference.
 
         Raises InvalidJob (nothing sent), StoreError (nothing published), StreamFull,
         StreamMissing or Rejected (not stored: retry with the same id)."""
@@ -161,23 +199,39 @@ class AsyncClient:
         data_bytes = sum(len(t.data) for t in tensors)
         payload = encode_job(job) if data_bytes < self.inline_limit else None
         if payload is None or len(payload) > self.nc.max_payload:
-            ref_job, value = by_reference(job, tensors)
+            store = input_store_for(job_id, len(self.input_stores))
+            ref_job, value = by_reference(job, tensors, store)
             payload = encode_job(ref_job)
             ttl = inputs_ttl_ms(deadline_ms, self.inputs_ttl_ms)
             try:  # stored (and acknowledged) before publishing: an accepted job finds them
-                await self.redis.set(input_key(job_id, self.key_prefix), value, px=max(ttl, 1))
+                await self.input_stores[store].set(input_key(job_id, self.key_prefix), value, px=max(ttl, 1))
             except _REDIS_ERRORS as e:
-                raise StoreError(f"storing the inputs of {job_id}: {e}") from e
+                raise StoreError(f"storing the inputs of {job_id} in input store {store}: {e}") from e
             by_ref = True
         else:
             by_ref = False
-        subject = job_subject(prio, model)
         headers = {"Nats-Msg-Id": job_id, **trace_headers()}
+        ack = await self._publish(prio, model, job_id, payload, headers)
+        return Submitted(job_id, bool(ack.duplicate), by_ref, ack.stream, ack.seq, inputs_digest(tensors))
+
+    async def _publish(self, prio: Priority, model: str, job_id: str, payload: bytes, headers: Dict[str, str]) -> Any:
+        """Publishes to the job's partition of ``prio``. When no stream takes the subject
+        the count is read again (the dispatcher may run with fewer partitions now, or
+        was not running), and a job of partition k >= 1 is published once more."""
+        k = partition_for(job_id, await self.partitions.count(prio))
         try:
-            ack = await self.js.publish(subject, payload, timeout=self.publish_timeout, headers=headers)
+            return await self._publish_to(partition_subject(prio, model, k), job_id, payload, headers)
+        except StreamMissing:
+            if not self.partitions.forget(prio) or k == 0:
+                raise
+        k = partition_for(job_id, await self.partitions.count(prio))
+        return await self._publish_to(partition_subject(prio, model, k), job_id, payload, headers)
+
+    async def _publish_to(self, subject: str, job_id: str, payload: bytes, headers: Dict[str, str]) -> Any:
+        try:
+            return await self.js.publish(subject, payload, timeout=self.publish_timeout, headers=headers)
         except (nats.errors.Error, asyncio.TimeoutError) as e:
             raise _rejected(e, subject, job_id) from e
-        return Submitted(job_id, bool(ack.duplicate), by_ref, ack.stream, ack.seq, inputs_digest(tensors))
 
     async def get(self, id: str) -> Optional[Result]:
         """The job's result, or None while it is not finished."""

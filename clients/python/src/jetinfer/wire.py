@@ -1,5 +1,6 @@
 """The job side of the wire contract (docs/wire-format.md sections 2, 3, 5 and 10):
-names, limits, and a validated job encoded as MessagePack.
+names, limits, partition streams and input stores, and a validated job encoded as
+MessagePack.
 
 One definition of each protocol fact lives here; the clients only do I/O around it.
 """
@@ -28,6 +29,11 @@ MAX_INPUTS = 16
 INPUTS_TTL_MS = 3_600_000
 INPUTS_TTL_MARGIN_MS = 60_000
 
+#: Most partition streams per priority (the dispatcher's ``--partitions``, section 2.1).
+MAX_PARTITIONS = 8
+#: Metadata key of a priority's partition-0 stream that holds its partition count N.
+PARTITIONS_METADATA_KEY = "jetinfer.partitions"
+
 _JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MODEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _VERSION = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -53,6 +59,49 @@ class Priority(str, enum.Enum):
 
 def job_subject(priority: Priority, model: str) -> str:
     return f"jetinfer.jobs.{priority.value}.{model}"
+
+
+def fnv1a_32(data: bytes) -> int:
+    """FNV-1a, 32 bit: how jobs are spread over partitions and input stores
+    (``fnv1a_32(b"a") == 0xe40c292c``)."""
+    h = 0x811C9DC5
+    for byte in data:
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def partition_for(job_id: str, partitions: int) -> int:
+    """The partition stream of a job when its priority has ``partitions`` of them
+    (section 2.1): the same id always lands in the same stream, so de-duplication holds."""
+    return 0 if partitions <= 1 else fnv1a_32(job_id.encode()) % partitions
+
+
+def input_store_for(job_id: str, stores: int) -> int:
+    """The input store of a job's inputs sent by reference, out of ``stores`` (store 0 is
+    the result store; section 10, "Several input stores")."""
+    return 0 if stores <= 1 else fnv1a_32(job_id.encode()) % stores
+
+
+def partition_stream(priority: Priority, k: int) -> str:
+    """Stream of partition ``k`` of a priority: ``JETINFER_P1``, ``JETINFER_P1_<k>``."""
+    name = f"JETINFER_{priority.value.upper()}"
+    return name if k == 0 else f"{name}_{k}"
+
+
+def partition_subject(priority: Priority, model: str, k: int) -> str:
+    """Subject of a job of ``model`` in partition ``k``: partition 0's is the plain one."""
+    subject = job_subject(priority, model)
+    return subject if k == 0 else f"{subject}.{k}"
+
+
+def partitions_from_metadata(value: Optional[str]) -> int:
+    """N from a partition-0 stream's metadata value; absent, unreadable or out of range
+    counts as 1, so there is always a stream to publish to."""
+    try:
+        n = int(value.strip()) if isinstance(value, str) else 1
+    except ValueError:
+        return 1
+    return n if 1 <= n <= MAX_PARTITIONS else 1
 
 
 def done_subject(job_id: str) -> str:
@@ -121,13 +170,15 @@ def build_job(job_id: str, model: str, inputs: Sequence[Any], *, version: Option
     return job, tensors
 
 
-def by_reference(job: Dict[str, Any], tensors: Sequence[Tensor]) -> Tuple[Dict[str, Any], bytes]:
+def by_reference(job: Dict[str, Any], tensors: Sequence[Tensor], store: int = 0) -> Tuple[Dict[str, Any], bytes]:
     """The job with its inputs by reference, and the value to store under
-    ``<prefix>:input:<id>`` (section 10; examples 9.4 and 9.5)."""
+    ``<prefix>:input:<id>`` in input store ``store`` (section 10; examples 9.4 to 9.6)."""
     value = pack([t.to_wire() for t in tensors])
     if len(value) > MAX_PAYLOAD:
         raise InvalidJob(f"inputs of {len(value)} bytes; at most {MAX_PAYLOAD} even by reference")
-    ref = {"bytes": len(value), "digest": inputs_digest(tensors)}
+    ref: Dict[str, Any] = {"bytes": len(value), "digest": inputs_digest(tensors)}
+    if store:  # left out for store 0, so one-store references are unchanged
+        ref["store"] = store
     out: Dict[str, Any] = {}
     for key, v in job.items():  # same key order, inputs_ref right after inputs
         out[key] = [] if key == "inputs" else v
