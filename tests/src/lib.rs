@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod http;
 pub mod logs;
 pub mod otlp;
+pub mod sentinel;
 pub mod watch;
 
 use std::collections::HashMap;
