@@ -167,9 +167,23 @@ func TestLiveEachInputStoreHoldsExactlyItsJobsInputs(t *testing.T) {
 	}
 }
 
+// liveRedisURL is the test Redis, with the skip rules of the live tests (these run
+// against a nats-server of their own; Redis is not used by inline jobs).
+func liveRedisURL(t *testing.T) string {
+	url := os.Getenv("JETINFER_TEST_REDIS_URL")
+	if url == "" {
+		if os.Getenv("JETINFER_TEST_REQUIRE_SERVERS") == "1" {
+			t.Fatal("JETINFER_TEST_REDIS_URL is required")
+		}
+		t.Skip("set JETINFER_TEST_REDIS_URL to run against servers")
+	}
+	return url
+}
+
 // bareNATS starts a nats-server with JetStream on a free port for the test
-// ($JETINFER_NATS_SERVER, else the repository's .venv/bin/nats-server, else PATH).
-func bareNATS(t *testing.T) string {
+// ($JETINFER_NATS_SERVER, else the repository's .venv/bin/nats-server, else PATH);
+// config, when not empty, is the text of a configuration file (users, permissions).
+func bareNATS(t *testing.T, config string) string {
 	t.Helper()
 	bin := os.Getenv("JETINFER_NATS_SERVER")
 	if bin == "" {
@@ -188,7 +202,16 @@ func bareNATS(t *testing.T) string {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cmd := exec.Command(bin, "-js", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-sd", t.TempDir())
+	dir := t.TempDir()
+	args := []string{"-js", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-sd", dir}
+	if config != "" {
+		path := dir + "/nats.conf"
+		if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-c", path)
+	}
+	cmd := exec.Command(bin, args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -221,6 +244,16 @@ func jsAPI(t *testing.T, nc *nats.Conn, subject string, body interface{}) {
 	}
 }
 
+// makePartitions creates JETINFER_P1 with n partitions, as a dispatcher would.
+func makePartitions(t *testing.T, nc *nats.Conn, n int) {
+	jsAPI(t, nc, "$JS.API.STREAM.CREATE.JETINFER_P1", p1Partition0(n))
+	for k := 1; k < n; k++ {
+		jsAPI(t, nc, fmt.Sprintf("$JS.API.STREAM.CREATE.JETINFER_P1_%d", k), map[string]interface{}{
+			"name": fmt.Sprintf("JETINFER_P1_%d", k), "subjects": []string{fmt.Sprintf("jetinfer.jobs.p1.*.%d", k)},
+			"storage": "memory"})
+	}
+}
+
 // p1Partition0 is JETINFER_P1's configuration with partition count n in its metadata
 // (nats.go's StreamConfig predates stream metadata).
 func p1Partition0(n int) map[string]interface{} {
@@ -238,9 +271,8 @@ func idIn(k, n int, tag string) string {
 }
 
 func TestLivePartitionCountIsReadAgainWhenAStreamIsMissing(t *testing.T) {
-	liveClient(t) // the Redis URL, and the skip rules of the live tests
-	url := bareNATS(t)
-	redisURL := os.Getenv("JETINFER_TEST_REDIS_URL")
+	redisURL := liveRedisURL(t)
+	url := bareNATS(t, "")
 	c, err := Connect(url, redisURL)
 	if err != nil {
 		t.Fatal(err)
@@ -254,12 +286,7 @@ func TestLivePartitionCountIsReadAgainWhenAStreamIsMissing(t *testing.T) {
 	if _, err := submit(c, idIn(2, 3, "early")); !errors.Is(err, ErrNoStream) {
 		t.Fatalf("publish before the streams exist: %v", err)
 	}
-	jsAPI(t, c.NATS(), "$JS.API.STREAM.CREATE.JETINFER_P1", p1Partition0(3))
-	for k := 1; k < 3; k++ {
-		jsAPI(t, c.NATS(), fmt.Sprintf("$JS.API.STREAM.CREATE.JETINFER_P1_%d", k), map[string]interface{}{
-			"name": fmt.Sprintf("JETINFER_P1_%d", k), "subjects": []string{fmt.Sprintf("jetinfer.jobs.p1.*.%d", k)},
-			"storage": "memory"})
-	}
+	makePartitions(t, c.NATS(), 3)
 	if sub, err := submit(c, idIn(2, 3, "three")); err != nil || sub.Stream != "JETINFER_P1_2" {
 		t.Fatalf("with 3 partitions: %+v %v", sub, err)
 	}
@@ -282,4 +309,41 @@ func TestLivePartitionCountIsReadAgainWhenAStreamIsMissing(t *testing.T) {
 	if !errors.As(err, &rej) || !errors.Is(err, ErrNoStream) || !strings.HasSuffix(rej.Subject, ".mlp.2") {
 		t.Fatalf("a fixed count of 3 over 2 streams: %v", err)
 	}
+}
+
+func TestLiveAnUnreadablePartitionCountIsOnePartitionWithOneWarning(t *testing.T) {
+	redisURL := liveRedisURL(t)
+	// A producer allowed to publish jobs but not to read stream info.
+	url := bareNATS(t, `authorization { users = [
+		{ user: admin, password: a }
+		{ user: producer, password: p, permissions: {
+			publish: { allow: ["jetinfer.jobs.>"] }, subscribe: { allow: ["_INBOX.>"] } } }
+	] }`)
+	admin, err := nats.Connect(url, nats.UserInfo("admin", "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	makePartitions(t, admin, 3)
+	var warnings []string
+	c, err := Connect(url, redisURL,
+		WithNATSOptions(nats.UserInfo("producer", "p"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})),
+		// The denied info request times out: do not wait 10 s.
+		WithPublishTimeout(500*time.Millisecond),
+		WithLogf(func(format string, args ...interface{}) { warnings = append(warnings, fmt.Sprintf(format, args...)) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := timeout(t, 30*time.Second)
+	for k := 0; k < 6; k++ {
+		sub, err := c.Submit(ctx, P1, &Job{ID: idIn(k%3, 3, "denied"), Model: "mlp", Inputs: mlpInput(1)})
+		if err != nil || sub.Stream != "JETINFER_P1" {
+			t.Fatalf("publish %d: %+v %v", k, sub, err)
+		}
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "JETINFER_P1") {
+		t.Fatalf("warnings: %q", warnings)
+	}
+	t.Log(warnings[0])
 }

@@ -23,6 +23,7 @@ const LIVE_TESTS: &[&str] = &[
     "TestLiveWaitWakesOnTheNoticeAndPollsWithout",
     "TestLiveAReusedIdWithOtherInputsIsAnIdConflict",
     "TestLivePartitionCountIsReadAgainWhenAStreamIsMissing",
+    "TestLiveAnUnreadablePartitionCountIsOnePartitionWithOneWarning",
 ];
 
 /// The live tests of clients/go/spread_test.go that need the stack's layout; on a plain

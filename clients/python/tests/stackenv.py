@@ -56,16 +56,25 @@ def nats_server_binary() -> str:
 
 
 class BareNats:
-    """A nats-server with JetStream on a free port, for as long as the ``with`` block."""
+    """A nats-server with JetStream on a free port, for as long as the ``with`` block;
+    ``config``: the text of a configuration file to start it with (users, permissions)."""
+
+    def __init__(self, config: str = ""):
+        self.config = config
 
     def __enter__(self) -> "BareNats":
         self.dir = tempfile.mkdtemp(prefix="jetinfer-py-nats-")
+        extra = []
+        if self.config:
+            path = Path(self.dir) / "nats.conf"
+            path.write_text(self.config)
+            extra = ["-c", str(path)]
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"nats://127.0.0.1:{port}"
         self.proc = subprocess.Popen([nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port),
-                                      "-sd", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      "-sd", self.dir, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:

@@ -152,6 +152,31 @@ class PartitionCountOnABareServer(unittest.IsolatedAsyncioTestCase):
         finally:
             await fixed.close()
 
+    async def test_an_unreadable_count_is_one_partition_with_one_warning(self):
+        # A producer allowed to publish jobs but not to read stream info.
+        with BareNats(config="""
+                authorization { users = [
+                    { user: admin, password: a }
+                    { user: producer, password: p, permissions: {
+                        publish: { allow: ["jetinfer.jobs.>"] }, subscribe: { allow: ["_INBOX.>"] } } }
+                ] }""") as secured:
+            admin = await AsyncClient.connect(secured.url, REDIS_URL, nats_options={"user": "admin", "password": "a"})
+            producer = await AsyncClient.connect(secured.url, REDIS_URL,
+                                                 nats_options={"user": "producer", "password": "p"})
+            try:
+                self.js = admin.js
+                await self.make_partitions(3)
+                producer.js._timeout = 0.5  # the denied info request times out: do not wait 5 s
+                with self.assertLogs("jetinfer", "WARNING") as logs:
+                    subs = [await producer.submit("mlp", [np.ones(16, np.float32)], id=self.id_in(k % 3, 3, "denied"))
+                            for k in range(6)]
+            finally:
+                await producer.close()
+                await admin.close()
+        self.assertEqual({s.stream for s in subs}, {"JETINFER_P1"})
+        self.assertEqual(len(logs.records), 1, logs.output)
+        self.assertIn("JETINFER_P1", logs.output[0])
+
     async def test_no_metadata_is_one_partition(self):
         await self.js.add_stream(name="JETINFER_P1", subjects=["jetinfer.jobs.p1.*"])
         await self.js.add_stream(name="JETINFER_P1_1", subjects=["jetinfer.jobs.p1.*.1"])
