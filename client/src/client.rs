@@ -166,6 +166,12 @@ impl Client {
                 let partition = partition_for(&job.id, partitions);
                 self.submit_to(priority, partition, job).await
             }
+            // No stream at all yet (no dispatcher has started): the count read meanwhile
+            // (one partition) is forgotten too, so it is read again once the streams exist.
+            Err(e @ ClientError::NoStream { .. }) => {
+                self.partitions.forget(priority);
+                Err(e)
+            }
             submitted => submitted,
         }
     }
