@@ -268,12 +268,15 @@ minilm-intake4)
     --dyn-len $DYN --dispatcher-arg "--in-flight 64,2048,256 --pull-batch $PULL --intake-tasks 4" --worker-arg "--slots 1024"
   ;;
 isolation)
-  C=$(jobs_per_s "$RES/minilm-sat.json")
+  # CAP: the saturated rate to size the loads from (default: this call's minilm step);
+  # ISO_PARTS: partition streams per priority.
+  C=${CAP:-$(jobs_per_s "$RES/minilm-sat.json")}
+  ISO=(); [ -n "${ISO_PARTS:-}" ] && ISO=(--partitions $ISO_PARTS)
   P0=$($python -c "print(round(0.05*$C))"); P2=$($python -c "print(round(2*$C))")
   # The load generator on cores 12-15, the stack on 0-11 (JETINFER_BENCH_CPUS, devkit/src/bench/cpu.rs).
   export JETINFER_BENCH_CPUS=12-15; B="taskset -c 0-11 $B"
-  bench isolation-idle --model $TXT --rates "$P0,0,0" --duration-s $D --warmup-s $W --dyn-len $DYN --dispatcher-arg "--pull-batch $PULL"
-  bench isolation-p2x2 --model $TXT --rates "$P0,0,$P2" --duration-s $D --warmup-s $W --dyn-len $DYN --drain-s 60 --dispatcher-arg "--pull-batch $PULL"
+  bench isolation-idle --model $TXT --rates "$P0,0,0" --duration-s $D --warmup-s $W --dyn-len $DYN "${ISO[@]}" --dispatcher-arg "--pull-batch $PULL"
+  bench isolation-p2x2 --model $TXT --rates "$P0,0,$P2" --duration-s $D --warmup-s $W --dyn-len $DYN --drain-s 60 "${ISO[@]}" --dispatcher-arg "--pull-batch $PULL"
   unset JETINFER_BENCH_CPUS; B=${B#taskset -c 0-11 }
   ;;
 trivial)
