@@ -190,7 +190,7 @@ fn keda_scales_the_workers_on_the_consumers_the_dispatcher_creates() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|p| p["port"].to_string() == port),
+                .any(|p| p["port"].as_u64() == port.parse().ok()),
             "Service nats has no port {port}"
         );
     }
