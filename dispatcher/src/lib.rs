@@ -44,8 +44,9 @@ pub mod telemetry;
 mod workers;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt;
 use jetinfer_schemas::names::{parse_heartbeat_subject, HEARTBEAT_SUBJECT};
 use jetinfer_schemas::worker::Heartbeat;
@@ -134,8 +135,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     telemetry::lease_active(true);
     let requested = shutdown;
     let shutdown = work;
-    stream::retire_legacy_stream(&answer.js).await?;
-    stream::ensure_dlq_stream(&answer.js, &config).await?;
     let tasks = TaskTracker::new();
     let (health_tx, store_health) = watch::channel(true);
     tasks.spawn(health::watch_store(
@@ -162,7 +161,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         store_health: &store_health,
         registry: &registry,
     };
-    intakes.start(&tasks, &shutdown).await?;
+    // During a NATS cluster's election the stream and consumer requests time out for a
+    // while: retry them rather than exit holding the lease (a successor would wait a TTL).
+    let streams = match intakes.ensure_retrying(&shutdown).await {
+        Ok(streams) => streams,
+        Err(e) => {
+            release.cancel();
+            if let Some(k) = keeper {
+                let _ = k.await;
+            }
+            return Err(e);
+        }
+    };
+    intakes.start(streams, &tasks, &shutdown).await?;
     // Autoscaling signals, only where /metrics serves them.
     if config.ops.metrics_addr.is_some() {
         let settings = lag::Settings::new(&config);
@@ -233,21 +244,85 @@ struct Intakes<'a> {
     registry: &'a registry::Snapshot,
 }
 
+/// The JetStream objects the intakes run on, once set up.
+struct Streams {
+    /// Per priority, the consumer of each of its partitions.
+    consumers: Vec<(Priority, Vec<PullConsumer>)>,
+    /// Partitions beyond `--partitions`, empty, to retire once the intakes run.
+    extra: Vec<async_nats::jetstream::stream::Stream>,
+}
+
+/// How long the stream and consumer setup is retried before the dispatcher gives up.
+const SETUP_PATIENCE: Duration = Duration::from_secs(60);
+
 impl Intakes<'_> {
-    /// Sets up each priority's streams and consumers (one per partition) and starts their
-    /// intakes on `tasks`. A priority's partitions share its in-flight cap: the cap bounds
-    /// what the dispatcher holds of that priority, however its jobs were spread.
-    async fn start(&self, tasks: &TaskTracker, shutdown: &CancellationToken) -> Result<(), Error> {
+    /// [`Intakes::ensure`], retried with back-off for up to [`SETUP_PATIENCE`] while
+    /// JetStream does not answer, until `shutdown` (the lease lost, or a stop). A refusal
+    /// that retrying cannot change (jobs left in the old layout or a dropped partition) is
+    /// returned at once.
+    async fn ensure_retrying(&self, shutdown: &CancellationToken) -> Result<Streams, Error> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(250);
+        loop {
+            let e = match self.ensure().await {
+                Ok(streams) => return Ok(streams),
+                Err(e) => e,
+            };
+            let permanent = matches!(
+                &e,
+                Error::Stream(
+                    stream::StreamError::LegacyNotEmpty { .. }
+                        | stream::StreamError::PartitionNotEmpty { .. }
+                )
+            );
+            if permanent || started.elapsed() + pause > SETUP_PATIENCE {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, retry_in = ?pause, "cannot set up the streams yet; retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(e),
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(4));
+        }
+    }
+
+    /// Creates or updates every stream and consumer the dispatcher owns: the old layout
+    /// retired, the dead-letter stream, each priority's partition streams and consumers.
+    /// Idempotent, so a failed attempt can simply be made again.
+    async fn ensure(&self) -> Result<Streams, Error> {
         let js = &self.answer.js;
+        stream::retire_legacy_stream(js).await?;
+        stream::ensure_dlq_stream(js, self.config).await?;
         let mut extra = Vec::new();
         for p in Priority::ALL {
             extra.extend(stream::extra_partitions(js, self.config, p).await?);
         }
+        let mut consumers = Vec::new();
         for p in Priority::ALL {
-            let permits = Arc::new(Semaphore::new(self.config.in_flight_cap(p)));
+            let mut partitions = Vec::new();
             for k in 0..self.config.partitions {
                 let stream = stream::ensure_stream(js, self.config, p, k).await?;
-                let consumer = stream::ensure_consumer(&stream, self.config, p, k).await?;
+                partitions.push(stream::ensure_consumer(&stream, self.config, p, k).await?);
+            }
+            consumers.push((p, partitions));
+        }
+        Ok(Streams { consumers, extra })
+    }
+
+    /// Starts every partition's intakes on `tasks`, then retires the extra partitions. A
+    /// priority's partitions share its in-flight cap: the cap bounds what the dispatcher
+    /// holds of that priority, however its jobs were spread.
+    async fn start(
+        &self,
+        streams: Streams,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Error> {
+        let js = &self.answer.js;
+        for (p, consumers) in streams.consumers {
+            let permits = Arc::new(Semaphore::new(self.config.in_flight_cap(p)));
+            for consumer in consumers {
                 for _ in 0..self.config.intake_tasks {
                     let intake = intake::Intake {
                         priority: p,
@@ -264,7 +339,7 @@ impl Intakes<'_> {
             }
         }
         // After partition 0 announces the new count.
-        for stream in extra {
+        for stream in streams.extra {
             stream::retire_partition(js, self.config, stream).await?;
         }
         Ok(())
