@@ -151,15 +151,23 @@ fn read_pem(path: &Path, what: &'static str, label: &str) -> Result<Vec<u8>, Sto
     Ok(bytes)
 }
 
-/// The pool for `url` and `tls`; connections are opened lazily.
-pub(crate) fn pool(url: &str, tls: &RedisTls, config: PoolConfig) -> Result<RedisPool, StoreError> {
+/// The pool for `url` and `tls`; connections are opened lazily. `response_timeout`
+/// replaces the redis crate's 500 ms for every command (a `WAIT` may block for longer).
+pub(crate) fn pool(
+    url: &str,
+    tls: &RedisTls,
+    config: PoolConfig,
+    response_timeout: Option<Duration>,
+) -> Result<RedisPool, StoreError> {
+    let connection_config =
+        response_timeout.map(|t| redis::AsyncConnectionConfig::new().set_response_timeout(Some(t)));
     if is_sentinel_url(url) {
         if !tls.is_empty() {
             return Err(tls_config(
                 "TLS files are given but TLS through Sentinel is not supported yet",
             ));
         }
-        let manager = SentinelManager::new(&SentinelUrl::parse(url)?)?;
+        let manager = SentinelManager::new(&SentinelUrl::parse(url)?, connection_config)?;
         return deadpool::managed::Pool::builder(manager)
             .config(config)
             .runtime(Runtime::Tokio1)
@@ -168,7 +176,7 @@ pub(crate) fn pool(url: &str, tls: &RedisTls, config: PoolConfig) -> Result<Redi
             .map_err(|e| StoreError::Config(deadpool_redis::CreatePoolError::Build(e)));
     }
     let manager = if tls.is_empty() {
-        Manager::new(url)?
+        direct_manager(url, connection_config)?
     } else {
         if !url.starts_with("rediss://") {
             return Err(tls_config(&format!(
@@ -180,7 +188,7 @@ pub(crate) fn pool(url: &str, tls: &RedisTls, config: PoolConfig) -> Result<Redi
         let client = redis::Client::build_with_tls(url, tls.certificates()?)?;
         // The connection info carries the parsed certificates; the manager opens its
         // connections with them.
-        Manager::new(client.get_connection_info().clone())?
+        direct_manager(client.get_connection_info().clone(), connection_config)?
     };
     Pool::builder(manager)
         .config(config)
@@ -188,6 +196,16 @@ pub(crate) fn pool(url: &str, tls: &RedisTls, config: PoolConfig) -> Result<Redi
         .build()
         .map(RedisPool::Direct)
         .map_err(|e| StoreError::Config(deadpool_redis::CreatePoolError::Build(e)))
+}
+
+fn direct_manager(
+    info: impl redis::IntoConnectionInfo,
+    config: Option<redis::AsyncConnectionConfig>,
+) -> Result<Manager, RedisError> {
+    match config {
+        Some(config) => Manager::new_with_config(info, config),
+        None => Manager::new(info),
+    }
 }
 
 /// How long [`check`] waits for a connection and its PING.
@@ -297,14 +315,14 @@ mod tests {
             ca: Some("/nowhere/ca.pem".into()),
             ..Default::default()
         };
-        let err = pool("redis://u:pw@h:6379", &ca_only, PoolConfig::default()).unwrap_err();
+        let err = pool("redis://u:pw@h:6379", &ca_only, PoolConfig::default(), None).unwrap_err();
         assert!(matches!(err, StoreError::TlsConfig(_)), "{err:?}");
         assert!(!err.to_string().contains("pw"), "{err}");
         let cert_only = RedisTls {
             cert: Some("/c.pem".into()),
             ..Default::default()
         };
-        let err = pool("rediss://h:6380", &cert_only, PoolConfig::default()).unwrap_err();
+        let err = pool("rediss://h:6380", &cert_only, PoolConfig::default(), None).unwrap_err();
         assert!(err.to_string().contains("needs its key"), "{err}");
     }
 
@@ -314,6 +332,7 @@ mod tests {
             "redis+sentinel://u:pw@h:x/m",
             &RedisTls::default(),
             PoolConfig::default(),
+            None,
         )
         .unwrap_err();
         assert!(
@@ -328,6 +347,7 @@ mod tests {
             "redis+sentinel://h1:26379,h2/jetinfer",
             &RedisTls::default(),
             PoolConfig::default(),
+            None,
         )
         .unwrap();
         assert!(matches!(ok, RedisPool::Sentinel(_)));

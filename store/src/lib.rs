@@ -131,7 +131,11 @@ impl ResultStore {
             },
             ..Default::default()
         };
-        let pool = connection::pool(&config.url, &config.tls, pool_config)?;
+        // A WAIT blocks up to its timeout; the redis crate's 500 ms per command would cut
+        // it short (and report a timeout rather than the replicas it counted).
+        let response_timeout = (config.wait_replicas > 0)
+            .then(|| config.wait_timeout.max(Duration::from_millis(500)) + Duration::from_secs(1));
+        let pool = connection::pool(&config.url, &config.tls, pool_config, response_timeout)?;
         Ok(ResultStore {
             pool,
             url: config.url.clone(),
@@ -271,7 +275,10 @@ impl ResultStore {
         Ok(())
     }
 
-    /// Which of these jobs already have a result (one pipelined round trip).
+    /// Which of these jobs already have a result (one pipelined round trip). With
+    /// `wait_replicas`, a result found counts only once replicas hold it (a second round
+    /// trip; else [`StoreError::NotReplicated`]): a job is acked, or not run again, on
+    /// this answer.
     pub async fn exists_many(&self, ids: &[&str]) -> Result<Vec<bool>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -281,7 +288,15 @@ impl ResultStore {
             pipe.exists(self.keys.result(id));
         }
         let mut conn = self.pool.get().await?;
-        Ok(pipe.query_async(&mut conn).await?)
+        let exists: Vec<bool> = pipe.query_async(&mut conn).await?;
+        drop(conn);
+        let found: Vec<&str> = ids
+            .iter()
+            .zip(&exists)
+            .filter_map(|(id, e)| e.then_some(*id))
+            .collect();
+        self.confirm_replicated(&found).await?;
+        Ok(exists)
     }
 
     /// What intake needs to know of jobs before queueing them, in one round trip for all
@@ -299,7 +314,8 @@ impl ResultStore {
         let mut conn = self.pool.get().await?;
         // The pipeline answers one flat list: EXISTS, GET, EXISTS, GET, …
         let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        replies
+        drop(conn);
+        let states = replies
             .chunks(2)
             .map(|pair| -> Result<(bool, u32), StoreError> {
                 let exists: bool =
@@ -308,7 +324,15 @@ impl ResultStore {
                     redis::from_redis_value_ref(&pair[1]).map_err(redis::RedisError::from)?;
                 Ok((exists, failures.unwrap_or(0)))
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // A result found counts only once replicas hold it, as in `exists_many`.
+        let found: Vec<&str> = ids
+            .iter()
+            .zip(&states)
+            .filter_map(|(id, (e, _))| e.then_some(*id))
+            .collect();
+        self.confirm_replicated(&found).await?;
+        Ok(states)
     }
 
     /// Counts one lost run for each job (a worker died, timed out or could not run it) and

@@ -216,12 +216,18 @@ fn percent_decode(s: &str) -> String {
 /// pooled one only while its server still says it is the primary.
 pub(crate) struct SentinelManager {
     client: tokio::sync::Mutex<SentinelClient>,
+    /// Timeouts of the connections to the primary (the redis crate's defaults if `None`).
+    config: redis::AsyncConnectionConfig,
 }
 
 impl SentinelManager {
-    pub(crate) fn new(url: &SentinelUrl) -> Result<Self, RedisError> {
+    pub(crate) fn new(
+        url: &SentinelUrl,
+        config: Option<redis::AsyncConnectionConfig>,
+    ) -> Result<Self, RedisError> {
         Ok(SentinelManager {
             client: tokio::sync::Mutex::new(url.client()?),
+            config: config.unwrap_or_default(),
         })
     }
 }
@@ -234,7 +240,9 @@ impl deadpool::managed::Manager for SentinelManager {
         // The lookup asks the sentinels, then checks with ROLE that the address they name
         // is a primary (a sentinel that has not seen the failover yet names the old one).
         let client = self.client.lock().await.async_get_client().await?;
-        client.get_multiplexed_async_connection().await
+        client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
     }
 
     async fn recycle(

@@ -11,12 +11,9 @@ impl ResultStore {
     /// never overwrites it) and cache entries with `SET PX`, all in one pipeline.
     /// Returns, per result, whether this write stored it (false: one was there already).
     ///
-    /// With `wait_replicas` set, the pipeline ends with `WAIT`, and fewer replicas than
-    /// asked is [`StoreError::NotReplicated`]. Each result key also gets a `PEXPIRE` after
-    /// its `SET NX`: when the result was already there (a re-run after an earlier
-    /// `NotReplicated`), `SET NX` writes nothing, and `WAIT` only covers this connection's
-    /// own writes; the `PEXPIRE` is a write, so `WAIT` then covers the earlier `SET` too.
-    /// A write refused with `READONLY` (a connection to a primary demoted by a failover) is
+    /// With `wait_replicas` set, the pipeline ends with `WAIT` (see
+    /// [`ResultStore::cover_with_wait`]), and fewer replicas than asked is
+    /// [`StoreError::NotReplicated`]. A write refused with `READONLY` (a connection to a primary demoted by a failover) is
     /// tried once more on a fresh connection.
     pub async fn put_results(
         &self,
@@ -35,12 +32,6 @@ impl ResultStore {
                 .arg("NX")
                 .arg("PX")
                 .arg(self.result_ttl_ms);
-            if self.wait.is_some() {
-                pipe.cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(self.result_ttl_ms)
-                    .ignore();
-            }
             if r.drop_inputs {
                 // After the SET in the same pipeline: the inputs go only once a result
                 // (this one or an earlier run's) is stored. UNLINK frees the ~150 KB value
@@ -56,9 +47,7 @@ impl ResultStore {
                 .arg(self.cache_ttl_ms)
                 .ignore();
         }
-        if let Some((replicas, ms)) = self.wait {
-            pipe.cmd("WAIT").arg(replicas).arg(ms);
-        }
+        self.cover_with_wait(&mut pipe, results.iter().map(|r| r.id));
         let replies: Vec<redis::Value> = match self.query(&pipe).await {
             Err(StoreError::Redis(e)) if e.code() == Some("READONLY") => {
                 tracing::info!(
@@ -69,21 +58,7 @@ impl ResultStore {
             other => other?,
         };
         let (sets, wait) = replies.split_at(results.len().min(replies.len()));
-        if let Some((wanted, timeout_ms)) = self.wait {
-            let acked: u32 = wait
-                .first()
-                .map(redis::from_redis_value_ref)
-                .transpose()
-                .map_err(redis::RedisError::from)?
-                .unwrap_or(0);
-            if acked < wanted {
-                return Err(StoreError::NotReplicated {
-                    acked,
-                    wanted,
-                    timeout_ms,
-                });
-            }
-        }
+        self.check_wait(wait.first())?;
         Ok(sets
             .iter()
             .map(|v| !matches!(v, redis::Value::Nil))
@@ -97,5 +72,63 @@ impl ResultStore {
     ) -> Result<T, StoreError> {
         let mut conn = self.pool.get().await?;
         Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    /// With `wait_replicas` set, appends to `pipe` a `PEXPIRE` of each job's result key
+    /// (with the result TTL) and `WAIT`, whose reply [`ResultStore::check_wait`] reads.
+    /// `WAIT` only covers writes made on its own connection, and a result found already
+    /// there (a re-run, or a lookup before acking, after an earlier `NotReplicated`) was
+    /// written on another; the `PEXPIRE` of an existing key is a write, so the `WAIT` after
+    /// it covers that earlier `SET` too. Nothing without `wait_replicas`.
+    pub(crate) fn cover_with_wait<'a>(
+        &self,
+        pipe: &mut redis::Pipeline,
+        ids: impl Iterator<Item = &'a str>,
+    ) {
+        let Some((replicas, ms)) = self.wait else {
+            return;
+        };
+        for id in ids {
+            pipe.cmd("PEXPIRE")
+                .arg(self.keys.result(id))
+                .arg(self.result_ttl_ms)
+                .ignore();
+        }
+        pipe.cmd("WAIT").arg(replicas).arg(ms);
+    }
+
+    /// `Ok` unless `wait_replicas` is set and `WAIT` (its reply, the pipeline's last)
+    /// counted fewer replicas.
+    pub(crate) fn check_wait(&self, reply: Option<&redis::Value>) -> Result<(), StoreError> {
+        let Some((wanted, timeout_ms)) = self.wait else {
+            return Ok(());
+        };
+        let acked: u32 = reply
+            .map(redis::from_redis_value_ref)
+            .transpose()
+            .map_err(redis::RedisError::from)?
+            .unwrap_or(0);
+        if acked < wanted {
+            return Err(StoreError::NotReplicated {
+                acked,
+                wanted,
+                timeout_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// With `wait_replicas` set and any `found` (jobs whose result exists): `WAIT`s until
+    /// replicas hold those results (see [`ResultStore::cover_with_wait`]), since a job is
+    /// acked or skipped on finding its result, and one on the primary alone can be lost at
+    /// a failover. No round trip when nothing was found: the common case at intake.
+    pub(crate) async fn confirm_replicated(&self, found: &[&str]) -> Result<(), StoreError> {
+        if self.wait.is_none() || found.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        self.cover_with_wait(&mut pipe, found.iter().copied());
+        let replies: Vec<redis::Value> = self.query(&pipe).await?;
+        self.check_wait(replies.last())
     }
 }

@@ -121,7 +121,7 @@ impl RedisSentinel {
         Ok(topology)
     }
 
-    /// Waits until the primary has `replicas` replicas online and every running Sentinel
+    /// Waits until the primary has `replicas` replicas online (synced) and every Sentinel
     /// sees them and the other Sentinels.
     pub async fn wait_settled(&self, replicas: usize) -> Result<(), LocalError> {
         let sentinel_ports: Vec<u16> = self.sentinels.iter().map(|s| s.port).collect();
@@ -134,7 +134,7 @@ impl RedisSentinel {
                     let Ok(primary) = self.primary_port().await else {
                         return false;
                     };
-                    if info_field(primary, "connected_slaves").await != Some(replicas.to_string()) {
+                    if online_replicas(primary).await != replicas {
                         return false;
                     }
                     for port in sentinel_ports {
@@ -430,12 +430,19 @@ where
     Ok(())
 }
 
-/// One field of `INFO replication` on the server at `port`.
-async fn info_field(port: u16, field: &str) -> Option<String> {
-    let info = command(port, &["INFO", "replication"]).await.ok()?.text()?;
+/// How many replicas the primary at `port` lists as `online` in `INFO replication` (a
+/// replica still loading its first copy is listed, but does not acknowledge writes yet).
+async fn online_replicas(port: u16) -> usize {
+    let Some(info) = command(port, &["INFO", "replication"])
+        .await
+        .ok()
+        .and_then(|r| r.text())
+    else {
+        return 0;
+    };
     info.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .map(|v| v.trim().to_string())
+        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+        .count()
 }
 
 /// `n` distinct free loopback ports (held open until all are chosen).

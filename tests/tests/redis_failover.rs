@@ -350,6 +350,19 @@ async fn sentinel_urls_are_checked_and_lead_to_the_primary() {
         other => panic!("WAIT 2 again: {other:?}"),
     }
 
+    // Nor does a lookup count a result that has not reached enough replicas: the
+    // dispatcher acks, and a worker skips a job, on that answer.
+    match two.exists_many(&["sentinel-c"]).await {
+        Err(StoreError::NotReplicated { acked: 1, .. }) => {}
+        other => panic!("EXISTS with WAIT 2: {other:?}"),
+    }
+    assert_eq!(
+        one.exists_many(&["sentinel-c", "nowhere"])
+            .await
+            .expect("EXISTS with WAIT 1"),
+        vec![true, false]
+    );
+
     // A master name the Sentinels do not monitor: nothing to connect to, said so.
     let unknown = redis.url().replace("/jetinfer", "/elsewhere");
     let store = ResultStore::new(&StoreConfig::new(&unknown)).unwrap_or_else(|e| panic!("{e}"));
