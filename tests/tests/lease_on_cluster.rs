@@ -148,7 +148,9 @@ async fn leader(js: &jetstream::Context, stream: &str) -> Option<String> {
 /// Asks `stream`'s leader to step down until `node` leads it.
 async fn move_leader(client: &Client, stream: &str, node: &str) {
     let js = client.jetstream();
-    for _ in 0..12 {
+    // Each step-down picks one of the other nodes: under load a request may also go
+    // unanswered, so try many times (the test failed once in ~10 runs with 12).
+    for _ in 0..40 {
         let Some(current) = leader(js, stream).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
