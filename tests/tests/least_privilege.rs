@@ -25,8 +25,8 @@ use jetinfer_client::{Client, ResultWrite, StoreConfig, StoreError};
 use jetinfer_devkit::local::{
     binary, repo_root, wait_for_workers, LocalStack, NatsServer, ProcessUrls, RedisServer,
 };
-use jetinfer_schemas::{ErrorCode, Job, Priority, Status, Tensor};
 use jetinfer_schemas::partitions::{partition_consumer, partition_stream};
+use jetinfer_schemas::{ErrorCode, Job, Priority, Status, Tensor};
 use jetinfer_tests::{assert_all_correct, golden, publish_samples, run_id};
 use tokio::sync::mpsc;
 
@@ -371,7 +371,10 @@ async fn the_pipeline_runs_with_each_process_under_its_own_role() {
                 .unwrap();
             let stored = stream.info().await.unwrap().state.last_sequence;
             // The producer read the count: its P0 and P1 jobs went to both partitions.
-            assert!(p == Priority::P2 || stored > 0, "{p}, partition {k}: no job");
+            assert!(
+                p == Priority::P2 || stored > 0,
+                "{p}, partition {k}: no job"
+            );
             stream
                 .consumer_info(&partition_consumer(p, k))
                 .await
