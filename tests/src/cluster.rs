@@ -359,7 +359,7 @@ fn nats_server_program() -> Result<PathBuf, LocalError> {
 /// `n` distinct free loopback ports. They are all held open until every one is chosen, so
 /// none is handed out twice; another process could still take one before the servers bind
 /// it, which a test run would show as a node that fails to start.
-fn free_ports(n: usize) -> Result<Vec<u16>, LocalError> {
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, LocalError> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind(("127.0.0.1", 0)))
         .collect::<Result<Vec<_>, _>>()

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod http;
+pub mod load;
 pub mod logs;
 pub mod otlp;
 pub mod sentinel;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use jetinfer_client::Client;
 use jetinfer_devkit::golden::{compare, Golden, Sample};
-use jetinfer_devkit::local::{repo_root, LocalStack};
+use jetinfer_devkit::local::{repo_root, LocalStack, RedisServer};
 use jetinfer_schemas::{Job, JobResult, Priority, Tensor};
 
 /// Tolerances for f32 models on the CPU.
@@ -49,6 +50,31 @@ pub async fn stack(workers: usize, dispatcher_args: &[&str]) -> LocalStack {
         .start()
         .await
         .unwrap_or_else(|e| panic!("starting the local stack: {e}"))
+}
+
+/// A stack with one worker, a dispatcher spreading over `partitions` partition streams,
+/// and `extra` input stores besides the stack's Redis (the worker reads inputs from each).
+/// Returns the extra servers (stopped when dropped) and their URLs before it, so that a
+/// `let (servers, urls, stack)` drops the stack first.
+pub async fn spread_stack(
+    partitions: usize,
+    extra: usize,
+) -> (Vec<RedisServer>, Vec<String>, LocalStack) {
+    let servers: Vec<RedisServer> = (0..extra).map(|_| RedisServer::start().unwrap()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let mut worker_args = Vec::new();
+    for url in &urls {
+        worker_args.extend(["--inputs-redis-url".to_string(), url.clone()]);
+    }
+    let stack = LocalStack::builder()
+        .workers(1)
+        .dispatcher_args(["--partitions".to_string(), partitions.to_string()])
+        .worker_args(worker_args)
+        .env("RUST_LOG", "info")
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
+    (servers, urls, stack)
 }
 
 /// A unique prefix for job ids of one test run.

@@ -8,11 +8,12 @@
 //! the current primary. Persistence is off: a restarted node resyncs from the primary.
 //! Servers are asked with a few lines of RESP over TCP, so the harness needs no Redis crate.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use jetinfer_devkit::local::{LocalError, Process};
+
+use crate::cluster::free_ports;
 
 mod resp;
 
@@ -443,21 +444,6 @@ async fn online_replicas(port: u16) -> usize {
     info.lines()
         .filter(|l| l.starts_with("slave") && l.contains("state=online"))
         .count()
-}
-
-/// `n` distinct free loopback ports (held open until all are chosen).
-fn free_ports(n: usize) -> Result<Vec<u16>, LocalError> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| LocalError::Io {
-            what: "cannot find a free port".into(),
-            source,
-        })?;
-    Ok(listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok().map(|a| a.port()))
-        .collect())
 }
 
 #[cfg(test)]

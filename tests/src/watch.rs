@@ -194,6 +194,27 @@ pub async fn try_get(addr: &str, path: &str) -> Option<(u16, String)> {
     tokio::time::timeout(ANSWER, attempt).await.ok().flatten()
 }
 
+/// Polls `/readyz` of `addr` until `ok` accepts (status, document); panics after `limit`
+/// with "`what` within `limit`".
+pub async fn wait_readyz(
+    addr: &str,
+    limit: Duration,
+    what: &str,
+    ok: impl Fn(u16, &serde_json::Value) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        if let Some((status, body)) = try_get(addr, "/readyz").await {
+            let doc = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+            if ok(status, &doc) {
+                return;
+            }
+        }
+        assert!(start.elapsed() < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use jetinfer_devkit::local::{binary, LocalStack, Process};
 use jetinfer_schemas::Priority;
 use jetinfer_tests::http::{get, metrics_addr, readyz, scrape};
+use jetinfer_tests::watch::metric;
 use jetinfer_tests::{assert_all_correct, publish_samples, run_id};
 
 const TTL_MS: &str = "3000";
@@ -130,16 +131,6 @@ where
         assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The value of an unlabelled metric line `name value` in a scrape (0 when absent).
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(n, _)| *n == name || n.starts_with(&format!("{name}{{")))
-        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
-        .sum()
 }
 
 /// Checks that `b_addr` is a standby of `d-a` that has taken no job.

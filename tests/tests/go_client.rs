@@ -9,8 +9,9 @@
 use std::path::Path;
 use std::process::Output;
 
-use jetinfer_devkit::local::{repo_root, LocalStack, RedisServer};
-use jetinfer_tests::stack;
+use jetinfer_devkit::local::{repo_root, LocalStack};
+use jetinfer_tests::cli::combined;
+use jetinfer_tests::{spread_stack, stack};
 
 /// The live tests of clients/go/integration_test.go; each must report PASS.
 const LIVE_TESTS: &[&str] = &[
@@ -40,11 +41,7 @@ async fn run(what: &str, cmd: &mut tokio::process::Command) -> (Output, String) 
         .output()
         .await
         .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = combined(&out);
     (out, text)
 }
 
@@ -54,6 +51,39 @@ fn build_sh(root: &Path) -> tokio::process::Command {
         .env("GOCACHE", root.join("target/go-cache"))
         .env("JETINFER_GO_OUT", root.join("target/go"));
     cmd
+}
+
+/// Runs `jetinfer-example` on `count` golden samples of `pair` and `imgmean`, inline and
+/// by reference, against `stack` (plus `args`); asserts it passed and returns its output.
+async fn example(root: &Path, stack: &LocalStack, args: &[&str], count: &str) -> String {
+    let (out, text) = run(
+        "jetinfer-example",
+        tokio::process::Command::new(root.join("target/go/bin/jetinfer-example"))
+            .args([
+                "--nats-url",
+                stack.nats_url(),
+                "--redis-url",
+                stack.redis_url(),
+            ])
+            .args(args)
+            .arg("--golden")
+            .arg(root.join("models/out/golden.json"))
+            .args([
+                "--models",
+                "pair,imgmean",
+                "--modes",
+                "inline,ref",
+                "--count",
+                count,
+            ]),
+    )
+    .await;
+    assert!(
+        out.status.success() && text.contains("PASS"),
+        "the Go example failed:\n{text}\n{}",
+        stack.log_tails(20)
+    );
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,32 +124,7 @@ async fn go_client_passes_its_tests_and_the_golden_example_against_a_real_stack(
         );
     }
 
-    let (out, text) = run(
-        "jetinfer-example",
-        tokio::process::Command::new(root.join("target/go/bin/jetinfer-example"))
-            .args([
-                "--nats-url",
-                stack.nats_url(),
-                "--redis-url",
-                stack.redis_url(),
-            ])
-            .arg("--golden")
-            .arg(root.join("models/out/golden.json"))
-            .args([
-                "--models",
-                "pair,imgmean",
-                "--modes",
-                "inline,ref",
-                "--count",
-                "20",
-            ]),
-    )
-    .await;
-    assert!(
-        out.status.success() && text.contains("PASS"),
-        "the Go example failed:\n{text}\n{}",
-        stack.log_tails(20)
-    );
+    let text = example(&root, &stack, &[], "20").await;
     for line in ["pair       inline  20/20 ok", "imgmean    ref     20/20 ok"] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
@@ -134,20 +139,7 @@ async fn go_client_spreads_jobs_over_partition_streams_and_input_stores() {
         "building the Go client failed:\n{text}"
     );
 
-    let extra: Vec<RedisServer> = (0..2).map(|_| RedisServer::start().unwrap()).collect();
-    let urls: Vec<String> = extra.iter().map(RedisServer::url).collect();
-    let mut worker_args = Vec::new();
-    for url in &urls {
-        worker_args.extend(["--inputs-redis-url".to_string(), url.clone()]);
-    }
-    let stack = LocalStack::builder()
-        .workers(1)
-        .dispatcher_args(["--partitions", "3"])
-        .worker_args(worker_args)
-        .env("RUST_LOG", "info")
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
+    let (_extra, urls, stack) = spread_stack(3, 2).await;
     let (out, text) = run(
         "go test",
         build_sh(&root)
@@ -183,34 +175,13 @@ async fn go_client_spreads_jobs_over_partition_streams_and_input_stores() {
     );
 
     // Golden samples through every partition and input store.
-    let (out, text) = run(
-        "jetinfer-example",
-        tokio::process::Command::new(root.join("target/go/bin/jetinfer-example"))
-            .args([
-                "--nats-url",
-                stack.nats_url(),
-                "--redis-url",
-                stack.redis_url(),
-                "--inputs-redis-url",
-                &urls.join(","),
-            ])
-            .arg("--golden")
-            .arg(root.join("models/out/golden.json"))
-            .args([
-                "--models",
-                "pair,imgmean",
-                "--modes",
-                "inline,ref",
-                "--count",
-                "30",
-            ]),
+    let text = example(
+        &root,
+        &stack,
+        &["--inputs-redis-url", &urls.join(",")],
+        "30",
     )
     .await;
-    assert!(
-        out.status.success() && text.contains("PASS"),
-        "the Go example failed:\n{text}\n{}",
-        stack.log_tails(20)
-    );
     for stream in ["JETINFER_P1", "JETINFER_P1_1", "JETINFER_P1_2"] {
         assert!(
             text.contains(&format!("stream {stream}: ")),

@@ -22,14 +22,13 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use jetinfer_client::Client;
-use jetinfer_devkit::golden::{compare, Sample};
 use jetinfer_devkit::local::{binary, repo_root, LocalStack, Process};
-use jetinfer_schemas::{now_ms, Job, Priority, Status};
+use jetinfer_schemas::now_ms;
 use jetinfer_tests::cluster::NatsCluster;
 use jetinfer_tests::http::metrics_addr;
-use jetinfer_tests::watch::{try_get, Fleet};
-use jetinfer_tests::{collect_results, golden, run_id, ATOL, RTOL};
-use tokio::task::JoinSet;
+use jetinfer_tests::load::{is_wrong, publish_load, ran_twice, Load, Published};
+use jetinfer_tests::watch::{try_get, wait_readyz, Fleet};
+use jetinfer_tests::{collect_results, golden};
 
 const RATE: f64 = 40.0;
 /// At most 60 s of load, whatever the elections take.
@@ -122,21 +121,11 @@ async fn until_one_active(
 /// Waits until dispatcher `d` says it is a standby of `active`.
 async fn wait_standby(d: &Dispatcher, active: &str) {
     let word = format!("standby, active is {active}");
-    let start = Instant::now();
-    loop {
-        if let Some((503, body)) = try_get(&d.addr, "/readyz").await {
-            let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            if doc["lease"] == word.as_str() {
-                return;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{} not a standby of {active}",
-            d.id
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{} a standby of {active}", d.id);
+    wait_readyz(&d.addr, Duration::from_secs(30), &what, |s, doc| {
+        s == 503 && doc["lease"] == word.as_str()
+    })
+    .await;
 }
 
 /// The node leading `stream`, once one is elected.
@@ -166,47 +155,6 @@ async fn move_leader(client: &Client, stream: &str, node: &str) {
         }
     }
     panic!("{stream}'s leader did not move to {node}");
-}
-
-struct Published {
-    id: String,
-    sample: usize,
-}
-
-/// Publishes golden `mlp` jobs at P1, [`RATE`] per second, until `stop`; each publish is
-/// retried with the same id (the stream's duplicate window keeps one copy) for up to 60 s,
-/// as a careful producer does through an election.
-async fn publish(client: Client, samples: Vec<Sample>, stop: Arc<AtomicBool>) -> Vec<Published> {
-    let run = run_id("lease-cluster");
-    let start = tokio::time::Instant::now();
-    let mut tasks = JoinSet::new();
-    for i in 0..MAX_JOBS {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / RATE)).await;
-        let sample = i % samples.len();
-        let mut job = Job::new(format!("{run}-{i}"), "mlp", samples[sample].inputs.clone());
-        job.cache = Some(false);
-        job.deadline_ms = Some(now_ms() + 3_600_000);
-        let client = client.clone();
-        tasks.spawn(async move {
-            let give_up = Instant::now() + Duration::from_secs(60);
-            loop {
-                let attempt = client.submit(Priority::P1, &job);
-                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), attempt).await {
-                    break;
-                }
-                assert!(Instant::now() < give_up, "{} never acknowledged", job.id);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Published {
-                id: job.id.to_string(),
-                sample,
-            }
-        });
-    }
-    tasks.join_all().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +237,17 @@ async fn the_lease_on_a_cluster_keeps_one_active_dispatcher_through_kills() {
     }
     let samples = golden().samples("mlp");
     let stop_load = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(publish(client.clone(), samples.clone(), stop_load.clone()));
+    let load = tokio::spawn(publish_load(
+        client.clone(),
+        samples.clone(),
+        stop_load.clone(),
+        Load {
+            test: "lease-cluster",
+            rate: RATE,
+            max_jobs: MAX_JOBS,
+            retry_for: Some(Duration::from_secs(60)),
+        },
+    ));
     tokio::time::sleep(BETWEEN).await;
 
     // 1. kill -9 of the active dispatcher: the standby takes over once the key expires.
@@ -338,18 +296,10 @@ async fn the_lease_on_a_cluster_keeps_one_active_dispatcher_through_kills() {
     let lost = ids.iter().filter(|id| !results.contains_key(*id)).count();
     let wrong: Vec<&Published> = published
         .iter()
-        .filter(|p| {
-            results.get(&p.id).is_some_and(|r| {
-                r.status != Status::Ok
-                    || compare(&samples[p.sample].outputs, &r.outputs, ATOL, RTOL).is_err()
-            })
-        })
+        .filter(|p| is_wrong(&results, &p.id, &samples[p.sample]))
         .collect();
     let executions = client.store().executions().await.expect("execution counts");
-    let twice = ids
-        .iter()
-        .filter(|id| executions.get(*id).is_some_and(|&n| n > 1))
-        .count();
+    let twice = ran_twice(&executions, &ids).len();
     let next_result_ms = results
         .values()
         .map(|r| r.completed_at_ms)

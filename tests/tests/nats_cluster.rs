@@ -19,6 +19,7 @@ use jetinfer_devkit::local::{repo_root, LocalStack};
 use jetinfer_schemas::names::{consumer_name, jobs_stream, DLQ_STREAM};
 use jetinfer_schemas::{now_ms, Job, Priority, Status};
 use jetinfer_tests::cluster::NatsCluster;
+use jetinfer_tests::load::{is_wrong, ran_twice, wait_for_executions};
 use jetinfer_tests::{collect_results, golden, run_id, ATOL, RTOL};
 use tokio::task::JoinSet;
 
@@ -141,7 +142,7 @@ async fn failover(victim: Victim) {
 
     // Kill the victim while jobs flow (leaders may have moved meanwhile: the node leading
     // now is killed, whatever else it holds).
-    wait_for_results(&client, KILL_AFTER_RESULTS, Duration::from_secs(60)).await;
+    wait_for_executions(&client, KILL_AFTER_RESULTS, Duration::from_secs(60)).await;
     let leader = stream_leader(&js, Priority::P1).await;
     let consumer_leader = leader_of(&js, Priority::P1, Group::Consumer).await;
     let dispatcher_on = cluster.node_of_client(DISPATCHER_ID).await;
@@ -185,18 +186,10 @@ async fn failover(victim: Victim) {
     let lost: Vec<&String> = ids.iter().filter(|id| !results.contains_key(*id)).collect();
     let wrong: Vec<&Published> = published
         .iter()
-        .filter(|p| {
-            results.get(&p.id).is_some_and(|r| {
-                r.status != Status::Ok
-                    || compare(&samples[p.sample].outputs, &r.outputs, ATOL, RTOL).is_err()
-            })
-        })
+        .filter(|p| is_wrong(&results, &p.id, &samples[p.sample]))
         .collect();
     let executions = client.store().executions().await.expect("execution counts");
-    let twice: Vec<&String> = ids
-        .iter()
-        .filter(|id| executions.get(*id).is_some_and(|&n| n > 1))
-        .collect();
+    let twice = ran_twice(&executions, &ids);
 
     // Recovery: from the kill to the next result, and to the first result of a job whose
     // first publish came after the kill (the whole path through the new leader).
@@ -520,22 +513,6 @@ async fn move_leader_to(
         }
     }
     panic!("the leader of {p}'s {group:?} did not move to {node}");
-}
-
-/// Polls until the worker has run at least `n` jobs (its `--record-executions` counts).
-async fn wait_for_results(client: &Client, n: usize, timeout: Duration) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let done = client.store().executions().await.map_or(0, |e| e.len());
-        if done >= n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {done} of {n} jobs ran within {timeout:?}: jobs are not being served"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// One job of the load.

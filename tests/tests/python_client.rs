@@ -6,8 +6,9 @@
 
 use std::path::Path;
 
-use jetinfer_devkit::local::{repo_root, LocalStack, RedisServer};
-use jetinfer_tests::stack;
+use jetinfer_devkit::local::{repo_root, LocalStack};
+use jetinfer_tests::cli::combined;
+use jetinfer_tests::{spread_stack, stack};
 use tokio::process::Command;
 
 /// The integration tests a test file of the package defines: each must be reported as
@@ -49,6 +50,36 @@ fn assert_all_passed(root: &Path, file: &str, text: &str, at_least: usize) {
     }
 }
 
+/// Runs the package's tests (`python -m unittest discover -v`, plus `args`) with the
+/// stack's URLs and `env`; asserts they passed (`what` failed) and returns stdout then
+/// stderr.
+async fn unittest(
+    root: &Path,
+    stack: &LocalStack,
+    args: &[&str],
+    env: &[(&str, &str)],
+    what: &str,
+) -> String {
+    let out = Command::new(root.join(".venv/bin/python"))
+        .args(["-m", "unittest", "discover", "-s", "clients/python/tests"])
+        .args(args)
+        .arg("-v")
+        .current_dir(root)
+        .env("JETINFER_TEST_NATS_URL", stack.nats_url())
+        .env("JETINFER_TEST_REDIS_URL", stack.redis_url())
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("running python -m unittest");
+    let text = combined(&out);
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{text}\n{}",
+        stack.log_tails(20)
+    );
+    text
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_package_passes_its_unit_and_integration_tests() {
     let root = repo_root().unwrap();
@@ -67,31 +98,7 @@ async fn python_client_package_passes_its_unit_and_integration_tests() {
     );
 
     let stack = stack(1, &[]).await;
-    let out = Command::new(&python)
-        .args([
-            "-m",
-            "unittest",
-            "discover",
-            "-s",
-            "clients/python/tests",
-            "-v",
-        ])
-        .current_dir(&root)
-        .env("JETINFER_TEST_NATS_URL", stack.nats_url())
-        .env("JETINFER_TEST_REDIS_URL", stack.redis_url())
-        .output()
-        .await
-        .expect("running python -m unittest");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "the Python client's tests failed:\n{text}\n{}",
-        stack.log_tails(20)
-    );
+    let text = unittest(&root, &stack, &[], &[], "the Python client's tests").await;
 
     assert_all_passed(&root, "test_integration.py", &text, 10);
     // On a plain stack the spreading tests find one partition and one input store.
@@ -105,49 +112,18 @@ async fn python_client_package_passes_its_unit_and_integration_tests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_spreads_jobs_over_partition_streams_and_input_stores() {
     let root = repo_root().unwrap();
-    let extra: Vec<RedisServer> = (0..2).map(|_| RedisServer::start().unwrap()).collect();
-    let urls: Vec<String> = extra.iter().map(RedisServer::url).collect();
-    let mut worker_args = Vec::new();
-    for url in &urls {
-        worker_args.extend(["--inputs-redis-url".to_string(), url.clone()]);
-    }
-    let stack = LocalStack::builder()
-        .workers(1)
-        .dispatcher_args(["--partitions", "3"])
-        .worker_args(worker_args)
-        .env("RUST_LOG", "info")
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
-    let out = Command::new(root.join(".venv/bin/python"))
-        .args([
-            "-m",
-            "unittest",
-            "discover",
-            "-s",
-            "clients/python/tests",
-            "-p",
-            "test_spread.py",
-            "-v",
-        ])
-        .current_dir(&root)
-        .env("JETINFER_TEST_NATS_URL", stack.nats_url())
-        .env("JETINFER_TEST_REDIS_URL", stack.redis_url())
-        .env("JETINFER_TEST_PARTITIONS", "3")
-        .env("JETINFER_TEST_INPUTS_REDIS_URLS", urls.join(","))
-        .output()
-        .await
-        .expect("running python -m unittest");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "the Python client's spreading tests failed:\n{text}\n{}",
-        stack.log_tails(20)
-    );
+    let (_extra, urls, stack) = spread_stack(3, 2).await;
+    let text = unittest(
+        &root,
+        &stack,
+        &["-p", "test_spread.py"],
+        &[
+            ("JETINFER_TEST_PARTITIONS", "3"),
+            ("JETINFER_TEST_INPUTS_REDIS_URLS", &urls.join(",")),
+        ],
+        "the Python client's spreading tests",
+    )
+    .await;
     assert_all_passed(&root, "test_spread.py", &text, 5);
     assert!(
         text.contains("stack layout: partitions=3 input_stores=3"),

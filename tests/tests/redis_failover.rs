@@ -14,11 +14,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use jetinfer_client::{Client, ResultStore, ResultWrite, StoreConfig, StoreError};
-use jetinfer_devkit::golden::{compare, Sample};
+use jetinfer_devkit::golden::Sample;
 use jetinfer_devkit::local::{repo_root, LocalStack};
-use jetinfer_schemas::{now_ms, Job, Priority, Status};
+use jetinfer_schemas::{now_ms, Job, Priority};
+use jetinfer_tests::load::{is_wrong, ran_twice, wait_for_executions};
 use jetinfer_tests::sentinel::RedisSentinel;
-use jetinfer_tests::{collect_results, golden, run_id, ATOL, RTOL};
+use jetinfer_tests::{collect_results, golden, run_id};
 
 /// Jobs published in all, at [`RATE`] per second: ten seconds of steady load.
 const JOBS: usize = 400;
@@ -131,12 +132,7 @@ async fn failover(how: How) {
     let wrong: Vec<&String> = ids
         .iter()
         .enumerate()
-        .filter(|(i, id)| {
-            results.get(*id).is_some_and(|r| {
-                r.status != Status::Ok
-                    || compare(&samples[i % samples.len()].outputs, &r.outputs, ATOL, RTOL).is_err()
-            })
-        })
+        .filter(|(i, id)| is_wrong(&results, id, &samples[i % samples.len()]))
         .map(|(_, id)| id)
         .collect();
     let changed: Vec<&String> = before
@@ -145,10 +141,7 @@ async fn failover(how: How) {
         .map(|(id, _)| id)
         .collect();
     let executions = client.store().executions().await.unwrap_or_default();
-    let reruns = ids
-        .iter()
-        .filter(|id| executions.get(*id).is_some_and(|&n| n > 1))
-        .count();
+    let reruns = ran_twice(&executions, &ids).len();
     eprintln!(
         "redis failover ({how:?}): primary port {old} -> {new}; results {} of {JOBS}, lost {}, \
          wrong {}, read before the failover {}, changed since {}, jobs run more than once \
@@ -381,22 +374,6 @@ async fn read_all(client: &Client, ids: &[String]) -> HashMap<String, Vec<u8>> {
         .zip(raw)
         .filter_map(|(id, r)| Some((id.clone(), r?)))
         .collect()
-}
-
-/// Polls until the worker ran at least `n` jobs (its `--record-executions` counts).
-async fn wait_for_executions(client: &Client, n: usize, timeout: Duration) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let done = client.store().executions().await.map_or(0, |e| e.len());
-        if done >= n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {done} of {n} jobs ran within {timeout:?}: jobs are not being served"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Publishes [`JOBS`] golden `mlp` jobs at P1, [`RATE`] per second (NATS is not part of

@@ -18,14 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jetinfer_client::Client;
-use jetinfer_devkit::golden::{compare, Sample};
 use jetinfer_devkit::local::{binary, repo_root, LocalStack, Process};
-use jetinfer_schemas::{now_ms, Job, Priority, Status};
 use jetinfer_tests::http::metrics_addr;
-use jetinfer_tests::watch::{metric, try_get, Fleet};
-use jetinfer_tests::{collect_results, golden, run_id, ATOL, RTOL};
-use tokio::task::JoinSet;
+use jetinfer_tests::load::{is_wrong, publish_load, ran_twice, Load, Published};
+use jetinfer_tests::watch::{metric, try_get, wait_readyz, Fleet};
+use jetinfer_tests::{collect_results, golden};
 
 /// Jobs per second, and the most that are published in all (bounded even if the restarts
 /// take long: 2,000 jobs are 50 s of load).
@@ -140,28 +137,11 @@ fn worker_args(stack: &LocalStack, id: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// Polls `/readyz` of `addr` until `ok` accepts (status, document); panics after `limit`.
-async fn wait_readyz(addr: &str, what: &str, ok: impl Fn(u16, &serde_json::Value) -> bool) {
-    let start = Instant::now();
-    loop {
-        if let Some((status, body)) = try_get(addr, "/readyz").await {
-            let doc = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
-            if ok(status, &doc) {
-                return;
-            }
-        }
-        assert!(
-            start.elapsed() < READY_LIMIT,
-            "{what} within {READY_LIMIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A dispatcher that is a standby of `active`.
 async fn wait_standby(m: &Member, active: &str) {
     let word = format!("standby, active is {active}");
-    wait_readyz(&m.addr, &format!("{} standby of {active}", m.id), |s, d| {
+    let what = format!("{} standby of {active}", m.id);
+    wait_readyz(&m.addr, READY_LIMIT, &what, |s, d| {
         s == 503 && d["lease"] == word.as_str()
     })
     .await;
@@ -169,9 +149,12 @@ async fn wait_standby(m: &Member, active: &str) {
 
 /// A worker that is ready and that the active dispatcher at `dispatcher` lists.
 async fn wait_worker(m: &Member, dispatcher: &str) {
-    wait_readyz(&m.addr, &format!("{} ready", m.id), |s, _| s == 200).await;
+    wait_readyz(&m.addr, READY_LIMIT, &format!("{} ready", m.id), |s, _| {
+        s == 200
+    })
+    .await;
     let id = m.id.clone();
-    wait_readyz(dispatcher, &format!("{id} listed"), |_, d| {
+    wait_readyz(dispatcher, READY_LIMIT, &format!("{id} listed"), |_, d| {
         d["workers"]
             .as_array()
             .is_some_and(|ws| ws.iter().any(|w| w["id"] == id.as_str()))
@@ -206,43 +189,6 @@ async fn stop(m: &mut Member) -> (u64, Duration) {
     (held, start.elapsed())
 }
 
-/// One job of the load.
-struct Published {
-    id: String,
-    sample: usize,
-}
-
-/// Publishes golden `mlp` jobs at P1, [`RATE`] per second, until `stop` or [`MAX_JOBS`].
-async fn publish(client: Client, samples: Vec<Sample>, stop: Arc<AtomicBool>) -> Vec<Published> {
-    let run = run_id("rolling");
-    let start = tokio::time::Instant::now();
-    let mut tasks = JoinSet::new();
-    for i in 0..MAX_JOBS {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / RATE)).await;
-        let sample = i % samples.len();
-        let mut job = Job::new(format!("{run}-{i}"), "mlp", samples[sample].inputs.clone());
-        // The samples repeat: without this, cache hits would hide a job run twice.
-        job.cache = Some(false);
-        // This test measures loss, not expiry.
-        job.deadline_ms = Some(now_ms() + 3_600_000);
-        let client = client.clone();
-        tasks.spawn(async move {
-            client
-                .submit(Priority::P1, &job)
-                .await
-                .unwrap_or_else(|e| panic!("publishing {}: {e}", job.id));
-            Published {
-                id: job.id.to_string(),
-                sample,
-            }
-        });
-    }
-    tasks.join_all().await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_dispatcher_and_worker_loses_no_job() {
     let logs: PathBuf = repo_root().unwrap().join("target/rolling-restart-logs");
@@ -261,7 +207,7 @@ async fn a_rolling_restart_of_every_dispatcher_and_worker_loses_no_job() {
     for id in ["d-a", "d-b"] {
         let m = Member::start(id, Kind::Dispatcher, dispatcher_args(&stack, id), 0, &logs).await;
         match id {
-            "d-a" => wait_readyz(&m.addr, "d-a active", |s, _| s == 200).await,
+            "d-a" => wait_readyz(&m.addr, READY_LIMIT, "d-a active", |s, _| s == 200).await,
             _ => wait_standby(&m, "d-a").await,
         }
         fleet.dispatcher(id, &m.addr);
@@ -297,7 +243,17 @@ async fn a_rolling_restart_of_every_dispatcher_and_worker_loses_no_job() {
     });
     let samples = golden().samples("mlp");
     let stop_load = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(publish(client.clone(), samples.clone(), stop_load.clone()));
+    let load = tokio::spawn(publish_load(
+        client.clone(),
+        samples.clone(),
+        stop_load.clone(),
+        Load {
+            test: "rolling",
+            rate: RATE,
+            max_jobs: MAX_JOBS,
+            retry_for: None,
+        },
+    ));
     let load_started = Instant::now();
     tokio::time::sleep(SETTLE).await;
 
@@ -320,7 +276,10 @@ async fn a_rolling_restart_of_every_dispatcher_and_worker_loses_no_job() {
         );
         let taker = dispatchers[other].addr.clone();
         let taken_from = Instant::now();
-        wait_readyz(&taker, "the standby takes over", |s, _| s == 200).await;
+        wait_readyz(&taker, READY_LIMIT, "the standby takes over", |s, _| {
+            s == 200
+        })
+        .await;
         let took = taken_from.elapsed();
         let m = &mut dispatchers[active];
         let (id, args, n) = (m.id.clone(), m.args.clone(), m.incarnation + 1);
@@ -374,12 +333,7 @@ async fn a_rolling_restart_of_every_dispatcher_and_worker_loses_no_job() {
     let lost: Vec<&String> = ids.iter().filter(|id| !results.contains_key(*id)).collect();
     let wrong: Vec<&Published> = published
         .iter()
-        .filter(|p| {
-            results.get(&p.id).is_some_and(|r| {
-                r.status != Status::Ok
-                    || compare(&samples[p.sample].outputs, &r.outputs, ATOL, RTOL).is_err()
-            })
-        })
+        .filter(|p| is_wrong(&results, &p.id, &samples[p.sample]))
         .collect();
     // Stored results read again: none changed since the first read.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -399,10 +353,7 @@ async fn a_rolling_restart_of_every_dispatcher_and_worker_loses_no_job() {
         .filter(|(_, n)| *n > 1)
         .collect();
     let executions = client.store().executions().await.expect("execution counts");
-    let ran_twice = ids
-        .iter()
-        .filter(|id| executions.get(*id).is_some_and(|&n| n > 1))
-        .count();
+    let ran_twice = ran_twice(&executions, &ids).len();
 
     // The longest time without a result while the load ran.
     let mut done: Vec<u64> = results.values().map(|r| r.completed_at_ms).collect();
