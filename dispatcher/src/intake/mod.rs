@@ -39,6 +39,9 @@ mod triage;
 
 use triage::{validate, Envelope};
 
+/// How long one pull request stays open at the consumer (see `Intake::run`).
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
 pub(crate) struct Intake {
     pub priority: Priority,
     pub consumer: PullConsumer,
@@ -63,8 +66,13 @@ impl Intake {
                 .consumer
                 .stream()
                 .max_messages_per_batch(batch)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
+                // Short-lived pull requests: one the consumer's old leader held when it went
+                // away (a node killed, a leader stepping down) is answered by nobody, and the
+                // pull waits for its expiry before asking again — up to 30 s of no delivery
+                // with a 30 s expiry (tests/tests/nats_cluster.rs saw it under load). An idle
+                // consumer costs one pull request per 5 s.
+                .heartbeat(Duration::from_secs(2))
+                .expires(PULL_EXPIRES)
                 .messages()
                 .await;
             let mut messages = match pulled {
