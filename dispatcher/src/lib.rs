@@ -248,8 +248,9 @@ struct Intakes<'a> {
 struct Streams {
     /// Per priority, the consumer of each of its partitions.
     consumers: Vec<(Priority, Vec<PullConsumer>)>,
-    /// Partitions beyond `--partitions`, empty, to retire once the intakes run.
-    extra: Vec<async_nats::jetstream::stream::Stream>,
+    /// Partitions beyond `--partitions` (number, stream), empty, to retire once the
+    /// intakes run.
+    extra: Vec<(u16, async_nats::jetstream::stream::Stream)>,
 }
 
 /// How long the stream and consumer setup is retried before the dispatcher gives up.
@@ -339,8 +340,8 @@ impl Intakes<'_> {
             }
         }
         // After partition 0 announces the new count.
-        for stream in streams.extra {
-            stream::retire_partition(js, self.config, stream).await?;
+        for extra in streams.extra {
+            stream::retire_partition(js, self.config, extra).await?;
         }
         Ok(())
     }

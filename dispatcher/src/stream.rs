@@ -43,6 +43,12 @@ pub enum StreamError {
         needed: u16,
         messages: u64,
     },
+    #[error("cannot read the state of stream {stream}")]
+    Info {
+        stream: String,
+        #[source]
+        source: async_nats::jetstream::stream::InfoError,
+    },
     #[error("cannot remove the empty stream {stream} (a partition beyond --partitions)")]
     PartitionRemove {
         stream: String,
@@ -119,30 +125,29 @@ pub async fn extra_partitions(
     js: &jetstream::Context,
     cfg: &Config,
     p: Priority,
-) -> Result<Vec<stream::Stream>, StreamError> {
+) -> Result<Vec<(u16, stream::Stream)>, StreamError> {
     let mut extra = Vec::new();
     for k in cfg.partitions..MAX_PARTITIONS {
         let Ok(mut stream) = js.get_stream(partition_stream(p, k)).await else {
             continue;
         };
         check_empty(&mut stream, cfg, k).await?;
-        extra.push(stream);
+        extra.push((k, stream));
     }
     Ok(extra)
 }
 
-/// Removes an extra partition once partition 0 announces the lower count: first its
+/// Removes extra partition `k` once partition 0 announces the lower count: first its
 /// subjects are taken away (a producer that still publishes there gets "no stream" and
 /// reads the count again, see `jetinfer_client`), then it is deleted if still empty — a job
 /// published between the first check and the subject change is never deleted with it.
 pub async fn retire_partition(
     js: &jetstream::Context,
     cfg: &Config,
-    mut stream: stream::Stream,
+    (k, mut stream): (u16, stream::Stream),
 ) -> Result<(), StreamError> {
     let mut config = stream.cached_info().config.clone();
     let name = config.name.clone();
-    let k = partition_of(&name);
     config.subjects = vec![format!("jetinfer.retired.{}", name.to_ascii_lowercase())];
     js.update_stream(config)
         .await
@@ -161,20 +166,24 @@ pub async fn retire_partition(
     Ok(())
 }
 
-/// The partition number at the end of a partition stream's name (`JETINFER_P1_3` → 3).
-fn partition_of(name: &str) -> u16 {
-    name.rsplit_once('_')
-        .and_then(|(_, k)| k.parse().ok())
-        .unwrap_or(0)
-}
-
+/// Refuses partition `k`'s stream unless it holds no job; a state that cannot be read is
+/// not taken for empty (the stream is deleted on this answer).
 async fn check_empty(stream: &mut stream::Stream, cfg: &Config, k: u16) -> Result<(), StreamError> {
-    let messages = stream.info().await.map(|i| i.state.messages).unwrap_or(0);
+    let name = stream.cached_info().config.name.clone();
+    let messages = match stream.info().await {
+        Ok(info) => info.state.messages,
+        Err(source) => {
+            return Err(StreamError::Info {
+                stream: name,
+                source,
+            })
+        }
+    };
     if messages == 0 {
         return Ok(());
     }
     Err(StreamError::PartitionNotEmpty {
-        stream: stream.cached_info().config.name.clone(),
+        stream: name,
         partitions: cfg.partitions,
         needed: k + 1,
         messages,
