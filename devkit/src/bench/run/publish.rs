@@ -10,7 +10,7 @@ use jetinfer_client::Client;
 use jetinfer_schemas::names::JOBS_PREFIX;
 use jetinfer_schemas::partitions::partition_for;
 
-use crate::bench::bare::{bare_subject, BARE_PREFIX};
+use crate::bench::bare::bare_subject;
 use jetinfer_schemas::{Job, Priority, Tensor};
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
@@ -64,11 +64,10 @@ impl PublishCtx {
             // The pipeline: the job's partition stream.
             let producer = &self.producers[prio];
             producer.job_subject(priority, &self.model, &id).await
-        } else if self.prefix == BARE_PREFIX {
+        } else {
+            // The bare loop (the only other prefix): its streams, spread the same way.
             let k = partition_for(&id, self.bare_partitions);
             bare_subject(priority.as_str(), &self.model, k)
-        } else {
-            format!("{}.{}.{}", self.prefix, priority.as_str(), self.model)
         };
         if self.producers[prio]
             .publish_job(&subject, &job)
