@@ -40,14 +40,20 @@ pub struct OpsArgs {
 }
 
 impl OpsArgs {
-    /// The multi-threaded tokio runtime sized by `--threads`.
+    /// The tokio runtime sized by `--threads`: one thread is a current-thread runtime (every
+    /// task on the thread that runs the service, so handing a job from task to task wakes
+    /// no other thread), more are a multi-threaded one.
     pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = self.threads.unwrap_or(cores).max(1);
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
+        match self.threads.unwrap_or(cores).max(1) {
+            1 => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            threads => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build(),
+        }
     }
 }
 

@@ -10,6 +10,12 @@
 //! acks, and publishes the completion notice the benchmark times — the same notice the
 //! worker publishes, so both are measured the same way. It decodes nothing but the id
 //! header: no model, no dispatcher, no batching policy.
+//!
+//! It runs on threads of its own (`bare-loop`: a runtime with one worker thread per core,
+//! as jetinfer's services have, and its own NATS and Redis connections), so those threads'
+//! CPU time is the loop's whole cost — the report's service CPU for the bare loop, the
+//! least a consumer written with these clients spends per job — and the load generator's
+//! is not in it.
 
 use std::time::Duration;
 
@@ -21,7 +27,7 @@ use jetinfer_schemas::{encode, now_ms, JobResult, Timings};
 use tokio_util::sync::CancellationToken;
 
 use super::BenchError;
-use jetinfer_client::{ResultStore, ResultWrite};
+use jetinfer_client::{ResultStore, ResultWrite, StoreConfig};
 
 /// The bare loop's stream (partition 0; partition k is `JETINFER_BARE_<k>`).
 pub const BARE_STREAM: &str = "JETINFER_BARE";
@@ -40,14 +46,79 @@ pub fn bare_subject(p: &str, model: &str, k: u16) -> String {
 }
 
 /// Creates (or recreates, empty) the bare streams, `partitions` of them, and starts a
-/// consumer loop on each; they run until `stop`.
+/// consumer loop on each, on the `bare-loop` threads; they run until `stop`. Returns those
+/// threads' ids, whose CPU time is the loop's (see [`super::cpu::thread_cpu_seconds`]).
 pub async fn start(
-    nats: async_nats::Client,
-    store: ResultStore,
+    nats_url: String,
+    store: StoreConfig,
     storage: stream::StorageType,
     partitions: u16,
     stop: CancellationToken,
+) -> Result<Vec<u32>, BenchError> {
+    let (ready, started) = tokio::sync::oneshot::channel();
+    let tids = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let thread_tids = tids.clone();
+    let thread = std::thread::Builder::new()
+        .name("bare-loop".into())
+        .spawn(move || {
+            thread_tids.lock().expect("not poisoned").push(gettid());
+            let worker_tids = thread_tids.clone();
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .thread_name("bare-loop")
+                .on_thread_start(move || worker_tids.lock().expect("not poisoned").push(gettid()))
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready.send(Err(BenchError::BareLoop(format!("its runtime: {e}"))));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match serve_partitions(&nats_url, &store, storage, partitions, &stop).await {
+                    Ok(()) => {
+                        let _ = ready.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                }
+                stop.cancelled().await;
+            });
+        });
+    if let Err(e) = thread {
+        return Err(BenchError::BareLoop(format!("its thread: {e}")));
+    }
+    started
+        .await
+        .unwrap_or_else(|_| Err(BenchError::BareLoop("its thread ended early".into())))?;
+    let tids = tids.lock().expect("not poisoned").clone();
+    Ok(tids)
+}
+
+fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// Connects, makes the streams and spawns one consumer loop per partition on the current
+/// (single-threaded) runtime.
+async fn serve_partitions(
+    nats_url: &str,
+    store: &StoreConfig,
+    storage: stream::StorageType,
+    partitions: u16,
+    stop: &CancellationToken,
 ) -> Result<(), BenchError> {
+    let nats = async_nats::connect(nats_url)
+        .await
+        .map_err(|e| BenchError::Nats {
+            what: "bare loop connection",
+            source: e.into(),
+        })?;
+    let store = ResultStore::new(store).map_err(|e| BenchError::BareLoop(e.to_string()))?;
     let js = jetstream::new(nats.clone());
     for k in 0..MAX_PARTITIONS {
         let _ = js.delete_stream(stream_name(k)).await;

@@ -6,13 +6,26 @@ use super::report::CpuReport;
 /// User + system CPU seconds a process (and its reaped children) has used so far, or
 /// `None` when /proc has no such process (ended, or not Linux).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // utime, stime, cutime, cstime.
+    stat_seconds(&format!("/proc/{pid}/stat"), 4)
+}
+
+/// User + system CPU seconds one thread of this process has used so far (its children's
+/// are the process's, not the thread's), or `None` when it has ended.
+pub fn thread_cpu_seconds(tid: u32) -> Option<f64> {
+    // utime, stime.
+    stat_seconds(&format!("/proc/self/task/{tid}/stat"), 2)
+}
+
+/// The sum of the `n` time fields from utime (field 14) of a /proc `stat` file, in seconds.
+fn stat_seconds(path: &str, n: usize) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) may hold spaces; fields after its ')' are fixed.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime, stime, cutime, cstime are fields 14–17, i.e. 11–14 after the name.
+    // utime is field 14, i.e. 11 after the name.
     let ticks: u64 = f
-        .get(11..15)?
+        .get(11..11 + n)?
         .iter()
         .filter_map(|v| v.parse::<u64>().ok())
         .sum();
@@ -21,34 +34,55 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
 }
 
+/// What a CPU reading is taken of: a process, or threads of this process (the bare
+/// loop's, which share the process with the load generator).
+#[derive(Debug, Clone)]
+pub enum Tracked {
+    Process(u32),
+    Threads(Vec<u32>),
+}
+
+impl Tracked {
+    fn seconds(&self) -> Option<f64> {
+        match self {
+            Tracked::Process(pid) => cpu_seconds(*pid),
+            Tracked::Threads(tids) => tids.iter().map(|&t| thread_cpu_seconds(t)).sum(),
+        }
+    }
+}
+
 /// The processes of a run and their CPU time when the run started.
 pub struct CpuWatch {
-    /// Dispatcher and workers, or the baseline worker.
-    service: Vec<u32>,
+    /// Dispatcher and workers, or the baseline worker, or the bare loop's thread.
+    service: Vec<Tracked>,
     /// nats-server and redis-server (when started for the run).
-    servers: Vec<u32>,
+    servers: Vec<Tracked>,
     /// Every process by name, the load generator included.
-    named: Vec<(String, u32)>,
+    named: Vec<(String, Tracked)>,
     service0: Option<f64>,
     servers0: Option<f64>,
     named0: Vec<Option<f64>>,
 }
 
-/// The CPU seconds of `pids` together, `None` when there are none or one is gone.
-fn sum(pids: &[u32]) -> Option<f64> {
-    if pids.is_empty() {
+/// The CPU seconds of `tracked` together, `None` when there are none or one is gone.
+fn sum(tracked: &[Tracked]) -> Option<f64> {
+    if tracked.is_empty() {
         return None;
     }
-    pids.iter().map(|&p| cpu_seconds(p)).sum()
+    tracked.iter().map(|t| t.seconds()).sum()
 }
 
 impl CpuWatch {
     /// Takes the first reading.
-    pub fn start(service: Vec<u32>, servers: Vec<u32>, named: Vec<(String, u32)>) -> CpuWatch {
+    pub fn start(
+        service: Vec<Tracked>,
+        servers: Vec<Tracked>,
+        named: Vec<(String, Tracked)>,
+    ) -> CpuWatch {
         CpuWatch {
             service0: sum(&service),
             servers0: sum(&servers),
-            named0: named.iter().map(|(_, p)| cpu_seconds(*p)).collect(),
+            named0: named.iter().map(|(_, t)| t.seconds()).collect(),
             service,
             servers,
             named,
@@ -64,7 +98,7 @@ impl CpuWatch {
             .named
             .iter()
             .zip(self.named0)
-            .filter_map(|((n, p), b)| Some((n.clone(), cpu_seconds(*p)? - b?)))
+            .filter_map(|((n, t), b)| Some((n.clone(), t.seconds()? - b?)))
             .collect();
         CpuReport {
             service_s,
@@ -88,12 +122,16 @@ mod tests {
         let s = super::cpu_seconds(std::process::id()).expect("/proc/self/stat");
         assert!(s >= 0.0);
         assert!(super::cpu_seconds(u32::MAX).is_none());
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        let t = super::thread_cpu_seconds(tid).expect("/proc/self/task/<tid>/stat");
+        assert!(t > 0.0 && t <= s + 0.02, "thread {t} s, process {s} s");
     }
 
     #[test]
     fn a_watch_reports_own_process_and_nothing_for_no_pids() {
-        let me = std::process::id();
-        let w = super::CpuWatch::start(vec![me], Vec::new(), vec![("me".into(), me)]);
+        let me = super::Tracked::Process(std::process::id());
+        let w = super::CpuWatch::start(vec![me.clone()], Vec::new(), vec![("me".into(), me)]);
         let r = w.finish(10);
         assert!(r.service_s.is_some_and(|s| s >= 0.0));
         assert!(r.servers_s.is_none());

@@ -88,6 +88,9 @@ pub enum BenchError {
         #[source]
         source: async_nats::Error,
     },
+    /// The bare loop's own thread could not start.
+    #[error("the bare loop: {0}")]
+    BareLoop(String),
     #[error("--python-worker is empty")]
     EmptyCommand,
     #[error("the baseline worker made no consumer within {0:?}")]

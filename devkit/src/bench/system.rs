@@ -12,7 +12,7 @@ use jetinfer_schemas::names::JOBS_PREFIX;
 use jetinfer_schemas::{Keys, Priority, Tensor};
 
 use super::baseline::{self, BaselineEnv};
-use super::cpu::CpuWatch;
+use super::cpu::{CpuWatch, Tracked};
 use super::events::{Event, Observer};
 use super::load::Load;
 use super::options::BenchOptions;
@@ -99,10 +99,14 @@ impl Bench<'_> {
             eprintln!("load generator pinned to CPUs {cpus:?}");
         }
         let stop = tokio_util::sync::CancellationToken::new();
-        let (prefix, extra) = self
+        let Consumer {
+            prefix,
+            process: extra,
+            threads,
+        } = self
             .start_consumer(&system, &stack, &clients, &log_dir, &stop)
             .await?;
-        let cpu = watch_cpu(&mut stack, extra.as_ref(), &input_stores);
+        let cpu = watch_cpu(&mut stack, extra.as_ref(), threads, &input_stores);
         let bar = self
             .observer
             .progress(name, (self.opts.duration_s * 10.0) as u64);
@@ -244,9 +248,8 @@ impl Bench<'_> {
         Ok(Clients { producers, notices })
     }
 
-    /// Starts what consumes the jobs when it is not the dispatcher: the bare loop (inside
-    /// this process, until `stop`) or the baseline worker. Returns the subject prefix to
-    /// publish on, and the baseline worker's process.
+    /// Starts what consumes the jobs when it is not the dispatcher: the bare loop (on a
+    /// thread of this process, until `stop`) or the baseline worker.
     async fn start_consumer(
         &self,
         system: &System,
@@ -254,21 +257,28 @@ impl Bench<'_> {
         clients: &Clients,
         log_dir: &Path,
         stop: &tokio_util::sync::CancellationToken,
-    ) -> Result<(String, Option<Process>), BenchError> {
+    ) -> Result<Consumer, BenchError> {
         let client = &clients.producers[0];
+        let jetinfer = |prefix: &str, process| Consumer {
+            prefix: prefix.to_string(),
+            process,
+            threads: Vec::new(),
+        };
         match system {
             System::Bare => {
-                let nats =
-                    async_nats::connect(stack.nats_url())
-                        .await
-                        .map_err(|e| BenchError::Nats {
-                            what: "bare loop connection",
-                            source: e.into(),
-                        })?;
-                let store = client.store().clone();
+                let store = StoreConfig {
+                    keys: Keys::new(&self.opts.key_prefix),
+                    ..StoreConfig::new(stack.redis_url())
+                };
                 let storage = self.opts.storage.js();
-                bare::start(nats, store, storage, self.opts.partitions, stop.clone()).await?;
-                Ok((bare::BARE_PREFIX.to_string(), None))
+                let url = stack.nats_url().to_string();
+                let threads =
+                    bare::start(url, store, storage, self.opts.partitions, stop.clone()).await?;
+                Ok(Consumer {
+                    prefix: bare::BARE_PREFIX.to_string(),
+                    process: None,
+                    threads,
+                })
             }
             System::Python(cmd) => {
                 let js = jetstream::new(client.nats().clone());
@@ -288,9 +298,9 @@ impl Bench<'_> {
                     self.opts.startup_timeout,
                 )
                 .await?;
-                Ok((JOBS_PREFIX.to_string(), Some(p)))
+                Ok(jetinfer(JOBS_PREFIX, Some(p)))
             }
-            System::Jetinfer | System::External => Ok((JOBS_PREFIX.to_string(), None)),
+            System::Jetinfer | System::External => Ok(jetinfer(JOBS_PREFIX, None)),
         }
     }
 
@@ -323,39 +333,52 @@ async fn connect(nats_url: &str, store: &StoreConfig) -> Result<Client, BenchErr
         })
 }
 
+/// What consumes a run's jobs when it is not the dispatcher.
+struct Consumer {
+    /// The subject prefix to publish on.
+    prefix: String,
+    /// The baseline worker's process.
+    process: Option<Process>,
+    /// The bare loop's threads (in this process).
+    threads: Vec<u32>,
+}
+
 /// The first CPU reading of the run's processes: the serving side, the servers, and each
 /// by name. The load generator shares the machine, so its own CPU is read too (the bare
-/// loop's consumer runs inside it).
+/// loop's thread is in its process, and counted in both).
 fn watch_cpu(
     stack: &mut LocalStack,
     extra: Option<&Process>,
+    bare_threads: Vec<u32>,
     input_stores: &[RedisServer],
 ) -> CpuWatch {
-    let mut named: Vec<(String, u32)> = stack
-        .workers()
-        .iter()
-        .map(|w| (w.name().to_string(), w.pid()))
-        .collect();
+    let process = |name: &str, pid| (name.to_string(), Tracked::Process(pid));
+    let mut named: Vec<(String, Tracked)> =
+        stack.workers().iter().map(|w| process(w.name(), w.pid())).collect();
     if let Some(d) = stack.dispatcher() {
-        named.push(("dispatcher".into(), d.pid()));
+        named.push(process("dispatcher", d.pid()));
     }
     if let Some(p) = extra {
-        named.push(("python-worker".into(), p.pid()));
+        named.push(process("python-worker", p.pid()));
     }
-    let service: Vec<u32> = named.iter().map(|(_, p)| *p).collect();
+    if !bare_threads.is_empty() {
+        named.push(("bare-loop threads".into(), Tracked::Threads(bare_threads)));
+    }
+    let service: Vec<Tracked> = named.iter().map(|(_, t)| t.clone()).collect();
     let mut servers = Vec::new();
+    let mut server = |name: String, pid| {
+        servers.push(Tracked::Process(pid));
+        named.push((name, Tracked::Process(pid)));
+    };
     if let Some(n) = stack.nats_server() {
-        servers.push(n.pid());
-        named.push(("nats-server".into(), n.pid()));
+        server("nats-server".into(), n.pid());
     }
     if let Some(r) = stack.redis_server() {
-        servers.push(r.pid());
-        named.push(("redis-server".into(), r.pid()));
+        server("redis-server".into(), r.pid());
     }
     for (i, r) in input_stores.iter().enumerate() {
-        servers.push(r.pid());
-        named.push((format!("redis-inputs-{}", i + 1), r.pid()));
+        server(format!("redis-inputs-{}", i + 1), r.pid());
     }
-    named.push(("jetinfer-bench".into(), std::process::id()));
+    named.push(process("jetinfer-bench", std::process::id()));
     CpuWatch::start(service, servers, named)
 }
