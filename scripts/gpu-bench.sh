@@ -280,7 +280,12 @@ isolation)
   unset JETINFER_BENCH_CPUS; B=${B#taskset -c 0-11 }
   ;;
 trivial)
-  bench trivial-sat --model trivial --concurrency 256 --duration-s $D --warmup-s $W --bare-loop "${PY_ARGS[@]}"
+  # THREADS: the services' --threads for each run (default: one run with their default);
+  # e.g. THREADS="default 1 4".
+  for t in ${THREADS:-default}; do
+    TA=(); [ "$t" != default ] && TA=(--dispatcher-arg "--threads $t" --worker-arg "--threads $t")
+    bench trivial-sat${t/default/} --model trivial --concurrency 256 --duration-s $D --warmup-s $W --bare-loop "${PY_ARGS[@]}" "${TA[@]}"
+  done
   ;;
 esac; done
 ls -la "$RES"
