@@ -284,7 +284,7 @@ trivial)
   # e.g. THREADS="default 1 4".
   for t in ${THREADS:-default}; do
     TA=(); [ "$t" != default ] && TA=(--dispatcher-arg "--threads $t" --worker-arg "--threads $t")
-    bench trivial-sat${t/default/} --model trivial --concurrency 256 --duration-s $D --warmup-s $W --bare-loop "${PY_ARGS[@]}" "${TA[@]}"
+    bench trivial-sat${t/default/} --model trivial --concurrency 256 --duration-s $D --warmup-s $W --bare-loop --bare-relay "${PY_ARGS[@]}" "${TA[@]}"
   done
   ;;
 esac; done

@@ -125,7 +125,12 @@ pub struct BenchArgs {
     /// Also run the bare JetStream publish → pull → ack → Redis SET loop with the same load.
     #[arg(long)]
     pub bare_loop: bool,
-    /// Skip the jetinfer pipeline (with --bare-loop or --python-worker).
+    /// Also run the bare relay: the bare loop with a second hop (each pulled group as one
+    /// core-NATS request to a second consumer, which stores, announces and replies; then
+    /// the ack): the least a dispatcher-and-worker design does per job.
+    #[arg(long)]
+    pub bare_relay: bool,
+    /// Skip the jetinfer pipeline (with --bare-loop, --bare-relay or --python-worker).
     #[arg(long)]
     pub no_pipeline: bool,
     /// Also run this command as a baseline worker (e.g. `python3 bench/python/worker.py`)
@@ -268,6 +273,7 @@ fn options(global: &Global, args: BenchArgs) -> anyhow::Result<Options> {
             seconds: args.ceiling_seconds,
         }),
         bare_loop: args.bare_loop,
+        bare_relay: args.bare_relay,
         pipeline: !args.no_pipeline,
         python_worker: args.python_worker,
         label: args.label,

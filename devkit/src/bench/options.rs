@@ -84,6 +84,8 @@ pub struct BenchOptions {
     pub ceiling: Option<CeilingOptions>,
     /// Also run the bare JetStream → Redis loop.
     pub bare_loop: bool,
+    /// Also run the bare relay (the bare loop with a second hop, as a dispatcher makes).
+    pub bare_relay: bool,
     /// Measure the jetinfer pipeline (off to measure only the baselines).
     pub pipeline: bool,
     /// Also run this command as a baseline worker on a fresh stack without dispatcher.

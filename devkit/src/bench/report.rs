@@ -218,6 +218,33 @@ impl BenchReport {
                 p.all.latency_ms.p99 - b.all.latency_ms.p99,
             );
         }
+        if let (Some(p), Some(r)) = (find("jetinfer"), find("bare-relay")) {
+            if r.jobs_per_s > 0.0 {
+                ratios.insert(
+                    "jetinfer/bare-relay jobs_per_s".into(),
+                    p.jobs_per_s / r.jobs_per_s,
+                );
+            }
+            ratios.insert(
+                "added_p50_ms over bare-relay".into(),
+                p.all.latency_ms.p50 - r.all.latency_ms.p50,
+            );
+        }
+        // Each system's jobs per service CPU-second against the Python baseline's.
+        if let Some(py) = find("python").and_then(|py| py.cpu.jobs_per_service_cpu_s) {
+            for r in self
+                .runs
+                .iter()
+                .filter(|r| r.system != "python" && r.system != "jetinfer")
+            {
+                if let Some(a) = r.cpu.jobs_per_service_cpu_s {
+                    ratios.insert(
+                        format!("{}/python jobs_per_service_cpu_s", r.system),
+                        a / py,
+                    );
+                }
+            }
+        }
         if let (Some(p), Some(py)) = (find("jetinfer"), find("python")) {
             if py.jobs_per_s > 0.0 {
                 ratios.insert(

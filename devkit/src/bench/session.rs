@@ -70,11 +70,14 @@ pub async fn bench(
     Ok(report)
 }
 
-/// The systems to measure, in order: bare loop, jetinfer, Python baseline.
+/// The systems to measure, in order: bare loop, bare relay, jetinfer, Python baseline.
 fn systems(opts: &BenchOptions) -> Vec<System> {
     let mut systems = Vec::new();
     if opts.bare_loop {
-        systems.push(System::Bare);
+        systems.push(System::Bare(super::bare::Hops::One));
+    }
+    if opts.bare_relay {
+        systems.push(System::Bare(super::bare::Hops::Two));
     }
     if opts.pipeline {
         systems.push(if opts.running_stack.is_some() {

@@ -28,8 +28,8 @@ pub enum System {
     Jetinfer,
     /// The pipeline on the running stack.
     External,
-    /// The bare JetStream → Redis loop.
-    Bare,
+    /// The bare JetStream → Redis loop, or with [`bare::Hops::Two`] the bare relay.
+    Bare(bare::Hops),
     /// A baseline worker command.
     Python(String),
 }
@@ -39,7 +39,8 @@ impl System {
     pub fn name(&self) -> &'static str {
         match self {
             System::Jetinfer | System::External => "jetinfer",
-            System::Bare => "bare-loop",
+            System::Bare(bare::Hops::One) => "bare-loop",
+            System::Bare(bare::Hops::Two) => "bare-relay",
             System::Python(_) => "python",
         }
     }
@@ -156,7 +157,7 @@ impl Bench<'_> {
             System::Jetinfer => (0..self.opts.input_stores)
                 .map(|_| RedisServer::start())
                 .collect(),
-            System::External | System::Bare | System::Python(_) => Ok(Vec::new()),
+            System::External | System::Bare(_) | System::Python(_) => Ok(Vec::new()),
         }
     }
 
@@ -196,7 +197,7 @@ impl Bench<'_> {
                         .iter()
                         .flat_map(|url| ["--inputs-redis-url".to_string(), url.clone()]),
                 ),
-            (System::Bare | System::Python(_), _) => builder.workers(0).dispatcher(false),
+            (System::Bare(_) | System::Python(_), _) => builder.workers(0).dispatcher(false),
         }
     }
 
@@ -214,7 +215,7 @@ impl Bench<'_> {
             ..StoreConfig::new(stack.redis_url())
         };
         let inline_limit = match (system, self.opts.inline_limit) {
-            (System::Bare | System::Python(_), _) => usize::MAX,
+            (System::Bare(_) | System::Python(_), _) => usize::MAX,
             (_, Some(limit)) => limit,
             (_, None) => jetinfer_schemas::inputs_ref::DEFAULT_INLINE_LIMIT,
         };
@@ -265,15 +266,22 @@ impl Bench<'_> {
             threads: Vec::new(),
         };
         match system {
-            System::Bare => {
+            System::Bare(hops) => {
                 let store = StoreConfig {
                     keys: Keys::new(&self.opts.key_prefix),
                     ..StoreConfig::new(stack.redis_url())
                 };
                 let storage = self.opts.storage.js();
                 let url = stack.nats_url().to_string();
-                let threads =
-                    bare::start(url, store, storage, self.opts.partitions, stop.clone()).await?;
+                let threads = bare::start(
+                    url,
+                    store,
+                    storage,
+                    self.opts.partitions,
+                    *hops,
+                    stop.clone(),
+                )
+                .await?;
                 Ok(Consumer {
                     prefix: bare::BARE_PREFIX.to_string(),
                     process: None,
@@ -353,8 +361,11 @@ fn watch_cpu(
     input_stores: &[RedisServer],
 ) -> CpuWatch {
     let process = |name: &str, pid| (name.to_string(), Tracked::Process(pid));
-    let mut named: Vec<(String, Tracked)> =
-        stack.workers().iter().map(|w| process(w.name(), w.pid())).collect();
+    let mut named: Vec<(String, Tracked)> = stack
+        .workers()
+        .iter()
+        .map(|w| process(w.name(), w.pid()))
+        .collect();
     if let Some(d) = stack.dispatcher() {
         named.push(process("dispatcher", d.pid()));
     }

@@ -11,11 +11,17 @@
 //! worker publishes, so both are measured the same way. It decodes nothing but the id
 //! header: no model, no dispatcher, no batching policy.
 //!
-//! It runs on threads of its own (`bare-loop`: a runtime with one worker thread per core,
-//! as jetinfer's services have, and its own NATS and Redis connections), so those threads'
-//! CPU time is the loop's whole cost — the report's service CPU for the bare loop, the
-//! least a consumer written with these clients spends per job — and the load generator's
-//! is not in it.
+//! With [`Hops::Two`] (`--bare-relay`) each pulled group instead crosses to a second
+//! consumer ([`relay`]) as one core-NATS request, which stores the results, announces them
+//! and replies, and only then are the messages acked: the least a design with a dispatcher
+//! in front of its workers does per job.
+//!
+//! It runs on threads of its own (`bare-loop`) with its own NATS and Redis connections, so
+//! those threads' CPU time is the loop's whole cost — the report's service CPU for the bare
+//! loop, the least a consumer written with these clients spends per job — and the load
+//! generator's is not in it. One stream gets a current-thread runtime (the cheapest per
+//! job: no hand-over between threads); N partition streams get N worker threads, so the
+//! loop can carry what N streams deliver.
 
 use std::time::Duration;
 
@@ -27,6 +33,18 @@ use jetinfer_schemas::{encode, now_ms, JobResult, Timings};
 use tokio_util::sync::CancellationToken;
 
 use super::BenchError;
+
+mod relay;
+
+/// How many consumers a bare job passes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hops {
+    /// Pull, store, ack: the bare loop.
+    One,
+    /// Pull, one request per pulled group to a second consumer that stores and replies,
+    /// ack: the bare relay.
+    Two,
+}
 use jetinfer_client::{ResultStore, ResultWrite, StoreConfig};
 
 /// The bare loop's stream (partition 0; partition k is `JETINFER_BARE_<k>`).
@@ -53,6 +71,7 @@ pub async fn start(
     store: StoreConfig,
     storage: stream::StorageType,
     partitions: u16,
+    hops: Hops,
     stop: CancellationToken,
 ) -> Result<Vec<u32>, BenchError> {
     let (ready, started) = tokio::sync::oneshot::channel();
@@ -63,7 +82,15 @@ pub async fn start(
         .spawn(move || {
             thread_tids.lock().expect("not poisoned").push(gettid());
             let worker_tids = thread_tids.clone();
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
+            let mut builder = match partitions {
+                0 | 1 => tokio::runtime::Builder::new_current_thread(),
+                n => {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(n.into());
+                    b
+                }
+            };
+            let runtime = match builder
                 .thread_name("bare-loop")
                 .on_thread_start(move || worker_tids.lock().expect("not poisoned").push(gettid()))
                 .enable_all()
@@ -76,7 +103,7 @@ pub async fn start(
                 }
             };
             runtime.block_on(async move {
-                match serve_partitions(&nats_url, &store, storage, partitions, &stop).await {
+                match serve_partitions(&nats_url, &store, storage, partitions, hops, &stop).await {
                     Ok(()) => {
                         let _ = ready.send(Ok(()));
                     }
@@ -110,6 +137,7 @@ async fn serve_partitions(
     store: &StoreConfig,
     storage: stream::StorageType,
     partitions: u16,
+    hops: Hops,
     stop: &CancellationToken,
 ) -> Result<(), BenchError> {
     let nats = async_nats::connect(nats_url)
@@ -119,13 +147,22 @@ async fn serve_partitions(
             source: e.into(),
         })?;
     let store = ResultStore::new(store).map_err(|e| BenchError::BareLoop(e.to_string()))?;
+    if hops == Hops::Two {
+        relay::serve(nats_url, store.clone(), stop.clone()).await?;
+    }
     let js = jetstream::new(nats.clone());
     for k in 0..MAX_PARTITIONS {
         let _ = js.delete_stream(stream_name(k)).await;
     }
     for k in 0..partitions.clamp(1, MAX_PARTITIONS) {
         let messages = start_partition(&js, storage, k).await?;
-        tokio::spawn(serve(nats.clone(), store.clone(), messages, stop.clone()));
+        tokio::spawn(serve(
+            nats.clone(),
+            store.clone(),
+            messages,
+            hops,
+            stop.clone(),
+        ));
     }
     Ok(())
 }
@@ -182,6 +219,7 @@ async fn serve(
     nats: async_nats::Client,
     store: ResultStore,
     messages: consumer::pull::Stream,
+    hops: Hops,
     stop: CancellationToken,
 ) {
     // Take whatever has arrived, up to one pull batch, and handle it as one group.
@@ -204,30 +242,47 @@ async fn serve(
                     .unwrap_or_default()
             })
             .collect();
-        let completed = now_ms();
-        let writes: Vec<ResultWrite> = ids
-            .iter()
-            .map(|id| {
-                let mut r = JobResult::ok(id.as_str(), "bare", "0", Vec::new());
-                r.timings = Timings {
-                    batch_size: msgs.len() as u32,
-                    ..Timings::default()
-                };
-                r.completed_at_ms = completed;
-                ResultWrite {
-                    id,
-                    bytes: encode(&r),
-                    drop_inputs: false,
+        match hops {
+            Hops::One => {
+                if store_results(&store, &ids).await.is_err() {
+                    // Leave them unacked: JetStream redelivers after AckWait.
+                    continue;
                 }
-            })
-            .collect();
-        if store.put_results(&writes, &[]).await.is_err() {
-            // Leave them unacked: JetStream redelivers after AckWait.
-            continue;
-        }
-        for (m, id) in msgs.iter().zip(&ids) {
-            let _ = m.ack().await;
-            let _ = nats.publish(done_subject(id), "ok".into()).await;
+                for (m, id) in msgs.iter().zip(&ids) {
+                    let _ = m.ack().await;
+                    let _ = nats.publish(done_subject(id), "ok".into()).await;
+                }
+            }
+            // Many groups in flight, as the dispatcher has many bundles.
+            Hops::Two => {
+                tokio::spawn(relay::forward(nats.clone(), msgs, ids));
+            }
         }
     }
+}
+
+/// One minimal result per id in one pipeline (`SET NX PX`, as the worker does).
+async fn store_results(store: &ResultStore, ids: &[impl AsRef<str>]) -> Result<(), ()> {
+    let completed = now_ms();
+    let writes: Vec<ResultWrite> = ids
+        .iter()
+        .map(|id| {
+            let mut r = JobResult::ok(id.as_ref(), "bare", "0", Vec::new());
+            r.timings = Timings {
+                batch_size: ids.len() as u32,
+                ..Timings::default()
+            };
+            r.completed_at_ms = completed;
+            ResultWrite {
+                id: id.as_ref(),
+                bytes: encode(&r),
+                drop_inputs: false,
+            }
+        })
+        .collect();
+    store
+        .put_results(&writes, &[])
+        .await
+        .map(|_| ())
+        .map_err(|_| ())
 }
