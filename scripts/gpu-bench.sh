@@ -164,16 +164,18 @@ profile)
     --dispatcher-arg "--in-flight 64,1024,256" --worker-arg "--slots 512"
   wait $fetch; unset JETINFER_NATS_ARGS; pack
   ;;
-resnet-80pct-batch)
+resnet-80pct-batch|resnet-80pct-batch-i2)
   # ResNet-50 at RATE jobs/s (80 % of a saturated run), Poisson, with the model's max batch
   # capped at each of BATCHES: smaller batches take less time each, so a job waits less for
-  # the one running, as long as the device still keeps up with the rate.
+  # the one running, as long as the device still keeps up with the rate. -i2: two
+  # instances (two batches on the device at once).
+  I=; [ $step = resnet-80pct-batch-i2 ] && I=.i2
   for mb in ${BATCHES:-32 64}; do
-    sed "/^name = \"$IMG\"/,/^\[/ s/^max_batch_size = .*/max_batch_size = $mb/" "$M" > "$RES/ref/models.b$mb.toml"
-    grep -A12 "name = \"$IMG\"" "$RES/ref/models.b$mb.toml" | grep max_batch_size
-    M0=$M; M=$RES/ref/models.b$mb.toml
-    ${B%/*}/jetinfer-worker ceiling --models "$M" --model $IMG --batch $mb --seconds 2 | tee "$RES/ceiling-$IMG-b$mb.json"
-    bench resnet-80pct-b$mb --model $IMG --rate "${RATE:-7300}" --arrival poisson --duration-s $D --warmup-s $W "${ST_ARGS[@]}" \
+    sed "/^name = \"$IMG\"/,/^\[/ s/^max_batch_size = .*/max_batch_size = $mb/" "${M%.toml}$I.toml" > "$RES/ref/models.b$mb$I.toml"
+    grep -A12 "name = \"$IMG\"" "$RES/ref/models.b$mb$I.toml" | grep -E "max_batch_size|instances"
+    M0=$M; M=$RES/ref/models.b$mb$I.toml
+    ${B%/*}/jetinfer-worker ceiling --models "$M" --model $IMG --batch $mb --seconds 2 | tee "$RES/ceiling-$IMG-b$mb$I.json"
+    bench resnet-80pct-b$mb$I --model $IMG --rate "${RATE:-7300}" --arrival poisson --duration-s $D --warmup-s $W "${ST_ARGS[@]}" \
       --dispatcher-arg "--in-flight 64,2048,256" --worker-arg "--slots 1024"
     M=$M0
   done

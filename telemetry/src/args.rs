@@ -30,11 +30,14 @@ pub struct OpsArgs {
     #[arg(long)]
     pub check_config: bool,
     /// Threads of the async runtime (NATS, Redis, scheduling; a worker's forward passes run
-    /// on their own device threads). Default: one per core. Fewer bound the process's CPU
-    /// on a shared host. The thread count did not change the CPU per job where measured
-    /// (docs/benchmarks.md): 4 against 16 threads on the 16-core H100 host (ResNet-50),
-    /// 4 and 8 against 32 on a 32-core host and 1 against 2 on the 2-core machine (the
-    /// trivial model, "Service CPU per job"), so the default stays one per core.
+    /// on their own device threads). 1 is a current-thread runtime: no job is handed from
+    /// thread to thread, which costs the least CPU per job and the least latency at low
+    /// load; more carry more jobs a second on a many-core host. Default: 1 on a host of one
+    /// or two cores, one per core above. Measured (docs/benchmarks.md, "Runtime threads"):
+    /// on the 2-core machine 1 thread beats 2 in latency, CPU per job and jobs/s; on the
+    /// 16-core H100 host 1 thread halves the CPU per trivial job, but MiniLM over four
+    /// partitions reaches 0.55 of the GPU's ceiling with 1, 0.64 with 2, 0.62 with 8 and
+    /// 0.68-0.69 with 16.
     #[arg(long, env = "JETINFER_THREADS")]
     pub threads: Option<usize>,
 }
@@ -45,7 +48,8 @@ impl OpsArgs {
     /// no other thread), more are a multi-threaded one.
     pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        match self.threads.unwrap_or(cores).max(1) {
+        let default = if cores <= 2 { 1 } else { cores };
+        match self.threads.unwrap_or(default).max(1) {
             1 => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build(),
