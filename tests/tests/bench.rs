@@ -9,7 +9,7 @@ use std::process::Command;
 use jetinfer_devkit::local::{binary, repo_root};
 
 #[test]
-fn bench_measures_pipeline_bare_loop_python_and_ceiling() {
+fn bench_measures_pipeline_bare_loop_bare_relay_python_and_ceiling() {
     let root = repo_root().expect("repository root");
     let dir = tempfile_dir();
     let python = root.join(".venv/bin/python");
@@ -48,6 +48,7 @@ fn bench_measures_pipeline_bare_loop_python_and_ceiling() {
     ])
     .args([
         "--bare-loop",
+        "--bare-relay",
         "--ceiling",
         "--ceiling-seconds",
         "0.5",
@@ -74,7 +75,7 @@ fn bench_measures_pipeline_bare_loop_python_and_ceiling() {
         serde_json::from_slice(&std::fs::read(&json).expect("the JSON report")).unwrap();
     let runs = report["runs"].as_array().expect("runs");
     let systems: Vec<&str> = runs.iter().map(|r| r["system"].as_str().unwrap()).collect();
-    assert_eq!(systems, ["bare-loop", "jetinfer", "python"]);
+    assert_eq!(systems, ["bare-loop", "bare-relay", "jetinfer", "python"]);
     for r in runs {
         let system = r["system"].as_str().unwrap();
         assert_eq!(r["missing"], 0, "{system}: {r}");
@@ -98,21 +99,27 @@ fn bench_measures_pipeline_bare_loop_python_and_ceiling() {
             "{system}"
         );
     }
-    assert!(runs[1]["mean_batch_size"].as_f64().unwrap() >= 1.0);
-    assert!(runs[1]["cpu"]["service_s"].as_f64().is_some());
+    assert!(runs[2]["mean_batch_size"].as_f64().unwrap() >= 1.0);
+    // Every system has a service CPU: the bare ones their own threads'.
+    for r in runs {
+        let cpu = &r["cpu"]["service_s"];
+        assert!(cpu.as_f64().is_some_and(|s| s > 0.0), "{}: {cpu}", r["system"]);
+    }
     assert!(report["ceiling"]["jobs_per_s"].as_f64().unwrap() > 0.0);
     let ratios = report["ratios"].as_object().unwrap();
     for key in [
         "jetinfer/ceiling",
         "jetinfer/bare-loop jobs_per_s",
         "added_p50_ms over bare-loop",
+        "jetinfer/bare-relay jobs_per_s",
+        "bare-relay/python jobs_per_service_cpu_s",
         "jetinfer/python jobs_per_service_cpu_s",
     ] {
         assert!(ratios.contains_key(key), "ratio {key} missing: {ratios:?}");
     }
     let plot = std::fs::read_to_string(&svg).expect("the SVG plot");
     assert!(
-        plot.starts_with("<svg") && plot.matches("<polyline").count() >= 9,
+        plot.starts_with("<svg") && plot.matches("<polyline").count() >= 12,
         "plot has a line per run and priority"
     );
     let _ = std::fs::remove_dir_all(&dir);

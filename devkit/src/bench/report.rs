@@ -202,33 +202,20 @@ impl BenchReport {
                 ratios.insert(format!("{}/ceiling", r.system), r.jobs_per_s / c);
             }
         }
-        if let (Some(p), Some(b)) = (find("jetinfer"), find("bare-loop")) {
+        // jetinfer against each bare reference in the run.
+        for bare in ["bare-loop", "bare-relay"] {
+            let (Some(p), Some(b)) = (find("jetinfer"), find(bare)) else {
+                continue;
+            };
             if b.jobs_per_s > 0.0 {
                 ratios.insert(
-                    "jetinfer/bare-loop jobs_per_s".into(),
+                    format!("jetinfer/{bare} jobs_per_s"),
                     p.jobs_per_s / b.jobs_per_s,
                 );
             }
-            ratios.insert(
-                "added_p50_ms over bare-loop".into(),
-                p.all.latency_ms.p50 - b.all.latency_ms.p50,
-            );
-            ratios.insert(
-                "added_p99_ms over bare-loop".into(),
-                p.all.latency_ms.p99 - b.all.latency_ms.p99,
-            );
-        }
-        if let (Some(p), Some(r)) = (find("jetinfer"), find("bare-relay")) {
-            if r.jobs_per_s > 0.0 {
-                ratios.insert(
-                    "jetinfer/bare-relay jobs_per_s".into(),
-                    p.jobs_per_s / r.jobs_per_s,
-                );
-            }
-            ratios.insert(
-                "added_p50_ms over bare-relay".into(),
-                p.all.latency_ms.p50 - r.all.latency_ms.p50,
-            );
+            let (pl, bl) = (&p.all.latency_ms, &b.all.latency_ms);
+            ratios.insert(format!("added_p50_ms over {bare}"), pl.p50 - bl.p50);
+            ratios.insert(format!("added_p99_ms over {bare}"), pl.p99 - bl.p99);
         }
         // Each system's jobs per service CPU-second against the Python baseline's.
         if let Some(py) = find("python").and_then(|py| py.cpu.jobs_per_service_cpu_s) {
