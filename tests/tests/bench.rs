@@ -103,7 +103,11 @@ fn bench_measures_pipeline_bare_loop_bare_relay_python_and_ceiling() {
     // Every system has a service CPU: the bare ones their own threads'.
     for r in runs {
         let cpu = &r["cpu"]["service_s"];
-        assert!(cpu.as_f64().is_some_and(|s| s > 0.0), "{}: {cpu}", r["system"]);
+        assert!(
+            cpu.as_f64().is_some_and(|s| s > 0.0),
+            "{}: {cpu}",
+            r["system"]
+        );
     }
     assert!(report["ceiling"]["jobs_per_s"].as_f64().unwrap() > 0.0);
     let ratios = report["ratios"].as_object().unwrap();
