@@ -32,6 +32,8 @@ use jetinfer_schemas::partitions::MAX_PARTITIONS;
 use jetinfer_schemas::{encode, now_ms, JobResult, Timings};
 use tokio_util::sync::CancellationToken;
 
+use jetinfer_client::{ResultStore, ResultWrite, StoreConfig};
+
 use super::BenchError;
 
 mod relay;
@@ -45,7 +47,6 @@ pub enum Hops {
     /// ack: the bare relay.
     Two,
 }
-use jetinfer_client::{ResultStore, ResultWrite, StoreConfig};
 
 /// The bare loop's stream (partition 0; partition k is `JETINFER_BARE_<k>`).
 pub const BARE_STREAM: &str = "JETINFER_BARE";
@@ -75,27 +76,12 @@ pub async fn start(
     stop: CancellationToken,
 ) -> Result<Vec<u32>, BenchError> {
     let (ready, started) = tokio::sync::oneshot::channel();
-    let tids = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let tids = Tids::default();
     let thread_tids = tids.clone();
     let thread = std::thread::Builder::new()
         .name("bare-loop".into())
         .spawn(move || {
-            thread_tids.lock().expect("not poisoned").push(gettid());
-            let worker_tids = thread_tids.clone();
-            let mut builder = match partitions {
-                0 | 1 => tokio::runtime::Builder::new_current_thread(),
-                n => {
-                    let mut b = tokio::runtime::Builder::new_multi_thread();
-                    b.worker_threads(n.into());
-                    b
-                }
-            };
-            let runtime = match builder
-                .thread_name("bare-loop")
-                .on_thread_start(move || worker_tids.lock().expect("not poisoned").push(gettid()))
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(partitions, &thread_tids) {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = ready.send(Err(BenchError::BareLoop(format!("its runtime: {e}"))));
@@ -125,13 +111,36 @@ pub async fn start(
     Ok(tids)
 }
 
+/// The ids of the loop's threads, filled as they start.
+type Tids = std::sync::Arc<std::sync::Mutex<Vec<u32>>>;
+
+/// The loop's runtime, run by the calling thread: current-thread for one stream, one worker
+/// thread per stream for more; every thread that runs it goes into `tids`.
+fn runtime(partitions: u16, tids: &Tids) -> std::io::Result<tokio::runtime::Runtime> {
+    tids.lock().expect("not poisoned").push(gettid());
+    let mut builder = match partitions {
+        0 | 1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.into());
+            b
+        }
+    };
+    let workers = tids.clone();
+    builder
+        .thread_name("bare-loop")
+        .on_thread_start(move || workers.lock().expect("not poisoned").push(gettid()))
+        .enable_all()
+        .build()
+}
+
 fn gettid() -> u32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() as u32 }
 }
 
-/// Connects, makes the streams and spawns one consumer loop per partition on the current
-/// (single-threaded) runtime.
+/// Connects, makes the streams and spawns one consumer loop per partition on the loop's
+/// runtime.
 async fn serve_partitions(
     nats_url: &str,
     store: &StoreConfig,
