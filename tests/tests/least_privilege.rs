@@ -179,6 +179,22 @@ impl Deployment {
             .map(str::to_string)
             .collect()
     }
+
+    /// Whether nats-server logs a violation naming `subject` within a few seconds: it
+    /// answers the client's `-ERR` before its log line reaches the file, so a read right
+    /// after the client saw the refusal may not find the line yet.
+    async fn logs_violation_of(&self, subject: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.nats_violations().iter().any(|l| l.contains(subject)) {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Runs the shipped render script on the shipped ACL file with the passwords in the
@@ -482,9 +498,7 @@ async fn a_producer_cannot_run_jobs_on_a_worker_nor_write_results_cache_or_failu
     println!("producer: {}", violation(&mut errors, &run_subject).await);
     // The server logs it too: the pipeline test's clean log means something.
     assert!(
-        dep.nats_violations()
-            .iter()
-            .any(|l| l.contains(&run_subject)),
+        dep.logs_violation_of(&run_subject).await,
         "nats-server did not log the refusal: {:?}",
         dep.nats_violations()
     );
