@@ -210,10 +210,7 @@ impl Bench<'_> {
         stack: &LocalStack,
         input_urls: &[String],
     ) -> Result<Clients, BenchError> {
-        let store = StoreConfig {
-            keys: Keys::new(&self.opts.key_prefix),
-            ..StoreConfig::new(stack.redis_url())
-        };
+        let store = self.store_config(stack);
         let inline_limit = match (system, self.opts.inline_limit) {
             (System::Bare(_) | System::Python(_), _) => usize::MAX,
             (_, Some(limit)) => limit,
@@ -260,22 +257,18 @@ impl Bench<'_> {
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Consumer, BenchError> {
         let client = &clients.producers[0];
-        let jetinfer = |prefix: &str, process| Consumer {
+        let on_job_subjects = |prefix: &str, process| Consumer {
             prefix: prefix.to_string(),
             process,
             threads: Vec::new(),
         };
         match system {
             System::Bare(hops) => {
-                let store = StoreConfig {
-                    keys: Keys::new(&self.opts.key_prefix),
-                    ..StoreConfig::new(stack.redis_url())
-                };
                 let storage = self.opts.storage.js();
                 let url = stack.nats_url().to_string();
                 let threads = bare::start(
                     url,
-                    store,
+                    self.store_config(stack),
                     storage,
                     self.opts.partitions,
                     *hops,
@@ -306,9 +299,17 @@ impl Bench<'_> {
                     self.opts.startup_timeout,
                 )
                 .await?;
-                Ok(jetinfer(JOBS_PREFIX, Some(p)))
+                Ok(on_job_subjects(JOBS_PREFIX, Some(p)))
             }
-            System::Jetinfer | System::External => Ok(jetinfer(JOBS_PREFIX, None)),
+            System::Jetinfer | System::External => Ok(on_job_subjects(JOBS_PREFIX, None)),
+        }
+    }
+
+    /// The run's Redis, with the bench's key prefix.
+    fn store_config(&self, stack: &LocalStack) -> StoreConfig {
+        StoreConfig {
+            keys: Keys::new(&self.opts.key_prefix),
+            ..StoreConfig::new(stack.redis_url())
         }
     }
 
