@@ -107,7 +107,7 @@ impl Answerer {
                 .await;
             return;
         }
-        tracing::warn!(parent: &*job.span, id = %job.id, failures = job.failures, "job is poison; copied to the dead-letter stream");
+        tracing::warn!(parent: &*job.span, id = %job.id, trace_id = job.trace_id(), failures = job.failures, "job is poison; copied to the dead-letter stream");
         crate::telemetry::dead_letter(job.priority);
         crate::telemetry::failed(job.priority, &job.route.model, error.code);
         self.fail_held(job, error).await;

@@ -176,7 +176,7 @@ async fn settle(answer: &Answerer, jobs: Vec<HeldJob>, reply: RunReply) -> Vec<H
     {
         telemetry::completed(job.priority, &job.route, job.published_ms);
         if let Err(e) = res {
-            tracing::warn!(parent: &*job.span, id = %job.id, error = %e, "ack failed; the redelivery will find the stored result");
+            tracing::warn!(parent: &*job.span, id = %job.id, trace_id = job.trace_id(), error = %e, "ack failed; the redelivery will find the stored result");
         }
     }
     if !retry.is_empty() {
@@ -211,7 +211,7 @@ async fn verify_stored(answer: &Answerer, jobs: Vec<HeldJob>) -> (Vec<HeldJob>, 
     if !missing.is_empty() {
         telemetry::unverified_stored(missing.len());
         for (job, _) in &missing {
-            tracing::warn!(parent: &*job.span, id = %job.id, "worker said stored but no result exists; running the job again");
+            tracing::warn!(parent: &*job.span, id = %job.id, trace_id = job.trace_id(), "worker said stored but no result exists; running the job again");
         }
     }
     let only_jobs = |v: Vec<(HeldJob, bool)>| v.into_iter().map(|(j, _)| j).collect();

@@ -73,6 +73,14 @@ impl HeldJob {
         now_ms >= self.deadline_ms
     }
 
+    /// The producer's trace id ("" when it sent none), for log lines about this job.
+    pub fn trace_id(&self) -> &str {
+        self.traceparent
+            .as_deref()
+            .and_then(jetinfer_schemas::trace_id_of)
+            .unwrap_or_default()
+    }
+
     /// What the worker gets: the payload, naming the routed version if there is one.
     pub fn to_run_job(&self) -> RunJob {
         let payload = match (self.routed, &self.route.version) {

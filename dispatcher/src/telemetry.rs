@@ -21,6 +21,7 @@ use jetinfer_telemetry::context::{
     continue_trace_with_state, record_span, traceparent_of, tracestate_of, unix_ms, wall_time_of,
     KeyValue,
 };
+use jetinfer_telemetry::JOB_SPANS;
 use tracing::Span;
 
 pub(crate) const JOBS_RECEIVED: &str = "jetinfer_jobs_received_total";
@@ -292,14 +293,15 @@ pub(crate) fn job_span(
     tracestate: Option<&str>,
     published_ms: u64,
 ) -> JobSpan {
-    let subject = job_subject(priority, model);
-    let span = tracing::info_span!(
+    // Field values are computed only where the span is enabled (see `JOB_SPANS`).
+    let span = tracing::debug_span!(
+        target: JOB_SPANS,
         "dispatcher.job",
-        otel.name = %format_args!("process {subject}"),
+        otel.name = %format_args!("process {}", job_subject(priority, model)),
         otel.kind = "consumer",
         "messaging.system" = "nats",
         "messaging.operation.type" = "process",
-        "messaging.destination.name" = %subject,
+        "messaging.destination.name" = %job_subject(priority, model),
         "messaging.consumer.group.name" = %consumer_name(priority),
         "messaging.message.id" = %id,
         "jetinfer.model" = %model,
@@ -308,14 +310,16 @@ pub(crate) fn job_span(
         "jetinfer.delivered" = delivered,
         trace_id = tracing::field::Empty,
     );
-    continue_trace_with_state(&span, traceparent, tracestate);
-    record_span(
-        "jetstream.wait",
-        &span,
-        unix_ms(published_ms),
-        SystemTime::now(),
-        &[KeyValue::new("messaging.system", "nats")],
-    );
+    if !span.is_disabled() {
+        continue_trace_with_state(&span, traceparent, tracestate);
+        record_span(
+            "jetstream.wait",
+            &span,
+            unix_ms(published_ms),
+            SystemTime::now(),
+            &[KeyValue::new("messaging.system", "nats")],
+        );
+    }
     if on() {
         gauge!(HELD, "priority" => priority.as_str()).increment(1.0);
     }
@@ -336,14 +340,16 @@ pub(crate) fn dispatch(
     producer: TraceHeaders<'_>,
     worker: &str,
 ) -> (Span, TraceHeaders<'static>) {
-    let now = SystemTime::now();
-    record_span(
-        "dispatcher.queue",
-        job_span,
-        wall_time_of(queued_since),
-        now,
-        &[],
-    );
+    if !job_span.is_disabled() {
+        let queued_from = wall_time_of(queued_since);
+        record_span(
+            "dispatcher.queue",
+            job_span,
+            queued_from,
+            SystemTime::now(),
+            &[],
+        );
+    }
     if on() {
         histogram!(
             QUEUE_WAIT,
@@ -354,7 +360,8 @@ pub(crate) fn dispatch(
         .record(now_ms().saturating_sub(published_ms) as f64 / 1e3);
         gauge!(WORKER_IN_FLIGHT, "worker" => worker.to_string()).increment(1.0);
     }
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
+        target: JOB_SPANS,
         parent: job_span,
         "dispatcher.dispatch",
         otel.name = "send jetinfer.worker.{id}.run",

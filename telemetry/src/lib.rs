@@ -8,6 +8,9 @@
 //!   OpenTelemetry layer and no per-span OpenTelemetry work exist. `OTEL_SERVICE_NAME`
 //!   names the service ([`service_name`]) and `OTEL_TRACES_SAMPLER` (/`_ARG`) picks the
 //!   sampler (read by the SDK itself).
+//! - [`JOB_SPANS`]: the target of the per-job spans, exported at any `RUST_LOG` but
+//!   written into log lines only at `debug`: without an exporter and at the default log
+//!   level they cost nothing per job.
 //! - [`context`]: W3C `traceparent` in and out of NATS headers and run requests, so one job
 //!   is one trace across the client, the dispatcher and the worker; spans with explicit
 //!   start and end times (queue waits measured from timestamps).
@@ -44,6 +47,15 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 /// The name our spans are exported under (the instrumentation scope).
 pub const TRACER_NAME: &str = "jetinfer";
+
+/// The `tracing` target of the per-job spans (`dispatcher.job`, `dispatcher.dispatch`,
+/// `worker.job`), which are created at `DEBUG`: the OpenTelemetry layer takes them at any
+/// `RUST_LOG`, the log lines carry them only when `RUST_LOG` enables this target at `debug`
+/// (e.g. `RUST_LOG=info,jetinfer::job=debug`). With neither, their callsites are disabled
+/// and a job costs no span bookkeeping: creating, recording and closing three spans per
+/// job was about a tenth of the services' CPU for a small model (docs/benchmarks.md).
+/// Log lines about one job name its id themselves.
+pub const JOB_SPANS: &str = "jetinfer::job";
 
 /// What [`init`] set up; [`Telemetry::shutdown`] flushes the spans not yet exported.
 pub struct Telemetry {
@@ -169,9 +181,11 @@ where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     // Spans at info and above whatever RUST_LOG says (the export is not tied to how
-    // chatty the logs are), the caller's included; not those of the transport crates,
-    // which would also trace the exporter itself.
-    let mut targets = Targets::new().with_default(LevelFilter::INFO);
+    // chatty the logs are), the caller's included, and the per-job spans (`JOB_SPANS`, at
+    // debug); not those of the transport crates, which would also trace the exporter itself.
+    let mut targets = Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_target(JOB_SPANS, LevelFilter::DEBUG);
     for quiet in [
         "h2",
         "hyper",

@@ -108,7 +108,13 @@ impl Writer {
         for f in &finished {
             let r = &f.result;
             let code = r.error.as_ref().map(|e| e.code.as_str());
-            f.ctx.trace.written(&write, &f.ctx.model, r.status, code);
+            f.ctx.trace.written(
+                &write,
+                (&f.ctx.id, &f.ctx.trace_id),
+                &f.ctx.model,
+                r.status,
+                code,
+            );
         }
         drop(writes);
         let n = self

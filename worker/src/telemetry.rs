@@ -21,6 +21,7 @@ use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, g
 use jetinfer_schemas::worker::RunJob;
 use jetinfer_schemas::{Priority, Status};
 use jetinfer_telemetry::context::{continue_trace_with_state, record_span, KeyValue};
+use jetinfer_telemetry::JOB_SPANS;
 use tracing::Span;
 
 pub(crate) const RESULTS: &str = "jetinfer_worker_results_total";
@@ -159,7 +160,8 @@ pub(crate) struct JobTrace {
 impl JobTrace {
     /// Starts the job's span on arrival, continuing the dispatcher's trace.
     pub fn start(run_job: &RunJob) -> Self {
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
+            target: JOB_SPANS,
             "worker.job",
             otel.name = "process jetinfer.worker.{id}.run",
             otel.kind = "consumer",
@@ -175,11 +177,13 @@ impl JobTrace {
             "jetinfer.status" = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
-        continue_trace_with_state(
-            &span,
-            run_job.traceparent.as_deref(),
-            run_job.tracestate.as_deref(),
-        );
+        if !span.is_disabled() {
+            continue_trace_with_state(
+                &span,
+                run_job.traceparent.as_deref(),
+                run_job.tracestate.as_deref(),
+            );
+        }
         if on() {
             gauge!(IN_FLIGHT).increment(1.0);
         }
@@ -194,10 +198,14 @@ impl JobTrace {
 
     /// The job is decoded and checked (`ok`: it may run).
     pub fn validated(&self, id: &str, model: &str, version: &str, ok: bool) {
+        let now = SystemTime::now();
+        self.waiting_since.store(micros(now), Ordering::Relaxed);
+        if self.span.is_disabled() {
+            return;
+        }
         self.span.record("messaging.message.id", id);
         self.span.record("jetinfer.model", model);
         self.span.record("jetinfer.version", version);
-        let now = SystemTime::now();
         record_span(
             "worker.validate",
             &self.span,
@@ -205,7 +213,6 @@ impl JobTrace {
             now,
             &[KeyValue::new("valid", ok)],
         );
-        self.waiting_since.store(micros(now), Ordering::Relaxed);
     }
 }
 
@@ -223,16 +230,18 @@ impl JobTrace {
     pub fn cache_lookup(&self, model: &str, hit: bool) {
         let now = SystemTime::now();
         let since = from_micros(self.waiting_since.load(Ordering::Relaxed));
-        record_span(
-            "worker.cache_lookup",
-            &self.span,
-            since,
-            now,
-            &[KeyValue::new("hit", hit)],
-        );
         self.waiting_since.store(micros(now), Ordering::Relaxed);
-        self.span
-            .record("jetinfer.cache", if hit { "hit" } else { "miss" });
+        if !self.span.is_disabled() {
+            record_span(
+                "worker.cache_lookup",
+                &self.span,
+                since,
+                now,
+                &[KeyValue::new("hit", hit)],
+            );
+            self.span
+                .record("jetinfer.cache", if hit { "hit" } else { "miss" });
+        }
         if !on() {
             return;
         }
@@ -245,19 +254,28 @@ impl JobTrace {
 
     /// The job's result was part of `write` and has `status` (`code`: its error code;
     /// none for an expired job).
-    pub fn written(&self, write: &Write, model: &str, status: Status, code: Option<&'static str>) {
-        record_span(
-            "worker.result_write",
-            &self.span,
-            write.started,
-            write.ended,
-            &[
-                KeyValue::new("jobs", write.jobs as i64),
-                KeyValue::new("stored", write.stored),
-            ],
-        );
+    pub fn written(
+        &self,
+        write: &Write,
+        (id, trace_id): (&str, &str),
+        model: &str,
+        status: Status,
+        code: Option<&'static str>,
+    ) {
         let status_word = status.as_str();
-        self.span.record("jetinfer.status", status_word);
+        if !self.span.is_disabled() {
+            record_span(
+                "worker.result_write",
+                &self.span,
+                write.started,
+                write.ended,
+                &[
+                    KeyValue::new("jobs", write.jobs as i64),
+                    KeyValue::new("stored", write.stored),
+                ],
+            );
+            self.span.record("jetinfer.status", status_word);
+        }
         if !write.stored {
             return;
         }
@@ -272,7 +290,9 @@ impl JobTrace {
                 counter!(JOBS_FAILED, "priority" => p, "model" => model.to_string(), "code" => code)
                     .increment(1);
             }
-            tracing::info!(parent: &self.span, code, "job answered with an error");
+            // The line names the job and its trace itself: the span is there only when
+            // `JOB_SPANS` is enabled for the logs.
+            tracing::info!(parent: &self.span, id, trace_id, model, code, "job answered with an error");
         }
     }
 }
@@ -299,9 +319,11 @@ impl Batch {
         );
         let now = SystemTime::now();
         for t in traces {
-            span.follows_from(&t.span);
             let since = from_micros(t.waiting_since.load(Ordering::Relaxed));
-            record_span("worker.queue", &t.span, since, now, &[]);
+            if !t.span.is_disabled() {
+                span.follows_from(&t.span);
+                record_span("worker.queue", &t.span, since, now, &[]);
+            }
             if !on() {
                 continue;
             }

@@ -38,12 +38,12 @@ pub(super) async fn settle_answered(
             _ => true,
         };
         if own {
-            tracing::debug!(parent: &*job.span, id = %job.id, delivered = job.attempt, "job already has a result; acking without running");
+            tracing::debug!(parent: &*job.span, id = %job.id, trace_id = job.trace_id(), delivered = job.attempt, "job already has a result; acking without running");
             let _ = job.acker.ack().await;
             return;
         }
         telemetry::id_conflict(job.priority);
-        tracing::warn!(parent: &*job.span, id = %job.id, model = %job.route.model, "a result for another job with this id (other inputs, model or version) is stored; refusing the job");
+        tracing::warn!(parent: &*job.span, id = %job.id, trace_id = job.trace_id(), model = %job.route.model, "a result for another job with this id (other inputs, model or version) is stored; refusing the job");
         let _ = nats.publish(done_subject(&job.id), DONE_CONFLICT.into()).await;
         let _ = job.acker.ack_with(AckKind::Term).await;
     }))
