@@ -358,6 +358,9 @@ async fn connect(config: &Config, name: &str) -> Result<answer::Answerer, Error>
         .await?;
     let js = async_nats::jetstream::new(nats.clone());
     let mut store_config = StoreConfig::new(config.connect.redis_url());
+    // Every store error on the job path is handled by trying again later: skip the
+    // pool's round trip per checkout (see `StoreConfig::check_busy_connections`).
+    store_config.check_busy_connections = false;
     store_config.tls = jetinfer_store::RedisTls {
         ca: config.connect.redis_tls_ca.clone(),
         cert: config.connect.redis_tls_cert.clone(),

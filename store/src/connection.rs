@@ -9,18 +9,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use deadpool::managed::{Object, Pool};
 use deadpool_redis::redis::aio::ConnectionLike;
 use deadpool_redis::redis::{self, ErrorKind, RedisError};
-use deadpool_redis::{Manager, Pool, PoolConfig, Runtime};
+use deadpool_redis::{Manager, PoolConfig, Runtime};
 
+use crate::checked::Checked;
 use crate::sentinel::{is_sentinel_url, SentinelManager, SentinelUrl};
 use crate::StoreError;
 
 /// The store's connection pool: straight to one server, or to the primary Sentinel names.
 #[derive(Clone)]
 pub(crate) enum RedisPool {
-    Direct(Pool),
-    Sentinel(deadpool::managed::Pool<SentinelManager>),
+    Direct(Pool<Checked<Manager>>),
+    Sentinel(Pool<Checked<SentinelManager>>),
 }
 
 impl std::fmt::Debug for RedisPool {
@@ -34,13 +36,14 @@ impl std::fmt::Debug for RedisPool {
 
 /// A connection taken from a [`RedisPool`]; goes back to the pool when dropped.
 pub(crate) enum PooledConnection {
-    Direct(deadpool_redis::Connection),
-    Sentinel(deadpool::managed::Object<SentinelManager>),
+    Direct(Object<Checked<Manager>>),
+    Sentinel(Object<Checked<SentinelManager>>),
 }
 
 impl RedisPool {
-    /// A connection: an idle one that passes its check (`PING`; `ROLE` = primary behind
-    /// Sentinel), or a new one.
+    /// A connection: an idle one that was in use moments ago with no command failed, or
+    /// that passes its check (`PING`; `ROLE` = primary behind Sentinel), or a new one
+    /// (see `checked.rs`).
     pub(crate) async fn get(&self) -> Result<PooledConnection, deadpool_redis::PoolError> {
         Ok(match self {
             RedisPool::Direct(pool) => PooledConnection::Direct(pool.get().await?),
@@ -154,11 +157,12 @@ fn read_pem(path: &Path, what: &'static str, label: &str) -> Result<Vec<u8>, Sto
 /// The pool for `url` and `tls`; connections are opened lazily. `response_timeout`
 /// replaces the redis crate's 500 ms for every command (a `WAIT` may block for longer).
 pub(crate) fn pool(
-    url: &str,
-    tls: &RedisTls,
+    store: &crate::StoreConfig,
     config: PoolConfig,
     response_timeout: Option<Duration>,
 ) -> Result<RedisPool, StoreError> {
+    let (url, tls) = (store.url.as_str(), &store.tls);
+    let check_busy = store.check_busy_connections;
     let connection_config =
         response_timeout.map(|t| redis::AsyncConnectionConfig::new().set_response_timeout(Some(t)));
     if is_sentinel_url(url) {
@@ -168,12 +172,15 @@ pub(crate) fn pool(
             ));
         }
         let manager = SentinelManager::new(&SentinelUrl::parse(url)?, connection_config)?;
-        return deadpool::managed::Pool::builder(manager)
-            .config(config)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map(RedisPool::Sentinel)
-            .map_err(|e| StoreError::Config(deadpool_redis::CreatePoolError::Build(e)));
+        return Pool::builder(Checked {
+            manager,
+            check_busy,
+        })
+        .config(config)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map(RedisPool::Sentinel)
+        .map_err(|e| StoreError::Config(deadpool_redis::CreatePoolError::Build(e)));
     }
     let manager = if tls.is_empty() {
         direct_manager(url, connection_config)?
@@ -190,12 +197,15 @@ pub(crate) fn pool(
         // connections with them.
         direct_manager(client.get_connection_info().clone(), connection_config)?
     };
-    Pool::builder(manager)
-        .config(config)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map(RedisPool::Direct)
-        .map_err(|e| StoreError::Config(deadpool_redis::CreatePoolError::Build(e)))
+    Pool::builder(Checked {
+        manager,
+        check_busy,
+    })
+    .config(config)
+    .runtime(Runtime::Tokio1)
+    .build()
+    .map(RedisPool::Direct)
+    .map_err(|e| StoreError::Config(deadpool_redis::CreatePoolError::Build(e)))
 }
 
 fn direct_manager(

@@ -5,6 +5,7 @@
 //! connections are made (`rediss://` with [`RedisTls`], the startup check) in `connection.rs`;
 //! a primary found through Sentinel (`redis+sentinel://`, [`SentinelUrl`]) in `sentinel.rs`.
 
+mod checked;
 mod connection;
 mod inputs;
 mod sentinel;
@@ -78,6 +79,13 @@ pub struct StoreConfig {
     pub wait_replicas: u32,
     /// How long `WAIT` waits for [`StoreConfig::wait_replicas`].
     pub wait_timeout: Duration,
+    /// Check every connection taken from the pool with a round trip (`PING`; `ROLE` behind
+    /// Sentinel), the default. `false`: only a connection idle for a second or on which a
+    /// command failed (see `checked.rs`), so the first command after a Redis restart or
+    /// failover may fail where the check would have reconnected first — for callers that
+    /// handle every store error by trying again later (the dispatcher and the worker),
+    /// which saves a round trip per pipeline.
+    pub check_busy_connections: bool,
 }
 
 impl StoreConfig {
@@ -91,6 +99,7 @@ impl StoreConfig {
             pool_size: 8,
             wait_replicas: 0,
             wait_timeout: Duration::from_secs(1),
+            check_busy_connections: true,
         }
     }
 }
@@ -135,7 +144,7 @@ impl ResultStore {
         // it short (and report a timeout rather than the replicas it counted).
         let response_timeout = (config.wait_replicas > 0)
             .then(|| config.wait_timeout.max(Duration::from_millis(500)) + Duration::from_secs(1));
-        let pool = connection::pool(&config.url, &config.tls, pool_config, response_timeout)?;
+        let pool = connection::pool(config, pool_config, response_timeout)?;
         Ok(ResultStore {
             pool,
             url: config.url.clone(),
