@@ -9,7 +9,7 @@ use async_nats::RequestErrorKind;
 use futures::future::join_all;
 use jetinfer_schemas::names::worker_run_subject;
 use jetinfer_schemas::worker::{RunJob, RunOutcome, RunReply, RunRequest};
-use jetinfer_schemas::{encode, SCHEMA_VERSION};
+use jetinfer_schemas::{encode_sized, SCHEMA_VERSION};
 use tokio::sync::mpsc;
 use tracing::Span;
 
@@ -122,10 +122,12 @@ impl Bundle {
 
     /// Sends the request and waits for its end, sending in-progress acks meanwhile.
     async fn call(&self, request: RunRequest) -> Ended {
+        // The payloads, and room for each job's other fields.
+        let size = request.jobs.iter().map(|j| j.payload.len() + 160).sum::<usize>() + 16;
         let call = self.answer.nats.send_request(
             worker_run_subject(&self.place.worker),
             async_nats::Request::new()
-                .payload(encode(&request).into())
+                .payload(encode_sized(&request, size).into())
                 .timeout(Some(self.place.timeout)),
         );
         tokio::pin!(call);

@@ -45,8 +45,19 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Encodes any wire type as a MessagePack map (field names, not positions).
 pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    rmp_serde::to_vec_named(value)
-        .expect("encoding a wire type into a Vec cannot fail: this is a bug")
+    // A result or a reply is a few hundred bytes: starting there spares the buffer the
+    // six doublings from empty (reallocations were ~5 % of a worker's CPU per small job).
+    encode_sized(value, 256)
+}
+
+/// [`encode`] into a buffer that starts with `capacity` bytes (the expected size, e.g.
+/// the payloads a run request carries plus room for the rest).
+pub fn encode_sized<T: serde::Serialize>(value: &T, capacity: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(capacity);
+    value
+        .serialize(&mut rmp_serde::Serializer::new(&mut buf).with_struct_map())
+        .expect("encoding a wire type into a Vec cannot fail: this is a bug");
+    buf
 }
 
 /// Milliseconds since the Unix epoch from the local clock.
