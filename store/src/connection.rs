@@ -154,15 +154,16 @@ fn read_pem(path: &Path, what: &'static str, label: &str) -> Result<Vec<u8>, Sto
     Ok(bytes)
 }
 
-/// The pool for `url` and `tls`; connections are opened lazily. `response_timeout`
+/// The pool for `url` and `tls` (`check_busy`: see `StoreConfig::check_busy_connections`);
+/// connections are opened lazily. `response_timeout`
 /// replaces the redis crate's 500 ms for every command (a `WAIT` may block for longer).
 pub(crate) fn pool(
-    store: &crate::StoreConfig,
+    url: &str,
+    tls: &RedisTls,
+    check_busy: bool,
     config: PoolConfig,
     response_timeout: Option<Duration>,
 ) -> Result<RedisPool, StoreError> {
-    let (url, tls) = (store.url.as_str(), &store.tls);
-    let check_busy = store.check_busy_connections;
     let connection_config =
         response_timeout.map(|t| redis::AsyncConnectionConfig::new().set_response_timeout(Some(t)));
     if is_sentinel_url(url) {
@@ -325,14 +326,28 @@ mod tests {
             ca: Some("/nowhere/ca.pem".into()),
             ..Default::default()
         };
-        let err = pool("redis://u:pw@h:6379", &ca_only, PoolConfig::default(), None).unwrap_err();
+        let err = pool(
+            "redis://u:pw@h:6379",
+            &ca_only,
+            true,
+            PoolConfig::default(),
+            None,
+        )
+        .unwrap_err();
         assert!(matches!(err, StoreError::TlsConfig(_)), "{err:?}");
         assert!(!err.to_string().contains("pw"), "{err}");
         let cert_only = RedisTls {
             cert: Some("/c.pem".into()),
             ..Default::default()
         };
-        let err = pool("rediss://h:6380", &cert_only, PoolConfig::default(), None).unwrap_err();
+        let err = pool(
+            "rediss://h:6380",
+            &cert_only,
+            true,
+            PoolConfig::default(),
+            None,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("needs its key"), "{err}");
     }
 
@@ -341,6 +356,7 @@ mod tests {
         let err = pool(
             "redis+sentinel://u:pw@h:x/m",
             &RedisTls::default(),
+            true,
             PoolConfig::default(),
             None,
         )
@@ -356,6 +372,7 @@ mod tests {
         let ok = pool(
             "redis+sentinel://h1:26379,h2/jetinfer",
             &RedisTls::default(),
+            true,
             PoolConfig::default(),
             None,
         )

@@ -66,7 +66,7 @@ impl ResultStore {
     }
 
     /// One pipeline on a pooled connection.
-    async fn query<T: redis::FromRedisValue>(
+    pub(crate) async fn query<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
