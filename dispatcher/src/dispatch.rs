@@ -123,7 +123,12 @@ impl Bundle {
     /// Sends the request and waits for its end, sending in-progress acks meanwhile.
     async fn call(&self, request: RunRequest) -> Ended {
         // The payloads, and room for each job's other fields.
-        let size = request.jobs.iter().map(|j| j.payload.len() + 160).sum::<usize>() + 16;
+        let size = request
+            .jobs
+            .iter()
+            .map(|j| j.payload.len() + 160)
+            .sum::<usize>()
+            + 16;
         let call = self.answer.nats.send_request(
             worker_run_subject(&self.place.worker),
             async_nats::Request::new()
