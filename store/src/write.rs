@@ -23,15 +23,19 @@ impl ResultStore {
         if results.is_empty() && cache.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(results.len() + cache.len() + 1);
         for r in results {
             let key = self.keys.result(r.id);
-            pipe.cmd("SET")
+            // Sized up front: the value would otherwise grow the command's buffer by
+            // doublings (a few % of a worker's CPU per small job).
+            let mut set = redis::Cmd::with_capacity(6, key.len() + r.bytes.len() + 32);
+            set.arg("SET")
                 .arg(&key)
                 .arg(&r.bytes)
                 .arg("NX")
                 .arg("PX")
                 .arg(self.result_ttl_ms);
+            pipe.add_command(set);
             if r.drop_inputs {
                 // After the SET in the same pipeline: the inputs go only once a result
                 // (this one or an earlier run's) is stored. UNLINK frees the ~150 KB value
