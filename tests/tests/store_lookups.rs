@@ -21,7 +21,12 @@ async fn store_with_results(redis: &RedisServer, stored: &[&str]) -> ResultStore
             drop_inputs: false,
         })
         .collect();
-    assert!(store.put_results(&writes, &[]).await.unwrap().iter().all(|new| *new));
+    assert!(store
+        .put_results(&writes, &[])
+        .await
+        .unwrap()
+        .iter()
+        .all(|new| *new));
     store
 }
 
@@ -32,7 +37,10 @@ async fn lookups_tell_each_job_whether_it_has_a_result() {
     store.add_failures(&["b", "c", "c"]).await.unwrap();
 
     // None, all, some, and a job named twice.
-    assert_eq!(store.exists_many(&["x", "y"]).await.unwrap(), [false, false]);
+    assert_eq!(
+        store.exists_many(&["x", "y"]).await.unwrap(),
+        [false, false]
+    );
     assert_eq!(store.exists_many(&["a", "b"]).await.unwrap(), [true, true]);
     assert_eq!(
         store.exists_many(&["x", "a", "y", "b"]).await.unwrap(),
