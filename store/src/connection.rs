@@ -14,7 +14,7 @@ use deadpool_redis::redis::aio::ConnectionLike;
 use deadpool_redis::redis::{self, ErrorKind, RedisError};
 use deadpool_redis::{Manager, PoolConfig, Runtime};
 
-use crate::checked::Checked;
+use crate::checked::{Checked, CheckedConnection};
 use crate::sentinel::{is_sentinel_url, SentinelManager, SentinelUrl};
 use crate::StoreError;
 
@@ -52,15 +52,22 @@ impl RedisPool {
     }
 }
 
+impl PooledConnection {
+    /// The connection, whichever pool it came from.
+    fn connection(&mut self) -> &mut CheckedConnection {
+        match self {
+            PooledConnection::Direct(c) => c,
+            PooledConnection::Sentinel(c) => c,
+        }
+    }
+}
+
 impl ConnectionLike for PooledConnection {
     fn req_packed_command<'a>(
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            PooledConnection::Direct(c) => c.req_packed_command(cmd),
-            PooledConnection::Sentinel(c) => c.req_packed_command(cmd),
-        }
+        self.connection().req_packed_command(cmd)
     }
 
     fn req_packed_commands<'a>(
@@ -69,10 +76,7 @@ impl ConnectionLike for PooledConnection {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            PooledConnection::Direct(c) => c.req_packed_commands(cmd, offset, count),
-            PooledConnection::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
-        }
+        self.connection().req_packed_commands(cmd, offset, count)
     }
 
     fn get_db(&self) -> i64 {
@@ -173,15 +177,7 @@ pub(crate) fn pool(
             ));
         }
         let manager = SentinelManager::new(&SentinelUrl::parse(url)?, connection_config)?;
-        return Pool::builder(Checked {
-            manager,
-            check_busy,
-        })
-        .config(config)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map(RedisPool::Sentinel)
-        .map_err(|e| StoreError::Config(deadpool_redis::CreatePoolError::Build(e)));
+        return checked_pool(manager, check_busy, config).map(RedisPool::Sentinel);
     }
     let manager = if tls.is_empty() {
         direct_manager(url, connection_config)?
@@ -198,6 +194,18 @@ pub(crate) fn pool(
         // connections with them.
         direct_manager(client.get_connection_info().clone(), connection_config)?
     };
+    checked_pool(manager, check_busy, config).map(RedisPool::Direct)
+}
+
+/// The pool of `manager`'s connections, checked as `check_busy` says (see `checked.rs`).
+fn checked_pool<M>(
+    manager: M,
+    check_busy: bool,
+    config: PoolConfig,
+) -> Result<Pool<Checked<M>>, StoreError>
+where
+    Checked<M>: deadpool::managed::Manager,
+{
     Pool::builder(Checked {
         manager,
         check_busy,
@@ -205,7 +213,6 @@ pub(crate) fn pool(
     .config(config)
     .runtime(Runtime::Tokio1)
     .build()
-    .map(RedisPool::Direct)
     .map_err(|e| StoreError::Config(deadpool_redis::CreatePoolError::Build(e)))
 }
 
