@@ -310,16 +310,14 @@ pub(crate) fn job_span(
         "jetinfer.delivered" = delivered,
         trace_id = tracing::field::Empty,
     );
-    if !span.is_disabled() {
-        continue_trace_with_state(&span, traceparent, tracestate);
-        record_span(
-            "jetstream.wait",
-            &span,
-            unix_ms(published_ms),
-            SystemTime::now(),
-            &[KeyValue::new("messaging.system", "nats")],
-        );
-    }
+    continue_trace_with_state(&span, traceparent, tracestate);
+    record_span(
+        "jetstream.wait",
+        &span,
+        unix_ms(published_ms),
+        SystemTime::now(),
+        &[KeyValue::new("messaging.system", "nats")],
+    );
     if on() {
         gauge!(HELD, "priority" => priority.as_str()).increment(1.0);
     }
@@ -340,16 +338,13 @@ pub(crate) fn dispatch(
     producer: TraceHeaders<'_>,
     worker: &str,
 ) -> (Span, TraceHeaders<'static>) {
-    if !job_span.is_disabled() {
-        let queued_from = wall_time_of(queued_since);
-        record_span(
-            "dispatcher.queue",
-            job_span,
-            queued_from,
-            SystemTime::now(),
-            &[],
-        );
-    }
+    record_span(
+        "dispatcher.queue",
+        job_span,
+        wall_time_of(queued_since),
+        SystemTime::now(),
+        &[],
+    );
     if on() {
         histogram!(
             QUEUE_WAIT,

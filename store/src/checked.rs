@@ -2,15 +2,16 @@
 //!
 //! deadpool-redis checks every connection it takes from the pool with a round trip
 //! (`UNWATCH` + `PING`; `ROLE` behind Sentinel) — for a multiplexed connection taken for
-//! every pipeline, that doubled the store's round trips per job path step and cost a wake-up
-//! of its own each time (docs/benchmarks.md, "Per-job work"). [`Checked`] wraps a manager and,
-//! for the services (`StoreConfig::check_busy_connections = false`), skips that check for a
-//! connection that was in use moments ago and whose commands have all succeeded: it is demonstrably alive and (behind Sentinel) talking to a primary, since
-//! a write to a demoted primary fails with `READONLY`. The price: the first command after
-//! a restart or failover fails (and the caller tries again later) where the check would
-//! have reconnected first. A connection on which any command failed (refused, timed out, connection lost, `READONLY`) is discarded instead of
-//! reused, so the next one is new; one idle for longer than [`RECHECK_AFTER_IDLE`] is
-//! checked as before.
+//! every pipeline, that doubled the store's round trips per job path step and cost a
+//! wake-up of its own each time (docs/benchmarks.md, "Per-job work"). [`Checked`] wraps a
+//! manager and, for the services (`StoreConfig::check_busy_connections = false`), skips
+//! that check for a connection that was in use moments ago and whose commands have all
+//! succeeded: it is demonstrably alive and (behind Sentinel) talking to a primary, since a
+//! write to a demoted primary fails with `READONLY`. The price: the first command after a
+//! restart or failover fails (and the caller tries again later) where the check would
+//! have reconnected first. A connection on which any command failed (refused, timed out,
+//! connection lost, `READONLY`) is discarded instead of reused, so the next one is new;
+//! one idle for longer than [`RECHECK_AFTER_IDLE`] is checked as before.
 
 use std::time::Duration;
 

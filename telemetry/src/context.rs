@@ -79,6 +79,10 @@ pub fn continue_trace(span: &Span, traceparent: Option<&str>) {
 /// [`continue_trace`], keeping the producer's `tracestate` (vendor entries) in the
 /// continued context, so spans under `span` carry it and pass it on.
 pub fn continue_trace_with_state(span: &Span, traceparent: Option<&str>, tracestate: Option<&str>) {
+    // A disabled span (see `JOB_SPANS`) has nobody to tell: skip parsing the context.
+    if span.is_disabled() {
+        return;
+    }
     match traceparent.and_then(|tp| remote_context(tp, tracestate)) {
         Some(cx) => {
             let trace_id = cx.span().span_context().trace_id();
@@ -98,8 +102,8 @@ pub fn continue_trace_with_state(span: &Span, traceparent: Option<&str>, tracest
 
 /// Records a finished span named `name`, child of `parent`, that ran from `start` to
 /// `end` (e.g. a wait in a queue measured from timestamps). Does nothing when `parent` is
-/// not exported. The attributes are a slice, copied only when the span is exported, so a
-/// job path without tracing allocates nothing here.
+/// disabled or not exported. The attributes are a slice, copied only when the span is
+/// exported, so a job path without tracing allocates nothing here.
 pub fn record_span(
     name: &'static str,
     parent: &Span,
@@ -107,6 +111,9 @@ pub fn record_span(
     end: SystemTime,
     attributes: &[KeyValue],
 ) {
+    if parent.is_disabled() {
+        return;
+    }
     let cx = parent.context();
     if !cx.span().span_context().is_valid() {
         return;

@@ -177,13 +177,11 @@ impl JobTrace {
             "jetinfer.status" = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
-        if !span.is_disabled() {
-            continue_trace_with_state(
-                &span,
-                run_job.traceparent.as_deref(),
-                run_job.tracestate.as_deref(),
-            );
-        }
+        continue_trace_with_state(
+            &span,
+            run_job.traceparent.as_deref(),
+            run_job.tracestate.as_deref(),
+        );
         if on() {
             gauge!(IN_FLIGHT).increment(1.0);
         }
@@ -200,9 +198,6 @@ impl JobTrace {
     pub fn validated(&self, id: &str, model: &str, version: &str, ok: bool) {
         let now = SystemTime::now();
         self.waiting_since.store(micros(now), Ordering::Relaxed);
-        if self.span.is_disabled() {
-            return;
-        }
         self.span.record("messaging.message.id", id);
         self.span.record("jetinfer.model", model);
         self.span.record("jetinfer.version", version);
@@ -231,17 +226,15 @@ impl JobTrace {
         let now = SystemTime::now();
         let since = from_micros(self.waiting_since.load(Ordering::Relaxed));
         self.waiting_since.store(micros(now), Ordering::Relaxed);
-        if !self.span.is_disabled() {
-            record_span(
-                "worker.cache_lookup",
-                &self.span,
-                since,
-                now,
-                &[KeyValue::new("hit", hit)],
-            );
-            self.span
-                .record("jetinfer.cache", if hit { "hit" } else { "miss" });
-        }
+        record_span(
+            "worker.cache_lookup",
+            &self.span,
+            since,
+            now,
+            &[KeyValue::new("hit", hit)],
+        );
+        self.span
+            .record("jetinfer.cache", if hit { "hit" } else { "miss" });
         if !on() {
             return;
         }
@@ -263,19 +256,17 @@ impl JobTrace {
         code: Option<&'static str>,
     ) {
         let status_word = status.as_str();
-        if !self.span.is_disabled() {
-            record_span(
-                "worker.result_write",
-                &self.span,
-                write.started,
-                write.ended,
-                &[
-                    KeyValue::new("jobs", write.jobs as i64),
-                    KeyValue::new("stored", write.stored),
-                ],
-            );
-            self.span.record("jetinfer.status", status_word);
-        }
+        record_span(
+            "worker.result_write",
+            &self.span,
+            write.started,
+            write.ended,
+            &[
+                KeyValue::new("jobs", write.jobs as i64),
+                KeyValue::new("stored", write.stored),
+            ],
+        );
+        self.span.record("jetinfer.status", status_word);
         if !write.stored {
             return;
         }
@@ -320,10 +311,8 @@ impl Batch {
         let now = SystemTime::now();
         for t in traces {
             let since = from_micros(t.waiting_since.load(Ordering::Relaxed));
-            if !t.span.is_disabled() {
-                span.follows_from(&t.span);
-                record_span("worker.queue", &t.span, since, now, &[]);
-            }
+            span.follows_from(&t.span);
+            record_span("worker.queue", &t.span, since, now, &[]);
             if !on() {
                 continue;
             }
