@@ -116,7 +116,7 @@ pub fn parse_job_subject(subject: &str) -> Option<(Priority, &str)> {
 
 /// `jetinfer.done.<id>`: completion notice (core NATS), payload is the result status.
 pub fn done_subject(id: &str) -> String {
-    format!("jetinfer.done.{id}")
+    joined(&["jetinfer.done.", id])
 }
 
 /// Payload of a completion notice that refuses a job instead of announcing its result:
@@ -159,7 +159,18 @@ pub fn consumer_name(p: Priority) -> String {
 
 /// `jetinfer.worker.<worker id>.run`: where the dispatcher sends run requests.
 pub fn worker_run_subject(worker_id: &str) -> String {
-    format!("jetinfer.worker.{worker_id}.run")
+    joined(&["jetinfer.worker.", worker_id, ".run"])
+}
+
+/// The parts one after another, in one allocation of the right size. Per-job keys and
+/// subjects are built with it rather than `format!`, whose formatting machinery cost more
+/// than the copy itself (2–4 % of each service's samples in the saturated trivial run).
+fn joined(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        s.push_str(p);
+    }
+    s
 }
 
 /// Redis key builders under a configurable prefix.
@@ -183,19 +194,19 @@ impl Keys {
 
     /// `<prefix>:result:<id>`
     pub fn result(&self, id: &str) -> String {
-        format!("{}:result:{id}", self.prefix)
+        joined(&[&self.prefix, ":result:", id])
     }
 
     /// `<prefix>:input:<id>`: a job's inputs sent by reference (see
     /// [`crate::inputs_ref`]); deleted by the worker once the result is stored, else expired.
     pub fn input(&self, id: &str) -> String {
-        format!("{}:input:{id}", self.prefix)
+        joined(&[&self.prefix, ":input:", id])
     }
 
     /// `<prefix>:failures:<id>`: how many runs of a job were lost (worker died, timed out,
     /// could not run it); kept in Redis so the count survives dispatcher restarts.
     pub fn failures(&self, id: &str) -> String {
-        format!("{}:failures:{id}", self.prefix)
+        joined(&[&self.prefix, ":failures:", id])
     }
 
     /// `<prefix>:executions`: hash of job id → forward runs, written only when a worker
@@ -206,7 +217,7 @@ impl Keys {
 
     /// `<prefix>:cache:<model>:<version>:<digest>`
     pub fn cache(&self, model: &str, version: &str, digest: &str) -> String {
-        format!("{}:cache:{model}:{version}:{digest}", self.prefix)
+        joined(&[&self.prefix, ":cache:", model, ":", version, ":", digest])
     }
 }
 
@@ -257,6 +268,10 @@ mod tests {
         let k = Keys::new("x");
         assert_eq!(k.result("a"), "x:result:a");
         assert_eq!(k.cache("m", "1", "ab"), "x:cache:m:1:ab");
+        assert_eq!(k.failures("a"), "x:failures:a");
+        assert_eq!(k.input("a"), "x:input:a");
+        assert_eq!(done_subject("a"), "jetinfer.done.a");
+        assert_eq!(worker_run_subject("w-1"), "jetinfer.worker.w-1.run");
         assert_eq!(Keys::default().result("a"), "jetinfer:result:a");
     }
 

@@ -2,7 +2,7 @@
 //! headers, subject) says, and whether its payload is a job that can run. Pure, so unit
 //! tests feed it bytes.
 
-use async_nats::header::IntoHeaderName;
+use async_nats::header::{HeaderName, IntoHeaderName};
 use async_nats::jetstream::Message;
 use jetinfer_schemas::names::{msg_id_is_for, parse_job_subject};
 use jetinfer_schemas::{decode_job, limits::is_valid_job_id, Job, JobError, Limits};
@@ -76,11 +76,15 @@ impl Envelope {
             subject_model: parse_job_subject(msg.subject.as_str())
                 .map(|(_, m)| m.to_string())
                 .unwrap_or_default(),
-            traceparent: header(msg, "traceparent"),
-            tracestate: header(msg, "tracestate"),
+            traceparent: header(msg, TRACEPARENT),
+            tracestate: header(msg, TRACESTATE),
         }
     }
 }
+
+/// Built once: a `&str` name is validated and copied on every lookup.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 fn header(msg: &Message, name: impl IntoHeaderName) -> Option<String> {
     msg.headers
