@@ -283,11 +283,18 @@ isolation)
   ;;
 trivial)
   # THREADS: the services' --threads for each run (default: one run with their default);
-  # e.g. THREADS="default 1 4".
+  # e.g. THREADS="default 1 4". LINGER: the trivial model's linger_ms (docs/models.md) in
+  # the models file both jetinfer and the Python baseline read.
+  M0=$M
+  if [ -n "${LINGER:-}" ]; then
+    sed "/^name = \"trivial\"/a linger_ms = $LINGER" "$M0" > "$RES/ref/models.linger$LINGER.toml"
+    M=$RES/ref/models.linger$LINGER.toml
+  fi
   for t in ${THREADS:-default}; do
     TA=(); [ "$t" != default ] && TA=(--dispatcher-arg "--threads $t" --worker-arg "--threads $t")
-    bench trivial-sat${t/default/} --model trivial --concurrency 256 --duration-s $D --warmup-s $W --bare-loop --bare-relay "${PY_ARGS[@]}" "${TA[@]}"
+    bench trivial-sat${t/default/}${LINGER:+-linger$LINGER} --model trivial --concurrency 256 --duration-s $D --warmup-s $W --bare-loop --bare-relay "${PY_ARGS[@]}" "${TA[@]}"
   done
+  M=$M0
   ;;
 esac; done
 ls -la "$RES"

@@ -73,6 +73,8 @@ struct Entry {
     max_batch_size: u32,
     #[serde(default = "two_ms")]
     max_queue_delay_ms: u64,
+    #[serde(default)]
+    linger_ms: u64,
     inputs: Vec<InputSpec>,
     #[serde(default)]
     pad: Option<Vec<i64>>,
@@ -129,6 +131,7 @@ pub fn declarations(path: &Path, audit: &Audit) -> Result<Vec<ModelDecl>, SeedEr
             batching: Batching {
                 max_batch_size: e.max_batch_size,
                 max_queue_delay_ms: e.max_queue_delay_ms,
+                linger_ms: e.linger_ms,
                 pad: e.pad,
                 shape_buckets: e.shape_buckets,
                 warm_lengths: e.warm_lengths,

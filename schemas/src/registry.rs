@@ -118,6 +118,7 @@ impl VersionDecl {
             batching: Batching {
                 max_batch_size: 8,
                 max_queue_delay_ms: 2,
+                linger_ms: 0,
                 pad: None,
                 shape_buckets: false,
                 warm_lengths: vec![],
@@ -133,6 +134,10 @@ impl VersionDecl {
 pub struct Batching {
     pub max_batch_size: u32,
     pub max_queue_delay_ms: u64,
+    /// How long a batch waits for company on an idle device (0: none; see the worker's
+    /// models file, `linger_ms`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub linger_ms: u64,
     /// One pad value per input (absent: only equal shapes batch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pad: Option<Vec<i64>>,
@@ -140,6 +145,10 @@ pub struct Batching {
     pub shape_buckets: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warm_lengths: Vec<i64>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Where a version is meant to run. Empty lists mean "anywhere".

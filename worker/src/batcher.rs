@@ -18,7 +18,7 @@ use crate::batch_time::BatchTime;
 use crate::config::ModelConfig;
 use crate::exec_batch::{ExecBatch, ExecOutput};
 use crate::executor::Lane;
-use crate::gather::{gather, window};
+use crate::gather::{gather, window, Window};
 use crate::job::{JobCtx, Pending};
 use crate::results::{Finished, Writer};
 use crate::staging::HostBatch;
@@ -32,6 +32,8 @@ pub(crate) struct Batcher {
     pub lanes: Vec<Lane>,
     pub max_batch_size: usize,
     pub max_queue_delay: Duration,
+    /// How long a batch waits for company while the device is idle (`linger_ms`).
+    pub linger: Duration,
     /// The model pads batches to their longest job: every job fits one batch.
     pub pad: bool,
     pub config: Arc<ModelConfig>,
@@ -53,7 +55,10 @@ impl Batcher {
         let mut device = crate::device_load::least_of(&loads);
         let mut next = 0;
         while let Some(first) = rx.recv().await {
-            let window = window(self.batch_time.get(), self.max_queue_delay);
+            let window = Window {
+                busy: window(self.batch_time.get(), self.max_queue_delay),
+                idle: self.linger,
+            };
             let jobs = gather(first, &mut rx, &mut device, self.max_batch_size, window).await;
             let groups = if self.pad {
                 vec![jobs]

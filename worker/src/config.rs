@@ -116,6 +116,12 @@ pub struct ModelConfig {
     /// model takes less (see `gather.rs`); an idle device runs a batch at once.
     #[serde(default = "two_ms")]
     pub max_queue_delay_ms: u64,
+    /// How long a batch waits for company on an *idle* device (default 0: it runs at
+    /// once). Above 0 it trades that much latency at low load for fuller batches under
+    /// load, and so less CPU per job (Triton's `max_queue_delay_microseconds` works this
+    /// way; see `gather.rs` and docs/models.md).
+    #[serde(default)]
+    pub linger_ms: u64,
     /// Per-sample input specs; `-1` marks a dynamic dimension.
     pub inputs: Vec<InputSpec>,
     /// One pad value per input: batches are padded to their longest job, so jobs of

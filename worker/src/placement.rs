@@ -89,6 +89,7 @@ fn config(name: &str, v: &VersionDecl, device: &str) -> ModelConfig {
         dtype: v.dtype,
         max_batch_size: v.batching.max_batch_size,
         max_queue_delay_ms: v.batching.max_queue_delay_ms,
+        linger_ms: v.batching.linger_ms,
         inputs: v.inputs.clone(),
         pad: v.batching.pad.clone(),
         shape_buckets: v.batching.shape_buckets,

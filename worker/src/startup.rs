@@ -170,6 +170,7 @@ pub(crate) fn batcher_on(
         lanes,
         max_batch_size: m.max_batch_size as usize,
         max_queue_delay: Duration::from_millis(m.max_queue_delay_ms),
+        linger: Duration::from_millis(m.linger_ms),
         pad: m.pad.is_some(),
         config: Arc::new(m.clone()),
         writer: shared.writer.clone(),

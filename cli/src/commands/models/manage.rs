@@ -104,6 +104,9 @@ pub struct DeclareArgs {
     pub max_batch_size: u32,
     #[arg(long, default_value_t = 2)]
     pub max_queue_delay_ms: u64,
+    /// How long a batch waits for company on an idle device (0: it runs at once).
+    #[arg(long, default_value_t = 0)]
+    pub linger_ms: u64,
     /// Devices to place the version on (`cpu`, `cuda:N`); none: anywhere.
     #[arg(long = "device")]
     pub devices: Vec<String>,
@@ -328,6 +331,7 @@ fn version_decl(args: &DeclareArgs) -> anyhow::Result<VersionDecl> {
         batching: Batching {
             max_batch_size: args.max_batch_size,
             max_queue_delay_ms: args.max_queue_delay_ms,
+            linger_ms: args.linger_ms,
             pad: None,
             shape_buckets: false,
             warm_lengths: vec![],
