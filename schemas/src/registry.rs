@@ -377,6 +377,16 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_linger_is_written_only_when_set_and_round_trips() {
+        let d = decl("mlp", &["1"]);
+        // No linger: the bytes are those of a declaration from before the field.
+        assert!(!crate::encode(&d).windows(9).any(|w| w == b"linger_ms"));
+        let mut lingering = d.clone();
+        lingering.versions[0].batching.linger_ms = 3;
+        assert_eq!(decode_decl(&crate::encode(&lingering)).unwrap(), lingering);
+    }
+
+    #[test]
     fn the_load_state_defaults_to_loaded_and_round_trips() {
         let d = decl("mlp", &["1", "2"]);
         // Written as before the field existed: no `loaded` key at all.

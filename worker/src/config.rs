@@ -303,6 +303,7 @@ inputs = [{ dtype = "u8", shape = [3, 224, 224] }]
         assert_eq!(f.models[0].dtype, DType::F16);
         assert_eq!(f.models[0].path, dir.join("resnet50.pt"));
         assert_eq!(f.models[0].inputs[0].shape, vec![3, 224, 224]);
+        assert_eq!(f.models[0].linger_ms, 0, "no linger unless asked for");
         std::fs::write(&p, "[[models]]\nname = \"a.b\"\nversion = \"1\"\npath = \"x\"\nmax_batch_size = 1\ninputs = []\n").unwrap();
         assert!(matches!(
             ModelsFile::load(&p),
