@@ -139,6 +139,11 @@ mod tests {
         batch: JoinHandle<(Vec<u32>, Duration)>,
     }
 
+    /// The window of a model that lingers `idle` on an idle device.
+    fn lingering(idle: Duration) -> Window {
+        Window { busy: WINDOW, idle }
+    }
+
     fn start(max: usize, load: usize, queued: &[u32]) -> Rig {
         start_with(max, load, queued, BUSY_ONLY)
     }
@@ -207,11 +212,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lingering_idle_device_waits_for_company_until_the_linger_ends() {
-        let linger = Window {
-            busy: WINDOW,
-            idle: ms(3),
-        };
-        let rig = start_with(8, 0, &[], linger);
+        let rig = start_with(8, 0, &[], lingering(ms(3)));
         tokio::time::sleep(ms(1)).await;
         rig.jobs.send(1).await.unwrap();
         settle().await;
@@ -226,11 +227,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lingering_batch_goes_once_full() {
-        let linger = Window {
-            busy: WINDOW,
-            idle: ms(50),
-        };
-        let rig = start_with(3, 0, &[], linger);
+        let rig = start_with(3, 0, &[], lingering(ms(50)));
         for j in 1..=2 {
             tokio::time::sleep(ms(1)).await;
             rig.jobs.send(j).await.unwrap();
