@@ -13,7 +13,7 @@
 //! A model with `linger_ms` above 0 also holds a batch on an *idle* device, until it is full
 //! or has waited that long: a little latency at low load for fuller batches, and so less CPU
 //! per job, under load (on the H100 host's CPUs, trivial model: a 1 ms linger took the mean
-//! batch from 24 to 58 and the services' CPU per job down 16 %; docs/benchmarks.md).
+//! batch from 24 to 59 and the services' CPU per job down 13 %; docs/benchmarks.md).
 
 use std::time::Duration;
 
