@@ -52,6 +52,23 @@ pub async fn stack(workers: usize, dispatcher_args: &[&str]) -> LocalStack {
         .unwrap_or_else(|e| panic!("starting the local stack: {e}"))
 }
 
+/// Writes `text` as `models.toml` in `dir`; returns its path.
+pub fn write_models(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("models.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A stack with one worker serving the models file `models`.
+pub async fn stack_serving(models: std::path::PathBuf) -> LocalStack {
+    LocalStack::builder()
+        .workers(1)
+        .models(models)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("starting the local stack: {e}"))
+}
+
 /// A stack with one worker, a dispatcher spreading over `partitions` partition streams,
 /// and `extra` input stores besides the stack's Redis (the worker reads inputs from each).
 /// Returns the extra servers (stopped when dropped) and their URLs before it, so that a

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use jetinfer_devkit::local::{repo_root, LocalStack};
 use jetinfer_schemas::Priority;
-use jetinfer_tests::{assert_all_correct, http, publish_samples, run_id};
+use jetinfer_tests::{assert_all_correct, http, publish_samples, run_id, write_models};
 
 /// Added to every forward, ms.
 const SLOW_MS: u64 = 300;
@@ -37,9 +37,7 @@ fn models_file(dir: &std::path::Path) -> PathBuf {
     let pair = r#"[{ dtype = "f32", shape = [8] }, { dtype = "f32", shape = [8] }]"#;
     let text =
         entry("mlp", mlp, "") + &entry("mlp", mlp, "") + &entry("pair", pair, "instances = 2");
-    let path = dir.join("models.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    write_models(dir, &text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,9 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use jetinfer_devkit::local::LocalStack;
 use jetinfer_schemas::{Job, Priority, Status, Tensor};
-use jetinfer_tests::{collect_results, run_id};
+use jetinfer_tests::{collect_results, run_id, stack_serving, write_models};
 
 const MAX_BATCH: usize = 4;
 const LINGER_MS: u64 = 2_000;
@@ -24,20 +23,13 @@ fn models_file(dir: &std::path::Path) -> std::path::PathBuf {
          inputs = [{{ dtype = \"f32\", shape = [2] }}]\n\
          sim = {{ batch_ms = 1.0 }}\n"
     );
-    let path = dir.join("models.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    write_models(dir, &text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_device_that_lingers_batches_jobs_published_apart() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = LocalStack::builder()
-        .workers(1)
-        .models(models_file(dir.path()))
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
+    let stack = stack_serving(models_file(dir.path())).await;
     let client = stack.client().await.unwrap();
     let run = run_id("linger");
     // Inputs differ per job: equal ones would be answered from the result cache.

@@ -6,9 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use jetinfer_devkit::local::LocalStack;
 use jetinfer_schemas::{DType, Job, Priority, Status, Tensor};
-use jetinfer_tests::{collect_results, run_id};
+use jetinfer_tests::{collect_results, run_id, stack_serving, write_models};
 
 const BATCH_MS: f64 = 150.0;
 const PER_SAMPLE_MS: f64 = 10.0;
@@ -22,9 +21,7 @@ fn models_file(dir: &std::path::Path) -> std::path::PathBuf {
          inputs = [{{ dtype = \"f32\", shape = [4] }}, {{ dtype = \"i64\", shape = [2] }}]\n\
          sim = {{ batch_ms = {BATCH_MS}, per_sample_ms = {PER_SAMPLE_MS} }}\n"
     );
-    let path = dir.join("models.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    write_models(dir, &text)
 }
 
 /// Job `i`'s inputs and the outputs the simulated model must give for them.
@@ -46,12 +43,7 @@ fn job(i: usize) -> (Vec<Tensor<'static>>, Vec<f32>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sim_model_answers_from_its_inputs_in_the_configured_batch_time() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = LocalStack::builder()
-        .workers(1)
-        .models(models_file(dir.path()))
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("starting the local stack: {e}"));
+    let stack = stack_serving(models_file(dir.path())).await;
     let client = stack.client().await.unwrap();
     let run = run_id("sim");
 
