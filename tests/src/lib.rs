@@ -116,6 +116,30 @@ pub async fn publish_samples(
     priority: Priority,
     prefix: &str,
 ) -> Vec<Expected> {
+    publish_golden(client, model, n, priority, prefix, None).await
+}
+
+/// [`publish_samples`] with the result cache off (`"cache": false`), so every job runs
+/// the model: for tests that need jobs held by a worker, since a cache hit is answered
+/// the moment it arrives.
+pub async fn publish_uncached_samples(
+    client: &Client,
+    model: &str,
+    n: usize,
+    priority: Priority,
+    prefix: &str,
+) -> Vec<Expected> {
+    publish_golden(client, model, n, priority, prefix, Some(false)).await
+}
+
+async fn publish_golden(
+    client: &Client,
+    model: &str,
+    n: usize,
+    priority: Priority,
+    prefix: &str,
+    cache: Option<bool>,
+) -> Vec<Expected> {
     let samples: Vec<Sample> = golden().samples(model);
     assert!(!samples.is_empty(), "no golden samples for {model}");
     let jobs: Vec<(Expected, Vec<Tensor<'static>>)> = (0..n)
@@ -134,7 +158,8 @@ pub async fn publish_samples(
         .collect();
     futures::stream::iter(jobs)
         .map(|(exp, inputs)| async move {
-            let job = Job::new(exp.id.clone(), model.to_string(), inputs);
+            let mut job = Job::new(exp.id.clone(), model.to_string(), inputs);
+            job.cache = cache;
             client
                 .submit(priority, &job)
                 .await
