@@ -107,6 +107,16 @@ pub struct Expected {
     pub expected: Vec<Tensor<'static>>,
 }
 
+/// Whether published jobs may be answered from the result cache.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Cache {
+    /// The job's default: a repeated sample is answered from the cache.
+    Allowed,
+    /// `"cache": false`: every job runs the model. For tests that need jobs held by a
+    /// worker, since a cache hit is answered the moment it arrives.
+    Off,
+}
+
 /// Publishes `n` jobs of `model` (cycling through its golden samples) at `priority`,
 /// up to 128 publish acks in flight; returns them in publish order.
 pub async fn publish_samples(
@@ -116,29 +126,17 @@ pub async fn publish_samples(
     priority: Priority,
     prefix: &str,
 ) -> Vec<Expected> {
-    publish_golden(client, model, n, priority, prefix, None).await
+    publish_samples_with(client, model, n, priority, prefix, Cache::Allowed).await
 }
 
-/// [`publish_samples`] with the result cache off (`"cache": false`), so every job runs
-/// the model: for tests that need jobs held by a worker, since a cache hit is answered
-/// the moment it arrives.
-pub async fn publish_uncached_samples(
+/// [`publish_samples`], choosing whether the result cache may answer the jobs.
+pub async fn publish_samples_with(
     client: &Client,
     model: &str,
     n: usize,
     priority: Priority,
     prefix: &str,
-) -> Vec<Expected> {
-    publish_golden(client, model, n, priority, prefix, Some(false)).await
-}
-
-async fn publish_golden(
-    client: &Client,
-    model: &str,
-    n: usize,
-    priority: Priority,
-    prefix: &str,
-    cache: Option<bool>,
+    cache: Cache,
 ) -> Vec<Expected> {
     let samples: Vec<Sample> = golden().samples(model);
     assert!(!samples.is_empty(), "no golden samples for {model}");
@@ -159,7 +157,9 @@ async fn publish_golden(
     futures::stream::iter(jobs)
         .map(|(exp, inputs)| async move {
             let mut job = Job::new(exp.id.clone(), model.to_string(), inputs);
-            job.cache = cache;
+            if cache == Cache::Off {
+                job.cache = Some(false);
+            }
             client
                 .submit(priority, &job)
                 .await
