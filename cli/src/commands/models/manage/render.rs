@@ -64,7 +64,7 @@ pub(super) fn list_text(stored: &[Stored]) -> String {
 }
 
 /// The declared versions, in order, marking those the workers are asked to unload.
-pub(super) fn version_list(d: &jetinfer_registry::ModelDecl) -> String {
+fn version_list(d: &jetinfer_registry::ModelDecl) -> String {
     d.versions
         .iter()
         .map(|v| {
