@@ -11,6 +11,7 @@ use jetinfer_schemas::names::job_subject;
 use jetinfer_schemas::{Job, Priority, Status, Tensor};
 use jetinfer_telemetry::context::remote_context;
 use jetinfer_telemetry::{self, LogFormat};
+use jetinfer_tests::logs::wait_for_line;
 use jetinfer_tests::otlp::{
     render_tree, ReceivedSpan, Receiver, DISPATCH_SPAN, JOB_SPAN_ROLES, WORKER_JOB_SPAN,
 };
@@ -252,11 +253,16 @@ async fn log_lines_name_their_trace(
     }
     let r = client.wait(&bad.id, Duration::from_secs(30)).await.unwrap();
     assert_eq!(r.status, Status::Error);
-    let log = std::fs::read_to_string(stack.workers()[0].log_path()).unwrap();
-    let line = log
-        .lines()
-        .find(|l| l.contains(&*bad.id) && l.contains("answered with an error"))
-        .unwrap_or_else(|| panic!("no log line for {} in the worker log:\n{log}", bad.id));
+    // The worker logs the answer after storing it (and after the completion notice that
+    // `wait` returns on): wait for the line rather than read the log once.
+    let what = format!("log line for {}", bad.id);
+    let line = wait_for_line(
+        stack.workers()[0].log_path(),
+        Duration::from_secs(10),
+        &what,
+        |l| (l.contains(&*bad.id) && l.contains("answered with an error")).then(|| l.to_string()),
+    )
+    .await;
     assert!(
         line.contains(&bad_trace),
         "the job's log line lacks its trace id: {line}"
