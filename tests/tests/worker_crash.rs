@@ -26,6 +26,7 @@ async fn jobs_of_a_killed_worker_complete_on_the_other() {
     for w in ["worker-0", "worker-1"] {
         assert!(first.values().any(|r| r.worker == w), "{w} served no job");
     }
+    // Results are stored before the bundles' replies: give the dispatcher time to read them.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Freeze worker-0 and publish more jobs: it still looks alive (2 s heartbeat
