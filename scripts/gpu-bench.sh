@@ -56,9 +56,15 @@ jobs_per_s() { $python -c "import json,sys;r=json.load(open(sys.argv[1]));print(
 bench() { # name, args...
   local name=$1; shift
   echo "=== $name: jetinfer bench $*"
-  local t=$(date +%s)
+  local t=$(date +%s) sampler=
+  # SAMPLE=1: user/system CPU and context switches of the services, once a second
+  # (scripts/cpu-sampler.sh; read with scripts/cpu-split.py).
+  if [ "${SAMPLE:-0}" = 1 ]; then
+    scripts/cpu-sampler.sh "$RES/$name-cpu.tsv" jetinfer-dispatcher jetinfer-worker "python=^[^ ]*python[^ ]* bench/python/worker.py" nats-server redis-server & sampler=$!
+  fi
   $B bench --models "$M" --json "$RES/$name.json" --svg "$RES/$name.svg" --log-dir "$RES/logs-$name" --label "$name" "$@"
   echo "=== $name exit $? in $(( $(date +%s) - t )) s"
+  [ -n "$sampler" ] && kill "$sampler"
   pack
 }
 
@@ -281,6 +287,28 @@ isolation)
   bench isolation-p2x2 --model $TXT --rates "$P0,0,$P2" --duration-s $D --warmup-s $W --dyn-len $DYN --drain-s 60 "${ISO[@]}" --dispatcher-arg "--pull-batch $PULL"
   unset JETINFER_BENCH_CPUS; B=${B#taskset -c 0-11 }
   ;;
+trivial-ab)
+  # The trivial model's queue path, jetinfer alone, alternating the build in .gpu-perf/bin
+  # with an earlier one in .gpu-perf/base/ (gzipped dispatcher and worker, run beside a copy
+  # of this jetinfer: the bench finds the services next to itself), PAIRS times (3).
+  # LINGER: the trivial model's linger_ms, as in the trivial step.
+  M0=$M
+  if [ -n "${LINGER:-}" ]; then
+    sed "/^name = \"trivial\"/a linger_ms = $LINGER" "$M0" > "$RES/ref/models.linger$LINGER.toml"
+    M=$RES/ref/models.linger$LINGER.toml
+  fi
+  A=/tmp/base-bin; mkdir -p $A && cp "$B" $A/
+  for f in "$G"/base/*.gz; do gunzip -c "$f" > $A/$(basename "${f%.gz}"); chmod +x $A/$(basename "${f%.gz}"); done
+  B0=$B
+  for i in $(seq ${PAIRS:-3}); do
+    for which in base new; do
+      B=$B0; [ $which = base ] && B=$A/jetinfer
+      bench trivial-ab-$which-$i --model trivial --concurrency 256 --duration-s $D --warmup-s $W \
+        --dispatcher-arg "--threads 1" --worker-arg "--threads 1"
+    done
+  done
+  B=$B0; M=$M0
+  ;;
 trivial)
   # THREADS: the services' --threads for each run (default: one run with their default);
   # e.g. THREADS="default 1 4". LINGER: the trivial model's linger_ms (docs/models.md) in
@@ -290,9 +318,13 @@ trivial)
     sed "/^name = \"trivial\"/a linger_ms = $LINGER" "$M0" > "$RES/ref/models.linger$LINGER.toml"
     M=$RES/ref/models.linger$LINGER.toml
   fi
+  # CONC: jobs in flight (256), with the dispatcher's P1 in-flight cap at twice CONC (its
+  # default, 128, without CONC); SLOTS: the worker's --slots (its default: 128 here).
+  C=${CONC:-256}
   for t in ${THREADS:-default}; do
-    TA=(); [ "$t" != default ] && TA=(--dispatcher-arg "--threads $t" --worker-arg "--threads $t")
-    bench trivial-sat${t/default/}${LINGER:+-linger$LINGER} --model trivial --concurrency 256 --duration-s $D --warmup-s $W --bare-loop --bare-relay "${PY_ARGS[@]}" "${TA[@]}"
+    TA=(); [ "$t" != default ] && TA=(--threads $t)
+    bench trivial-sat${t/default/}${LINGER:+-linger$LINGER}${CONC:+-c$C}${SLOTS:+-s$SLOTS} --model trivial --concurrency $C --duration-s $D --warmup-s $W --bare-loop --bare-relay "${PY_ARGS[@]}" \
+      --dispatcher-arg "${CONC:+--in-flight 64,$((2*C)),256} ${TA[*]}" --worker-arg "${SLOTS:+--slots $SLOTS} ${TA[*]}"
   done
   M=$M0
   ;;

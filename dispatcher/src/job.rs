@@ -36,7 +36,33 @@ impl Ack for Acker {
     }
 }
 
-pub(crate) struct HeldJob {
+/// A job the dispatcher holds, boxed: its fields are ~300 bytes, and a job moves five times
+/// between intake and its ack (group, admit, the ready queues, its bundle, the settling of
+/// the bundle); boxed, each move copies a pointer (docs/benchmarks.md, "Future sizes and
+/// held jobs"). Fields are reached through `Deref`.
+pub(crate) struct HeldJob(Box<Held>);
+
+impl HeldJob {
+    pub fn new(held: Held) -> HeldJob {
+        HeldJob(Box::new(held))
+    }
+}
+
+impl std::ops::Deref for HeldJob {
+    type Target = Held;
+    fn deref(&self) -> &Held {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for HeldJob {
+    fn deref_mut(&mut self) -> &mut Held {
+        &mut self.0
+    }
+}
+
+/// What the dispatcher knows of a job it holds (see [`HeldJob`]).
+pub(crate) struct Held {
     pub id: String,
     /// The model and the version the job named or was routed to.
     pub route: Route,
@@ -68,7 +94,7 @@ pub(crate) struct HeldJob {
     pub _permit: OwnedSemaphorePermit,
 }
 
-impl HeldJob {
+impl Held {
     pub fn is_expired(&self, now_ms: u64) -> bool {
         now_ms >= self.deadline_ms
     }

@@ -45,7 +45,11 @@ where
 
     async fn create(&self) -> Result<CheckedConnection, RedisError> {
         Ok(CheckedConnection {
-            conn: self.manager.create().await?,
+            // Boxed, as is the inner check below: opening a connection (TLS, Sentinel) is a
+            // future of ~10 KB, and inline it would make every checkout's future — and every
+            // task that awaits a store call — that large, copied whole each time such a
+            // task is spawned (docs/benchmarks.md, "Future sizes"). Both run rarely.
+            conn: Box::pin(self.manager.create()).await?,
             failed: false,
         })
     }
@@ -63,7 +67,7 @@ where
         if !self.check_busy && metrics.last_used() < RECHECK_AFTER_IDLE {
             return Ok(());
         }
-        self.manager.recycle(&mut c.conn, metrics).await
+        Box::pin(self.manager.recycle(&mut c.conn, metrics)).await
     }
 }
 
@@ -100,5 +104,30 @@ impl ConnectionLike for CheckedConnection {
 
     fn get_db(&self) -> i64 {
         self.conn.get_db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{ResultStore, StoreConfig};
+
+    /// Every store call awaits a checkout; with the connection's opening inline, each such
+    /// future (and every task awaiting one) was ~10 KB, copied whole whenever such a task
+    /// was spawned. Boxed (see `create`), they are ~1 KB.
+    #[tokio::test]
+    async fn store_call_futures_stay_small() {
+        let store = ResultStore::new(&StoreConfig::new("redis://127.0.0.1:1")).unwrap();
+        let ids = ["a", "b"];
+        let sizes = [
+            ("ping", std::mem::size_of_val(&store.ping())),
+            ("job_states", std::mem::size_of_val(&store.job_states(&ids))),
+            (
+                "exists_many",
+                std::mem::size_of_val(&store.exists_many(&ids)),
+            ),
+        ];
+        for (call, size) in sizes {
+            assert!(size < 4096, "{call}'s future is {size} bytes");
+        }
     }
 }

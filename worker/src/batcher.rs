@@ -190,7 +190,7 @@ impl Batcher {
     }
 }
 
-fn finish(ctxs: Vec<JobCtx>, out: ExecOutput) -> Vec<Finished> {
+fn finish(ctxs: Vec<Box<JobCtx>>, out: ExecOutput) -> Vec<Finished> {
     let batch_size = ctxs.len() as u32;
     let started_ms = now_ms().saturating_sub(out.started.elapsed().as_millis() as u64);
     ctxs.into_iter()

@@ -61,7 +61,10 @@ impl JobCtx {
 
 /// A job waiting in a batcher.
 pub(crate) struct Pending {
-    pub ctx: JobCtx,
+    /// Boxed, here and in `Finished`: a job's context is ~300 bytes and moves from the
+    /// request through the batcher's queue, its shape groups and the batch to the result
+    /// writer; boxed, each move copies a pointer.
+    pub ctx: Box<JobCtx>,
     pub inputs: Vec<Tensor<'static>>,
     /// Lost a run before: batch it alone (see `RunJob::suspect`).
     pub suspect: bool,

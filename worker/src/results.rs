@@ -12,7 +12,7 @@ use crate::telemetry::{write_ended, write_started};
 
 /// A job with its result, ready to be written.
 pub(crate) struct Finished {
-    pub ctx: JobCtx,
+    pub ctx: Box<JobCtx>,
     pub result: JobResult<'static>,
 }
 

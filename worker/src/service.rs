@@ -32,7 +32,7 @@ pub(crate) struct Service {
 
 /// A job that passed every check and may run (or be answered from the cache).
 struct Runnable {
-    ctx: JobCtx,
+    ctx: Box<JobCtx>,
     inputs: Vec<Tensor<'static>>,
     /// Its model's batcher queue (a clone: the model may leave the roster meanwhile,
     /// and its batcher still takes the jobs admitted before).
@@ -232,7 +232,7 @@ impl Service {
             let _ = done.send(RunOutcome::Retry);
             return;
         }
-        let mut ctx = JobCtx {
+        let mut ctx = Box::new(JobCtx {
             id: job.id.to_string(),
             model: job.model.to_string(),
             version: model
@@ -257,7 +257,7 @@ impl Service {
             done,
             _slot: Some(slot),
             trace,
-        };
+        });
         // The digest of inputs sent by reference is checked as they are attached: the cache
         // key needs no second pass over them.
         let known_digest = job.inputs_ref.as_ref().map(|r| r.digest.clone());

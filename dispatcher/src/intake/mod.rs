@@ -28,7 +28,7 @@ use crate::answer::{Answerer, ErrorTarget};
 use crate::config::Config;
 use crate::events::Command;
 use crate::health;
-use crate::job::{Ack, HeldJob};
+use crate::job::{Ack, Held, HeldJob};
 use crate::routing::payload::VersionSlot;
 use crate::routing::{Routes, Target};
 use crate::telemetry;
@@ -243,7 +243,7 @@ impl Intake {
             }
             None => job.version.as_deref(),
         };
-        HeldJob {
+        HeldJob::new(Held {
             route: Route {
                 model: job.model.to_string(),
                 version: version.map(str::to_string),
@@ -273,7 +273,7 @@ impl Intake {
             payload: payload.clone(),
             acker,
             _permit: permit,
-        }
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
+use crate::job::Held;
 use crate::workers::test_heartbeat;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -40,15 +41,17 @@ pub(super) struct Recorder(pub RefCell<Vec<Did>>);
 
 impl Effects for Recorder {
     fn fail(&self, job: HeldJob, error: JobError) {
-        self.0.borrow_mut().push(Did::Fail(job.id, error.code));
+        self.0
+            .borrow_mut()
+            .push(Did::Fail(job.id.clone(), error.code));
     }
 
     fn dead_letter(&self, job: HeldJob, _error: JobError) {
-        self.0.borrow_mut().push(Did::DeadLetter(job.id));
+        self.0.borrow_mut().push(Did::DeadLetter(job.id.clone()));
     }
 
     fn dispatch(&self, place: Placement, jobs: Vec<HeldJob>, suspects: u32) {
-        let ids = jobs.into_iter().map(|j| j.id).collect();
+        let ids = jobs.iter().map(|j| j.id.clone()).collect();
         self.0
             .borrow_mut()
             .push(Did::Dispatch(place.worker, ids, suspects));
@@ -147,7 +150,7 @@ impl Test {
         at_ms: u64,
         acks: Acks,
     ) -> HeldJob {
-        HeldJob {
+        HeldJob::new(Held {
             id: id.into(),
             route: Route {
                 model: model.into(),
@@ -167,7 +170,7 @@ impl Test {
             since: self.at(at_ms),
             acker: Box::new(acks),
             _permit: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
-        }
+        })
     }
 }
 
