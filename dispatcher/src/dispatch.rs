@@ -175,12 +175,12 @@ async fn settle(answer: &Answerer, jobs: Vec<HeldJob>, reply: RunReply) -> Vec<H
     }
     let (stored, unverified) = verify_stored(answer, stored).await;
     retry.extend(unverified);
-    // Only now, with every result in Redis, are the messages acked.
-    for (res, job) in join_all(stored.iter().map(|j| j.acker.ack()))
-        .await
-        .into_iter()
-        .zip(&stored)
-    {
+    // Only now, with every result in Redis, are the messages acked. One after the other:
+    // an ack only queues a publish on the client's channel, so awaiting them together
+    // (`join_all`, a `FuturesUnordered` above 30 jobs) bought nothing, and its bookkeeping
+    // was ~1 % of the dispatcher's CPU (docs/benchmarks.md, "Future sizes and held jobs").
+    for job in &stored {
+        let res = job.acker.ack().await;
         telemetry::completed(job.priority, &job.route, job.published_ms);
         if let Err(e) = res {
             tracing::warn!(parent: &*job.span, id = %job.id, trace_id = job.trace_id(), error = %e, "ack failed; the redelivery will find the stored result");
