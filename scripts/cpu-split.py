@@ -3,7 +3,7 @@
 and context switches per second over its busy seconds (those above --busy of a core),
 and, given each system's jobs/s, the same per job.
 
-    scripts/cpu-split.py samples.tsv [--jobs name=jobs_per_s ...] [--busy 0.05]
+    scripts/cpu-split.py samples.tsv [--jobs label=jobs_per_s ...] [--busy 0.05]
 """
 import argparse
 import collections
@@ -11,7 +11,7 @@ import os
 
 ap = argparse.ArgumentParser()
 ap.add_argument("tsv")
-ap.add_argument("--jobs", nargs="*", default=[], help="pattern=jobs_per_s")
+ap.add_argument("--jobs", nargs="*", default=[], help="label=jobs_per_s (a label of cpu-sampler.sh)")
 ap.add_argument("--busy", type=float, default=0.05)
 a = ap.parse_args()
 hz = os.sysconf("SC_CLK_TCK")

@@ -53,6 +53,13 @@ PULL=${PULL:-32}
 # (`jetinfer bench --input-stores`).
 ST_ARGS=(--input-stores "${STORES:-0}")
 jobs_per_s() { $python -c "import json,sys;r=json.load(open(sys.argv[1]));print([x for x in r['runs'] if x['system']=='jetinfer'][0]['jobs_per_s'])" "$1"; }
+# LINGER: a models file (in M) whose trivial model has that linger_ms (docs/models.md); the
+# caller keeps the previous M in M0 to restore it.
+with_linger() {
+  [ -n "${LINGER:-}" ] || return 0
+  sed "/^name = \"trivial\"/a linger_ms = $LINGER" "$M" > "$RES/ref/models.linger$LINGER.toml"
+  M=$RES/ref/models.linger$LINGER.toml
+}
 bench() { # name, args...
   local name=$1; shift
   echo "=== $name: jetinfer bench $*"
@@ -292,11 +299,7 @@ trivial-ab)
   # with an earlier one in .gpu-perf/base/ (gzipped dispatcher and worker, run beside a copy
   # of this jetinfer: the bench finds the services next to itself), PAIRS times (3).
   # LINGER: the trivial model's linger_ms, as in the trivial step.
-  M0=$M
-  if [ -n "${LINGER:-}" ]; then
-    sed "/^name = \"trivial\"/a linger_ms = $LINGER" "$M0" > "$RES/ref/models.linger$LINGER.toml"
-    M=$RES/ref/models.linger$LINGER.toml
-  fi
+  M0=$M; with_linger
   A=/tmp/base-bin; mkdir -p $A && cp "$B" $A/
   for f in "$G"/base/*.gz; do gunzip -c "$f" > $A/$(basename "${f%.gz}"); chmod +x $A/$(basename "${f%.gz}"); done
   B0=$B
@@ -313,11 +316,7 @@ trivial)
   # THREADS: the services' --threads for each run (default: one run with their default);
   # e.g. THREADS="default 1 4". LINGER: the trivial model's linger_ms (docs/models.md) in
   # the models file both jetinfer and the Python baseline read.
-  M0=$M
-  if [ -n "${LINGER:-}" ]; then
-    sed "/^name = \"trivial\"/a linger_ms = $LINGER" "$M0" > "$RES/ref/models.linger$LINGER.toml"
-    M=$RES/ref/models.linger$LINGER.toml
-  fi
+  M0=$M; with_linger
   # CONC: jobs in flight (256), with the dispatcher's P1 in-flight cap at twice CONC (its
   # default, 128, without CONC); SLOTS: the worker's --slots (its default: 128 here).
   C=${CONC:-256}

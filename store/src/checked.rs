@@ -48,7 +48,7 @@ where
             // Boxed, as is the inner check below: opening a connection (TLS, Sentinel) is a
             // future of ~10 KB, and inline it would make every checkout's future — and every
             // task that awaits a store call — that large, copied whole each time such a
-            // task is spawned (docs/benchmarks.md, "Future sizes"). Both run rarely.
+            // task is spawned (docs/benchmarks.md, "Future sizes and held jobs"). Both run rarely.
             conn: Box::pin(self.manager.create()).await?,
             failed: false,
         })
