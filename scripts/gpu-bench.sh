@@ -60,6 +60,14 @@ with_linger() {
   sed "/^name = \"trivial\"/a linger_ms = $LINGER" "$M" > "$RES/ref/models.linger$LINGER.toml"
   M=$RES/ref/models.linger$LINGER.toml
 }
+# PERF: a perf command, or empty: the host's, else .gpu-perf/perf.tgz (scripts/pack-perf.sh:
+# perf with every library it loads, its own loader included, so the host's libc is not mixed in).
+find_perf() {
+  PERF=$(command -v perf || true)
+  if [ -z "$PERF" ] && [ -f "$G/perf.tgz" ]; then
+    tar -xzf "$G/perf.tgz" -C /tmp && PERF="/tmp/perf/lib/ld-linux-x86-64.so.2 --library-path /tmp/perf/lib /tmp/perf/perf"
+  fi
+}
 bench() { # name, args...
   local name=$1; shift
   echo "=== $name: jetinfer bench $*"
@@ -226,11 +234,7 @@ minilm-profile)
   # the dispatcher's and the worker's (8 s into the run, for 6 s).
   export JETINFER_NATS_ARGS="--profile 6061"
   ( sleep 9; exec $python -c "import urllib.request,sys;open(sys.argv[1],'wb').write(urllib.request.urlopen('http://127.0.0.1:6061/debug/pprof/profile?seconds=6',timeout=30).read())" "$RES/nats-minilm-file.pprof" ) & fetch=$!
-  # perf from .gpu-perf/perf.tgz (packed by hand with its libraries) where none is installed.
-  PERF=$(command -v perf || true)
-  if [ -z "$PERF" ] && [ -f "$G/perf.tgz" ]; then
-    tar -xzf "$G/perf.tgz" -C /tmp && PERF="env LD_LIBRARY_PATH=/tmp/perf/lib /tmp/perf/perf"
-  fi
+  find_perf
   if [ -n "$PERF" ]; then
     # The load generator too: in a closed loop its notice handling is part of the latency.
     ( sleep 9; for b in jetinfer-dispatcher jetinfer-worker "jetinfer bench"; do
@@ -294,6 +298,31 @@ isolation)
   bench isolation-p2x2 --model $TXT --rates "$P0,0,$P2" --duration-s $D --warmup-s $W --dyn-len $DYN --drain-s 60 "${ISO[@]}" --dispatcher-arg "--pull-batch $PULL"
   unset JETINFER_BENCH_CPUS; B=${B#taskset -c 0-11 }
   ;;
+trivial-profile)
+  # Where the services' CPU per trivial job goes on this host: jetinfer alone, saturated,
+  # --threads 1, LINGER as in the trivial step; perf with DWARF call graphs on the
+  # dispatcher and the worker for 6 s from 5 s into the run. Leaves folded stacks
+  # (scripts/perf-fold.py: read them with scripts/perf-shares.py) and the shares per thread
+  # and per library.
+  M0=$M; with_linger; find_perf
+  if [ -n "$PERF" ]; then
+    ( sleep $((W + 5)); for b in jetinfer-dispatcher jetinfer-worker; do
+        pid=$(pgrep -f "/$b " | head -1)
+        [ -n "$pid" ] && $PERF record -F 999 --call-graph dwarf,16384 -p "$pid" -o "/tmp/perf-$b.data" -- sleep 6 > "$RES/perf-$b.log" 2>&1 &
+      done; wait
+      for b in jetinfer-dispatcher jetinfer-worker; do
+        $PERF report -i "/tmp/perf-$b.data" --no-children --sort comm --stdio -g none 2>/dev/null | head -40 > "$RES/perf-trivial-$b-threads.txt"
+        $PERF report -i "/tmp/perf-$b.data" --no-children --sort dso --stdio -g none 2>/dev/null | head -40 > "$RES/perf-trivial-$b-dso.txt"
+        $PERF script --no-inline -i "/tmp/perf-$b.data" 2>>"$RES/perf-$b.log" | $python scripts/perf-fold.py > "$RES/perf-trivial-$b-folded.txt"
+        rm -f "/tmp/perf-$b.data"
+      done ) & perfjob=$!
+  else
+    echo "no perf here: the run goes on unprofiled"
+  fi
+  bench trivial-profile --model trivial --concurrency 256 --duration-s 20 --warmup-s $W \
+    --dispatcher-arg "--threads 1" --worker-arg "--threads 1"
+  [ -n "${perfjob:-}" ] && wait $perfjob; M=$M0; pack
+  ;;
 trivial-ab)
   # The trivial model's queue path, jetinfer alone, alternating the build in .gpu-perf/bin
   # with an earlier one in .gpu-perf/base/ (gzipped dispatcher and worker, run beside a copy
@@ -319,13 +348,15 @@ trivial)
   M0=$M; with_linger
   # CONC: jobs in flight (256), with the dispatcher's P1 in-flight cap at twice CONC (its
   # default, 128, without CONC); SLOTS: the worker's --slots (its default: 128 here).
-  C=${CONC:-256}
+  # PIN: a CPU list (e.g. 0-1) the whole bench runs on: stack, services, Python baseline
+  # and load generator alike, as on a small machine.
+  C=${CONC:-256}; B0=$B; [ -n "${PIN:-}" ] && B="taskset -c $PIN $B"
   for t in ${THREADS:-default}; do
     TA=(); [ "$t" != default ] && TA=(--threads $t)
-    bench trivial-sat${t/default/}${LINGER:+-linger$LINGER}${CONC:+-c$C}${SLOTS:+-s$SLOTS} --model trivial --concurrency $C --duration-s $D --warmup-s $W --bare-loop --bare-relay "${PY_ARGS[@]}" \
+    bench trivial-sat${t/default/}${LINGER:+-linger$LINGER}${CONC:+-c$C}${SLOTS:+-s$SLOTS}${PIN:+-pin$PIN} --model trivial --concurrency $C --duration-s $D --warmup-s $W --bare-loop --bare-relay "${PY_ARGS[@]}" \
       --dispatcher-arg "${CONC:+--in-flight 64,$((2*C)),256} ${TA[*]}" --worker-arg "${SLOTS:+--slots $SLOTS} ${TA[*]}"
   done
-  M=$M0
+  M=$M0; B=$B0
   ;;
 esac; done
 ls -la "$RES"
