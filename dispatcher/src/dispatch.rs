@@ -87,6 +87,8 @@ impl Bundle {
 
     /// The run request, and each job's dispatch span.
     fn request(&self) -> (Vec<Span>, RunRequest) {
+        // One clock read for the bundle: each job's time left is counted from it.
+        let now_ms = jetinfer_schemas::now_ms();
         let (spans, jobs) = self
             .jobs
             .iter()
@@ -108,7 +110,7 @@ impl Bundle {
                 let job = RunJob {
                     traceparent: trace.traceparent.map(|v| v.into_owned()),
                     tracestate: trace.tracestate.map(|v| v.into_owned()),
-                    ..j.to_run_job()
+                    ..j.to_run_job(now_ms)
                 };
                 (span, job)
             })

@@ -108,7 +108,8 @@ impl Held {
     }
 
     /// What the worker gets: the payload, naming the routed version if there is one.
-    pub fn to_run_job(&self) -> RunJob {
+    /// The job as a run request carries it, `now_ms` being the request's time.
+    pub fn to_run_job(&self, now_ms: u64) -> RunJob {
         let payload = match (self.routed, &self.route.version) {
             (Some(slot), Some(version)) => slot.write(&self.payload, version),
             _ => self.payload.clone(),
@@ -117,7 +118,7 @@ impl Held {
             payload,
             priority: self.priority,
             deadline_ms: self.deadline_ms,
-            remaining_ms: Some(self.deadline_ms.saturating_sub(jetinfer_schemas::now_ms())),
+            remaining_ms: Some(self.deadline_ms.saturating_sub(now_ms)),
             published_ms: self.published_ms,
             // Deliveries plus runs lost on dead or stuck workers: what the result reports.
             attempt: self.attempt + self.failures,

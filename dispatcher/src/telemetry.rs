@@ -314,8 +314,7 @@ pub(crate) fn job_span(
     record_span(
         "jetstream.wait",
         &span,
-        unix_ms(published_ms),
-        SystemTime::now(),
+        || (unix_ms(published_ms), SystemTime::now()),
         &[KeyValue::new("messaging.system", "nats")],
     );
     if on() {
@@ -341,8 +340,7 @@ pub(crate) fn dispatch(
     record_span(
         "dispatcher.queue",
         job_span,
-        wall_time_of(queued_since),
-        SystemTime::now(),
+        || (wall_time_of(queued_since), SystemTime::now()),
         &[],
     );
     if on() {

@@ -100,15 +100,16 @@ pub fn continue_trace_with_state(span: &Span, traceparent: Option<&str>, tracest
     }
 }
 
-/// Records a finished span named `name`, child of `parent`, that ran from `start` to
-/// `end` (e.g. a wait in a queue measured from timestamps). Does nothing when `parent` is
-/// disabled or not exported. The attributes are a slice, copied only when the span is
-/// exported, so a job path without tracing allocates nothing here.
+/// Records a finished span named `name`, child of `parent`, that ran over `times()`
+/// (start, end: e.g. a wait in a queue measured from timestamps). Does nothing when
+/// `parent` is disabled or not exported. The times are a closure and the attributes a
+/// slice, so a job path without tracing reads no clock and allocates nothing here (a clock
+/// read is ~60-90 ns on the H100 host's VM, and the services made several per job:
+/// docs/benchmarks.md, "The H100 host's profile").
 pub fn record_span(
     name: &'static str,
     parent: &Span,
-    start: SystemTime,
-    end: SystemTime,
+    times: impl FnOnce() -> (SystemTime, SystemTime),
     attributes: &[KeyValue],
 ) {
     if parent.is_disabled() {
@@ -118,6 +119,7 @@ pub fn record_span(
     if !cx.span().span_context().is_valid() {
         return;
     }
+    let (start, end) = times();
     let tracer = opentelemetry::global::tracer(crate::TRACER_NAME);
     let mut span = tracer
         .span_builder(name)

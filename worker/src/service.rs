@@ -89,14 +89,14 @@ fn check_job(
     roster: &Roster,
     model: Option<usize>,
     job: &Job<'_>,
-    deadline_ms: u64,
+    (deadline_ms, now_ms): (u64, u64),
 ) -> Result<usize, JobError> {
     match model {
         None => Err(JobError::new(
             ErrorCode::UnknownModel,
             format!("this worker does not serve {} {:?}", job.model, job.version),
         )),
-        Some(_) if now_ms() >= deadline_ms => Err(JobError::new(
+        Some(_) if now_ms >= deadline_ms => Err(JobError::new(
             ErrorCode::Expired,
             "deadline passed before the job reached the worker",
         )),
@@ -130,13 +130,16 @@ impl Service {
             })
             .collect();
         let fetched = self.fetch_inputs(&decoded).await;
+        // One clock read for the request: its jobs arrived together.
+        let received_ms = now_ms();
         let mut waits = Vec::with_capacity(request.jobs.len());
         let mut answered = Vec::new();
         let mut runnable = Vec::new();
         for ((run_job, job), inputs) in request.jobs.iter().zip(decoded).zip(&fetched) {
             let (done, wait) = oneshot::channel();
             waits.push(wait);
-            self.admit(run_job, job, inputs, done, &mut answered, &mut runnable);
+            let sorted = (&mut answered, &mut runnable);
+            self.admit(run_job, job, inputs, (done, received_ms), sorted);
         }
         self.skip_answered(&mut runnable).await;
         let from_cache = self.answer_from_cache(&mut runnable).await;
@@ -200,9 +203,8 @@ impl Service {
         run_job: &RunJob,
         job: Result<Job<'x>, JobError>,
         stored_inputs: &'x StoredInputs,
-        done: oneshot::Sender<RunOutcome>,
-        answered: &mut Vec<Finished>,
-        runnable: &mut Vec<Runnable>,
+        (done, received_ms): (oneshot::Sender<RunOutcome>, u64),
+        (answered, runnable): (&mut Vec<Finished>, &mut Vec<Runnable>),
     ) {
         let roster = self.roster.borrow();
         let slot = if roster.accepting {
@@ -244,7 +246,7 @@ impl Service {
             // The worker's own clock from here on: receipt + time left (see RunJob::remaining_ms).
             deadline_ms: run_job
                 .remaining_ms
-                .map_or(run_job.deadline_ms, |left| now_ms() + left),
+                .map_or(run_job.deadline_ms, |left| received_ms + left),
             cache_key: None,
             inputs_store: job.inputs_ref.as_ref().map(|r| r.store),
             inputs_digest: String::new(),
@@ -266,7 +268,8 @@ impl Service {
             // `JobResult::inputs_digest`): by reference it was checked as they were attached.
             ctx.inputs_digest = known_digest.unwrap_or_else(|| inputs_digest(&job.inputs));
         });
-        let checked = checked.and_then(|()| check_job(&roster, model, &job, ctx.deadline_ms));
+        let checked =
+            checked.and_then(|()| check_job(&roster, model, &job, (ctx.deadline_ms, received_ms)));
         ctx.trace
             .validated(&ctx.id, &ctx.model, &ctx.version, checked.is_ok());
         match checked {

@@ -152,6 +152,9 @@ fn from_micros(us: u64) -> SystemTime {
 pub(crate) struct JobTrace {
     pub span: Span,
     priority: Priority,
+    /// Whether anything reads the timestamps below (an exported span, or metrics): when
+    /// not, no clock is read for them (see `record_span`).
+    timed: bool,
     arrived: SystemTime,
     /// Since when the job waits for the next step (Unix µs), for the queue span.
     waiting_since: AtomicU64,
@@ -185,10 +188,12 @@ impl JobTrace {
         if on() {
             gauge!(IN_FLIGHT).increment(1.0);
         }
-        let now = SystemTime::now();
+        let timed = !span.is_disabled() || on();
+        let now = if timed { SystemTime::now() } else { UNIX_EPOCH };
         JobTrace {
             span,
             priority: run_job.priority,
+            timed,
             arrived: now,
             waiting_since: AtomicU64::new(micros(now)),
         }
@@ -196,7 +201,7 @@ impl JobTrace {
 
     /// The job is decoded and checked (`ok`: it may run).
     pub fn validated(&self, id: &str, model: &str, version: &str, ok: bool) {
-        let now = SystemTime::now();
+        let now = self.now();
         self.waiting_since.store(micros(now), Ordering::Relaxed);
         self.span.record("messaging.message.id", id);
         self.span.record("jetinfer.model", model);
@@ -204,10 +209,18 @@ impl JobTrace {
         record_span(
             "worker.validate",
             &self.span,
-            self.arrived,
-            now,
+            || (self.arrived, now),
             &[KeyValue::new("valid", ok)],
         );
+    }
+
+    /// The time, when anything reads this job's timestamps.
+    fn now(&self) -> SystemTime {
+        if self.timed {
+            SystemTime::now()
+        } else {
+            UNIX_EPOCH
+        }
     }
 }
 
@@ -223,14 +236,13 @@ impl JobTrace {
     /// The cache lookup of a cacheable job of `model` ended (`hit`: answered from the
     /// cache).
     pub fn cache_lookup(&self, model: &str, hit: bool) {
-        let now = SystemTime::now();
+        let now = self.now();
         let since = from_micros(self.waiting_since.load(Ordering::Relaxed));
         self.waiting_since.store(micros(now), Ordering::Relaxed);
         record_span(
             "worker.cache_lookup",
             &self.span,
-            since,
-            now,
+            || (since, now),
             &[KeyValue::new("hit", hit)],
         );
         self.span
@@ -259,8 +271,7 @@ impl JobTrace {
         record_span(
             "worker.result_write",
             &self.span,
-            write.started,
-            write.ended,
+            || (write.started, write.ended),
             &[
                 KeyValue::new("jobs", write.jobs as i64),
                 KeyValue::new("stored", write.stored),
@@ -312,7 +323,7 @@ impl Batch {
         for t in traces {
             let since = from_micros(t.waiting_since.load(Ordering::Relaxed));
             span.follows_from(&t.span);
-            record_span("worker.queue", &t.span, since, now, &[]);
+            record_span("worker.queue", &t.span, || (since, now), &[]);
             if !on() {
                 continue;
             }

@@ -153,9 +153,10 @@ impl Intake {
     async fn triage(&self, group: Vec<(Message, OwnedSemaphorePermit)>) {
         // One snapshot for the group: every job is routed by one whole registry state.
         let routes = self.registry.borrow().clone();
+        let received = Instant::now();
         let mut jobs = Vec::with_capacity(group.len());
         for (msg, permit) in group {
-            if let Some(job) = self.check(msg, permit, &routes).await {
+            if let Some(job) = self.check(msg, permit, &routes, received).await {
                 jobs.push(job);
             }
         }
@@ -176,8 +177,9 @@ impl Intake {
         msg: Message,
         permit: OwnedSemaphorePermit,
         routes: &Routes,
+        received: Instant,
     ) -> Option<HeldJob> {
-        let envelope = Envelope::of(&msg);
+        let envelope = Envelope::of(&msg, received);
         let (msg, acker) = msg.split();
         telemetry::received(self.priority, &envelope.subject_model, envelope.delivered);
         let checked = validate(&msg.payload, &envelope, &self.config.limits())
@@ -228,6 +230,7 @@ impl Intake {
             published_ms,
             traceparent,
             tracestate,
+            received,
             ..
         } = envelope;
         let deadline_ms = match job.deadline_ms {
@@ -268,7 +271,7 @@ impl Intake {
             traceparent,
             tracestate,
             meta: job.meta.clone().unwrap_or_default(),
-            since: Instant::now(),
+            since: received,
             id: job.id.to_string(),
             payload: payload.clone(),
             acker,

@@ -2,7 +2,9 @@
 //! headers, subject) says, and whether its payload is a job that can run. Pure, so unit
 //! tests feed it bytes.
 
-use async_nats::header::{HeaderName, IntoHeaderName};
+use std::time::Instant;
+
+use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
 use async_nats::jetstream::Message;
 use jetinfer_schemas::names::{msg_id_is_for, parse_job_subject};
 use jetinfer_schemas::{decode_job, limits::is_valid_job_id, Job, JobError, Limits};
@@ -57,10 +59,12 @@ pub(super) struct Envelope {
     pub subject_model: String,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+    /// When the message's group was read: one clock read per group, not per job.
+    pub received: Instant,
 }
 
 impl Envelope {
-    pub fn of(msg: &Message) -> Envelope {
+    pub fn of(msg: &Message, received: Instant) -> Envelope {
         let (delivered, published_ms) = match msg.info() {
             Ok(info) => (
                 info.delivered.max(1) as u32,
@@ -68,16 +72,18 @@ impl Envelope {
             ),
             Err(_) => (1, jetinfer_schemas::now_ms()),
         };
+        let [msg_id, traceparent, tracestate] =
+            headers(msg, [&NATS_MESSAGE_ID, &TRACEPARENT, &TRACESTATE]);
         Envelope {
             delivered,
             published_ms,
-            header_id: header(msg, async_nats::header::NATS_MESSAGE_ID)
-                .filter(|id| is_valid_job_id(id)),
+            header_id: msg_id.filter(|id| is_valid_job_id(id)),
             subject_model: parse_job_subject(msg.subject.as_str())
                 .map(|(_, m)| m.to_string())
                 .unwrap_or_default(),
-            traceparent: header(msg, TRACEPARENT),
-            tracestate: header(msg, TRACESTATE),
+            traceparent,
+            tracestate,
+            received,
         }
     }
 }
@@ -86,11 +92,17 @@ impl Envelope {
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-fn header(msg: &Message, name: impl IntoHeaderName) -> Option<String> {
-    msg.headers
-        .as_ref()
-        .and_then(|h| h.get(name))
-        .map(|v| v.as_str().to_string())
+/// The first value of each header in `names`, in one pass over the message's headers (a
+/// job carries one to three): a lookup by name hashes it (SipHash) each time, ~0.6 % of
+/// the dispatcher's CPU for three lookups per job on the H100 host.
+fn headers<const N: usize>(msg: &Message, names: [&HeaderName; N]) -> [Option<String>; N] {
+    let mut found = [const { None }; N];
+    for (name, values) in msg.headers.iter().flat_map(|h| h.iter()) {
+        if let Some(at) = names.iter().position(|n| *n == name) {
+            found[at] = values.first().map(|v| v.as_str().to_string());
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -108,6 +120,7 @@ mod tests {
             subject_model: subject_model.into(),
             traceparent: None,
             tracestate: None,
+            received: Instant::now(),
         }
     }
 
