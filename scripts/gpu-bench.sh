@@ -327,14 +327,20 @@ trivial-ab)
   # The trivial model's queue path, jetinfer alone, alternating the build in .gpu-perf/bin
   # with an earlier one in .gpu-perf/base/ (gzipped dispatcher and worker, run beside a copy
   # of this jetinfer: the bench finds the services next to itself), PAIRS times (3).
-  # LINGER: the trivial model's linger_ms, as in the trivial step.
+  # LINGER: the trivial model's linger_ms, as in the trivial step. BASE: another folder of
+  # .gpu-perf/ to take the earlier build from (base).
   M0=$M; with_linger
-  A=/tmp/base-bin; mkdir -p $A && cp "$B" $A/
-  for f in "$G"/base/*.gz; do gunzip -c "$f" > $A/$(basename "${f%.gz}"); chmod +x $A/$(basename "${f%.gz}"); done
+  O=${BASE:-base}; A=/tmp/$O-bin; mkdir -p $A && cp "$B" $A/
+  # Gzipped or, to fit two builds in what a call carries, xz-compressed (read with Python's lzma).
+  for f in "$G"/$O/*.gz "$G"/$O/*.xz; do
+    [ -e "$f" ] || continue; n=$A/$(basename "${f%.*}")
+    case $f in *.gz) gunzip -c "$f" > "$n";; *.xz) python3 -c 'import lzma,shutil,sys;shutil.copyfileobj(lzma.open(sys.argv[1]),open(sys.argv[2],"wb"))' "$f" "$n";; esac
+    chmod +x "$n"
+  done
   B0=$B
   for i in $(seq ${PAIRS:-3}); do
-    for which in base new; do
-      B=$B0; [ $which = base ] && B=$A/jetinfer
+    for which in $O new; do
+      B=$B0; [ $which = $O ] && B=$A/jetinfer
       bench trivial-ab-$which-$i --model trivial --concurrency 256 --duration-s $D --warmup-s $W \
         --dispatcher-arg "--threads 1" --worker-arg "--threads 1"
     done
