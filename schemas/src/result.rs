@@ -119,6 +119,18 @@ impl<'a> JobResult<'a> {
         version: impl Into<String>,
         outputs: Vec<Tensor<'a>>,
     ) -> Self {
+        JobResult::ok_at(id, model, version, outputs, crate::now_ms())
+    }
+
+    /// [`JobResult::ok`], completed at `completed_at_ms` (a caller finishing many jobs at
+    /// once reads the clock once).
+    pub fn ok_at(
+        id: impl Into<String>,
+        model: impl Into<String>,
+        version: impl Into<String>,
+        outputs: Vec<Tensor<'a>>,
+        completed_at_ms: u64,
+    ) -> Self {
         JobResult {
             v: SCHEMA_VERSION,
             id: id.into(),
@@ -134,7 +146,7 @@ impl<'a> JobResult<'a> {
             cached: false,
             attempts: 1,
             timings: Timings::default(),
-            completed_at_ms: crate::now_ms(),
+            completed_at_ms,
         }
     }
 

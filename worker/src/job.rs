@@ -43,11 +43,18 @@ impl JobCtx {
         r
     }
 
-    /// A successful result with the batch's timings.
-    pub fn ok(&self, outputs: Vec<Tensor<'static>>, timings: Timings) -> JobResult<'static> {
-        let mut r = self.result(JobResult::ok(&self.id, &self.model, &self.version, outputs));
+    /// A successful result with the batch's timings, completed at `now_ms` (one clock
+    /// read for a whole batch).
+    pub fn ok(
+        &self,
+        outputs: Vec<Tensor<'static>>,
+        timings: Timings,
+        now_ms: u64,
+    ) -> JobResult<'static> {
+        // The version is set by `result`, with the other fields the context keeps.
+        let mut r = self.result(JobResult::ok_at(&self.id, &self.model, "", outputs, now_ms));
         r.timings = timings;
-        r.timings.total_ms = now_ms().saturating_sub(self.published_ms) as f64;
+        r.timings.total_ms = now_ms.saturating_sub(self.published_ms) as f64;
         r
     }
 

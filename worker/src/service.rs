@@ -366,7 +366,7 @@ impl Service {
             }
             match cached {
                 Some(outputs) => {
-                    let mut result = r.ctx.ok(outputs, Timings::default());
+                    let mut result = r.ctx.ok(outputs, Timings::default(), now_ms());
                     result.cached = true;
                     answered.push(Finished { result, ctx: r.ctx });
                 }
