@@ -65,13 +65,11 @@ pub(super) struct Envelope {
 
 impl Envelope {
     pub fn of(msg: &Message, received: Instant) -> Envelope {
-        let (delivered, published_ms) = match msg.info() {
-            Ok(info) => (
-                info.delivered.max(1) as u32,
-                (info.published.unix_timestamp_nanos() / 1_000_000) as u64,
-            ),
-            Err(_) => (1, jetinfer_schemas::now_ms()),
-        };
+        let (delivered, published_ms) = msg
+            .reply
+            .as_deref()
+            .and_then(delivery_of)
+            .unwrap_or_else(|| (1, jetinfer_schemas::now_ms()));
         let [msg_id, traceparent, tracestate] =
             headers(msg, [&NATS_MESSAGE_ID, &TRACEPARENT, &TRACESTATE]);
         Envelope {
@@ -86,6 +84,35 @@ impl Envelope {
             received,
         }
     }
+}
+
+/// JetStream's delivery count (at least 1) and the message's stored time (Unix ms), read
+/// from its `$JS.ACK.` reply subject, in either layout of ADR-15 as async-nats reads them:
+/// `<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<nanos>.<pending>`, or, with
+/// nine tokens or more, `<domain>.<account hash>.` first. Read here rather than through
+/// `Message::info`, which also builds a calendar date from 128-bit nanoseconds only for us
+/// to turn it back into milliseconds: 2 % of the dispatcher's CPU on the H100 host.
+fn delivery_of(reply: &str) -> Option<(u32, u64)> {
+    let mut tokens = [""; 10];
+    let mut n = 0;
+    for (slot, token) in tokens
+        .iter_mut()
+        .zip(reply.strip_prefix("$JS.ACK.")?.split('.'))
+    {
+        *slot = token;
+        n += 1;
+    }
+    let at = match n {
+        7 => 0,
+        9.. => 2,
+        _ => return None,
+    };
+    let delivered: u64 = tokens[at + 2].parse().ok()?;
+    let nanos: u64 = tokens[at + 5].parse().ok()?;
+    Some((
+        delivered.clamp(1, u32::MAX as u64) as u32,
+        nanos / 1_000_000,
+    ))
 }
 
 /// Built once: a `&str` name is validated and copied on every lookup.
@@ -130,6 +157,29 @@ mod tests {
             model,
             vec![Tensor::from_f32(vec![2], &[1.0, 2.0])],
         ))
+    }
+
+    #[test]
+    fn delivery_count_and_time_come_from_either_reply_subject_layout() {
+        // 2023-11-14T22:13:20.123456789Z
+        let nanos = "1700000000123456789";
+        let old = format!("$JS.ACK.JETINFER_P1.dispatcher-p1.3.120.95.{nanos}.7");
+        assert_eq!(delivery_of(&old), Some((3, 1_700_000_000_123)));
+        let new = format!("$JS.ACK.hub.ACCHASH.JETINFER_P1.dispatcher-p1.2.120.95.{nanos}.7.r4nd");
+        assert_eq!(delivery_of(&new), Some((2, 1_700_000_000_123)));
+        let no_domain = format!("$JS.ACK._.ACCHASH.S.C.1.1.1.{nanos}.0");
+        assert_eq!(delivery_of(&no_domain), Some((1, 1_700_000_000_123)));
+        // What is not a JetStream reply subject, or is cut short, says nothing.
+        for bad in [
+            "_INBOX.abc",
+            "$JS.ACK.S.C.1.1.1",
+            "$JS.ACK.S.C.x.1.1.5.0",
+            "$JS.ACK.S.C.1.1.1.-5.0",
+        ] {
+            assert_eq!(delivery_of(bad), None, "{bad}");
+        }
+        // A zero count reads as the first delivery.
+        assert_eq!(delivery_of("$JS.ACK.S.C.0.1.1.5000000.0"), Some((1, 5)));
     }
 
     #[test]
