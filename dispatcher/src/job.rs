@@ -107,8 +107,8 @@ impl Held {
             .unwrap_or_default()
     }
 
-    /// What the worker gets: the payload, naming the routed version if there is one.
-    /// The job as a run request carries it, `now_ms` being the request's time.
+    /// What the worker gets: the payload, naming the routed version if there is one, and
+    /// the time left counted from `now_ms` (the run request's time, read once per bundle).
     pub fn to_run_job(&self, now_ms: u64) -> RunJob {
         let payload = match (self.routed, &self.route.version) {
             (Some(slot), Some(version)) => slot.write(&self.payload, version),
