@@ -342,19 +342,20 @@ mod tests {
     /// inputs, against the plain definition.
     #[test]
     fn digest_is_blake3_of_the_documented_bytes() {
+        // The documented bytes, laid out in full, hashed in one go.
         fn plain(inputs: &[Tensor<'_>]) -> String {
-            let mut h = blake3::Hasher::new();
-            h.update(&(inputs.len() as u64).to_le_bytes());
-            for t in inputs {
-                h.update(t.dtype.as_str().as_bytes());
-                h.update(&(t.shape.len() as u64).to_le_bytes());
-                for d in &t.shape {
-                    h.update(&d.to_le_bytes());
-                }
-                h.update(&(t.data.len() as u64).to_le_bytes());
-                h.update(&t.data);
-            }
-            h.finalize().to_hex().to_string()
+            let le = |n: usize| (n as u64).to_le_bytes().to_vec();
+            let bytes: Vec<u8> = le(inputs.len())
+                .into_iter()
+                .chain(inputs.iter().flat_map(|t| {
+                    let dims = t.shape.iter().flat_map(|d| d.to_le_bytes());
+                    (t.dtype.as_str().bytes().chain(le(t.shape.len())))
+                        .chain(dims)
+                        .chain(le(t.data.len()))
+                        .chain(t.data.iter().copied())
+                }))
+                .collect();
+            blake3::hash(&bytes).to_hex().to_string()
         }
         let small = Tensor::from_f32(vec![4], &[1.0, 2.0, 3.0, 4.0]);
         let large = Tensor::owned(
