@@ -89,7 +89,8 @@ fn check_job(
     roster: &Roster,
     model: Option<usize>,
     job: &Job<'_>,
-    (deadline_ms, now_ms): (u64, u64),
+    deadline_ms: u64,
+    now_ms: u64,
 ) -> Result<usize, JobError> {
     match model {
         None => Err(JobError::new(
@@ -139,7 +140,7 @@ impl Service {
             let (done, wait) = oneshot::channel();
             waits.push(wait);
             let sorted = (&mut answered, &mut runnable);
-            self.admit(run_job, job, inputs, (done, received_ms), sorted);
+            self.admit(run_job, job, inputs, done, received_ms, sorted);
         }
         self.skip_answered(&mut runnable).await;
         let from_cache = self.answer_from_cache(&mut runnable).await;
@@ -203,7 +204,8 @@ impl Service {
         run_job: &RunJob,
         job: Result<Job<'x>, JobError>,
         stored_inputs: &'x StoredInputs,
-        (done, received_ms): (oneshot::Sender<RunOutcome>, u64),
+        done: oneshot::Sender<RunOutcome>,
+        received_ms: u64,
         (answered, runnable): (&mut Vec<Finished>, &mut Vec<Runnable>),
     ) {
         let roster = self.roster.borrow();
@@ -269,7 +271,7 @@ impl Service {
             ctx.inputs_digest = known_digest.unwrap_or_else(|| inputs_digest(&job.inputs));
         });
         let checked =
-            checked.and_then(|()| check_job(&roster, model, &job, (ctx.deadline_ms, received_ms)));
+            checked.and_then(|()| check_job(&roster, model, &job, ctx.deadline_ms, received_ms));
         ctx.trace
             .validated(&ctx.id, &ctx.model, &ctx.version, checked.is_ok());
         match checked {
