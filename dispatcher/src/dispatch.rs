@@ -17,6 +17,7 @@ use crate::answer::Answerer;
 use crate::config::Config;
 use crate::events::Command;
 use crate::job::HeldJob;
+use crate::stored::{Checked, StoredCheck};
 use crate::telemetry;
 use crate::workers::Placement;
 
@@ -27,6 +28,8 @@ pub(crate) struct Bundle {
     pub suspects: u32,
     pub config: Arc<Config>,
     pub answer: Answerer,
+    /// The check that the results the worker reports stored are in Redis.
+    pub stored: StoredCheck,
     pub scheduler: mpsc::Sender<Command>,
 }
 
@@ -54,32 +57,48 @@ impl Bundle {
             jobs,
             suspects,
             answer,
+            stored,
             scheduler,
             ..
         } = self;
-        let (retry, worker_failed) = match ended {
-            Ended::Replied(reply) => (settle(&answer, jobs, reply).await, false),
+        telemetry::bundle_ended(&place.worker, sent as usize);
+        // The worker's slots for this bundle are free once it has replied or is gone: the
+        // scheduler may fill them while the results are checked and the jobs acked. A
+        // worker that handed jobs back (full, or draining) gets its slots back only after
+        // `RETRY_BACKOFF`, as before, so it is not sent more at once.
+        let freed = Freed {
+            worker: &place.worker,
+            sent,
+            suspects,
+            worker_failed: matches!(ended, Ended::WorkerGone),
+        };
+        let handed_back =
+            matches!(&ended, Ended::Replied(r) if r.outcomes.contains(&RunOutcome::Retry));
+        if !handed_back {
+            freed.tell(&scheduler).await;
+        }
+        let retry = match ended {
+            Ended::Replied(reply) => settle(&answer, &stored, jobs, reply).await,
             Ended::WorkerGone => {
                 telemetry::redispatched("worker_gone", jobs.len());
                 tracing::warn!(worker = %place.worker, jobs = sent, "worker gone with jobs in flight; dispatching them again");
-                (count_failure(&answer, jobs).await, true)
+                count_failure(&answer, jobs).await
             }
             Ended::Failed(why) => {
                 telemetry::redispatched("failed", jobs.len());
                 tracing::warn!(worker = %place.worker, jobs = sent, why, "bundle failed; dispatching its jobs again");
-                (count_failure(&answer, jobs).await, false)
+                count_failure(&answer, jobs).await
             }
         };
-        telemetry::bundle_ended(&place.worker, sent as usize);
-        let returned = Command::Returned {
-            worker: place.worker,
-            sent,
-            suspects,
-            retry,
-            worker_failed,
-        };
-        let sent_back = scheduler.send(returned).await;
-        if let Err(mpsc::error::SendError(Command::Returned { retry, .. })) = sent_back {
+        if handed_back {
+            freed.tell(&scheduler).await;
+        }
+        if retry.is_empty() {
+            return;
+        }
+        if let Err(mpsc::error::SendError(Command::Enqueue(retry))) =
+            scheduler.send(Command::Enqueue(retry)).await
+        {
             // The scheduler has stopped (shutdown): hand the jobs back to JetStream.
             join_all(retry.iter().map(|j| j.acker.ack_with(AckKind::Nak(None)))).await;
         }
@@ -162,9 +181,36 @@ impl Bundle {
     }
 }
 
+/// A bundle's slots on its worker, free again.
+struct Freed<'a> {
+    worker: &'a str,
+    sent: u32,
+    suspects: u32,
+    worker_failed: bool,
+}
+
+impl Freed<'_> {
+    async fn tell(&self, scheduler: &mpsc::Sender<Command>) {
+        let cmd = Command::Returned {
+            worker: self.worker.to_string(),
+            sent: self.sent,
+            suspects: self.suspects,
+            retry: Vec::new(),
+            worker_failed: self.worker_failed,
+        };
+        // A stopped scheduler no longer counts slots.
+        let _ = scheduler.send(cmd).await;
+    }
+}
+
 /// Acks the jobs whose results the worker stored; returns those to run again (handed back
 /// by the worker, or lost: those count a failure).
-async fn settle(answer: &Answerer, jobs: Vec<HeldJob>, reply: RunReply) -> Vec<HeldJob> {
+async fn settle(
+    answer: &Answerer,
+    check: &StoredCheck,
+    jobs: Vec<HeldJob>,
+    reply: RunReply,
+) -> Vec<HeldJob> {
     let mut stored = Vec::new();
     let mut retry = Vec::new();
     let mut lost = Vec::new();
@@ -175,8 +221,14 @@ async fn settle(answer: &Answerer, jobs: Vec<HeldJob>, reply: RunReply) -> Vec<H
             RunOutcome::Failed => lost.push(job),
         }
     }
-    let (stored, unverified) = verify_stored(answer, stored).await;
-    retry.extend(unverified);
+    let Checked { stored, missing } = check.check(stored).await;
+    if !missing.is_empty() {
+        telemetry::unverified_stored(missing.len());
+        for job in &missing {
+            tracing::warn!(parent: &*job.span, id = %job.id, trace_id = job.trace_id(), "worker said stored but no result exists; running the job again");
+        }
+    }
+    retry.extend(missing);
     // Only now, with every result in Redis, are the messages acked. One after the other:
     // an ack only queues a publish on the client's channel, so awaiting them together
     // (`join_all`, a `FuturesUnordered` above 30 jobs) bought nothing, and its bookkeeping
@@ -195,36 +247,6 @@ async fn settle(answer: &Answerer, jobs: Vec<HeldJob>, reply: RunReply) -> Vec<H
     }
     retry.extend(count_failure(answer, lost).await);
     retry
-}
-
-/// Splits the jobs a worker reported stored into those whose results really are in Redis
-/// (one `EXISTS` pipeline for the bundle) and the rest, to run again: a worker that answers
-/// `stored` without storing — a bug, or a forged responder — must not get a job acked.
-/// When Redis does not answer, nothing is acked: the jobs run again and find their results.
-async fn verify_stored(answer: &Answerer, jobs: Vec<HeldJob>) -> (Vec<HeldJob>, Vec<HeldJob>) {
-    if jobs.is_empty() {
-        return (jobs, Vec::new());
-    }
-    let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-    let exists = match answer.store.exists_many(&ids).await {
-        Ok(exists) => exists,
-        Err(e) => {
-            tracing::warn!(jobs = ids.len(), error = %e, "cannot check the stored results; running the jobs again");
-            return (Vec::new(), jobs);
-        }
-    };
-    let (verified, missing): (Vec<_>, Vec<_>) = jobs
-        .into_iter()
-        .zip(exists)
-        .partition(|(_, exists)| *exists);
-    if !missing.is_empty() {
-        telemetry::unverified_stored(missing.len());
-        for (job, _) in &missing {
-            tracing::warn!(parent: &*job.span, id = %job.id, trace_id = job.trace_id(), "worker said stored but no result exists; running the job again");
-        }
-    }
-    let only_jobs = |v: Vec<(HeldJob, bool)>| v.into_iter().map(|(j, _)| j).collect();
-    (only_jobs(verified), only_jobs(missing))
 }
 
 /// Each job whose run was lost counts one failure towards `poison`, in Redis so the count

@@ -14,11 +14,14 @@ use crate::dispatch::Bundle;
 use crate::events::Command;
 use crate::job::HeldJob;
 use crate::scheduler::Effects;
+use crate::stored::StoredCheck;
 use crate::workers::Placement;
 
 pub(crate) struct Live {
     pub config: Arc<Config>,
     pub answer: Answerer,
+    /// Shared by the bundles: their checks of stored results share Redis round trips.
+    pub stored: StoredCheck,
     /// Handed to each bundle so it can report back to the scheduler.
     pub scheduler: mpsc::Sender<Command>,
     pub tasks: TaskTracker,
@@ -45,6 +48,7 @@ impl Effects for Live {
             suspects,
             config: self.config.clone(),
             answer: self.answer.clone(),
+            stored: self.stored.clone(),
             scheduler: self.scheduler.clone(),
         };
         self.tasks.spawn(bundle.run());

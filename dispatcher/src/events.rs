@@ -6,10 +6,12 @@ use jetinfer_schemas::worker::Heartbeat;
 use crate::job::HeldJob;
 
 pub(crate) enum Command {
-    /// Triaged jobs from intake (what one pull had delivered).
+    /// Jobs to queue: triaged jobs from intake, or a bundle's jobs to run again.
     Enqueue(Vec<HeldJob>),
     Heartbeat(Heartbeat),
     /// A bundle came back: its slots are free again; `retry` jobs go back to the queues.
+    /// (A bundle sends its jobs to run again with `Enqueue`, once they are sorted: its
+    /// slots are freed before its results are checked.)
     Returned {
         worker: String,
         sent: u32,

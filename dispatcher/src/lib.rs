@@ -4,13 +4,13 @@
 //! answers undecodable or invalid jobs itself ([`answer`]) — and, when the model registry
 //! declares models, jobs for models or versions it does not declare ([`registry`]) —, routes
 //! jobs that name no version by their model's traffic weights ([`routing`]) and hands the
-//! rest to the
-//! [`scheduler`] actor, which owns the ready [`queue`]s (P0 > P1 > P2 with aging) and the
-//! [`workers`] registry (from heartbeats). The scheduler sends bundles of one model's jobs
-//! to a worker ([`dispatch`]); their JetStream messages stay un-acked, with in-progress
-//! acks, until the worker replies that the results are stored in Redis. Beside them, with
-//! `--metrics-addr`, [`lag`] exports the autoscaling signals (queue lag, oldest-job age,
-//! arrival rate, per-model saturation) from JetStream and the workers' heartbeats.
+//! rest to the [`scheduler`] actor, which owns the ready [`queue`]s (P0 > P1 > P2 with
+//! aging) and the [`workers`] registry (from heartbeats). The scheduler sends bundles of one
+//! model's jobs to a worker ([`dispatch`]); their JetStream messages stay un-acked, with
+//! in-progress acks, until the worker replies that the results are stored in Redis and
+//! Redis shows them ([`stored`]). Beside them, with `--metrics-addr`, [`lag`] exports the
+//! autoscaling signals (queue lag, oldest-job age, arrival rate, per-model saturation) from
+//! JetStream and the workers' heartbeats.
 //!
 //! With more than one dispatcher, only the holder of the [`lease`] (a NATS KV key) sets up
 //! the streams and consumers and schedules; the others wait as standbys.
@@ -26,6 +26,7 @@ pub mod lease;
 pub mod stream;
 
 mod answer;
+mod coalesce;
 mod dispatch;
 mod effects;
 mod events;
@@ -40,6 +41,7 @@ mod routing;
 mod saturation;
 mod scheduler;
 mod sizing;
+mod stored;
 pub mod telemetry;
 mod workers;
 
@@ -195,6 +197,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let nats = answer.nats.clone();
     let effects = effects::Live {
         config: config.clone(),
+        stored: stored::StoredCheck::start(answer.store.clone()),
         answer,
         scheduler: tx,
         tasks: tasks.clone(),

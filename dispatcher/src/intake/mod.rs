@@ -3,11 +3,11 @@
 //! each message and hands good jobs to the scheduler.
 //!
 //! Messages are triaged in groups: the first one is awaited, then whatever else the pull
-//! has already delivered (up to `--pull-batch`) joins it, so a group costs one Redis round
-//! trip (`job_states`) and one hand-over to the scheduler, however many jobs it holds. Under
+//! has already delivered (up to `--pull-batch`) joins it. Good jobs then go to the intake's
+//! lookup task ([`admit`]): one Redis round trip at a time for every group triaged while
+//! the previous one was under way, and one hand-over to the scheduler per round trip. Under
 //! load groups are large and per-job costs shrink; when idle a group is one job and nothing
-//! waits for company. The round trip runs on a task of its own (`admit`), so the intake
-//! reads the next group meanwhile.
+//! waits for company.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,12 +15,10 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::message::Acker;
-use async_nats::jetstream::{AckKind, Message};
+use async_nats::jetstream::Message;
 use bytes::Bytes;
-use futures::future::join_all;
 use futures::{FutureExt, StreamExt};
-use jetinfer_schemas::{Job, JobError, Limits, Priority};
-use jetinfer_store::ResultStore;
+use jetinfer_schemas::{Job, JobError, Priority};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -34,8 +32,11 @@ use crate::routing::{Routes, Target};
 use crate::telemetry;
 use jetinfer_schemas::Route;
 
+mod admit;
 mod conflicts;
 mod triage;
+
+use admit::{Admits, Admitter};
 
 use triage::{validate, Envelope};
 
@@ -61,6 +62,13 @@ impl Intake {
             .config
             .pull_batch
             .clamp(1, self.config.in_flight_cap(self.priority));
+        let admits = Admits::start(Admitter {
+            store: self.answer.store.clone(),
+            nats: self.answer.nats.clone(),
+            limits: self.config.limits(),
+            scheduler: self.scheduler.clone(),
+            health: self.store_health.clone(),
+        });
         while !shutdown.is_cancelled() {
             let pulled = self
                 .consumer
@@ -112,7 +120,7 @@ impl Intake {
                     None => break,
                 };
                 let (group, pull_ended) = self.delivered_with(first, permit, &mut messages, batch);
-                self.triage(group).await;
+                self.triage(group, &admits).await;
                 if pull_ended {
                     break;
                 }
@@ -147,10 +155,10 @@ impl Intake {
         (group, false)
     }
 
-    /// Triages a group of messages: answers what can never run, then hands the rest to
-    /// [`admit`] on a task of its own, so the next pull is read while this group's Redis
-    /// round trip is under way.
-    async fn triage(&self, group: Vec<(Message, OwnedSemaphorePermit)>) {
+    /// Triages a group of messages: answers what can never run, then hands the rest to the
+    /// intake's lookup task ([`admit`]), so the next pull is read while a Redis round trip
+    /// is under way.
+    async fn triage(&self, group: Vec<(Message, OwnedSemaphorePermit)>, admits: &Admits) {
         // One snapshot for the group: every job is routed by one whole registry state.
         let routes = self.registry.borrow().clone();
         let received = Instant::now();
@@ -163,11 +171,7 @@ impl Intake {
         if jobs.is_empty() {
             return;
         }
-        let (store, nats) = (self.answer.store.clone(), self.answer.nats.clone());
-        let (scheduler, health) = (self.scheduler.clone(), self.store_health.clone());
-        let limits = self.config.limits();
-        // Bounded: every job holds one of the priority's in-flight permits.
-        tokio::spawn(admit(jobs, store, nats, limits, scheduler, health));
+        admits.send(jobs);
     }
 
     /// Decodes, checks and routes one message; answers what can never run (and returns
@@ -303,60 +307,6 @@ fn route<'j, 'r>(
         Err(e) => {
             let e = JobError::bad_payload(format!("cannot route the job: {e}"));
             Err(refuse(&job, e))
-        }
-    }
-}
-
-/// With one Redis round trip for the group: settles the jobs that already have a result (a
-/// redelivery after a lost ack, or a resubmission after the duplicate window: they must
-/// not run again; or another job under a reused id: see `conflicts`) and queues the rest
-/// with their count of lost runs.
-async fn admit(
-    jobs: Vec<HeldJob>,
-    store: ResultStore,
-    nats: async_nats::Client,
-    limits: Limits,
-    scheduler: mpsc::Sender<Command>,
-    health: watch::Receiver<bool>,
-) {
-    let states = job_states(&jobs, &store, health).await;
-    let mut queued = Vec::with_capacity(jobs.len());
-    let mut answered = Vec::new();
-    for (mut job, (has_result, failures)) in jobs.into_iter().zip(states) {
-        if has_result {
-            answered.push(job);
-            continue;
-        }
-        job.failures = failures;
-        queued.push(job);
-    }
-    if !answered.is_empty() {
-        conflicts::settle_answered(answered, &store, &nats, limits).await;
-    }
-    if !queued.is_empty() && scheduler.send(Command::Enqueue(queued)).await.is_err() {
-        tracing::debug!("scheduler stopped; messages will be redelivered");
-    }
-}
-
-/// Per job, whether it has a result and its lost runs so far. Redis down: wait for it,
-/// holding the messages (a nak would spend their redelivery budget).
-async fn job_states(
-    jobs: &[HeldJob],
-    store: &ResultStore,
-    mut health: watch::Receiver<bool>,
-) -> Vec<(bool, u32)> {
-    let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-    loop {
-        match store.job_states(&ids).await {
-            Ok(states) => return states,
-            Err(e) => {
-                tracing::warn!(jobs = ids.len(), error = %e, "result store unreachable; holding the jobs until it returns");
-                join_all(jobs.iter().map(|j| j.acker.ack_with(AckKind::Progress))).await;
-                tokio::select! {
-                    _ = health::until_reachable(&mut health) => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
         }
     }
 }

@@ -1,0 +1,111 @@
+//! The check before an ack: a worker that replies `stored` without storing (a bug, or a
+//! forged responder on its run subject) must not get a job acked, so the dispatcher looks
+//! for the results in Redis first (docs/security.md).
+//!
+//! One check at a time, for every bundle that came back while the previous one was under
+//! way ([`crate::coalesce`]): one `EXISTS` names all their jobs. Bundles on a many-core host
+//! are small (~13 jobs), and a Redis round trip per bundle cost the dispatcher a socket
+//! write and read on a pooled connection of its own each (docs/benchmarks.md, "Shared Redis
+//! round trips").
+
+use jetinfer_store::ResultStore;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::coalesce::next_pass;
+use crate::job::HeldJob;
+
+/// Hands the jobs of returned bundles to the check task.
+#[derive(Clone)]
+pub(crate) struct StoredCheck {
+    // Unbounded, yet bounded: every job holds one of its priority's in-flight permits.
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+struct Request {
+    jobs: Vec<HeldJob>,
+    reply: oneshot::Sender<Checked>,
+}
+
+/// The jobs of one request, split by whether their result is in Redis.
+pub(crate) struct Checked {
+    pub stored: Vec<HeldJob>,
+    /// No result found, or Redis did not answer (then every job is here): run them again.
+    pub missing: Vec<HeldJob>,
+}
+
+impl StoredCheck {
+    /// Starts the check task; it ends once every handle is dropped and its queue is done.
+    pub fn start(store: ResultStore) -> StoredCheck {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(store, rx));
+        StoredCheck { tx }
+    }
+
+    /// Which of `jobs`, reported stored by their worker, really have a result.
+    pub async fn check(&self, jobs: Vec<HeldJob>) -> Checked {
+        if jobs.is_empty() {
+            return Checked {
+                stored: jobs,
+                missing: Vec::new(),
+            };
+        }
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError(request)) = self.tx.send(Request { jobs, reply }) {
+            // Only when the task panicked: run the jobs again rather than ack unchecked.
+            return Checked {
+                stored: Vec::new(),
+                missing: request.jobs,
+            };
+        }
+        // The task answers every request it takes; without an answer the jobs are dropped
+        // un-acked, and JetStream delivers them again.
+        answer.await.unwrap_or(Checked {
+            stored: Vec::new(),
+            missing: Vec::new(),
+        })
+    }
+}
+
+async fn run(store: ResultStore, mut rx: mpsc::UnboundedReceiver<Request>) {
+    while let Some(pass) = next_pass(&mut rx).await {
+        check_pass(&store, pass).await;
+    }
+}
+
+/// One `EXISTS` pipeline for every job of `pass`; each request gets its own jobs back.
+async fn check_pass(store: &ResultStore, pass: Vec<Request>) {
+    let ids: Vec<&str> = pass
+        .iter()
+        .flat_map(|r| r.jobs.iter().map(|j| j.id.as_str()))
+        .collect();
+    let found = store.exists_many(&ids).await;
+    drop(ids);
+    let mut found = match found {
+        Ok(found) => Some(found.into_iter()),
+        Err(e) => {
+            let jobs: usize = pass.iter().map(|r| r.jobs.len()).sum();
+            tracing::warn!(jobs, error = %e, "cannot check the stored results; running the jobs again");
+            None
+        }
+    };
+    for Request { jobs, reply } in pass {
+        let (stored, missing) = match found.as_mut() {
+            Some(found) => {
+                let mut stored = Vec::with_capacity(jobs.len());
+                let mut missing = Vec::new();
+                for job in jobs {
+                    if found.next().unwrap_or(false) {
+                        stored.push(job);
+                    } else {
+                        missing.push(job);
+                    }
+                }
+                (stored, missing)
+            }
+            None => (Vec::new(), jobs),
+        };
+        // A bundle that stopped waiting (the dispatcher shutting down) drops its jobs
+        // un-acked: JetStream delivers them again.
+        let _ = reply.send(Checked { stored, missing });
+    }
+}
