@@ -195,7 +195,6 @@ impl Freed<'_> {
             worker: self.worker.to_string(),
             sent: self.sent,
             suspects: self.suspects,
-            retry: Vec::new(),
             worker_failed: self.worker_failed,
         };
         // A stopped scheduler no longer counts slots.

@@ -9,15 +9,13 @@ pub(crate) enum Command {
     /// Jobs to queue: triaged jobs from intake, or a bundle's jobs to run again.
     Enqueue(Vec<HeldJob>),
     Heartbeat(Heartbeat),
-    /// A bundle came back: its slots are free again; `retry` jobs go back to the queues.
-    /// (A bundle sends its jobs to run again with `Enqueue`, once they are sorted: its
-    /// slots are freed before its results are checked.)
+    /// A bundle came back: its slots are free again (freed before its results are checked;
+    /// its jobs to run again follow as `Enqueue` once sorted).
     Returned {
         worker: String,
         sent: u32,
         /// Of `sent`, how many were suspects (lost a run before).
         suspects: u32,
-        retry: Vec<HeldJob>,
         worker_failed: bool,
     },
 }

@@ -113,7 +113,6 @@ impl Test {
         worker: &str,
         sent: u32,
         suspects: u32,
-        retry: Vec<HeldJob>,
         worker_failed: bool,
         at_ms: u64,
     ) {
@@ -121,7 +120,6 @@ impl Test {
             worker: worker.into(),
             sent,
             suspects,
-            retry,
             worker_failed,
         };
         self.s.handle(cmd, self.at(at_ms), NOW_MS + at_ms);

@@ -166,15 +166,11 @@ impl<E: Effects> Scheduler<E> {
                 worker,
                 sent,
                 suspects,
-                retry,
                 worker_failed,
             } => {
                 self.workers.release(&worker, sent, suspects);
                 if worker_failed {
                     self.workers.remove(&worker);
-                }
-                for job in retry {
-                    self.admit(job, now_unix);
                 }
             }
         }

@@ -42,7 +42,7 @@ fn a_bundle_holds_at_most_one_batch_and_free_slots_bound_the_rest() {
         .collect();
     assert_eq!(sizes, [8, 4], "batch size 8, then the 4 slots left");
     // The bundle comes back: its slots are free again and the last 2 jobs go out.
-    t.returned("w", 8, 0, vec![], false, 30);
+    t.returned("w", 8, 0, false, 30);
     assert_eq!(t.schedule(30), vec![dispatch("w", &["j12", "j13"], 0)]);
 }
 
@@ -136,7 +136,7 @@ fn suspects_run_alone_one_per_worker() {
         1,
         "s2 waits for the worker's suspect slot"
     );
-    t.returned("w", 1, 1, vec![], false, 10);
+    t.returned("w", 1, 1, false, 10);
     assert_eq!(t.schedule(10), vec![dispatch("w", &["s2"], 1)]);
 }
 
@@ -180,7 +180,8 @@ fn a_failed_worker_gets_no_more_work_and_its_jobs_are_requeued() {
     assert_eq!(t.schedule(0), vec![dispatch("a", &["j"], 0)]);
     let mut back = t.job("j", "m", Priority::P0, 0);
     back.failures = 1;
-    t.returned("a", 1, 0, vec![back], true, 10);
+    t.returned("a", 1, 0, true, 10);
+    t.enqueue(vec![back], 10);
     assert!(t.schedule(10).is_empty(), "no worker left");
     t.heartbeat("b", "m", 8, 20);
     assert_eq!(t.schedule(20), vec![dispatch("b", &["j"], 1)]);
