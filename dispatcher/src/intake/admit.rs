@@ -59,14 +59,15 @@ impl Admits {
 impl Admitter {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Vec<HeldJob>>) {
         while let Some(groups) = next_pass(&mut rx).await {
-            self.admit(groups.into_iter().flatten().collect()).await;
+            let mut jobs: Vec<HeldJob> = groups.into_iter().flatten().collect();
+            let states = self.job_states(&mut jobs, &mut rx).await;
+            self.admit(jobs, states).await;
         }
     }
 
-    /// With one Redis round trip for all of `jobs`: settles those that already have a
-    /// result (they must not run again) and queues the rest with their count of lost runs.
-    async fn admit(&self, jobs: Vec<HeldJob>) {
-        let states = self.job_states(&jobs).await;
+    /// Settles the jobs that already have a result (they must not run again) and queues
+    /// the rest with their count of lost runs.
+    async fn admit(&self, jobs: Vec<HeldJob>, states: Vec<(bool, u32)>) {
         let mut queued = Vec::with_capacity(jobs.len());
         let mut answered = Vec::new();
         for (mut job, (has_result, failures)) in jobs.into_iter().zip(states) {
@@ -90,16 +91,21 @@ impl Admitter {
         }
     }
 
-    /// Per job, whether it has a result and its lost runs so far. Lost runs are counted only
-    /// while the dispatcher holds a message (`count_failure`), so a first delivery has none
-    /// and a group of first deliveries needs no `MGET` of counts. Redis down: wait for it,
-    /// holding the messages (a nak would spend their redelivery budget).
-    async fn job_states(&self, jobs: &[HeldJob]) -> Vec<(bool, u32)> {
-        let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-        let first_deliveries = jobs.iter().all(|j| j.attempt <= 1);
+    /// Per job, whether it has a result and its lost runs so far, in one round trip. Lost
+    /// runs are counted only while a dispatcher holds a message (`count_failure`), so a
+    /// first delivery has none and a group of first deliveries needs no `MGET` of counts.
+    /// Redis down: wait for it, holding the messages (a nak would spend their redelivery
+    /// budget), and with them the groups queued meanwhile, so that every held message gets
+    /// its in-progress acks.
+    async fn job_states(
+        &self,
+        jobs: &mut Vec<HeldJob>,
+        rx: &mut mpsc::UnboundedReceiver<Vec<HeldJob>>,
+    ) -> Vec<(bool, u32)> {
         let mut health = self.health.clone();
         loop {
-            let states = if first_deliveries {
+            let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+            let states = if jobs.iter().all(|j| j.attempt <= 1) {
                 self.store
                     .exists_many(&ids)
                     .await
@@ -107,16 +113,18 @@ impl Admitter {
             } else {
                 self.store.job_states(&ids).await
             };
-            match states {
+            let e = match states {
                 Ok(states) => return states,
-                Err(e) => {
-                    tracing::warn!(jobs = ids.len(), error = %e, "result store unreachable; holding the jobs until it returns");
-                    join_all(jobs.iter().map(|j| j.acker.ack_with(AckKind::Progress))).await;
-                    tokio::select! {
-                        _ = health::until_reachable(&mut health) => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
+                Err(e) => e,
+            };
+            tracing::warn!(jobs = ids.len(), error = %e, "result store unreachable; holding the jobs until it returns");
+            while let Ok(more) = rx.try_recv() {
+                jobs.extend(more);
+            }
+            join_all(jobs.iter().map(|j| j.acker.ack_with(AckKind::Progress))).await;
+            tokio::select! {
+                _ = health::until_reachable(&mut health) => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     }
