@@ -220,14 +220,21 @@ async fn settle(
             RunOutcome::Failed => lost.push(job),
         }
     }
-    let Checked { stored, missing } = check.check(stored).await;
+    let Checked {
+        stored,
+        missing,
+        unchecked,
+    } = check.check(stored).await;
     if !missing.is_empty() {
         telemetry::unverified_stored(missing.len());
         for job in &missing {
             tracing::warn!(parent: &*job.span, id = %job.id, trace_id = job.trace_id(), "worker said stored but no result exists; running the job again");
         }
     }
+    // Redis did not answer (the check task said so once): nothing is acked; the jobs run
+    // again and find their results.
     retry.extend(missing);
+    retry.extend(unchecked);
     // Only now, with every result in Redis, are the messages acked. One after the other:
     // an ack only queues a publish on the client's channel, so awaiting them together
     // (`join_all`, a `FuturesUnordered` above 30 jobs) bought nothing, and its bookkeeping

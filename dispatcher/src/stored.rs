@@ -27,10 +27,14 @@ struct Request {
 }
 
 /// The jobs of one request, split by whether their result is in Redis.
+#[derive(Default)]
 pub(crate) struct Checked {
     pub stored: Vec<HeldJob>,
-    /// No result found, or Redis did not answer (then every job is here): run them again.
+    /// No result found although the worker said stored: run them again.
     pub missing: Vec<HeldJob>,
+    /// Redis did not answer (then every job is here): run them again, and they find their
+    /// results.
+    pub unchecked: Vec<HeldJob>,
 }
 
 impl StoredCheck {
@@ -44,25 +48,19 @@ impl StoredCheck {
     /// Which of `jobs`, reported stored by their worker, really have a result.
     pub async fn check(&self, jobs: Vec<HeldJob>) -> Checked {
         if jobs.is_empty() {
-            return Checked {
-                stored: jobs,
-                missing: Vec::new(),
-            };
+            return Checked::default();
         }
         let (reply, answer) = oneshot::channel();
         if let Err(mpsc::error::SendError(request)) = self.tx.send(Request { jobs, reply }) {
             // Only when the task panicked: run the jobs again rather than ack unchecked.
             return Checked {
-                stored: Vec::new(),
-                missing: request.jobs,
+                unchecked: request.jobs,
+                ..Checked::default()
             };
         }
         // The task answers every request it takes; without an answer the jobs are dropped
         // un-acked, and JetStream delivers them again.
-        answer.await.unwrap_or(Checked {
-            stored: Vec::new(),
-            missing: Vec::new(),
-        })
+        answer.await.unwrap_or_default()
     }
 }
 
@@ -89,23 +87,28 @@ async fn check_pass(store: &ResultStore, pass: Vec<Request>) {
         }
     };
     for Request { jobs, reply } in pass {
-        let (stored, missing) = match found.as_mut() {
+        let checked = match found.as_mut() {
             Some(found) => {
-                let mut stored = Vec::with_capacity(jobs.len());
-                let mut missing = Vec::new();
+                let mut checked = Checked {
+                    stored: Vec::with_capacity(jobs.len()),
+                    ..Checked::default()
+                };
                 for job in jobs {
                     if found.next().unwrap_or(false) {
-                        stored.push(job);
+                        checked.stored.push(job);
                     } else {
-                        missing.push(job);
+                        checked.missing.push(job);
                     }
                 }
-                (stored, missing)
+                checked
             }
-            None => (Vec::new(), jobs),
+            None => Checked {
+                unchecked: jobs,
+                ..Checked::default()
+            },
         };
         // A bundle that stopped waiting (the dispatcher shutting down) drops its jobs
         // un-acked: JetStream delivers them again.
-        let _ = reply.send(Checked { stored, missing });
+        let _ = reply.send(checked);
     }
 }
