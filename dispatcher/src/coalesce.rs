@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 /// The next request and every one already queued behind it; `None` once every sender is
 /// gone and the queue is empty.
-pub(crate) async fn next_pass<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Option<Vec<T>> {
+pub(crate) async fn next_pass<T>(rx: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
     let first = rx.recv().await?;
     let mut pass = vec![first];
     while let Ok(more) = rx.try_recv() {
@@ -24,18 +24,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_pass_takes_what_queued_behind_the_first_and_nothing_later() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(8);
         for i in 0..3 {
-            tx.send(i).unwrap();
+            tx.try_send(i).unwrap();
         }
         assert_eq!(next_pass(&mut rx).await, Some(vec![0, 1, 2]));
         // A request alone goes alone, without waiting for company.
-        tx.send(3).unwrap();
+        tx.try_send(3).unwrap();
         assert_eq!(next_pass(&mut rx).await, Some(vec![3]));
         // What is sent after a pass was taken goes in the next one.
         let waiting = tokio::spawn(async move { next_pass(&mut rx).await.map(|p| (p, rx)) });
         tokio::task::yield_now().await;
-        tx.send(4).unwrap();
+        tx.try_send(4).unwrap();
         let (pass, mut rx) = waiting.await.unwrap().unwrap();
         assert_eq!(pass, vec![4]);
         drop(tx);

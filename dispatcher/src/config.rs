@@ -169,6 +169,11 @@ impl Config {
         self.in_flight[p.rank()].max(1)
     }
 
+    /// Jobs held at once over all priorities.
+    pub fn in_flight_total(&self) -> usize {
+        Priority::ALL.iter().map(|&p| self.in_flight_cap(p)).sum()
+    }
+
     pub fn limits(&self) -> Limits {
         self.job_limits.limits()
     }

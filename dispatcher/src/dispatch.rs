@@ -65,7 +65,7 @@ impl Bundle {
         // The worker's slots for this bundle are free once it has replied or is gone: the
         // scheduler may fill them while the results are checked and the jobs acked. A
         // worker that handed jobs back (full, or draining) gets its slots back only after
-        // `RETRY_BACKOFF`, as before, so it is not sent more at once.
+        // `RETRY_BACKOFF`, so it is not sent more at once.
         let freed = Freed {
             worker: &place.worker,
             sent,

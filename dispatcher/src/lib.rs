@@ -197,7 +197,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let nats = answer.nats.clone();
     let effects = effects::Live {
         config: config.clone(),
-        stored: stored::StoredCheck::start(answer.store.clone()),
+        stored: stored::StoredCheck::start(answer.store.clone(), config.in_flight_total()),
         answer,
         scheduler: tx,
         tasks: tasks.clone(),

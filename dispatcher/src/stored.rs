@@ -4,9 +4,8 @@
 //!
 //! One check at a time, for every bundle that came back while the previous one was under
 //! way ([`crate::coalesce`]): one `EXISTS` names all their jobs. Bundles on a many-core host
-//! are small (~13 jobs), and a Redis round trip per bundle cost the dispatcher a socket
-//! write and read on a pooled connection of its own each (docs/benchmarks.md, "Shared Redis
-//! round trips").
+//! are small, and a check of its own per bundle would cost a Redis socket write and read
+//! each (docs/benchmarks.md, "Shared Redis round trips").
 
 use jetinfer_store::ResultStore;
 use tokio::sync::{mpsc, oneshot};
@@ -17,8 +16,7 @@ use crate::job::HeldJob;
 /// Hands the jobs of returned bundles to the check task.
 #[derive(Clone)]
 pub(crate) struct StoredCheck {
-    // Unbounded, yet bounded: every job holds one of its priority's in-flight permits.
-    tx: mpsc::UnboundedSender<Request>,
+    tx: mpsc::Sender<Request>,
 }
 
 struct Request {
@@ -39,8 +37,10 @@ pub(crate) struct Checked {
 
 impl StoredCheck {
     /// Starts the check task; it ends once every handle is dropped and its queue is done.
-    pub fn start(store: ResultStore) -> StoredCheck {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// `in_flight` is the sum of the priorities' in-flight caps: every request holds at
+    /// least one of those permits, so a queue of that many never makes a bundle wait.
+    pub fn start(store: ResultStore, in_flight: usize) -> StoredCheck {
+        let (tx, rx) = mpsc::channel(in_flight.max(1));
         tokio::spawn(run(store, rx));
         StoredCheck { tx }
     }
@@ -51,7 +51,7 @@ impl StoredCheck {
             return Checked::default();
         }
         let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError(request)) = self.tx.send(Request { jobs, reply }) {
+        if let Err(mpsc::error::SendError(request)) = self.tx.send(Request { jobs, reply }).await {
             // Only when the task panicked: run the jobs again rather than ack unchecked.
             return Checked {
                 unchecked: request.jobs,
@@ -64,7 +64,7 @@ impl StoredCheck {
     }
 }
 
-async fn run(store: ResultStore, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn run(store: ResultStore, mut rx: mpsc::Receiver<Request>) {
     while let Some(pass) = next_pass(&mut rx).await {
         check_pass(&store, pass).await;
     }

@@ -5,9 +5,9 @@
 //!
 //! One lookup at a time per intake, and every group triaged while it was under way goes
 //! into the next one ([`crate::coalesce`]). On a many-core host the intake reads messages
-//! about as fast as they arrive, so its groups are small; a lookup per group cost the
-//! dispatcher a Redis socket write and read on a pooled connection of its own each
-//! (docs/benchmarks.md, "Shared Redis round trips").
+//! about as fast as they arrive, so its groups are small, and a lookup of its own per group
+//! would cost a Redis socket write and read each (docs/benchmarks.md, "Shared Redis round
+//! trips").
 
 use std::time::Duration;
 
@@ -25,8 +25,7 @@ use crate::job::HeldJob;
 
 /// Hands triaged groups to the intake's lookup task.
 pub(super) struct Admits {
-    // Unbounded, yet bounded: every job holds one of its priority's in-flight permits.
-    tx: mpsc::UnboundedSender<Vec<HeldJob>>,
+    tx: mpsc::Sender<Vec<HeldJob>>,
 }
 
 /// What the lookups need besides the jobs.
@@ -40,15 +39,17 @@ pub(super) struct Admitter {
 
 impl Admits {
     /// Starts the lookup task; it ends once this handle is dropped and its queue is done.
-    pub fn start(admitter: Admitter) -> Admits {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// `in_flight_cap` is the priority's: every queued group holds at least one of its
+    /// permits, so a queue of that many groups never makes the intake wait.
+    pub fn start(admitter: Admitter, in_flight_cap: usize) -> Admits {
+        let (tx, rx) = mpsc::channel(in_flight_cap.max(1));
         tokio::spawn(admitter.run(rx));
         Admits { tx }
     }
 
     /// Queues a triaged group for the next lookup.
-    pub fn send(&self, jobs: Vec<HeldJob>) {
-        if self.tx.send(jobs).is_err() {
+    pub async fn send(&self, jobs: Vec<HeldJob>) {
+        if self.tx.send(jobs).await.is_err() {
             // Only when the task panicked: dropping the jobs leaves their messages un-acked,
             // and JetStream delivers them again.
             tracing::error!("intake lookup task gone; the jobs will be redelivered");
@@ -57,7 +58,7 @@ impl Admits {
 }
 
 impl Admitter {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Vec<HeldJob>>) {
+    async fn run(self, mut rx: mpsc::Receiver<Vec<HeldJob>>) {
         while let Some(groups) = next_pass(&mut rx).await {
             let mut jobs: Vec<HeldJob> = groups.into_iter().flatten().collect();
             let states = self.job_states(&mut jobs, &mut rx).await;
@@ -100,7 +101,7 @@ impl Admitter {
     async fn job_states(
         &self,
         jobs: &mut Vec<HeldJob>,
-        rx: &mut mpsc::UnboundedReceiver<Vec<HeldJob>>,
+        rx: &mut mpsc::Receiver<Vec<HeldJob>>,
     ) -> Vec<(bool, u32)> {
         let mut health = self.health.clone();
         loop {

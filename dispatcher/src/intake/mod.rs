@@ -62,13 +62,14 @@ impl Intake {
             .config
             .pull_batch
             .clamp(1, self.config.in_flight_cap(self.priority));
-        let admits = Admits::start(Admitter {
+        let admitter = Admitter {
             store: self.answer.store.clone(),
             nats: self.answer.nats.clone(),
             limits: self.config.limits(),
             scheduler: self.scheduler.clone(),
             health: self.store_health.clone(),
-        });
+        };
+        let admits = Admits::start(admitter, self.config.in_flight_cap(self.priority));
         while !shutdown.is_cancelled() {
             let pulled = self
                 .consumer
@@ -171,7 +172,7 @@ impl Intake {
         if jobs.is_empty() {
             return;
         }
-        admits.send(jobs);
+        admits.send(jobs).await;
     }
 
     /// Decodes, checks and routes one message; answers what can never run (and returns
