@@ -15,6 +15,7 @@ use tracing::Span;
 
 use crate::answer::Answerer;
 use crate::config::Config;
+use crate::conflicts::{self, FoundBy};
 use crate::events::Command;
 use crate::job::HeldJob;
 use crate::stored::{Checked, StoredCheck};
@@ -59,7 +60,7 @@ impl Bundle {
             answer,
             stored,
             scheduler,
-            ..
+            config,
         } = self;
         telemetry::bundle_ended(&place.worker, sent as usize);
         // The worker's slots for this bundle are free once it has replied or is gone: the
@@ -78,7 +79,7 @@ impl Bundle {
             freed.tell(&scheduler).await;
         }
         let retry = match ended {
-            Ended::Replied(reply) => settle(&answer, &stored, jobs, reply).await,
+            Ended::Replied(reply) => settle(&answer, &stored, &config, jobs, reply).await,
             Ended::WorkerGone => {
                 telemetry::redispatched("worker_gone", jobs.len());
                 tracing::warn!(worker = %place.worker, jobs = sent, "worker gone with jobs in flight; dispatching them again");
@@ -202,23 +203,36 @@ impl Freed<'_> {
     }
 }
 
-/// Acks the jobs whose results the worker stored; returns those to run again (handed back
-/// by the worker, or lost: those count a failure).
+/// Acks the jobs whose results the worker stored, settles those it found answered already
+/// (`conflicts`); returns those to run again (handed back by the worker, or lost: those
+/// count a failure).
 async fn settle(
     answer: &Answerer,
     check: &StoredCheck,
+    config: &Config,
     jobs: Vec<HeldJob>,
     reply: RunReply,
 ) -> Vec<HeldJob> {
     let mut stored = Vec::new();
     let mut retry = Vec::new();
     let mut lost = Vec::new();
+    let mut existing = Vec::new();
     for (job, outcome) in jobs.into_iter().zip(reply.outcomes) {
         match outcome {
             RunOutcome::Stored => stored.push(job),
             RunOutcome::Retry => retry.push(job),
             RunOutcome::Failed => lost.push(job),
+            RunOutcome::Existing => existing.push(job),
         }
+    }
+    if !existing.is_empty() {
+        // Rare: a resubmission after the duplicate window, or a reused id. Each stored
+        // result is read and compared with its job, which also checks that it exists.
+        let (store, nats) = (&answer.store, &answer.nats);
+        let unfound =
+            conflicts::settle_answered(existing, FoundBy::Worker, store, nats, config.limits())
+                .await;
+        retry.extend(unfound);
     }
     let Checked {
         stored,

@@ -80,6 +80,11 @@ pub(crate) struct Held {
     /// Runs of this job lost so far (worker died, timed out, could not run it), kept in
     /// Redis across dispatchers; at `--max-attempts` the job is `poison`.
     pub failures: u32,
+    /// The intake looked for a result already stored under its id (redeliveries, and any
+    /// job while Redis was down). First deliveries skip that round trip: their worker
+    /// reports a result it finds stored (`RunOutcome::Existing`) and `conflicts` settles
+    /// the job then.
+    pub looked_up: bool,
     pub payload: Bytes,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
@@ -123,6 +128,7 @@ impl Held {
             // Deliveries plus runs lost on dead or stuck workers: what the result reports.
             attempt: self.attempt + self.failures,
             suspect: self.failures > 0,
+            report_existing: !self.looked_up,
             traceparent: self.traceparent.clone(),
             tracestate: self.tracestate.clone(),
         }

@@ -27,6 +27,7 @@ pub mod stream;
 
 mod answer;
 mod coalesce;
+mod conflicts;
 mod dispatch;
 mod effects;
 mod events;

@@ -142,6 +142,13 @@ pub struct RunJob {
     /// its own, so a job that kills workers cannot take innocent batch-mates with it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspect: bool,
+    /// Nobody has looked for a result already stored under the job's id (a first delivery
+    /// goes from the dispatcher's intake straight to scheduling): a result the worker finds
+    /// there, not its own write, is reported [`RunOutcome::Existing`], so that the
+    /// dispatcher can tell a resubmission from a reused id. Unset, such a job is reported
+    /// `Stored`, as by workers that predate the field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub report_existing: bool,
     /// W3C trace context of the producer, when it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
@@ -168,6 +175,11 @@ pub enum RunOutcome {
     /// Could not run on this worker (it cannot read the job, or its executor is gone):
     /// schedule it again, counting one attempt towards `poison`.
     Failed,
+    /// A result was already stored under the job's id, not by this run (whose result was
+    /// discarded: first result wins). Only for jobs sent with `report_existing`: the
+    /// dispatcher compares the stored result with the job, and acks it (a resubmission) or
+    /// refuses it as a conflict (another job under a reused id).
+    Existing,
 }
 
 /// The worker's reply, sent only after every stored result is in Redis.
@@ -246,6 +258,7 @@ mod tests {
                 published_ms: 5,
                 attempt: 1,
                 suspect: false,
+                report_existing: true,
                 traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
                 tracestate: Some("vendor=1".into()),
             }],
@@ -254,7 +267,7 @@ mod tests {
         assert_eq!(back, req);
         let reply = RunReply {
             v: 1,
-            outcomes: vec![RunOutcome::Stored, RunOutcome::Retry],
+            outcomes: vec![RunOutcome::Stored, RunOutcome::Retry, RunOutcome::Existing],
         };
         assert_eq!(
             rmp_serde::from_slice::<RunReply>(&encode(&reply)).unwrap(),

@@ -178,7 +178,7 @@ fn run_job() -> impl Strategy<Value = RunJob> {
         priority(),
         any::<u64>(),
         option::of(any::<u64>()),
-        (any::<u64>(), any::<u32>(), any::<bool>()),
+        (any::<u64>(), any::<u32>(), any::<bool>(), any::<bool>()),
         option::of("00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]"),
         option::of(text()),
     )
@@ -188,7 +188,7 @@ fn run_job() -> impl Strategy<Value = RunJob> {
                 priority,
                 deadline_ms,
                 remaining_ms,
-                (published_ms, attempt, suspect),
+                (published_ms, attempt, suspect, report_existing),
                 traceparent,
                 tracestate,
             )| {
@@ -200,6 +200,7 @@ fn run_job() -> impl Strategy<Value = RunJob> {
                     published_ms,
                     attempt,
                     suspect,
+                    report_existing,
                     traceparent,
                     tracestate,
                 }
@@ -427,7 +428,7 @@ proptest! {
     #[test]
     fn run_requests_and_replies_round_trip(
         jobs in vec(run_job(), 0..=4),
-        outcomes in vec(proptest::sample::select(vec![RunOutcome::Stored, RunOutcome::Retry, RunOutcome::Failed]), 0..=8),
+        outcomes in vec(proptest::sample::select(vec![RunOutcome::Stored, RunOutcome::Retry, RunOutcome::Failed, RunOutcome::Existing]), 0..=8),
     ) {
         let request = RunRequest { v: 1, jobs };
         let bytes = encode(&request);

@@ -1,5 +1,6 @@
 //! Deadlines and resubmission: an expired job never reaches a worker; the same job id
-//! submitted again neither runs twice nor changes the stored result.
+//! submitted again is dropped inside JetStream's duplicate window, and after it (when it may
+//! run again: its worker finds the stored result) never changes the stored result.
 
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ async fn an_expired_job_gets_expired_from_the_dispatcher() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resubmitting_a_job_id_neither_reruns_it_nor_changes_its_result() {
+async fn resubmitting_a_job_id_never_changes_its_result() {
     // A 1 s duplicate window lets the test also resubmit after JetStream forgot the id.
     let stack = stack(1, &["--duplicate-window-s", "1"]).await;
     let client = stack.client().await.unwrap();
@@ -40,7 +41,8 @@ async fn resubmitting_a_job_id_neither_reruns_it_nor_changes_its_result() {
         "JetStream should report a duplicate"
     );
 
-    // Outside the window: a new message; the dispatcher finds the stored result and acks.
+    // Outside the window: a new message; its run finds the stored result (`SET NX`), the
+    // dispatcher finds it is the job's own, and acks.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(!client.submit(Priority::P1, &job).await.unwrap().duplicate);
     let js = async_nats::jetstream::new(stack.connect_nats().await.unwrap());

@@ -125,9 +125,13 @@ async fn a_reused_id_with_other_inputs_is_a_conflict_and_the_first_result_stands
     );
 }
 
-/// A fake worker that announces `pair` and answers every run request `stored` without
-/// storing anything; counts the requests it answered.
-fn spawn_liar(nats: async_nats::Client, answered: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
+/// A fake worker that announces `pair` and answers every job of every run request with
+/// `outcome` without storing anything; counts the requests it answered.
+fn spawn_liar(
+    nats: async_nats::Client,
+    answered: Arc<AtomicUsize>,
+    outcome: RunOutcome,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut requests = nats.subscribe(worker_run_subject("liar")).await.unwrap();
         let mut beat = tokio::time::interval(Duration::from_millis(200));
@@ -159,7 +163,7 @@ fn spawn_liar(nats: async_nats::Client, answered: Arc<AtomicUsize>) -> tokio::ta
                     let request: RunRequest = rmp_serde::from_slice(&msg.payload).unwrap();
                     let reply = RunReply {
                         v: SCHEMA_VERSION,
-                        outcomes: vec![RunOutcome::Stored; request.jobs.len()],
+                        outcomes: vec![outcome; request.jobs.len()],
                     };
                     if let Some(to) = msg.reply {
                         let _ = nats.publish(to, encode(&reply).into()).await;
@@ -173,10 +177,25 @@ fn spawn_liar(nats: async_nats::Client, answered: Arc<AtomicUsize>) -> tokio::ta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_says_stored_without_storing_gets_no_job_acked() {
+    a_lying_worker_gets_no_job_acked(RunOutcome::Stored).await;
+}
+
+/// `Existing` (a result stored before this run) is a claim too: the dispatcher reads the
+/// result to compare it with the job, and finds none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_says_existing_without_a_result_gets_no_job_acked() {
+    a_lying_worker_gets_no_job_acked(RunOutcome::Existing).await;
+}
+
+async fn a_lying_worker_gets_no_job_acked(outcome: RunOutcome) {
     let mut stack = stack(0, &[]).await;
     let client = stack.client().await.unwrap();
     let answered = Arc::new(AtomicUsize::new(0));
-    let liar = spawn_liar(stack.connect_nats().await.unwrap(), answered.clone());
+    let liar = spawn_liar(
+        stack.connect_nats().await.unwrap(),
+        answered.clone(),
+        outcome,
+    );
     let sample = &golden().samples("pair")[0];
     let expected = Expected {
         id: format!("{}-x", run_id("liar")),
@@ -197,7 +216,7 @@ async fn a_worker_that_says_stored_without_storing_gets_no_job_acked() {
     assert_eq!(
         stream_messages(client.jetstream(), Priority::P1).await,
         1,
-        "a job answered `stored` without a result must not be acked"
+        "a job answered {outcome:?} without a result must not be acked"
     );
     liar.abort();
     stack.start_worker(Vec::<String>::new()).unwrap();

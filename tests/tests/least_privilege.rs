@@ -346,8 +346,8 @@ async fn the_pipeline_runs_with_each_process_under_its_own_role() {
         .await
         .unwrap();
 
-    // The same job sent again, past the duplicate window: the dispatcher reads the stored
-    // result, finds it is the job's own, and acks without running it.
+    // The same job sent again, past the duplicate window: its worker finds the stored
+    // result, and the dispatcher reads it, finds it is the job's own, and acks.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let again = &jobs[0];
     let inputs = golden().samples("pair")[0].inputs.clone();

@@ -262,6 +262,7 @@ mod tests {
             published_ms: 0,
             attempt: 1,
             suspect,
+            report_existing: false,
             traceparent: None,
             tracestate: None,
         };
@@ -284,6 +285,7 @@ mod tests {
             inputs_store: None,
             inputs_digest: String::new(),
             trace_id: String::new(),
+            report_existing: false,
             done: oneshot::channel().0,
             _slot: None,
             trace: JobTrace::start(&run_job),

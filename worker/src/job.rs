@@ -25,6 +25,9 @@ pub(crate) struct JobCtx {
     pub inputs_digest: String,
     /// The job's W3C trace id, recorded in its result ("" when untraced).
     pub trace_id: String,
+    /// A result found stored under the job's id, not written by this worker, is reported
+    /// `Existing` rather than `Stored` (see `RunJob::report_existing`).
+    pub report_existing: bool,
     /// Tells the run request how the job ended.
     pub done: oneshot::Sender<RunOutcome>,
     /// The worker slot the job occupies until its result is written.
@@ -34,6 +37,15 @@ pub(crate) struct JobCtx {
 }
 
 impl JobCtx {
+    /// How to report a job whose result someone else stored first.
+    pub fn answered_elsewhere(&self) -> RunOutcome {
+        if self.report_existing {
+            RunOutcome::Existing
+        } else {
+            RunOutcome::Stored
+        }
+    }
+
     fn result<'a>(&self, mut r: JobResult<'a>) -> JobResult<'a> {
         r.meta = self.meta.clone();
         r.attempts = self.attempt;

@@ -79,16 +79,21 @@ impl Writer {
             }
         }
         let started = write_started();
-        let outcome = match self.store.put_results(&writes, &cache).await {
+        // Per job: `Stored`, or what `answered_elsewhere` says where `SET NX` found another
+        // write's result.
+        let (outcomes, written) = match self.store.put_results(&writes, &cache).await {
             Ok(stored) => {
+                let mut outcomes = Vec::with_capacity(finished.len());
                 for (f, newly) in finished.iter().zip(stored) {
                     if newly {
                         let _ = self
                             .nats
                             .publish(done_subject(&f.ctx.id), f.result.status.as_str().into())
                             .await;
+                        outcomes.push(RunOutcome::Stored);
                     } else {
                         tracing::debug!(id = %f.ctx.id, "a result was already stored; kept the first");
+                        outcomes.push(f.ctx.answered_elsewhere());
                     }
                 }
                 let elsewhere: Vec<(&str, u16)> = finished
@@ -97,14 +102,14 @@ impl Writer {
                     .filter(|(_, store)| *store != 0)
                     .collect();
                 self.inputs.unlink_extra(&elsewhere).await;
-                RunOutcome::Stored
+                (outcomes, true)
             }
             Err(e) => {
                 tracing::warn!(jobs = finished.len(), error = %e, "cannot store results; the dispatcher will retry them");
-                RunOutcome::Retry
+                (vec![RunOutcome::Retry; finished.len()], false)
             }
         };
-        let write = write_ended(started, finished.len(), outcome == RunOutcome::Stored);
+        let write = write_ended(started, finished.len(), written);
         for f in &finished {
             let r = &f.result;
             let code = r.error.as_ref().map(|e| e.code.as_str());
@@ -128,7 +133,7 @@ impl Writer {
             );
             std::process::abort();
         }
-        for f in finished {
+        for (f, outcome) in finished.into_iter().zip(outcomes) {
             let _ = f.ctx.done.send(outcome);
         }
     }

@@ -258,6 +258,7 @@ impl Service {
                 .and_then(jetinfer_schemas::trace_id_of)
                 .unwrap_or_default()
                 .to_string(),
+            report_existing: run_job.report_existing,
             done,
             _slot: Some(slot),
             trace,
@@ -305,8 +306,9 @@ impl Service {
     ///
     /// Only jobs that may have run before are looked up: suspects (a run of theirs was
     /// lost, which is how a stored-but-unreplied job comes back) and JetStream
-    /// redeliveries. A first run was checked by the dispatcher's intake moments ago, and
-    /// skipping the lookup saves a Redis round trip per bundle on the common path.
+    /// redeliveries. A first run is not: a result stored before it is found by its `SET NX`
+    /// (`Writer::write`), and skipping the lookup saves a Redis round trip per bundle on
+    /// the common path.
     async fn skip_answered(&self, runnable: &mut Vec<Runnable>) {
         let maybe_ran = |r: &Runnable| r.suspect || r.ctx.attempt > 1;
         let ids: Vec<&str> = runnable
@@ -326,7 +328,8 @@ impl Service {
             let exists = maybe_ran(&r) && found.next().unwrap_or(false);
             if exists {
                 tracing::debug!(id = %r.ctx.id, "result already stored; not running again");
-                let _ = r.ctx.done.send(RunOutcome::Stored);
+                let outcome = r.ctx.answered_elsewhere();
+                let _ = r.ctx.done.send(outcome);
             } else {
                 keep.push(r);
             }

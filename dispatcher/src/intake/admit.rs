@@ -1,13 +1,17 @@
-//! The Redis lookup between triage and the scheduler: which triaged jobs already have a
-//! result (a redelivery after a lost ack, a resubmission after JetStream's duplicate window,
-//! or another job under a reused id: see `conflicts`), and how many runs of the others were
-//! lost so far.
+//! The Redis lookup between triage and the scheduler, for the jobs that need one: which
+//! redelivered jobs already have a result (a redelivery after a lost ack: see
+//! `crate::conflicts`), and how many runs of the others were lost so far.
 //!
-//! One lookup at a time per intake, and every group triaged while it was under way goes
-//! into the next one ([`crate::coalesce`]). On a many-core host the intake reads messages
-//! about as fast as they arrive, so its groups are small, and a lookup of its own per group
-//! would cost a Redis socket write and read each (docs/benchmarks.md, "Shared Redis round
-//! trips").
+//! A first delivery skips it while Redis is reachable and goes straight to the scheduler:
+//! it has lost no run (those are counted only while a dispatcher holds the message), and a
+//! result already stored under its id (a resubmission after JetStream's duplicate window,
+//! or a reused id) is found by the worker's `SET NX` instead, reported
+//! `RunOutcome::Existing` and settled then. That costs a run in the rare case and saves a
+//! Redis round trip per triaged group in the common one (docs/benchmarks.md, "First
+//! deliveries skip the lookup").
+//!
+//! One lookup at a time per intake, and every group queued while it was under way goes
+//! into the next one ([`crate::coalesce`]).
 
 use std::time::Duration;
 
@@ -17,15 +21,17 @@ use jetinfer_schemas::Limits;
 use jetinfer_store::ResultStore;
 use tokio::sync::{mpsc, watch};
 
-use super::conflicts;
 use crate::coalesce::next_pass;
+use crate::conflicts::{self, FoundBy};
 use crate::events::Command;
 use crate::health;
 use crate::job::HeldJob;
 
-/// Hands triaged groups to the intake's lookup task.
+/// Hands triaged groups to the scheduler, through the intake's lookup task where needed.
 pub(super) struct Admits {
     tx: mpsc::Sender<Vec<HeldJob>>,
+    scheduler: mpsc::Sender<Command>,
+    health: watch::Receiver<bool>,
 }
 
 /// What the lookups need besides the jobs.
@@ -43,13 +49,32 @@ impl Admits {
     /// permits, so a queue of that many groups never makes the intake wait.
     pub fn start(admitter: Admitter, in_flight_cap: usize) -> Admits {
         let (tx, rx) = mpsc::channel(in_flight_cap.max(1));
+        let (scheduler, health) = (admitter.scheduler.clone(), admitter.health.clone());
         tokio::spawn(admitter.run(rx));
-        Admits { tx }
+        Admits {
+            tx,
+            scheduler,
+            health,
+        }
     }
 
-    /// Queues a triaged group for the next lookup.
+    /// Hands a triaged group on: first deliveries straight to the scheduler while Redis is
+    /// reachable, the rest to the next lookup. While Redis is down every job goes to the
+    /// lookup, which holds it (with in-progress acks) until Redis is back, rather than
+    /// letting it run and fail to store.
     pub async fn send(&self, jobs: Vec<HeldJob>) {
-        if self.tx.send(jobs).await.is_err() {
+        let (direct, lookup): (Vec<HeldJob>, Vec<HeldJob>) = if *self.health.borrow() {
+            jobs.into_iter().partition(|j| j.attempt <= 1)
+        } else {
+            (Vec::new(), jobs)
+        };
+        if !direct.is_empty() && self.scheduler.send(Command::Enqueue(direct)).await.is_err() {
+            tracing::debug!("scheduler stopped; messages will be redelivered");
+        }
+        if lookup.is_empty() {
+            return;
+        }
+        if self.tx.send(lookup).await.is_err() {
             // Only when the task panicked: dropping the jobs leaves their messages un-acked,
             // and JetStream delivers them again.
             tracing::error!("intake lookup task gone; the jobs will be redelivered");
@@ -77,6 +102,7 @@ impl Admitter {
                 continue;
             }
             job.failures = failures;
+            job.looked_up = true;
             queued.push(job);
         }
         if !answered.is_empty() {
@@ -84,7 +110,8 @@ impl Admitter {
             // so the next lookup does not wait for it.
             let (store, nats, limits) = (self.store.clone(), self.nats.clone(), self.limits);
             tokio::spawn(async move {
-                conflicts::settle_answered(answered, &store, &nats, limits).await
+                let found_by = FoundBy::Lookup;
+                conflicts::settle_answered(answered, found_by, &store, &nats, limits).await
             });
         }
         if !queued.is_empty() && self.scheduler.send(Command::Enqueue(queued)).await.is_err() {

@@ -33,7 +33,6 @@ use crate::telemetry;
 use jetinfer_schemas::Route;
 
 mod admit;
-mod conflicts;
 mod triage;
 
 use admit::{Admits, Admitter};
@@ -271,8 +270,9 @@ impl Intake {
             deadline_ms,
             published_ms,
             attempt: delivered,
-            // Known after the group's Redis round trip (`admit`).
+            // Known after the group's Redis round trip (`admit`), if it takes one.
             failures: 0,
+            looked_up: false,
             traceparent,
             tracestate,
             meta: job.meta.clone().unwrap_or_default(),

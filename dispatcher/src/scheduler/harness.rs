@@ -159,6 +159,7 @@ impl Test {
             published_ms: NOW_MS + at_ms,
             attempt: 1,
             failures: 0,
+            looked_up: false,
             payload: Bytes::from_static(b"payload"),
             traceparent: None,
             tracestate: None,
