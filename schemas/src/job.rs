@@ -152,8 +152,12 @@ pub fn decode_job<'a>(payload: &'a [u8], limits: &Limits) -> Result<Job<'a>, Job
             limits.max_payload_bytes
         )));
     }
-    let job: Job<'a> = rmp_serde::from_slice(payload)
-        .map_err(|e| JobError::bad_payload(format!("not a job: {e}")))?;
+    // The usual shape is read by hand; anything else, and every error, is `rmp_serde`'s.
+    let job: Job<'a> = match crate::job_reader::read_job(payload) {
+        Some(job) => job,
+        None => rmp_serde::from_slice(payload)
+            .map_err(|e| JobError::bad_payload(format!("not a job: {e}")))?,
+    };
     if job.v != SCHEMA_VERSION {
         return Err(JobError::bad_payload(format!(
             "unknown schema version {} (this build reads {SCHEMA_VERSION})",

@@ -21,6 +21,7 @@
 pub mod error;
 pub mod inputs_ref;
 pub mod job;
+mod job_reader;
 pub mod limits;
 pub mod names;
 pub mod partitions;

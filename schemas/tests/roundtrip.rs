@@ -341,8 +341,27 @@ fn decode_everything(bytes: &[u8]) {
     );
 }
 
+/// `decode_job` (the hand-written reader for the usual shape, else `rmp_serde`) against
+/// `rmp_serde` alone: the same job, or both an error.
+fn assert_decoded_as_by_serde(bytes: &[u8]) {
+    let ours = decode_job(bytes, &Limits::default()).ok();
+    let serde = rmp_serde::from_slice::<Job<'_>>(bytes)
+        .ok()
+        .filter(|j| j.v == jetinfer_schemas::SCHEMA_VERSION);
+    assert_eq!(ours, serde, "bytes {bytes:02x?}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The job reader agrees with `rmp_serde` on every valid job and on edits of it.
+    #[test]
+    fn the_job_reader_decodes_as_rmp_serde(job in inline_job(), edits in edits()) {
+        let bytes = encode(&job);
+        assert_decoded_as_by_serde(&bytes);
+        assert_decoded_as_by_serde(&apply(bytes, &edits));
+    }
+
 
     #[test]
     fn inline_jobs_round_trip(job in inline_job()) {
