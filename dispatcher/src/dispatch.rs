@@ -9,7 +9,7 @@ use async_nats::RequestErrorKind;
 use futures::future::join_all;
 use jetinfer_schemas::names::worker_run_subject;
 use jetinfer_schemas::worker::{RunJob, RunOutcome, RunReply, RunRequest};
-use jetinfer_schemas::{encode_sized, SCHEMA_VERSION};
+use jetinfer_schemas::SCHEMA_VERSION;
 use tokio::sync::mpsc;
 use tracing::Span;
 
@@ -154,7 +154,7 @@ impl Bundle {
         let call = self.answer.nats.send_request(
             worker_run_subject(&self.place.worker),
             async_nats::Request::new()
-                .payload(encode_sized(&request, size).into())
+                .payload(request.encode_sized(size).into())
                 .timeout(Some(self.place.timeout)),
         );
         tokio::pin!(call);

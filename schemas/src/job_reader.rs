@@ -13,212 +13,88 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::job::Job;
+use crate::msgpack_reader::{set, Reader};
 use crate::tensor::{DType, Tensor};
 
 /// The job in `bytes`, when it has the usual shape; `None` to leave it to `rmp_serde`.
 pub(crate) fn read_job(bytes: &[u8]) -> Option<Job<'_>> {
-    let mut r = Reader { bytes, at: 0 };
-    let job = r.job()?;
-    (r.at == bytes.len()).then_some(job)
+    let mut r = Reader::new(bytes);
+    let job = job(&mut r)?;
+    r.at_end().then_some(job)
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+fn job<'a>(r: &mut Reader<'a>) -> Option<Job<'a>> {
+    let (mut v, mut id, mut model, mut inputs) = (None, None, None, None);
+    let (mut version, mut deadline_ms, mut cache, mut meta) = (None, None, None, None);
+    for _ in 0..r.map_len()? {
+        match r.str()? {
+            "v" => set(&mut v, u32::try_from(r.uint()?).ok()?)?,
+            "id" => set(&mut id, r.str()?)?,
+            "model" => set(&mut model, r.str()?)?,
+            "version" => set(&mut version, r.nil_or(Reader::str)?)?,
+            "inputs" => set(&mut inputs, tensors(r)?)?,
+            "deadline_ms" => set(&mut deadline_ms, r.nil_or(Reader::uint)?)?,
+            "cache" => set(&mut cache, r.nil_or(Reader::bool)?)?,
+            "meta" => set(&mut meta, r.nil_or(meta_map)?)?,
+            _ => return None,
+        }
+    }
+    Some(Job {
+        v: v?,
+        id: Cow::Borrowed(id?),
+        model: Cow::Borrowed(model?),
+        version: version.flatten().map(Cow::Borrowed),
+        inputs: inputs?,
+        inputs_ref: None,
+        deadline_ms: deadline_ms.flatten(),
+        cache: cache.flatten(),
+        meta: meta.flatten(),
+    })
 }
 
-impl<'a> Reader<'a> {
-    fn job(&mut self) -> Option<Job<'a>> {
-        let (mut v, mut id, mut model, mut inputs) = (None, None, None, None);
-        let (mut version, mut deadline_ms, mut cache, mut meta) = (None, None, None, None);
-        for _ in 0..self.map_len()? {
-            match self.str()? {
-                "v" => set(&mut v, u32::try_from(self.uint()?).ok()?)?,
-                "id" => set(&mut id, self.str()?)?,
-                "model" => set(&mut model, self.str()?)?,
-                "version" => set(&mut version, self.nil_or(Self::str)?)?,
-                "inputs" => set(&mut inputs, self.tensors()?)?,
-                "deadline_ms" => set(&mut deadline_ms, self.nil_or(Self::uint)?)?,
-                "cache" => set(&mut cache, self.nil_or(Self::bool)?)?,
-                "meta" => set(&mut meta, self.nil_or(Self::meta)?)?,
-                _ => return None,
-            }
-        }
-        Some(Job {
-            v: v?,
-            id: Cow::Borrowed(id?),
-            model: Cow::Borrowed(model?),
-            version: version.flatten().map(Cow::Borrowed),
-            inputs: inputs?,
-            inputs_ref: None,
-            deadline_ms: deadline_ms.flatten(),
-            cache: cache.flatten(),
-            meta: meta.flatten(),
-        })
+fn tensors<'a>(r: &mut Reader<'a>) -> Option<Vec<Tensor<'a>>> {
+    let n = r.array_len()?;
+    let mut tensors = Vec::with_capacity(n.min(16));
+    for _ in 0..n {
+        tensors.push(tensor(r)?);
     }
-
-    fn tensors(&mut self) -> Option<Vec<Tensor<'a>>> {
-        let n = self.array_len()?;
-        let mut tensors = Vec::with_capacity(n.min(16));
-        for _ in 0..n {
-            tensors.push(self.tensor()?);
-        }
-        Some(tensors)
-    }
-
-    fn tensor(&mut self) -> Option<Tensor<'a>> {
-        let (mut dtype, mut shape, mut data) = (None, None, None);
-        for _ in 0..self.map_len()? {
-            match self.str()? {
-                "dtype" => set(&mut dtype, dtype_named(self.str()?)?)?,
-                "shape" => set(&mut shape, self.dims()?)?,
-                "data" => set(&mut data, self.bin()?)?,
-                _ => return None,
-            }
-        }
-        Some(Tensor {
-            dtype: dtype?,
-            shape: shape?,
-            data: Cow::Borrowed(data?),
-        })
-    }
-
-    fn dims(&mut self) -> Option<Vec<i64>> {
-        let n = self.array_len()?;
-        let mut dims = Vec::with_capacity(n.min(8));
-        for _ in 0..n {
-            dims.push(self.int()?);
-        }
-        Some(dims)
-    }
-
-    fn meta(&mut self) -> Option<BTreeMap<String, String>> {
-        let mut meta = BTreeMap::new();
-        for _ in 0..self.map_len()? {
-            let key = self.str()?.to_string();
-            // A repeated key keeps its last value, as serde's map visitor does.
-            meta.insert(key, self.str()?.to_string());
-        }
-        Some(meta)
-    }
-
-    /// `None` (nil) or `read`'s value.
-    fn nil_or<T>(&mut self, read: fn(&mut Self) -> Option<T>) -> Option<Option<T>> {
-        if self.peek()? == 0xc0 {
-            self.at += 1;
-            return Some(None);
-        }
-        read(self).map(Some)
-    }
-
-    fn map_len(&mut self) -> Option<usize> {
-        match self.byte()? {
-            m @ 0x80..=0x8f => Some((m & 0x0f) as usize),
-            0xde => self.be(2),
-            0xdf => self.be(4),
-            _ => None,
-        }
-    }
-
-    fn array_len(&mut self) -> Option<usize> {
-        match self.byte()? {
-            m @ 0x90..=0x9f => Some((m & 0x0f) as usize),
-            0xdc => self.be(2),
-            0xdd => self.be(4),
-            _ => None,
-        }
-    }
-
-    fn str(&mut self) -> Option<&'a str> {
-        let len = match self.byte()? {
-            m @ 0xa0..=0xbf => (m & 0x1f) as usize,
-            0xd9 => self.be(1)?,
-            0xda => self.be(2)?,
-            0xdb => self.be(4)?,
-            _ => return None,
-        };
-        std::str::from_utf8(self.take(len)?).ok()
-    }
-
-    fn bin(&mut self) -> Option<&'a [u8]> {
-        let len = match self.byte()? {
-            0xc4 => self.be(1)?,
-            0xc5 => self.be(2)?,
-            0xc6 => self.be(4)?,
-            _ => return None,
-        };
-        self.take(len)
-    }
-
-    fn bool(&mut self) -> Option<bool> {
-        match self.byte()? {
-            0xc2 => Some(false),
-            0xc3 => Some(true),
-            _ => None,
-        }
-    }
-
-    /// Any integer encoding, as a value that fits an `i128`.
-    fn integer(&mut self) -> Option<i128> {
-        Some(match self.byte()? {
-            m @ 0x00..=0x7f => m as i128,
-            m @ 0xe0..=0xff => m as i8 as i128,
-            0xcc => self.be(1)? as i128,
-            0xcd => self.be(2)? as i128,
-            0xce => self.be(4)? as i128,
-            0xcf => u64::from_be_bytes(self.take(8)?.try_into().ok()?) as i128,
-            0xd0 => self.take(1)?[0] as i8 as i128,
-            0xd1 => i16::from_be_bytes(self.take(2)?.try_into().ok()?) as i128,
-            0xd2 => i32::from_be_bytes(self.take(4)?.try_into().ok()?) as i128,
-            0xd3 => i64::from_be_bytes(self.take(8)?.try_into().ok()?) as i128,
-            _ => return None,
-        })
-    }
-
-    fn uint(&mut self) -> Option<u64> {
-        u64::try_from(self.integer()?).ok()
-    }
-
-    fn int(&mut self) -> Option<i64> {
-        i64::try_from(self.integer()?).ok()
-    }
-
-    /// A big-endian unsigned length or value of `n` bytes (1, 2 or 4).
-    fn be(&mut self, n: usize) -> Option<usize> {
-        Some(
-            self.take(n)?
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | *b as usize),
-        )
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
-    }
-
-    fn byte(&mut self) -> Option<u8> {
-        let b = self.peek()?;
-        self.at += 1;
-        Some(b)
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(n)?;
-        let slice = self.bytes.get(self.at..end)?;
-        self.at = end;
-        Some(slice)
-    }
+    Some(tensors)
 }
 
-/// Stores a field's value once; a repeated field gives up (serde refuses it).
-fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
-    match slot {
-        Some(_) => None,
-        None => {
-            *slot = Some(value);
-            Some(())
+fn tensor<'a>(r: &mut Reader<'a>) -> Option<Tensor<'a>> {
+    let (mut dtype, mut shape, mut data) = (None, None, None);
+    for _ in 0..r.map_len()? {
+        match r.str()? {
+            "dtype" => set(&mut dtype, dtype_named(r.str()?)?)?,
+            "shape" => set(&mut shape, dims(r)?)?,
+            "data" => set(&mut data, r.bin()?)?,
+            _ => return None,
         }
     }
+    Some(Tensor {
+        dtype: dtype?,
+        shape: shape?,
+        data: Cow::Borrowed(data?),
+    })
+}
+
+fn dims(r: &mut Reader<'_>) -> Option<Vec<i64>> {
+    let n = r.array_len()?;
+    let mut dims = Vec::with_capacity(n.min(8));
+    for _ in 0..n {
+        dims.push(r.int()?);
+    }
+    Some(dims)
+}
+
+fn meta_map(r: &mut Reader<'_>) -> Option<BTreeMap<String, String>> {
+    let mut meta = BTreeMap::new();
+    for _ in 0..r.map_len()? {
+        let key = r.str()?.to_string();
+        // A repeated key keeps its last value, as serde's map visitor does.
+        meta.insert(key, r.str()?.to_string());
+    }
+    Some(meta)
 }
 
 /// The dtype named as its wire name; anything else is left to `rmp_serde` (and refused there).

@@ -164,6 +164,24 @@ pub struct RunRequest {
     pub jobs: Vec<RunJob>,
 }
 
+impl RunRequest {
+    /// The request as [`crate::encode`] writes it (a MessagePack map), byte for byte,
+    /// into a buffer of `capacity` bytes (the payloads plus room for the other fields).
+    pub fn encode_sized(&self, capacity: usize) -> Vec<u8> {
+        crate::run_request_writer::write_run_request(self, capacity)
+    }
+
+    /// Decodes a run request whose job payloads share `bytes`' buffer: by hand for the
+    /// shape dispatchers write ([`crate::run_request_reader`]), else with `rmp_serde`
+    /// (which copies each payload, and has the last word on any other shape or error).
+    pub fn decode(bytes: &Bytes) -> Result<RunRequest, rmp_serde::decode::Error> {
+        match crate::run_request_reader::read_run_request(bytes) {
+            Some(request) => Ok(request),
+            None => rmp_serde::from_slice(bytes),
+        }
+    }
+}
+
 /// What happened to one job of a run request.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

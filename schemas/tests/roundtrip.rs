@@ -354,6 +354,24 @@ fn assert_decoded_as_by_serde(bytes: &[u8]) {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
+    /// The run-request reader agrees with `rmp_serde` on every request and on edits of it,
+    /// and reads every request as written.
+    #[test]
+    fn the_run_request_reader_decodes_as_rmp_serde(
+        jobs in vec(run_job(), 0..4),
+        edits in edits(),
+    ) {
+        let request = RunRequest { v: 1, jobs };
+        let bytes = Bytes::from(encode(&request));
+        prop_assert_eq!(&request.encode_sized(0)[..], &bytes[..], "the writer and rmp_serde differ");
+        prop_assert_eq!(RunRequest::decode(&bytes).unwrap(), request);
+        let edited = Bytes::from(apply(bytes.to_vec(), &edits));
+        prop_assert_eq!(
+            RunRequest::decode(&edited).ok(),
+            rmp_serde::from_slice::<RunRequest>(&edited).ok()
+        );
+    }
+
     /// The job reader agrees with `rmp_serde` on every valid job and on edits of it.
     #[test]
     fn the_job_reader_decodes_as_rmp_serde(job in inline_job(), edits in edits()) {

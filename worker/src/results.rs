@@ -4,7 +4,9 @@
 
 use jetinfer_schemas::names::done_subject;
 use jetinfer_schemas::worker::RunOutcome;
-use jetinfer_schemas::{encode, CachedOutputs, JobResult, Status, Tensor, SCHEMA_VERSION};
+use jetinfer_schemas::{
+    encode, encode_sized, CachedOutputs, JobResult, Status, Tensor, SCHEMA_VERSION,
+};
 use jetinfer_store::{InputStores, ResultStore, ResultWrite};
 
 use crate::job::JobCtx;
@@ -47,9 +49,13 @@ fn encoded(finished: &[Finished]) -> (Vec<ResultWrite<'_>>, Vec<(String, Vec<u8>
                 }),
             ));
         }
+        // A result's fixed part (field names, ids, digest, timings) is ~400 bytes: sized
+        // for it and the outputs, the buffer is never grown (a reallocation per result was
+        // ~1 % of the worker: docs/benchmarks.md, "The job reader").
+        let outputs: usize = r.outputs.iter().map(|t| t.data.len() + 32).sum();
         writes.push(ResultWrite {
             id: &f.ctx.id,
-            bytes: encode(r),
+            bytes: encode_sized(r, 512 + outputs),
             // Inputs in the result store go in the results' own pipeline; others after it.
             drop_inputs: f.ctx.inputs_store == Some(0),
         });

@@ -113,7 +113,8 @@ impl Service {
         reply: async_nats::Subject,
         payload: bytes::Bytes,
     ) {
-        let request: RunRequest = match rmp_serde::from_slice(&payload) {
+        // The jobs' payloads stay slices of the request's buffer (no copy per job).
+        let request = match RunRequest::decode(&payload) {
             Ok(r) => r,
             Err(e) => {
                 // Without a readable request there is nothing to answer per job: the
