@@ -27,15 +27,15 @@ fn job<'a>(r: &mut Reader<'a>) -> Option<Job<'a>> {
     let (mut v, mut id, mut model, mut inputs) = (None, None, None, None);
     let (mut version, mut deadline_ms, mut cache, mut meta) = (None, None, None, None);
     for _ in 0..r.map_len()? {
-        match r.str()? {
-            "v" => set(&mut v, u32::try_from(r.uint()?).ok()?)?,
-            "id" => set(&mut id, r.str()?)?,
-            "model" => set(&mut model, r.str()?)?,
-            "version" => set(&mut version, r.nil_or(Reader::str)?)?,
-            "inputs" => set(&mut inputs, tensors(r)?)?,
-            "deadline_ms" => set(&mut deadline_ms, r.nil_or(Reader::uint)?)?,
-            "cache" => set(&mut cache, r.nil_or(Reader::bool)?)?,
-            "meta" => set(&mut meta, r.nil_or(meta_map)?)?,
+        match r.key()? {
+            b"v" => set(&mut v, u32::try_from(r.uint()?).ok()?)?,
+            b"id" => set(&mut id, r.str()?)?,
+            b"model" => set(&mut model, r.str()?)?,
+            b"version" => set(&mut version, r.nil_or(Reader::str)?)?,
+            b"inputs" => set(&mut inputs, tensors(r)?)?,
+            b"deadline_ms" => set(&mut deadline_ms, r.nil_or(Reader::uint)?)?,
+            b"cache" => set(&mut cache, r.nil_or(Reader::bool)?)?,
+            b"meta" => set(&mut meta, r.nil_or(meta_map)?)?,
             _ => return None,
         }
     }
@@ -64,10 +64,10 @@ fn tensors<'a>(r: &mut Reader<'a>) -> Option<Vec<Tensor<'a>>> {
 fn tensor<'a>(r: &mut Reader<'a>) -> Option<Tensor<'a>> {
     let (mut dtype, mut shape, mut data) = (None, None, None);
     for _ in 0..r.map_len()? {
-        match r.str()? {
-            "dtype" => set(&mut dtype, DType::parse(r.str()?)?)?,
-            "shape" => set(&mut shape, dims(r)?)?,
-            "data" => set(&mut data, r.bin()?)?,
+        match r.key()? {
+            b"dtype" => set(&mut dtype, DType::parse(r.str()?)?)?,
+            b"shape" => set(&mut shape, dims(r)?)?,
+            b"data" => set(&mut data, r.bin()?)?,
             _ => return None,
         }
     }

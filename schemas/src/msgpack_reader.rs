@@ -47,6 +47,12 @@ impl<'a> Reader<'a> {
     }
 
     pub fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.key()?).ok()
+    }
+
+    /// A map key: a str's bytes, not checked as UTF-8 — the readers compare them with their
+    /// (ASCII) field names and give up at anything else.
+    pub fn key(&mut self) -> Option<&'a [u8]> {
         let len = match self.byte()? {
             m @ 0xa0..=0xbf => (m & 0x1f) as usize,
             0xd9 => self.be(1)?,
@@ -54,7 +60,7 @@ impl<'a> Reader<'a> {
             0xdb => self.be(4)?,
             _ => return None,
         };
-        std::str::from_utf8(self.take(len)?).ok()
+        self.take(len)
     }
 
     pub fn bin(&mut self) -> Option<&'a [u8]> {

@@ -19,9 +19,9 @@ pub(crate) fn read_run_request(bytes: &Bytes) -> Option<RunRequest> {
     let mut r = Reader::new(bytes);
     let (mut v, mut jobs) = (None, None);
     for _ in 0..r.map_len()? {
-        match r.str()? {
-            "v" => set(&mut v, u32::try_from(r.uint()?).ok()?)?,
-            "jobs" => {
+        match r.key()? {
+            b"v" => set(&mut v, u32::try_from(r.uint()?).ok()?)?,
+            b"jobs" => {
                 let n = r.array_len()?;
                 let mut list = Vec::with_capacity(n.min(1024));
                 for _ in 0..n {
@@ -42,17 +42,17 @@ fn run_job(r: &mut Reader<'_>, whole: &Bytes) -> Option<RunJob> {
         (None, None, None, None);
     let (mut traceparent, mut tracestate) = (None, None);
     for _ in 0..r.map_len()? {
-        match r.str()? {
-            "payload" => set(&mut payload, whole.slice_ref(r.bin()?))?,
-            "priority" => set(&mut priority, priority_named(r.str()?)?)?,
-            "deadline_ms" => set(&mut deadline_ms, r.uint()?)?,
-            "remaining_ms" => set(&mut remaining_ms, r.nil_or(Reader::uint)?)?,
-            "published_ms" => set(&mut published_ms, r.uint()?)?,
-            "attempt" => set(&mut attempt, u32::try_from(r.uint()?).ok()?)?,
-            "suspect" => set(&mut suspect, r.bool()?)?,
-            "report_existing" => set(&mut report_existing, r.bool()?)?,
-            "traceparent" => set(&mut traceparent, r.nil_or(Reader::str)?)?,
-            "tracestate" => set(&mut tracestate, r.nil_or(Reader::str)?)?,
+        match r.key()? {
+            b"payload" => set(&mut payload, whole.slice_ref(r.bin()?))?,
+            b"priority" => set(&mut priority, priority_named(r.str()?)?)?,
+            b"deadline_ms" => set(&mut deadline_ms, r.uint()?)?,
+            b"remaining_ms" => set(&mut remaining_ms, r.nil_or(Reader::uint)?)?,
+            b"published_ms" => set(&mut published_ms, r.uint()?)?,
+            b"attempt" => set(&mut attempt, u32::try_from(r.uint()?).ok()?)?,
+            b"suspect" => set(&mut suspect, r.bool()?)?,
+            b"report_existing" => set(&mut report_existing, r.bool()?)?,
+            b"traceparent" => set(&mut traceparent, r.nil_or(Reader::str)?)?,
+            b"tracestate" => set(&mut tracestate, r.nil_or(Reader::str)?)?,
             _ => return None,
         }
     }
