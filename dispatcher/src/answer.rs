@@ -12,7 +12,7 @@ use jetinfer_schemas::names::{
 use jetinfer_schemas::{encode, now_ms, JobError, JobResult};
 use jetinfer_store::{ResultStore, ResultWrite};
 
-use crate::job::{Ack, HeldJob};
+use crate::job::{HeldJob, JobAck};
 
 /// Delay before a job whose error could not be stored comes back.
 const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -39,7 +39,7 @@ pub(crate) struct ErrorTarget<'a> {
 impl Answerer {
     /// Stores the error result (first result wins) and terminates the message. If Redis is
     /// unreachable the message is nak'ed instead: nothing is acked before its result is stored.
-    pub async fn fail(&self, acker: &dyn Ack, target: ErrorTarget<'_>, error: JobError) {
+    pub async fn fail(&self, acker: &JobAck, target: ErrorTarget<'_>, error: JobError) {
         tracing::debug!(id = ?target.id, code = %error.code, message = %error.message, "answering job with an error");
         if let Some(id) = target.id {
             let mut result = JobResult::failed(id, target.model, error);
@@ -122,6 +122,6 @@ impl Answerer {
             published_ms: job.published_ms,
             meta: job.meta.clone(),
         };
-        self.fail(&*job.acker, target, error).await;
+        self.fail(&job.acker, target, error).await;
     }
 }

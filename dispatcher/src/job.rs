@@ -10,6 +10,7 @@ use std::time::Instant;
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::AckKind;
 use bytes::Bytes;
+#[cfg(test)]
 use futures::future::BoxFuture;
 use jetinfer_schemas::worker::RunJob;
 use jetinfer_schemas::Priority;
@@ -19,20 +20,38 @@ use crate::routing::payload::VersionSlot;
 use crate::telemetry::JobSpan;
 use jetinfer_schemas::Route;
 
-/// Acknowledges one JetStream message: `ack` once its result is stored, `ack_with` for
-/// in-progress acks, naks and terms.
+/// A stand-in for a JetStream message's acker, where there is no message (the scheduler's
+/// unit tests): `ack` once its result is stored, `ack_with` for in-progress acks, naks and
+/// terms.
+#[cfg(test)]
 pub(crate) trait Ack: Send + Sync {
     fn ack(&self) -> BoxFuture<'_, Result<(), async_nats::Error>>;
     fn ack_with(&self, kind: AckKind) -> BoxFuture<'_, Result<(), async_nats::Error>>;
 }
 
-impl Ack for Acker {
-    fn ack(&self) -> BoxFuture<'_, Result<(), async_nats::Error>> {
-        Box::pin(Acker::ack(self))
+/// Acknowledges one JetStream message: its own acker, called directly (no trait object per
+/// job, no boxed future per ack), or in unit tests a stand-in.
+pub(crate) enum JobAck {
+    Nats(Acker),
+    #[cfg(test)]
+    Other(Box<dyn Ack>),
+}
+
+impl JobAck {
+    pub async fn ack(&self) -> Result<(), async_nats::Error> {
+        match self {
+            JobAck::Nats(a) => a.ack().await,
+            #[cfg(test)]
+            JobAck::Other(a) => a.ack().await,
+        }
     }
 
-    fn ack_with(&self, kind: AckKind) -> BoxFuture<'_, Result<(), async_nats::Error>> {
-        Box::pin(Acker::ack_with(self, kind))
+    pub async fn ack_with(&self, kind: AckKind) -> Result<(), async_nats::Error> {
+        match self {
+            JobAck::Nats(a) => a.ack_with(kind).await,
+            #[cfg(test)]
+            JobAck::Other(a) => a.ack_with(kind).await,
+        }
     }
 }
 
@@ -94,7 +113,7 @@ pub(crate) struct Held {
     pub meta: BTreeMap<String, String>,
     /// When it entered this dispatcher's queues (ordering and aging).
     pub since: Instant,
-    pub acker: Box<dyn Ack>,
+    pub acker: JobAck,
     /// One of the priority's in-flight slots, released when the job is dropped (answered).
     pub _permit: OwnedSemaphorePermit,
 }

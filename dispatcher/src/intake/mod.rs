@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::consumer::PullConsumer;
-use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::Message;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -26,7 +25,7 @@ use crate::answer::{Answerer, ErrorTarget};
 use crate::config::Config;
 use crate::events::Command;
 use crate::health;
-use crate::job::{Ack, Held, HeldJob};
+use crate::job::{Held, HeldJob, JobAck};
 use crate::routing::payload::VersionSlot;
 use crate::routing::{Routes, Target};
 use crate::telemetry;
@@ -185,12 +184,13 @@ impl Intake {
     ) -> Option<HeldJob> {
         let envelope = Envelope::of(&msg, received);
         let (msg, acker) = msg.split();
+        let acker = JobAck::Nats(acker);
         telemetry::received(self.priority, &envelope.subject_model, envelope.delivered);
         let checked = validate(&msg.payload, &envelope, &self.config.limits())
             .and_then(|job| route(routes, job, &msg.payload));
         match checked {
             Ok((job, routed)) => {
-                Some(self.hold(job, routed, &msg.payload, envelope, Box::new(acker), permit))
+                Some(self.hold(job, routed, &msg.payload, envelope, acker, permit))
             }
             Err((id, error)) => {
                 self.refuse(&acker, &envelope, id, error).await;
@@ -202,7 +202,7 @@ impl Intake {
     /// Answers a job that can never run with `error`.
     async fn refuse(
         &self,
-        acker: &Acker,
+        acker: &JobAck,
         envelope: &Envelope,
         id: Option<String>,
         error: JobError,
@@ -226,7 +226,7 @@ impl Intake {
         routed: Routed<'_>,
         payload: &Bytes,
         envelope: Envelope,
-        acker: Box<dyn Ack>,
+        acker: JobAck,
         permit: OwnedSemaphorePermit,
     ) -> HeldJob {
         let Envelope {

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
-use crate::job::Held;
+use crate::job::{Held, JobAck};
 use crate::workers::test_heartbeat;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -167,7 +167,7 @@ impl Test {
             routed: None,
             meta: Default::default(),
             since: self.at(at_ms),
-            acker: Box::new(acks),
+            acker: JobAck::Other(Box::new(acks)),
             _permit: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
         })
     }
