@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use futures::future::join_all;
 use jetinfer_schemas::tensor::inputs_digest;
 use jetinfer_schemas::worker::{RunJob, RunOutcome, RunReply, RunRequest};
 use jetinfer_schemas::{
@@ -160,12 +159,15 @@ impl Service {
                 let _ = p.ctx.done.send(RunOutcome::Failed);
             }
         }
-        // A dropped sender (executor gone) means the job could not finish here.
-        let outcomes = join_all(waits)
-            .await
-            .into_iter()
-            .map(|o| o.unwrap_or(RunOutcome::Failed))
-            .collect();
+        // One after the other: the reply waits for all of them anyway, and jobs of a batch
+        // finish together, so this wakes about once per batch — `join_all` (a
+        // `FuturesUnordered` above 30 jobs) registered a waker per job and cost ~1 % of the
+        // worker (docs/benchmarks.md, "First deliveries skip the lookup").
+        let mut outcomes = Vec::with_capacity(waits.len());
+        for wait in waits {
+            // A dropped sender (executor gone) means the job could not finish here.
+            outcomes.push(wait.await.unwrap_or(RunOutcome::Failed));
+        }
         let reply_bytes = encode(&RunReply {
             v: SCHEMA_VERSION,
             outcomes,
