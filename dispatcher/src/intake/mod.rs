@@ -3,11 +3,11 @@
 //! each message and hands good jobs to the scheduler.
 //!
 //! Messages are triaged in groups: the first one is awaited, then whatever else the pull
-//! has already delivered (up to `--pull-batch`) joins it. Good jobs then go to the intake's
-//! lookup task ([`admit`]): one Redis round trip at a time for every group triaged while
-//! the previous one was under way, and one hand-over to the scheduler per round trip. Under
-//! load groups are large and per-job costs shrink; when idle a group is one job and nothing
-//! waits for company.
+//! has already delivered (up to `--pull-batch`) joins it. Good first deliveries then go
+//! straight to the scheduler (while Redis is reachable); redeliveries go through the
+//! intake's lookup task ([`admit`]): one Redis round trip at a time for every group queued
+//! while the previous one was under way. Under load groups are large and per-job costs
+//! shrink; when idle a group is one job and nothing waits for company.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,9 +154,9 @@ impl Intake {
         (group, false)
     }
 
-    /// Triages a group of messages: answers what can never run, then hands the rest to the
-    /// intake's lookup task ([`admit`]), so the next pull is read while a Redis round trip
-    /// is under way.
+    /// Triages a group of messages: answers what can never run, then hands the rest on
+    /// ([`Admits::send`]: to the scheduler, or to the lookup task, so the next pull is read
+    /// while a Redis round trip is under way).
     async fn triage(&self, group: Vec<(Message, OwnedSemaphorePermit)>, admits: &Admits) {
         // One snapshot for the group: every job is routed by one whole registry state.
         let routes = self.registry.borrow().clone();
