@@ -2,12 +2,12 @@
 //!
 //! Both services decode every job (the dispatcher to triage it, the worker to run it), and
 //! `rmp_serde`'s generic path was 5 % of each one's CPU for a small job (docs/benchmarks.md,
-//! "The job reader"). This reader takes only the shape producers write — a map with string
-//! keys, the known fields, string, integer, bool, nil and bin values of the expected types —
-//! and gives up (`None`) at anything else: unknown or repeated keys, `inputs_ref`, other
+//! "First deliveries skip the lookup, and the job reader"). This reader takes only the shape
+//! producers write — a map with string keys, the known fields, string, integer, bool, nil
+//! and bin values of the expected types — and gives up (`None`) at anything else: unknown or repeated keys, `inputs_ref`, other
 //! encodings of a value, trailing bytes. [`crate::decode_job`] then decodes with `rmp_serde`,
 //! so the result, or the error, is always the one `rmp_serde` would give; a property test
-//! (`tests/job_reader.rs`) holds the two to that.
+//! (`tests/roundtrip.rs`, `the_job_reader_decodes_as_rmp_serde`) holds the two to that.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

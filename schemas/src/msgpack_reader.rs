@@ -1,12 +1,12 @@
 //! The MessagePack primitives the hand-written readers of hot messages are built from
-//! ([`crate::job_reader`], [`crate::worker::read_run_request`]). Every read returns `None`
+//! ([`crate::job_reader`], [`crate::run_request_reader`]). Every read returns `None`
 //! on anything but the expected encoding, so a reader gives up and its caller decodes with
 //! `rmp_serde`, which then has the last word on the value or the error.
 
 /// A cursor over one message.
 pub(crate) struct Reader<'a> {
-    pub bytes: &'a [u8],
-    pub at: usize,
+    bytes: &'a [u8],
+    at: usize,
 }
 
 impl<'a> Reader<'a> {

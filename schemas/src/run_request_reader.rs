@@ -3,8 +3,8 @@
 //!
 //! A worker reads one request per bundle, and `rmp_serde` copied every job's payload out of
 //! it into a `Bytes` of its own: this reader hands out slices of the request's buffer
-//! instead, and skips serde's generic path (docs/benchmarks.md, "The job reader"). Like
-//! [`crate::job_reader`] it gives up (`None`) at any other shape — an unknown or repeated
+//! instead, and skips serde's generic path (docs/benchmarks.md, "First deliveries skip the
+//! lookup, and the job reader"). Like [`crate::job_reader`] it gives up (`None`) at any other shape — an unknown or repeated
 //! key, another encoding of a value, trailing bytes — and `rmp_serde` decides then.
 
 use bytes::Bytes;

@@ -1,7 +1,7 @@
 //! A hand-written writer of run requests: the same bytes `rmp_serde` writes for a
 //! [`RunRequest`] (a property test in `tests/roundtrip.rs` holds them equal), without serde's
 //! generic path, which was ~2 % of the dispatcher's CPU per small job (docs/benchmarks.md,
-//! "The job reader").
+//! "First deliveries skip the lookup, and the job reader").
 
 use crate::worker::{RunJob, RunRequest};
 

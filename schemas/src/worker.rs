@@ -172,7 +172,7 @@ impl RunRequest {
     }
 
     /// Decodes a run request whose job payloads share `bytes`' buffer: by hand for the
-    /// shape dispatchers write ([`crate::run_request_reader`]), else with `rmp_serde`
+    /// shape dispatchers write (`run_request_reader.rs`), else with `rmp_serde`
     /// (which copies each payload, and has the last word on any other shape or error).
     pub fn decode(bytes: &Bytes) -> Result<RunRequest, rmp_serde::decode::Error> {
         match crate::run_request_reader::read_run_request(bytes) {

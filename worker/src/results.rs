@@ -51,7 +51,8 @@ fn encoded(finished: &[Finished]) -> (Vec<ResultWrite<'_>>, Vec<(String, Vec<u8>
         }
         // A result's fixed part (field names, ids, digest, timings) is ~400 bytes: sized
         // for it and the outputs, the buffer is never grown (a reallocation per result was
-        // ~1 % of the worker: docs/benchmarks.md, "The job reader").
+        // ~1 % of the worker: docs/benchmarks.md, "First deliveries skip the lookup, and the
+        // job reader").
         let outputs: usize = r.outputs.iter().map(|t| t.data.len() + 32).sum();
         writes.push(ResultWrite {
             id: &f.ctx.id,

@@ -162,7 +162,7 @@ impl Service {
         // One after the other: the reply waits for all of them anyway, and jobs of a batch
         // finish together, so this wakes about once per batch — `join_all` (a
         // `FuturesUnordered` above 30 jobs) registered a waker per job and cost ~1 % of the
-        // worker (docs/benchmarks.md, "First deliveries skip the lookup").
+        // worker (docs/benchmarks.md, "First deliveries skip the lookup, and the job reader").
         let mut outcomes = Vec::with_capacity(waits.len());
         for wait in waits {
             // A dropped sender (executor gone) means the job could not finish here.
