@@ -11,6 +11,9 @@ use crate::limits::{is_valid_model_name, is_valid_version, validate_job_id, Limi
 use crate::tensor::Tensor;
 use crate::SCHEMA_VERSION;
 
+/// The hand-written reader [`decode_job`] tries first.
+mod reader;
+
 /// One inference job: one sample per input tensor (no batch dimension).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Job<'a> {
@@ -153,7 +156,7 @@ pub fn decode_job<'a>(payload: &'a [u8], limits: &Limits) -> Result<Job<'a>, Job
         )));
     }
     // The usual shape is read by hand; anything else, and every error, is `rmp_serde`'s.
-    let job: Job<'a> = match crate::job_reader::read_job(payload) {
+    let job: Job<'a> = match reader::read_job(payload) {
         Some(job) => job,
         None => rmp_serde::from_slice(payload)
             .map_err(|e| JobError::bad_payload(format!("not a job: {e}")))?,

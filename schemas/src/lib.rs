@@ -21,7 +21,6 @@
 pub mod error;
 pub mod inputs_ref;
 pub mod job;
-mod job_reader;
 pub mod limits;
 mod msgpack_reader;
 pub mod names;
@@ -30,8 +29,6 @@ pub mod registry;
 pub mod result;
 pub mod route;
 pub mod routing;
-mod run_request_reader;
-mod run_request_writer;
 pub mod tensor;
 pub mod worker;
 

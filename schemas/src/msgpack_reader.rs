@@ -1,5 +1,5 @@
 //! The MessagePack primitives the hand-written readers of hot messages are built from
-//! ([`crate::job_reader`], [`crate::run_request_reader`]). Every read returns `None`
+//! (`job/reader.rs`, `worker/run_request_reader.rs`). Every read returns `None`
 //! on anything but the expected encoding, so a reader gives up and its caller decodes with
 //! `rmp_serde`, which then has the last word on the value or the error.
 

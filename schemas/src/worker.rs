@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 use crate::names::Priority;
 use crate::tensor::DType;
 
+/// The hand-written reader and writer of run requests ([`RunRequest::decode`],
+/// [`RunRequest::encode_sized`]).
+mod run_request_reader;
+mod run_request_writer;
+
 /// One input of a model: dtype and per-sample shape, `-1` for a dynamic dimension.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct InputSpec {
@@ -168,14 +173,14 @@ impl RunRequest {
     /// The request as [`crate::encode`] writes it (a MessagePack map), byte for byte,
     /// into a buffer of `capacity` bytes (the payloads plus room for the other fields).
     pub fn encode_sized(&self, capacity: usize) -> Vec<u8> {
-        crate::run_request_writer::write_run_request(self, capacity)
+        run_request_writer::write_run_request(self, capacity)
     }
 
     /// Decodes a run request whose job payloads share `bytes`' buffer: by hand for the
-    /// shape dispatchers write (`run_request_reader.rs`), else with `rmp_serde`
+    /// shape dispatchers write (`worker/run_request_reader.rs`), else with `rmp_serde`
     /// (which copies each payload, and has the last word on any other shape or error).
     pub fn decode(bytes: &Bytes) -> Result<RunRequest, rmp_serde::decode::Error> {
-        match crate::run_request_reader::read_run_request(bytes) {
+        match run_request_reader::read_run_request(bytes) {
             Some(request) => Ok(request),
             None => rmp_serde::from_slice(bytes),
         }

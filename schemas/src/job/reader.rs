@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use crate::job::Job;
+use super::Job;
 use crate::msgpack_reader::{set, Reader};
 use crate::tensor::{DType, Tensor};
 

@@ -3,7 +3,7 @@
 //! generic path, which was ~2 % of the dispatcher's CPU per small job (docs/benchmarks.md,
 //! "First deliveries skip the lookup, and the job reader").
 
-use crate::worker::{RunJob, RunRequest};
+use super::{RunJob, RunRequest};
 
 /// `request` as `rmp_serde` (`encode`) writes it, into a buffer of `capacity` bytes.
 pub(crate) fn write_run_request(request: &RunRequest, capacity: usize) -> Vec<u8> {

@@ -1,17 +1,17 @@
 //! A hand-written reader for run requests as dispatchers write them, tried before
-//! `rmp_serde` (see [`crate::worker::RunRequest::decode`]).
+//! `rmp_serde` (see [`super::RunRequest::decode`]).
 //!
 //! A worker reads one request per bundle, and `rmp_serde` copied every job's payload out of
 //! it into a `Bytes` of its own: this reader hands out slices of the request's buffer
 //! instead, and skips serde's generic path (docs/benchmarks.md, "First deliveries skip the
-//! lookup, and the job reader"). Like [`crate::job_reader`] it gives up (`None`) at any other shape — an unknown or repeated
+//! lookup, and the job reader"). Like the job reader (`job/reader.rs`) it gives up (`None`) at any other shape — an unknown or repeated
 //! key, another encoding of a value, trailing bytes — and `rmp_serde` decides then.
 
 use bytes::Bytes;
 
+use super::{RunJob, RunRequest};
 use crate::msgpack_reader::{set, Reader};
 use crate::names::Priority;
-use crate::worker::{RunJob, RunRequest};
 
 /// The run request in `bytes`, its payloads sharing `bytes`; `None` to leave it to
 /// `rmp_serde`.
