@@ -185,6 +185,17 @@ impl NatsCluster {
 
     /// Waits until every running node names the same JetStream meta leader.
     pub async fn wait_for_meta_leader(&mut self, timeout: Duration) -> Result<String, LocalError> {
+        self.wait_for_meta_leader_other_than(None, timeout).await
+    }
+
+    /// [`Self::wait_for_meta_leader`], for a leader other than `old`: right after a meta
+    /// leader is killed, the survivors may still agree on it until their election timeout
+    /// passes.
+    pub async fn wait_for_meta_leader_other_than(
+        &mut self,
+        old: Option<&str>,
+        timeout: Duration,
+    ) -> Result<String, LocalError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let mut seen = Vec::new();
@@ -194,7 +205,8 @@ impl NatsCluster {
                 }
             }
             if let Some(Some(leader)) = seen.first() {
-                if seen.iter().all(|s| s.as_deref() == Some(leader.as_str())) {
+                let agreed = seen.iter().all(|s| s.as_deref() == Some(leader.as_str()));
+                if agreed && old != Some(leader.as_str()) {
                     return Ok(leader.clone());
                 }
             }
