@@ -75,43 +75,39 @@ impl Writer {
     fn len_marked(&mut self, n: usize, fix: u8, m16: u8, m32: u8) {
         if n < 16 {
             self.0.push(fix | n as u8);
-        } else if n <= u16::MAX as usize {
-            self.0.push(m16);
-            self.0.extend_from_slice(&(n as u16).to_be_bytes());
         } else {
-            self.0.push(m32);
-            self.0.extend_from_slice(&(n as u32).to_be_bytes());
+            self.length(n, None, m16, m32);
         }
     }
 
     fn str(&mut self, s: &str) {
-        let n = s.len();
-        if n < 32 {
-            self.0.push(0xa0 | n as u8);
-        } else if n <= u8::MAX as usize {
-            self.0.extend_from_slice(&[0xd9, n as u8]);
-        } else if n <= u16::MAX as usize {
-            self.0.push(0xda);
-            self.0.extend_from_slice(&(n as u16).to_be_bytes());
+        if s.len() < 32 {
+            self.0.push(0xa0 | s.len() as u8);
         } else {
-            self.0.push(0xdb);
-            self.0.extend_from_slice(&(n as u32).to_be_bytes());
+            self.length(s.len(), Some(0xd9), 0xda, 0xdb);
         }
         self.0.extend_from_slice(s.as_bytes());
     }
 
     fn bin(&mut self, b: &[u8]) {
-        let n = b.len();
-        if n <= u8::MAX as usize {
-            self.0.extend_from_slice(&[0xc4, n as u8]);
-        } else if n <= u16::MAX as usize {
-            self.0.push(0xc5);
-            self.0.extend_from_slice(&(n as u16).to_be_bytes());
-        } else {
-            self.0.push(0xc6);
-            self.0.extend_from_slice(&(n as u32).to_be_bytes());
-        }
+        self.length(b.len(), Some(0xc4), 0xc5, 0xc6);
         self.0.extend_from_slice(b);
+    }
+
+    /// A marker and a length of 8 (where the type has that form), 16 or 32 bits: the
+    /// smallest that holds `n`.
+    fn length(&mut self, n: usize, m8: Option<u8>, m16: u8, m32: u8) {
+        match m8 {
+            Some(m8) if n <= u8::MAX as usize => self.0.extend_from_slice(&[m8, n as u8]),
+            _ if n <= u16::MAX as usize => {
+                self.0.push(m16);
+                self.0.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            _ => {
+                self.0.push(m32);
+                self.0.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+        }
     }
 
     /// The smallest encoding of an unsigned integer, as `rmp::encode::write_uint`.
