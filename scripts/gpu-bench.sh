@@ -349,6 +349,19 @@ trivial-ab)
   done
   B=$B0; M=$M0
   ;;
+trivial-env)
+  # The trivial model's queue path, jetinfer alone, alternating the services' environment:
+  # VARIANTS is a list of VAR=value ("-": none), each run PAIRS times (3) in turn.
+  M0=$M; with_linger
+  for i in $(seq ${PAIRS:-3}); do
+    for v in ${VARIANTS:--}; do
+      ( [ "$v" != - ] && export "$v"
+        bench trivial-env-${v//[^A-Za-z0-9]/_}-$i --model trivial --concurrency 256 --duration-s $D --warmup-s $W \
+          --dispatcher-arg "--threads 1" --worker-arg "--threads 1" )
+    done
+  done
+  M=$M0
+  ;;
 trivial)
   # THREADS: the services' --threads for each run (default: one run with their default);
   # e.g. THREADS="default 1 4". LINGER: the trivial model's linger_ms (docs/models.md) in
