@@ -1,14 +1,16 @@
 //! A job the dispatcher holds: what scheduling needs, the untouched payload for the
 //! worker, and the handle that acks its JetStream message.
 //!
-//! The handle is an [`Ack`] trait object, so that scheduling logic can hold jobs in unit
-//! tests without a JetStream message.
+//! The handle ([`JobAck`]) publishes to the message's ack subject; in unit tests it is a
+//! stand-in, so that scheduling logic can hold jobs without a JetStream message.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use async_nats::jetstream::message::Acker;
+use std::sync::Arc;
+
 use async_nats::jetstream::AckKind;
+use async_nats::Subject;
 use bytes::Bytes;
 #[cfg(test)]
 use futures::future::BoxFuture;
@@ -29,18 +31,25 @@ pub(crate) trait Ack: Send + Sync {
     fn ack_with(&self, kind: AckKind) -> BoxFuture<'_, Result<(), async_nats::Error>>;
 }
 
-/// Acknowledges one JetStream message: its own acker, called directly (no trait object per
-/// job, no boxed future per ack), or in unit tests a stand-in.
+/// Acknowledges one JetStream message by publishing to its ack subject (`$JS.ACK.…`, the
+/// message's reply subject) through the intake's client — shared, so a held job costs one
+/// reference count, where async-nats's `Acker` carried a clone of the JetStream context —
+/// or in unit tests a stand-in.
 pub(crate) enum JobAck {
-    Nats(Acker),
+    Nats {
+        nats: Arc<async_nats::Client>,
+        /// `None` only for a message that did not come from a consumer (never pulled).
+        reply: Option<Subject>,
+    },
     #[cfg(test)]
     Other(Box<dyn Ack>),
 }
 
 impl JobAck {
+    /// The message is done with (`+ACK`, sent as an empty payload, as async-nats does).
     pub async fn ack(&self) -> Result<(), async_nats::Error> {
         match self {
-            JobAck::Nats(a) => a.ack().await,
+            JobAck::Nats { nats, reply } => publish(nats, reply, Bytes::new()).await,
             #[cfg(test)]
             JobAck::Other(a) => a.ack().await,
         }
@@ -48,11 +57,22 @@ impl JobAck {
 
     pub async fn ack_with(&self, kind: AckKind) -> Result<(), async_nats::Error> {
         match self {
-            JobAck::Nats(a) => a.ack_with(kind).await,
+            JobAck::Nats { nats, reply } => publish(nats, reply, kind.into()).await,
             #[cfg(test)]
             JobAck::Other(a) => a.ack_with(kind).await,
         }
     }
+}
+
+async fn publish(
+    nats: &async_nats::Client,
+    reply: &Option<Subject>,
+    ack: Bytes,
+) -> Result<(), async_nats::Error> {
+    let Some(reply) = reply else {
+        return Err("no ack subject: not a message from a JetStream consumer".into());
+    };
+    Ok(nats.publish(reply.clone(), ack).await?)
 }
 
 /// A job the dispatcher holds, boxed: its fields are ~300 bytes, and a job moves five times

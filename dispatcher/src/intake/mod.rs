@@ -12,11 +12,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::consumer::PullConsumer;
-use async_nats::jetstream::Message;
+use async_nats::Message;
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
 use jetinfer_schemas::{Job, JobError, Priority};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -32,14 +30,19 @@ use crate::telemetry;
 use jetinfer_schemas::Route;
 
 mod admit;
+mod pull;
 mod triage;
 
 use admit::{Admits, Admitter};
+use pull::Pull;
 
 use triage::{validate, Envelope};
 
 /// How long one pull request stays open at the consumer (see `Intake::run`).
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// The server's idle heartbeat while a pull request waits: two missed, and the pull asks
+/// again.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
 
 pub(crate) struct Intake {
     pub priority: Priority,
@@ -68,22 +71,24 @@ impl Intake {
             health: self.store_health.clone(),
         };
         let admits = Admits::start(admitter, self.config.in_flight_cap(self.priority));
+        // Every held job acks through this one client (see `JobAck`).
+        let nats = Arc::new(self.answer.nats.clone());
         while !shutdown.is_cancelled() {
-            let pulled = self
-                .consumer
-                .stream()
-                .max_messages_per_batch(batch)
-                // Short-lived pull requests: one the consumer's old leader held when it went
-                // away (a node killed, a leader stepping down) is answered by nobody, and the
-                // pull waits for its expiry before asking again — up to 30 s of no delivery
-                // with a 30 s expiry (tests/tests/nats_cluster.rs saw it under load). An idle
-                // consumer costs one pull request per 5 s.
-                .heartbeat(Duration::from_secs(2))
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await;
-            let mut messages = match pulled {
-                Ok(m) => m,
+            // Short-lived pull requests: one the consumer's old leader held when it went away
+            // (a node killed, a leader stepping down) is answered by nobody; the pull's
+            // watchdog asks again after two missed heartbeats (tests/tests/nats_cluster.rs
+            // saw 30 s of no delivery under load with a 30 s expiry). An idle consumer costs
+            // one pull request per 5 s.
+            let pulled = Pull::start(
+                nats.clone(),
+                &self.consumer,
+                batch,
+                PULL_EXPIRES,
+                PULL_HEARTBEAT,
+            )
+            .await;
+            let mut pull = match pulled {
+                Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(priority = %self.priority, error = %e, "cannot pull; retrying");
                     tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
@@ -106,64 +111,66 @@ impl Intake {
                 let next = tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => return,
-                    m = messages.next() => m,
+                    m = pull.next() => m,
                 };
                 let first = match next {
                     Some(Ok(msg)) => msg,
-                    // A missed heartbeat or a reconnect: the pull goes on (the documented
-                    // `while let Some(Ok(..))` loop would stop for good here).
+                    // A missed heartbeat, a request the server ended, JetStream without a
+                    // leader: the pull asks again on the next call.
                     Some(Err(e)) => {
                         tracing::warn!(priority = %self.priority, error = %e, "pull error");
                         continue;
                     }
+                    // The client is closing.
                     None => break,
                 };
-                let (group, pull_ended) = self.delivered_with(first, permit, &mut messages, batch);
-                self.triage(group, &admits).await;
-                if pull_ended {
-                    break;
-                }
+                let group = self.delivered_with(first, permit, &mut pull, batch);
+                self.triage(group, &admits, &nats).await;
             }
         }
     }
 
     /// `first` and the messages the pull has already delivered, as many as there are
-    /// permits for, up to `max`, without waiting for more. Also says whether the pull ended.
+    /// permits for, up to `max`, without waiting for more.
     fn delivered_with(
         &self,
         first: Message,
         permit: OwnedSemaphorePermit,
-        messages: &mut (impl futures::Stream<Item = Result<Message, MessagesError>> + Unpin),
+        pull: &mut Pull,
         max: usize,
-    ) -> (Vec<(Message, OwnedSemaphorePermit)>, bool) {
+    ) -> Vec<(Message, OwnedSemaphorePermit)> {
         let mut group = vec![(first, permit)];
         while group.len() < max {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
-            match messages.next().now_or_never() {
-                Some(Some(Ok(msg))) => group.push((msg, permit)),
-                Some(Some(Err(e))) => {
+            match pull.ready() {
+                Some(Ok(msg)) => group.push((msg, permit)),
+                Some(Err(e)) => {
                     tracing::warn!(priority = %self.priority, error = %e, "pull error");
                     break;
                 }
-                Some(None) => return (group, true),
                 None => break,
             }
         }
-        (group, false)
+        group
     }
 
     /// Triages a group of messages: answers what can never run, then hands the rest on
     /// ([`Admits::send`]: to the scheduler, or to the lookup task, so the next pull is read
     /// while a Redis round trip is under way).
-    async fn triage(&self, group: Vec<(Message, OwnedSemaphorePermit)>, admits: &Admits) {
+    async fn triage(
+        &self,
+        group: Vec<(Message, OwnedSemaphorePermit)>,
+        admits: &Admits,
+        nats: &Arc<async_nats::Client>,
+    ) {
         // One snapshot for the group: every job is routed by one whole registry state.
         let routes = self.registry.borrow().clone();
         let received = Instant::now();
         let mut jobs = Vec::with_capacity(group.len());
         for (msg, permit) in group {
-            if let Some(job) = self.check(msg, permit, &routes, received).await {
+            if let Some(job) = self.check(msg, permit, &routes, received, nats).await {
                 jobs.push(job);
             }
         }
@@ -181,10 +188,13 @@ impl Intake {
         permit: OwnedSemaphorePermit,
         routes: &Routes,
         received: Instant,
+        nats: &Arc<async_nats::Client>,
     ) -> Option<HeldJob> {
         let envelope = Envelope::of(&msg, received);
-        let (msg, acker) = msg.split();
-        let acker = JobAck::Nats(acker);
+        let acker = JobAck::Nats {
+            nats: nats.clone(),
+            reply: msg.reply,
+        };
         telemetry::received(self.priority, &envelope.subject_model, envelope.delivered);
         let checked = validate(&msg.payload, &envelope, &self.config.limits())
             .and_then(|job| route(routes, job, &msg.payload));

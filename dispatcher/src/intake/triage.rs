@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
-use async_nats::jetstream::Message;
+use async_nats::Message;
 use jetinfer_schemas::names::{msg_id_is_for, parse_job_subject};
 use jetinfer_schemas::{decode_job, limits::is_valid_job_id, Job, JobError, Limits};
 
