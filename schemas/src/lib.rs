@@ -23,6 +23,7 @@ pub mod inputs_ref;
 pub mod job;
 pub mod limits;
 mod msgpack_reader;
+mod msgpack_writer;
 pub mod names;
 pub mod partitions;
 pub mod registry;

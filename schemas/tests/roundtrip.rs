@@ -167,6 +167,135 @@ fn job_result() -> impl Strategy<Value = JobResult<'static>> {
         )
 }
 
+/// Unsigned integers at either side of each boundary between MessagePack's integer forms
+/// (fixint, 8, 16, 32, 64 bits).
+const UINT_EDGES: [u64; 10] = [
+    0,
+    127,
+    128,
+    255,
+    256,
+    65_535,
+    65_536,
+    u32::MAX as u64,
+    u32::MAX as u64 + 1,
+    u64::MAX,
+];
+
+/// Signed integers at either side of each boundary between the forms `write_sint` picks
+/// (negative fixint, 8, 16, 32, 64 bits; the unsigned forms from 0 up).
+const SINT_EDGES: [i64; 20] = [
+    i64::MIN,
+    i32::MIN as i64 - 1,
+    i32::MIN as i64,
+    -32_769,
+    -32_768,
+    -129,
+    -128,
+    -33,
+    -32,
+    -1,
+    0,
+    127,
+    128,
+    255,
+    256,
+    65_535,
+    65_536,
+    u32::MAX as i64,
+    u32::MAX as i64 + 1,
+    i64::MAX,
+];
+
+/// String, bin, array and map lengths at either side of their forms' boundaries.
+const LEN_EDGES: [usize; 9] = [0, 15, 16, 31, 32, 255, 256, 65_535, 65_536];
+
+fn u64_on_edges() -> impl Strategy<Value = u64> {
+    prop_oneof![proptest::sample::select(&UINT_EDGES[..]), any::<u64>()]
+}
+
+fn u32_on_edges() -> impl Strategy<Value = u32> {
+    let edges: Vec<u32> = UINT_EDGES
+        .iter()
+        .filter_map(|&v| u32::try_from(v).ok())
+        .collect();
+    prop_oneof![proptest::sample::select(edges), any::<u32>()]
+}
+
+/// Any f64 but NaN (which `==` would refuse although its bits round-trip): zeros of both
+/// signs, subnormals, infinities, and milliseconds as timings hold them.
+fn f64_on_edges() -> impl Strategy<Value = f64> {
+    use proptest::num::f64::{INFINITE, NEGATIVE, NORMAL, POSITIVE, SUBNORMAL, ZERO};
+    prop_oneof![
+        Just(0.0),
+        millis(),
+        POSITIVE | NEGATIVE | NORMAL | SUBNORMAL | ZERO | INFINITE,
+    ]
+}
+
+/// Text as [`text`] makes it, or a string whose length sits on a boundary of the str forms.
+fn text_on_edges() -> impl Strategy<Value = String> {
+    prop_oneof![
+        text(),
+        proptest::sample::select(&LEN_EDGES[..]).prop_map(|n| "x".repeat(n)),
+    ]
+}
+
+/// A tensor as a writer may be handed one: dims of any sign and size (up to 17 of them, so
+/// past the fixarray form), data of a boundary length or short, unrelated to the shape.
+fn tensor_on_edges() -> impl Strategy<Value = Tensor<'static>> {
+    let dim = prop_oneof![
+        proptest::sample::select(&SINT_EDGES[..]),
+        any::<i64>(),
+        -1i64..=4
+    ];
+    let len = prop_oneof![proptest::sample::select(&LEN_EDGES[..]), 0..64usize];
+    (dtype(), vec(dim, 0..=17), len, any::<u8>())
+        .prop_map(|(dtype, shape, len, byte)| Tensor::owned(dtype, shape, vec![byte; len]))
+}
+
+/// A [`job_result`] whose lengths, integers and floats sit on the boundaries between
+/// MessagePack's forms, where a hand-written writer is most likely to differ from `rmp`.
+fn job_result_on_edges() -> impl Strategy<Value = JobResult<'static>> {
+    (
+        job_result(),
+        (
+            text_on_edges(),
+            text_on_edges(),
+            option::of((error_code(), text_on_edges())),
+        ),
+        vec(tensor_on_edges(), 0..=3),
+        btree_map(text(), text_on_edges(), 0..=17),
+        (u32_on_edges(), u32_on_edges(), u64_on_edges()),
+        (f64_on_edges(), f64_on_edges(), f64_on_edges()),
+    )
+        .prop_map(
+            |(
+                mut r,
+                (version, worker, error),
+                outputs,
+                meta,
+                (attempts, batch_size, completed_at_ms),
+                (queued_ms, compute_ms, total_ms),
+            )| {
+                r.version = version;
+                r.worker = worker;
+                r.error = error.map(|(code, message)| ErrorBody { code, message });
+                r.outputs = outputs;
+                r.meta = meta;
+                r.attempts = attempts;
+                r.completed_at_ms = completed_at_ms;
+                r.timings = Timings {
+                    queued_ms,
+                    batch_size,
+                    compute_ms,
+                    total_ms,
+                };
+                r
+            },
+        )
+}
+
 fn priority() -> impl Strategy<Value = Priority> {
     proptest::sample::select(Priority::ALL.to_vec())
 }
@@ -370,6 +499,22 @@ proptest! {
             RunRequest::decode(&edited).ok(),
             rmp_serde::from_slice::<RunRequest>(&edited).ok()
         );
+    }
+
+    /// The result writer writes `rmp_serde`'s bytes for results of every status, with and
+    /// without their optional fields, and at every boundary of MessagePack's forms; and
+    /// `rmp_serde` reads them back as written.
+    #[test]
+    fn the_result_writer_writes_as_rmp_serde(
+        r in prop_oneof![job_result(), job_result_on_edges()],
+        capacity in 0..1024usize,
+    ) {
+        let bytes = r.encode_sized(capacity);
+        prop_assert!(
+            bytes == jetinfer_schemas::encode_sized(&r, capacity),
+            "the writer and rmp_serde differ on {:?}", r
+        );
+        prop_assert_eq!(rmp_serde::from_slice::<JobResult<'_>>(&bytes).unwrap(), r);
     }
 
     /// The job reader agrees with `rmp_serde` on every valid job and on edits of it.

@@ -4,9 +4,7 @@
 
 use jetinfer_schemas::names::done_subject;
 use jetinfer_schemas::worker::RunOutcome;
-use jetinfer_schemas::{
-    encode, encode_sized, CachedOutputs, JobResult, Status, Tensor, SCHEMA_VERSION,
-};
+use jetinfer_schemas::{encode, CachedOutputs, JobResult, Status, Tensor, SCHEMA_VERSION};
 use jetinfer_store::{InputStores, ResultStore, ResultWrite};
 
 use crate::job::JobCtx;
@@ -56,7 +54,7 @@ fn encoded(finished: &[Finished]) -> (Vec<ResultWrite<'_>>, Vec<(String, Vec<u8>
         let outputs: usize = r.outputs.iter().map(|t| t.data.len() + 32).sum();
         writes.push(ResultWrite {
             id: &f.ctx.id,
-            bytes: encode_sized(r, 512 + outputs),
+            bytes: r.encode_sized(512 + outputs),
             // Inputs in the result store go in the results' own pipeline; others after it.
             drop_inputs: f.ctx.inputs_store == Some(0),
         });
