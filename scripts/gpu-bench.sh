@@ -9,7 +9,8 @@
 # P2 at 2x capacity), and the trivial model's queue path (+ bare loop, + Python); on request
 # ResNet-50 with every job inline (resnet-inline), a nats-server CPU profile (profile), the
 # services' own profiles on the trivial model (trivial-profile: perf, packed by
-# scripts/pack-perf.sh) and two builds alternating on it (trivial-ab).
+# scripts/pack-perf.sh), two builds alternating on it (trivial-ab) and settings of the services'
+# environment alternating on it (trivial-env).
 # Every result goes into $OUT/results.tgz (JSON, SVG, logs) as soon as it exists.
 # DRY=1 runs the same steps on this machine's CPU with small models and short durations.
 set -uo pipefail
