@@ -13,11 +13,11 @@
 //! those delivered (here at most two batches: a new request whenever no more than one is
 //! owed, since the intake may take a whole group with [`Pull::ready`] between two calls of
 //! [`Pull::next`], the only one that asks; the consumer's `max_ack_pending` allows two
-//! batches per intake task), the pull requests' short expiry and
-//! the server's idle heartbeats (`PULL_EXPIRES`, `HEARTBEAT` in the intake), and the
-//! accounting of the `408`/`409` answers that end a request. What it adds: a watchdog that
-//! asks again when nothing at all arrived for two heartbeats — a request its consumer's
-//! old leader held, or one a restarted server forgot, is answered by nobody.
+//! batches per intake task), the pull requests' short expiry and the server's idle
+//! heartbeats (`PULL_EXPIRES`, `PULL_HEARTBEAT` in the intake), and the accounting of the
+//! `408`/`409` answers that end a request. What it adds: a watchdog that asks again when
+//! nothing at all arrived for a whole period of two heartbeats (so within 4-8 s) — a request
+//! its consumer's old leader held, or one a restarted server forgot, is answered by nobody.
 
 use std::sync::Arc;
 use std::time::Duration;
