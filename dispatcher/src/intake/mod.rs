@@ -76,9 +76,9 @@ impl Intake {
         while !shutdown.is_cancelled() {
             // Short-lived pull requests: one the consumer's old leader held when it went away
             // (a node killed, a leader stepping down) is answered by nobody; the pull's
-            // watchdog asks again after two missed heartbeats (tests/tests/nats_cluster.rs
-            // saw 30 s of no delivery under load with a 30 s expiry). An idle consumer costs
-            // one pull request per 5 s.
+            // watchdog asks again within 4-8 s of silence (`pull.rs`; tests/tests/nats_cluster.rs
+            // saw 30 s of no delivery under load with async-nats's stream and a 30 s expiry).
+            // An idle consumer costs one pull request per 5 s.
             let pulled = Pull::start(
                 nats.clone(),
                 &self.consumer,
