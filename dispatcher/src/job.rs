@@ -5,9 +5,8 @@
 //! stand-in, so that scheduling logic can hold jobs without a JetStream message.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
-
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_nats::jetstream::AckKind;
 use async_nats::Subject;
