@@ -9,7 +9,7 @@
 # P2 at 2x capacity), and the trivial model's queue path (+ bare loop, + Python); on request
 # ResNet-50 with every job inline (resnet-inline), a nats-server CPU profile (profile), the
 # services' own profiles on the trivial model (trivial-profile: perf, packed by
-# scripts/pack-perf.sh), two builds alternating on it (trivial-ab) and settings of the services'
+# scripts/pack-perf.sh), two or more builds alternating on it (trivial-ab) and settings of the services'
 # environment alternating on it (trivial-env).
 # Every result goes into $OUT/results.tgz (JSON, SVG, logs) as soon as it exists.
 # DRY=1 runs the same steps on this machine's CPU with small models and short durations.
@@ -328,22 +328,26 @@ trivial-profile)
   ;;
 trivial-ab)
   # The trivial model's queue path, jetinfer alone, alternating the build in .gpu-perf/bin
-  # with an earlier one in .gpu-perf/base/ (gzipped dispatcher and worker, run beside a copy
+  # with earlier ones in .gpu-perf/base/ (gzipped dispatcher and worker, run beside a copy
   # of this jetinfer: the bench finds the services next to itself), PAIRS times (3).
-  # LINGER: the trivial model's linger_ms, as in the trivial step. BASE: another folder of
-  # .gpu-perf/ to take the earlier build from (base).
+  # LINGER: the trivial model's linger_ms, as in the trivial step. BASE: other folders of
+  # .gpu-perf/ to take the earlier builds from (base), each run in turn before this one.
+  # ORDER: the order of each round, naming the builds as BASE does and this one `new`
+  # (e.g. "new lto base", to see whether a place in the round favours a build).
   M0=$M; with_linger
-  O=${BASE:-base}; A=/tmp/$O-bin; mkdir -p $A && cp "$B" $A/
-  # Gzipped or, to fit two builds in what a call carries, xz-compressed (read with Python's lzma).
-  for f in "$G"/$O/*.gz "$G"/$O/*.xz; do
-    [ -e "$f" ] || continue; n=$A/$(basename "${f%.*}")
-    case $f in *.gz) gunzip -c "$f" > "$n";; *.xz) python3 -c 'import lzma,shutil,sys;shutil.copyfileobj(lzma.open(sys.argv[1]),open(sys.argv[2],"wb"))' "$f" "$n";; esac
-    chmod +x "$n"
+  for O in ${BASE:-base}; do
+    A=/tmp/$O-bin; mkdir -p $A && cp "$B" $A/
+    # Gzipped or, to fit two builds in what a call carries, xz-compressed (read with Python's lzma).
+    for f in "$G"/$O/*.gz "$G"/$O/*.xz; do
+      [ -e "$f" ] || continue; n=$A/$(basename "${f%.*}")
+      case $f in *.gz) gunzip -c "$f" > "$n";; *.xz) python3 -c 'import lzma,shutil,sys;shutil.copyfileobj(lzma.open(sys.argv[1]),open(sys.argv[2],"wb"))' "$f" "$n";; esac
+      chmod +x "$n"
+    done
   done
   B0=$B
   for i in $(seq ${PAIRS:-3}); do
-    for which in $O new; do
-      B=$B0; [ $which = $O ] && B=$A/jetinfer
+    for which in ${ORDER:-${BASE:-base} new}; do
+      B=$B0; [ $which != new ] && B=/tmp/$which-bin/jetinfer
       bench trivial-ab-$which-$i --model trivial --concurrency 256 --duration-s $D --warmup-s $W \
         --dispatcher-arg "--threads 1" --worker-arg "--threads 1"
     done
