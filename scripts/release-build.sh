@@ -10,7 +10,8 @@
 #    again with `-Cprofile-use`.
 # A plain `cargo build --release` (Dockerfile, scripts/gpu-bench-bundle.sh with PGO=0) gets
 # the LTO half of the gain; docs/benchmarks.md ("Whole-program builds") has both measured.
-# Needs scripts/setup.sh first. Takes ~25 min on 2 cores (two full builds).
+# Needs scripts/setup.sh first. ~20 min on 2 cores from a cold cache (two full builds and
+# a 25 s run); a second run took 10 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
